@@ -1,0 +1,135 @@
+package gossip
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/weftmesh/weft/peer"
+)
+
+// Handler is a replicated state that rides on gossip (the IPAM ring, the
+// DNS record set). The mesh calls it; it never calls the mesh back from
+// these methods.
+type Handler interface {
+	// FullState returns the handler's whole state, encoded, for push-pull
+	// anti-entropy. It is called on memberlist's goroutines, so it must be
+	// fast and must not block on I/O or on the mesh. The mesh does not keep
+	// or modify the slice.
+	FullState() []byte
+	// Merge applies a message that peer `from` originated: a broadcast
+	// delta, a unicast message, or that peer's FullState. The mesh calls
+	// Merge from one goroutine per channel, one call at a time, with a
+	// slice the handler may keep. An error means bad input: the mesh logs
+	// it and drops the message; the handler must leave its state unchanged.
+	Merge(from peer.ID, msg []byte) error
+}
+
+// Channel is a named replicated-state channel. Its methods are safe for
+// concurrent use.
+type Channel struct {
+	mesh    *Mesh
+	name    string
+	handler Handler
+	inbox   chan inbound
+	dropped atomic.Uint64 // messages dropped because the inbox was full
+	errors  atomic.Uint64 // messages the handler rejected
+}
+
+type inbound struct {
+	from peer.ID
+	msg  []byte
+}
+
+// broadcastLimit is the largest message sent through memberlist's UDP
+// piggyback queue; larger ones go by TCP to each alive peer. memberlist
+// packets are at most ~1400 bytes, shared with its own messages.
+const broadcastLimit = 1000
+
+// Broadcast queues msg for eventual delivery to every live peer. Delivery
+// is best effort (lost, duplicated and reordered messages are possible; the
+// push-pull anti-entropy repairs them). It never blocks.
+func (c *Channel) Broadcast(msg []byte) {
+	if len(msg) > MaxMessage {
+		c.mesh.log.Warn("broadcast dropped: too large", "channel", c.name, "bytes", len(msg))
+		return
+	}
+	f := appendFrame(nil, frame{kind: kindBroadcast, channel: c.name, origin: c.mesh.cfg.ID, payload: msg})
+	if len(f) <= broadcastLimit {
+		c.mesh.queue.QueueBroadcast(rawBroadcast(f))
+		return
+	}
+	select {
+	case c.mesh.bigOut <- f:
+	default:
+		c.mesh.log.Warn("large broadcast dropped: sender busy", "channel", c.name, "bytes", len(msg))
+	}
+}
+
+// SendTo delivers msg to one peer over TCP. It blocks until the message is
+// written or ctx is done.
+func (c *Channel) SendTo(ctx context.Context, to peer.ID, msg []byte) error {
+	if len(msg) > MaxMessage {
+		return fmt.Errorf("send to %s on %s: %d bytes: %w", to, c.name, len(msg), ErrTooLarge)
+	}
+	node := c.mesh.nodeByID(to)
+	if node == nil {
+		return fmt.Errorf("send to %s on %s: %w", to, c.name, ErrUnknownPeer)
+	}
+	f := appendFrame(nil, frame{kind: kindUnicast, channel: c.name, origin: c.mesh.cfg.ID, payload: msg})
+	done := make(chan error, 1)
+	go func() { done <- c.mesh.ml.SendReliable(node, f) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("send to %s on %s: %w", to, c.name, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("send to %s on %s: %w", to, c.name, ctx.Err())
+	}
+}
+
+// Name returns the channel's name.
+func (c *Channel) Name() string { return c.name }
+
+// Dropped returns how many received messages were dropped because the
+// handler fell behind.
+func (c *Channel) Dropped() uint64 { return c.dropped.Load() }
+
+// Rejected returns how many received messages the handler rejected.
+func (c *Channel) Rejected() uint64 { return c.errors.Load() }
+
+// deliver hands a message to the channel's goroutine without blocking.
+func (c *Channel) deliver(from peer.ID, payload []byte) {
+	cp := append([]byte(nil), payload...)
+	select {
+	case c.inbox <- inbound{from: from, msg: cp}:
+	default:
+		c.dropped.Add(1)
+	}
+}
+
+// run applies received messages until ctx is done.
+func (c *Channel) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case in := <-c.inbox:
+			if err := c.handler.Merge(in.from, in.msg); err != nil {
+				c.errors.Add(1)
+				c.mesh.log.Warn("rejected message", "channel", c.name, "from", in.from, "err", err)
+			}
+		}
+	}
+}
+
+// rawBroadcast is a memberlist.Broadcast that never invalidates another:
+// every channel message is a distinct delta.
+type rawBroadcast []byte
+
+func (b rawBroadcast) Invalidates(memberlist.Broadcast) bool { return false }
+func (b rawBroadcast) Message() []byte                      { return b }
+func (b rawBroadcast) Finished()                            {}

@@ -1,0 +1,83 @@
+package gossip
+
+import (
+	"github.com/hashicorp/memberlist"
+)
+
+// delegate adapts the Mesh to memberlist's callbacks. memberlist calls them
+// on its packet and timer goroutines, so none of them blocks: received bytes
+// are copied and queued to the channel goroutines, and the peer table is
+// updated under a short lock.
+type delegate struct{ m *Mesh }
+
+var (
+	_ memberlist.Delegate      = delegate{}
+	_ memberlist.EventDelegate = delegate{}
+)
+
+func (d delegate) NodeMeta(limit int) []byte {
+	d.m.mu.Lock()
+	b := d.m.metaBytes
+	d.m.mu.Unlock()
+	if len(b) > limit {
+		return nil
+	}
+	return b
+}
+
+func (d delegate) NotifyMsg(b []byte) {
+	f, err := decodeFrame(b)
+	if err != nil || f.kind == kindState {
+		d.m.badFrames.Add(1)
+		d.m.log.Debug("dropped bad message", "bytes", len(b), "err", err)
+		return
+	}
+	if f.origin == d.m.cfg.ID {
+		return // our own broadcast relayed back
+	}
+	c := d.m.channels[f.channel]
+	if c == nil {
+		d.m.log.Debug("message for unknown channel", "channel", f.channel)
+		return
+	}
+	c.deliver(f.origin, f.payload)
+}
+
+func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.m.queue.GetBroadcasts(overhead, limit)
+}
+
+func (d delegate) LocalState(join bool) []byte {
+	frames := make([]frame, 0, len(d.m.channels))
+	for _, name := range d.m.channelOrder {
+		c := d.m.channels[name]
+		st := c.handler.FullState()
+		if len(st) > MaxState {
+			d.m.log.Warn("full state too large for push-pull", "channel", name, "bytes", len(st))
+			continue
+		}
+		frames = append(frames, frame{kind: kindState, channel: name, origin: d.m.cfg.ID, payload: st})
+	}
+	return encodeState(frames)
+}
+
+func (d delegate) MergeRemoteState(b []byte, join bool) {
+	frames, err := decodeState(b)
+	if err != nil {
+		d.m.badFrames.Add(1)
+		d.m.log.Warn("dropped bad push-pull state", "bytes", len(b), "err", err)
+		return
+	}
+	for _, f := range frames {
+		if f.origin == d.m.cfg.ID {
+			continue
+		}
+		if c := d.m.channels[f.channel]; c != nil {
+			c.deliver(f.origin, f.payload)
+		}
+	}
+}
+
+func (d delegate) NotifyJoin(n *memberlist.Node)   { d.m.observe(n, "join") }
+func (d delegate) NotifyLeave(n *memberlist.Node)  { d.m.observe(n, "leave") }
+func (d delegate) NotifyUpdate(n *memberlist.Node) { d.m.observe(n, "update") }

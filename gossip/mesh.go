@@ -1,0 +1,457 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/weftmesh/weft/peer"
+)
+
+// Mesh is this peer's membership in the weft mesh.
+type Mesh struct {
+	cfg   Config
+	log   *slog.Logger
+	ml    *memberlist.Memberlist
+	queue *memberlist.TransmitLimitedQueue
+
+	// channels is written only before Run starts and read-only afterwards.
+	channels     map[string]*Channel
+	channelOrder []string
+
+	bigOut    chan []byte   // large broadcasts waiting to be sent by TCP
+	changed   chan struct{} // membership or metadata changed (cap 1)
+	badFrames atomic.Uint64 // undecodable messages received
+	started   atomic.Bool
+
+	mu        sync.Mutex // guards following
+	metaBytes []byte
+	meta      peer.Meta
+	peers     map[string]*entry // by name, every peer ever seen, not forgotten
+	targets   []string          // addresses to (re)join
+	joinErr   map[string]string // target -> last join error
+}
+
+type entry struct {
+	info peer.Info
+	node *memberlist.Node // last known memberlist node
+}
+
+// New creates the memberlist and binds its ports; it does not join anyone.
+func New(cfg Config) (*Mesh, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "gossip")
+	m := &Mesh{
+		cfg:      cfg,
+		log:      log,
+		channels: map[string]*Channel{},
+		bigOut:   make(chan []byte, 64),
+		changed:  make(chan struct{}, 1),
+		peers:    map[string]*entry{},
+		joinErr:  map[string]string{},
+	}
+	meta, err := EncodeMeta(cfg.ID, cfg.Meta)
+	if err != nil {
+		return nil, err
+	}
+	m.metaBytes, m.meta = meta, cfg.Meta
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.BindPort
+	mc.AdvertisePort = cfg.BindPort
+	if cfg.AdvertisePort != 0 {
+		mc.AdvertisePort = cfg.AdvertisePort
+	}
+	mc.AdvertiseAddr = cfg.AdvertiseAddr
+	mc.Delegate = delegate{m}
+	mc.Events = delegate{m}
+	mc.Logger = newStdLogger(log)
+	if cfg.Secret != nil {
+		key, err := gossipKey(cfg.Secret)
+		if err != nil {
+			return nil, err
+		}
+		mc.SecretKey = key
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
+	if cfg.Memberlist != nil {
+		cfg.Memberlist(mc)
+	}
+	m.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return m.ml.NumMembers() },
+		RetransmitMult: mc.RetransmitMult,
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
+	}
+	m.ml = ml
+	return m, nil
+}
+
+// Channel registers a replicated-state channel. Call it before Run.
+func (m *Mesh) Channel(name string, h Handler) *Channel {
+	if m.started.Load() {
+		panic("gossip: Channel called after Run")
+	}
+	if len(name) == 0 || len(name) > maxChanName {
+		panic("gossip: channel name must be 1-32 bytes")
+	}
+	c := &Channel{mesh: m, name: name, handler: h, inbox: make(chan inbound, m.cfg.InboxSize)}
+	m.channels[name] = c
+	m.channelOrder = append(m.channelOrder, name)
+	return c
+}
+
+// Run drives the channels, large broadcasts, reconnection of targets and
+// the liveness table until ctx is done; then it leaves the mesh gracefully
+// and shuts memberlist down. It returns after all its goroutines exit.
+func (m *Mesh) Run(ctx context.Context) error {
+	m.started.Store(true)
+	var wg sync.WaitGroup
+	for _, c := range m.channels {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.run(ctx) }()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); m.sendLarge(ctx) }()
+
+	refresh := time.NewTicker(m.cfg.RefreshEvery)
+	reconnect := time.NewTicker(m.cfg.ReconnectEvery)
+	defer refresh.Stop()
+	defer reconnect.Stop()
+	m.reconnect()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-refresh.C:
+			m.refresh()
+		case <-reconnect.C:
+			m.reconnect()
+		}
+	}
+	wg.Wait()
+	if err := m.ml.Leave(2 * time.Second); err != nil {
+		m.log.Warn("leave", "err", err)
+	}
+	return m.ml.Shutdown()
+}
+
+// Shutdown stops memberlist without a graceful leave (tests simulating a
+// crash); Run must not be running.
+func (m *Mesh) Shutdown() error { return m.ml.Shutdown() }
+
+// sendLarge sends broadcasts too large for UDP to each alive peer by TCP.
+func (m *Mesh) sendLarge(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-m.bigOut:
+			for _, n := range m.ml.Members() {
+				if n.Name == m.cfg.Name || n.State != memberlist.StateAlive {
+					continue
+				}
+				if err := m.ml.SendReliable(n, f); err != nil {
+					m.log.Debug("large broadcast", "to", n.Name, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// Join contacts the given addresses (host or host:port) and joins the mesh
+// through the first that answers. It returns how many were joined.
+func (m *Mesh) Join(addrs []string) (int, error) {
+	var n int
+	var errs []error
+	for _, a := range addrs {
+		hp := withDefaultPort(a, m.cfg.BindPort)
+		k, err := m.ml.Join([]string{hp})
+		m.mu.Lock()
+		if err != nil {
+			m.joinErr[a] = explainJoinError(err, m.cfg.Secret != nil)
+		} else {
+			delete(m.joinErr, a)
+		}
+		m.mu.Unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("join %s: %s", hp, explainJoinError(err, m.cfg.Secret != nil)))
+			continue
+		}
+		n += k
+	}
+	if n == 0 && len(addrs) > 0 {
+		return 0, fmt.Errorf("%w: %w", ErrNoPeerJoined, errors.Join(errs...))
+	}
+	return n, nil
+}
+
+// explainJoinError turns memberlist's join failures into an operator's
+// sentence. A remote that cannot decrypt our push-pull (wrong or missing
+// secret) just drops the connection, so a reset or EOF during the exchange
+// is reported as the likely secret mismatch it almost always is.
+func explainJoinError(err error, haveSecret bool) string {
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "Encryption is configured but remote state is not encrypted"):
+		return s + " (the remote peer runs --insecure but this peer has a cluster secret)"
+	case strings.Contains(s, "No installed keys could decrypt"), strings.Contains(s, "decrypt"):
+		return s + " (wrong cluster secret: check --password-file / WEFT_PASSWORD)"
+	case strings.Contains(s, "EOF"), strings.Contains(s, "connection reset"), strings.Contains(s, "broken pipe"):
+		if haveSecret {
+			return s + " (the remote peer closed the connection during the encrypted handshake: wrong cluster secret? check --password-file / WEFT_PASSWORD)"
+		}
+		return s + " (the remote peer closed the connection: it probably requires a cluster secret; pass --password-file or WEFT_PASSWORD)"
+	case strings.Contains(s, "connection refused"), strings.Contains(s, "i/o timeout"), strings.Contains(s, "no route"):
+		return s + " (is weft running there and the gossip port reachable?)"
+	}
+	return s
+}
+
+func withDefaultPort(a string, port int) string {
+	if _, _, err := net.SplitHostPort(a); err == nil {
+		return a
+	}
+	return net.JoinHostPort(a, strconv.Itoa(port))
+}
+
+// SetTargets replaces the addresses this peer keeps trying to be connected
+// to (the PEER arguments and `weft connect`).
+func (m *Mesh) SetTargets(addrs []string) {
+	m.mu.Lock()
+	m.targets = append([]string(nil), addrs...)
+	for a := range m.joinErr {
+		if !containsStr(addrs, a) {
+			delete(m.joinErr, a)
+		}
+	}
+	m.mu.Unlock()
+}
+
+func containsStr(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Targets returns the current targets.
+func (m *Mesh) Targets() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.targets...)
+}
+
+// JoinErrors returns, per target, why the last join attempt failed.
+func (m *Mesh) JoinErrors() map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]string, len(m.joinErr))
+	for k, v := range m.joinErr {
+		out[k] = v
+	}
+	return out
+}
+
+// reconnect joins targets that are not alive members. While this peer is
+// alone it also tries every address it has seen a peer at.
+func (m *Mesh) reconnect() {
+	alive := map[string]bool{}
+	for _, n := range m.ml.Members() {
+		if n.State == memberlist.StateAlive && n.Name != m.cfg.Name {
+			alive[n.Address()] = true
+			alive[n.Addr.String()] = true
+			alive[n.Name] = true
+		}
+	}
+	m.mu.Lock()
+	var try []string
+	for _, t := range m.targets {
+		if !alive[t] && !alive[withDefaultPort(t, m.cfg.BindPort)] {
+			try = append(try, t)
+		}
+	}
+	m.mu.Unlock()
+	for _, t := range try {
+		if _, err := m.Join([]string{t}); err != nil {
+			m.log.Warn("cannot join target", "target", t, "err", err)
+		}
+	}
+}
+
+// SetMeta publishes new metadata for this peer.
+func (m *Mesh) SetMeta(meta peer.Meta) error {
+	b, err := EncodeMeta(m.cfg.ID, meta)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	same := string(b) == string(m.metaBytes)
+	m.metaBytes, m.meta = b, meta
+	m.mu.Unlock()
+	if same {
+		return nil
+	}
+	if err := m.ml.UpdateNode(5 * time.Second); err != nil {
+		return fmt.Errorf("publish metadata: %w", err)
+	}
+	m.signal()
+	return nil
+}
+
+// Changed receives a value whenever membership or metadata change.
+func (m *Mesh) Changed() <-chan struct{} { return m.changed }
+
+func (m *Mesh) signal() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
+// LocalAddr returns the address other peers reach this one on.
+func (m *Mesh) LocalAddr() netip.AddrPort {
+	n := m.ml.LocalNode()
+	a, _ := netip.AddrFromSlice(n.Addr)
+	return netip.AddrPortFrom(a.Unmap(), n.Port)
+}
+
+// BadFrames returns how many undecodable messages were received.
+func (m *Mesh) BadFrames() uint64 { return m.badFrames.Load() }
+
+// observe records a memberlist event in the peer table.
+func (m *Mesh) observe(n *memberlist.Node, ev string) {
+	if n.Name == m.cfg.Name {
+		return
+	}
+	id, meta, err := DecodeMeta(n.Meta)
+	if err != nil {
+		m.log.Warn("peer with bad metadata", "peer", n.Name, "err", err)
+	}
+	m.mu.Lock()
+	e := m.peers[n.Name]
+	if e == nil {
+		e = &entry{}
+		m.peers[n.Name] = e
+	}
+	if err == nil {
+		if e.info.ID != 0 && e.info.ID != id {
+			m.log.Info("peer restarted with a new identity", "peer", n.Name, "old", e.info.ID, "new", id)
+		}
+		e.info.ID, e.info.Meta = id, meta
+	}
+	e.node = n
+	e.info.Name = n.Name
+	if a, ok := netip.AddrFromSlice(n.Addr); ok {
+		e.info.Addr = a.Unmap()
+	}
+	prev := e.info.State
+	e.info.State = stateOf(n.State)
+	if e.info.State == peer.Alive {
+		e.info.LastSeen = time.Now()
+	}
+	m.mu.Unlock()
+	if prev != e.info.State {
+		m.log.Info("peer "+string(e.info.State), "peer", n.Name, "id", e.info.ID, "addr", e.info.Addr, "event", ev)
+	}
+	m.signal()
+}
+
+func stateOf(s memberlist.NodeStateType) peer.State {
+	switch s {
+	case memberlist.StateAlive:
+		return peer.Alive
+	case memberlist.StateSuspect:
+		return peer.Suspect
+	case memberlist.StateLeft:
+		return peer.Left
+	default:
+		return peer.Dead
+	}
+}
+
+// refresh polls memberlist for suspect/alive transitions, which it reports
+// through no event.
+func (m *Mesh) refresh() {
+	changed := false
+	now := time.Now()
+	m.mu.Lock()
+	for _, n := range m.ml.Members() {
+		e := m.peers[n.Name]
+		if e == nil {
+			continue
+		}
+		st := stateOf(n.State)
+		if st == peer.Alive {
+			e.info.LastSeen = now
+		}
+		if st != e.info.State {
+			e.info.State, changed = st, true
+		}
+	}
+	m.mu.Unlock()
+	if changed {
+		m.signal()
+	}
+}
+
+// Peers returns every known peer, this one included (first), sorted by name.
+func (m *Mesh) Peers() []peer.Info {
+	m.mu.Lock()
+	self := peer.Info{Name: m.cfg.Name, ID: m.cfg.ID, State: peer.Alive, LastSeen: time.Now(), Meta: m.meta}
+	out := make([]peer.Info, 0, len(m.peers)+1)
+	for _, e := range m.peers {
+		out = append(out, e.info)
+	}
+	m.mu.Unlock()
+	self.Addr = m.LocalAddr().Addr()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return append([]peer.Info{self}, out...)
+}
+
+// Forget drops dead or departed peers from the table (and from targets).
+// Alive peers are not forgotten: they would reappear at once.
+func (m *Mesh) Forget(names ...string) {
+	m.mu.Lock()
+	for _, n := range names {
+		if e := m.peers[n]; e != nil && e.info.State != peer.Alive && e.info.State != peer.Suspect {
+			delete(m.peers, n)
+		}
+	}
+	m.mu.Unlock()
+	m.signal()
+}
+
+func (m *Mesh) nodeByID(id peer.ID) *memberlist.Node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.peers {
+		if e.info.ID == id && e.node != nil && e.info.State != peer.Dead && e.info.State != peer.Left {
+			return e.node
+		}
+	}
+	return nil
+}
