@@ -131,5 +131,5 @@ func (c *Channel) run(ctx context.Context) {
 type rawBroadcast []byte
 
 func (b rawBroadcast) Invalidates(memberlist.Broadcast) bool { return false }
-func (b rawBroadcast) Message() []byte                      { return b }
-func (b rawBroadcast) Finished()                            {}
+func (b rawBroadcast) Message() []byte                       { return b }
+func (b rawBroadcast) Finished()                             {}

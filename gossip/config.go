@@ -16,17 +16,17 @@ const DefaultPort = 6783
 
 // Config configures a Mesh. Derive it from DefaultConfig.
 type Config struct {
-	Name          string         // this peer's name, unique in the mesh
-	ID            peer.ID        // this peer's persistent random ID
-	BindAddr      string         // address to listen on ("0.0.0.0" = all)
-	BindPort      int            // TCP+UDP port; 0 picks one (tests)
-	AdvertiseAddr string         // address other peers reach us on; "" = detect
-	AdvertisePort int            // 0 = BindPort
-	Secret        []byte         // cluster secret; nil = insecure (no gossip encryption)
-	Meta          peer.Meta      // initial metadata; change with SetMeta
-	Logger        *slog.Logger   // nil = discard
+	Name           string        // this peer's name, unique in the mesh
+	ID             peer.ID       // this peer's persistent random ID
+	BindAddr       string        // address to listen on ("0.0.0.0" = all)
+	BindPort       int           // TCP+UDP port; 0 picks one (tests)
+	AdvertiseAddr  string        // address other peers reach us on; "" = detect
+	AdvertisePort  int           // 0 = BindPort
+	Secret         []byte        // cluster secret; nil = insecure (no gossip encryption)
+	Meta           peer.Meta     // initial metadata; change with SetMeta
+	Logger         *slog.Logger  // nil = discard
 	ReconnectEvery time.Duration // how often unreachable targets are retried
-	RefreshEvery  time.Duration  // how often the peer table polls memberlist for suspects
+	RefreshEvery   time.Duration // how often the peer table polls memberlist for suspects
 	// Memberlist, when non-nil, is called on the memberlist configuration
 	// after weft has filled it in: tests shrink timers and swap the
 	// transport (MockNetwork) here.
