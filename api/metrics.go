@@ -1,0 +1,200 @@
+package api
+
+// Metrics come from three places: a status collector that turns one
+// Backend.Status call per scrape into gauges (so they can never drift from
+// what /status says), the subsystems' monotonic counters from
+// Backend.Counters, and histograms the router observes for the CNI-facing
+// routes. Everything is registered in the server's own Registry, never the
+// global one, so two servers in one process (tests) do not collide.
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/model"
+)
+
+// scrapeTimeout bounds the Backend.Status call of one scrape.
+const scrapeTimeout = 5 * time.Second
+
+type metrics struct {
+	reg         *prometheus.Registry
+	cniRequests *prometheus.CounterVec   // op, code
+	cniDuration *prometheus.HistogramVec // op
+	handler     http.Handler
+}
+
+func newMetrics(b Backend) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		cniRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_cni_requests_total",
+			Help: "Requests to the CNI-facing API routes by operation and HTTP status code.",
+		}, []string{"op", "code"}),
+		cniDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "weft_cni_request_duration_seconds",
+			Help:    "Time to answer a CNI-facing API request, by operation.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"op"}),
+	}
+	m.reg.MustRegister(
+		m.cniRequests, m.cniDuration,
+		newStatusCollector(b),
+		counterCollector{b},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+	return m
+}
+
+func (m *metrics) observeCNI(op string, code int, d time.Duration) {
+	m.cniRequests.WithLabelValues(op, strconv.Itoa(code)).Inc()
+	m.cniDuration.WithLabelValues(op).Observe(d.Seconds())
+}
+
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {
+	s.metrics.handler.ServeHTTP(w, r)
+	return nil
+}
+
+// statusCollector computes the mesh gauges from Backend.Status at scrape time.
+type statusCollector struct {
+	b Backend
+
+	up, info, uptime        *prometheus.Desc
+	peers, connections      *prometheus.Desc
+	handshakeAge, rx, tx    *prometheus.Desc
+	ipamAddresses, ipamUnre *prometheus.Desc
+	dnsRecords, pods        *prometheus.Desc
+}
+
+func newStatusCollector(b Backend) *statusCollector {
+	d := prometheus.NewDesc
+	return &statusCollector{
+		b:             b,
+		up:            d("weft_status_up", "1 when the peer's status could be read at this scrape, else 0 (and the other weft_ gauges are missing).", nil, nil),
+		info:          d("weft_info", "This peer's identity; always 1.", []string{"name", "id", "version", "transport"}, nil),
+		uptime:        d("weft_uptime_seconds", "Seconds since this peer started.", nil, nil),
+		peers:         d("weft_peers", "Known peers (this one included) by state.", []string{"state"}, nil),
+		connections:   d("weft_connections", "Live links from this peer to alive peers, by transport.", []string{"transport"}, nil),
+		handshakeAge:  d("weft_peer_handshake_age_seconds", "Seconds since the last WireGuard handshake with a peer.", []string{"peer"}, nil),
+		rx:            d("weft_peer_rx_bytes", "Bytes received from a peer over the datapath.", []string{"peer"}, nil),
+		tx:            d("weft_peer_tx_bytes", "Bytes sent to a peer over the datapath.", []string{"peer"}, nil),
+		ipamAddresses: d("weft_ipam_addresses", "This peer's pod addresses: owned, free (of owned) and allocated.", []string{"kind"}, nil),
+		ipamUnre:      d("weft_ipam_unreachable_share", "Share (0..1) of the address range owned by peers this peer cannot reach.", nil, nil),
+		dnsRecords:    d("weft_dns_records", "DNS records in the replicated record set.", nil, nil),
+		pods:          d("weft_pods", "Local pods (CNI attachments) on this peer.", nil, nil),
+	}
+}
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.up, c.info, c.uptime, c.peers, c.connections, c.handshakeAge, c.rx, c.tx, c.ipamAddresses, c.ipamUnre, c.dnsRecords, c.pods} {
+		ch <- d
+	}
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	st, err := c.b.Status(ctx)
+	if err != nil || st == nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		return
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge(c.up, 1)
+	gauge(c.info, 1, st.Name, st.ID, st.Version, st.Transport)
+	gauge(c.uptime, st.UptimeSeconds)
+
+	states := map[string]float64{"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+	conns := map[string]float64{}
+	now := time.Now()
+	for _, p := range st.Peers {
+		states[p.State]++
+		if p.Self {
+			continue
+		}
+		if p.State == "alive" && p.Transport != "" {
+			conns[p.Transport]++
+		}
+		if t, err := time.Parse(time.RFC3339Nano, p.LastHandshake); err == nil {
+			gauge(c.handshakeAge, max(0, now.Sub(t).Seconds()), p.Name)
+		}
+		counter(c.rx, float64(p.RxBytes), p.Name)
+		counter(c.tx, float64(p.TxBytes), p.Name)
+	}
+	for _, s := range sortedKeys(states) {
+		gauge(c.peers, states[s], s)
+	}
+	for _, t := range sortedKeys(conns) {
+		gauge(c.connections, conns[t], t)
+	}
+
+	gauge(c.ipamAddresses, float64(st.IPAM.Owned), "owned")
+	gauge(c.ipamAddresses, float64(st.IPAM.Free), "free")
+	gauge(c.ipamAddresses, float64(st.IPAM.Allocated), "allocated")
+	var unreachable float64
+	for _, o := range st.IPAM.Owners {
+		if !o.Reachable {
+			unreachable += o.Share
+		}
+	}
+	gauge(c.ipamUnre, unreachable)
+	gauge(c.dnsRecords, float64(len(st.DNS.Entries)))
+	gauge(c.pods, float64(len(st.Pods)))
+}
+
+// counterCollector exports Backend.Counters as weft_NAME counters. It is an
+// unchecked collector (Describe sends nothing) because the subsystems
+// choose the names.
+type counterCollector struct{ b Backend }
+
+func (counterCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (c counterCollector) Collect(ch chan<- prometheus.Metric) {
+	counters := c.b.Counters()
+	for _, name := range sortedKeys(counters) {
+		full := "weft_" + name
+		if !model.IsValidLegacyMetricName(full) || reservedMetric(full) {
+			continue
+		}
+		d := prometheus.NewDesc(full, "Subsystem counter "+name+".", nil, nil)
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, counters[name])
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// reservedMetric reports names this package exports itself; a subsystem
+// counter with such a name would break the whole scrape.
+func reservedMetric(name string) bool {
+	switch name {
+	case "weft_status_up", "weft_info", "weft_uptime_seconds", "weft_peers", "weft_connections",
+		"weft_peer_handshake_age_seconds", "weft_peer_rx_bytes", "weft_peer_tx_bytes",
+		"weft_ipam_addresses", "weft_ipam_unreachable_share", "weft_dns_records", "weft_pods",
+		"weft_cni_requests_total", "weft_cni_request_duration_seconds":
+		return true
+	}
+	return false
+}
