@@ -1,0 +1,161 @@
+package cni
+
+// ADD, in order, each step undone on any later failure (newest first):
+//   1. parse config and CNI_ARGS, open the pod's netns   (nothing to undo)
+//   2. Allocate at the peer                               undo: Release
+//   3. find the bridge, create the veth pair on it        undo: delete veth
+//   4. address, link up, default route in the pod         (gone with the veth)
+//   5. register POD.NAMESPACE in DNS                      (Release drops it)
+//   6. print the result in the config's spec version
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/weftmesh/weft/api/client"
+)
+
+// Add attaches the container to weft's network.
+func (p *Plugin) Add(args *skel.CmdArgs) error {
+	inv, err := p.begin("ADD", args)
+	if err != nil {
+		return err
+	}
+	return inv.end(p.add(inv, args))
+}
+
+func (p *Plugin) add(inv *invocation, args *skel.CmdArgs) (err error) {
+	podName, err := parsePodName(args.Args)
+	if err != nil {
+		return err
+	}
+	if args.Netns == "" {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is empty", "ADD needs the pod's network namespace path")
+	}
+	netNS, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("open netns %q: %v", args.Netns, err), "CNI_NETNS must be a network namespace path")
+	}
+	defer netNS.Close()
+
+	var undo []func()
+	defer func() {
+		if err == nil {
+			return
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}()
+
+	id := allocID(args.ContainerID, args.IfName)
+	alloc, err := inv.peer.Allocate(inv.ctx, client.AllocateRequest{ID: id, IfName: args.IfName, Pod: podName})
+	if err != nil {
+		return peerError("allocate address", inv.conf.Socket, err)
+	}
+	undo = append(undo, func() {
+		// A fresh context: the command's may be what expired.
+		ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
+		defer cancel()
+		if rerr := inv.peer.Release(ctx, id); rerr != nil {
+			inv.log.Error("rollback: release", "id", id, "err", rerr)
+		}
+	})
+	addr, gw, err := parseAllocation(alloc)
+	if err != nil {
+		return cniError(types.ErrInternal, "allocate address", err)
+	}
+	inv.log.Debug("allocated", "id", id, "address", addr, "gateway", gw)
+
+	brName := bridgeName(inv.conf, alloc)
+	br, err := lookupBridge(brName)
+	if err != nil {
+		return cniError(types.ErrTryAgainLater, "attach pod", err)
+	}
+	mtu := inv.conf.MTU
+	if mtu == 0 {
+		mtu = alloc.MTU
+	}
+	hostName := hostVethName(args.ContainerID, args.IfName)
+	// A leftover of an ADD that crashed half-way has the same name; it is ours.
+	if err := deleteHostVeth(hostName); err != nil {
+		return cniError(types.ErrInternal, "remove stale veth", err)
+	}
+	pod, err := podHandle(netNS.Fd())
+	if err != nil {
+		return cniError(types.ErrInternal, "attach pod", err)
+	}
+	defer pod.Close()
+	links, err := setupVeth(hostName, args.IfName, br, mtu, inv.conf.HairpinMode, pod, netNS.Fd())
+	undo = append(undo, func() {
+		if derr := deleteHostVeth(hostName); derr != nil {
+			inv.log.Error("rollback: delete veth", "veth", hostName, "err", derr)
+		}
+	})
+	if err != nil {
+		return cniError(types.ErrInternal, "attach pod", err)
+	}
+	if err := configurePod(pod, links.podIndex, addr, gw); err != nil {
+		return cniError(types.ErrInternal, "configure pod interface "+args.IfName, err)
+	}
+
+	if podName != "" {
+		req := client.DNSRequest{Name: podName, Address: addr.Addr().String(), ContainerID: id}
+		if err := inv.peer.DNSAdd(inv.ctx, req); err != nil {
+			return peerError("register DNS name "+podName, inv.conf.Socket, err)
+		}
+	}
+
+	res := buildResult(links, args.Netns, addr, gw, alloc.DNS)
+	out, err := res.GetAsVersion(inv.conf.CNIVersion)
+	if err != nil {
+		return cniError(types.ErrIncompatibleCNIVersion, "convert result", err)
+	}
+	if err := out.PrintTo(p.stdout); err != nil {
+		return cniError(types.ErrIOFailure, "print result", err)
+	}
+	inv.log.Info("attached", "id", id, "address", addr, "veth", hostName, "bridge", brName, "mtu", mtu, "pod", podName)
+	return nil
+}
+
+// rollbackTimeout bounds each undo step's call to the peer.
+const rollbackTimeout = 10 * time.Second
+
+// bridgeName: the config's, else the peer's, else "weft".
+func bridgeName(c *Config, a *client.Allocation) string {
+	switch {
+	case c.Bridge != "":
+		return c.Bridge
+	case a.Bridge != "":
+		return a.Bridge
+	}
+	return DefaultBridge
+}
+
+// parseAllocation checks the peer's answer: an address with its prefix
+// length and, if given, a gateway of the same family.
+func parseAllocation(a *client.Allocation) (netip.Prefix, netip.Addr, error) {
+	addr, err := netip.ParsePrefix(a.Address)
+	if err != nil {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("%w: address %q: %v", ErrBadAllocation, a.Address, err)
+	}
+	var gw netip.Addr
+	if a.Gateway != "" {
+		if gw, err = netip.ParseAddr(a.Gateway); err != nil {
+			return netip.Prefix{}, netip.Addr{}, fmt.Errorf("%w: gateway %q: %v", ErrBadAllocation, a.Gateway, err)
+		}
+		if gw.Is4() != addr.Addr().Is4() {
+			return netip.Prefix{}, netip.Addr{}, fmt.Errorf("%w: gateway %s and address %s differ in family", ErrBadAllocation, gw, addr)
+		}
+	}
+	if a.MTU != 0 && (a.MTU < minMTU || a.MTU > maxMTU) {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("%w: mtu %d", ErrBadAllocation, a.MTU)
+	}
+	return addr, gw, nil
+}
