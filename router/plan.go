@@ -1,0 +1,167 @@
+package router
+
+// Desired state.
+//
+// makePlan turns a Config (plus what the host's underlay looks like) into the
+// exact set of devices, addresses, routes, neighbours, FDB entries,
+// WireGuard peers, sysctls and the masquerade range the kernel should hold.
+// It is a pure function: reconcile.go compares its result with the kernel.
+//
+// L3 arrangement (the CNI plugin relies on it): pods get addr/<range length>
+// and a default route via the bridge address. The bridge holds the bridge
+// address with IFA_F_NOPREFIXROUTE (no connected /12 route: most of the
+// range is elsewhere) and proxy_arp=1 (proxy_delay=0): a pod ARPs for any
+// pod address on its bridge; a local pod answers for itself, and the host
+// answers for every address it routes through another device, i.e. remote
+// pods. Routes, all with src = bridge address and protocol RouteProtocol:
+//
+//	each local range       dev weft (scope link)
+//	each remote range and
+//	the peer's bridge /32  by transport (wireguard.go, vxlan.go, direct below)
+//	the whole range        unreachable (lowest precedence: a packet for an
+//	                       address nobody owns gets ICMP unreachable instead
+//	                       of leaking to the default route unmasqueraded)
+//
+// direct: `via <peer underlay> dev <underlay dev>`, only for peers inside our
+// underlay subnet (an off-link gateway is not a valid next hop); with
+// --transport auto those peers use direct and the others VXLAN.
+//
+// rp_filter is set loose (2) on the bridge and tunnel devices: during churn a
+// reverse route can briefly point at another device than the packet came in
+// on (a range that moved, a transport switch), and strict mode would drop
+// established flows. ip_forward=1 because the host routes between bridge,
+// tunnels and underlay.
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	"github.com/weftmesh/weft/peer"
+)
+
+// sysctl is one key=value.
+type sysctl struct{ key, value string }
+
+// plan is the desired kernel state for one Config.
+type plan struct {
+	mtu        int
+	bridge     Link
+	vxlan      *Link // nil = no VXLAN device
+	wireguard  bool  // a WireGuard device is wanted
+	addr       netip.Prefix
+	routes     []Route
+	neighs     []Neigh
+	fdbs       []FDB
+	wgPeers    []WGPeer // sorted by public key
+	transports map[peer.ID]string
+	sysctls    []sysctl
+	masq       netip.Prefix // invalid = no masquerade
+}
+
+// makePlan computes the desired state. u is the underlay device (zero when
+// unknown).
+func makePlan(cfg Config, u Underlay) plan {
+	p := plan{mtu: podMTU(cfg, u.MTU), transports: map[peer.ID]string{}}
+	p.bridge = Link{Name: cfg.Bridge, Kind: "bridge", MTU: p.mtu, Up: true}
+	p.sysctls = []sysctl{
+		{"net/ipv4/ip_forward", "1"},
+		{"net/ipv4/conf/" + cfg.Bridge + "/proxy_arp", "1"},
+		{"net/ipv4/neigh/" + cfg.Bridge + "/proxy_delay", "0"},
+		{"net/ipv4/conf/" + cfg.Bridge + "/rp_filter", "2"},
+	}
+	if cfg.uses(TransportVXLAN) && cfg.Underlay.IsValid() {
+		p.vxlan = &Link{Name: cfg.VXIface, Kind: "vxlan", MTU: p.mtu, Up: true,
+			HardwareAddr: VTEPMAC(cfg.ID),
+			VXLAN:        VXLAN{VNI: cfg.VNI, Port: cfg.VXPort, Local: cfg.Underlay}}
+		p.sysctls = append(p.sysctls, sysctl{"net/ipv4/conf/" + cfg.VXIface + "/rp_filter", "2"})
+	}
+	if cfg.uses(TransportWireGuard) {
+		p.wireguard = true
+		p.sysctls = append(p.sysctls, sysctl{"net/ipv4/conf/" + cfg.WGIface + "/rp_filter", "2"})
+	}
+	if cfg.Masquerade {
+		p.masq = cfg.Range.Masked()
+	}
+	src := cfg.BridgeAddr.Addr()
+	routed := map[netip.Prefix]bool{}
+	addRoute := func(r Route) {
+		if !cfg.BridgeAddr.IsValid() || routed[r.Dst] {
+			return
+		}
+		r.Src = src
+		routed[r.Dst] = true
+		p.routes = append(p.routes, r)
+	}
+	if cfg.BridgeAddr.IsValid() {
+		p.addr = cfg.BridgeAddr
+	}
+	for _, l := range cfg.Local {
+		addRoute(Route{Dst: l.Masked(), Dev: cfg.Bridge})
+	}
+
+	peers := slices.Clone(cfg.Peers)
+	slices.SortFunc(peers, func(a, b Peer) int { return cmp.Compare(a.ID, b.ID) })
+	for _, pr := range peers {
+		t := peerTransport(cfg, u, pr)
+		p.transports[pr.ID] = t
+		dsts := make([]netip.Prefix, 0, len(pr.Ranges)+1)
+		for _, r := range pr.Ranges {
+			dsts = append(dsts, r.Masked())
+		}
+		if pr.Bridge.IsValid() {
+			dsts = append(dsts, netip.PrefixFrom(pr.Bridge, 32))
+		}
+		switch t {
+		case TransportWireGuard:
+			p.wgPeers = append(p.wgPeers, wgPeer(cfg, pr))
+			for _, d := range dsts {
+				addRoute(Route{Dst: d, Dev: cfg.WGIface})
+			}
+		case TransportVXLAN:
+			mac := VTEPMAC(pr.ID)
+			p.neighs = append(p.neighs, Neigh{Dev: cfg.VXIface, IP: pr.Bridge, MAC: mac})
+			p.fdbs = append(p.fdbs, FDB{Dev: cfg.VXIface, MAC: mac, Dst: pr.Underlay})
+			for _, d := range dsts {
+				addRoute(Route{Dst: d, Gw: pr.Bridge, Dev: cfg.VXIface, OnLink: true})
+			}
+		case TransportDirect:
+			for _, d := range dsts {
+				addRoute(Route{Dst: d, Gw: pr.Underlay, Dev: u.Dev})
+			}
+		}
+	}
+	addRoute(Route{Dst: cfg.Range.Masked(), Unreachable: true})
+	slices.SortFunc(p.routes, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
+	slices.SortFunc(p.wgPeers, func(a, b WGPeer) int { return cmp.Compare(a.PublicKey, b.PublicKey) })
+	return p
+}
+
+// TransportNone is reported for a peer that cannot be reached with the
+// configured transport (no key, no underlay address, not on-link for direct).
+const TransportNone = "none"
+
+// peerTransport picks the transport towards pr.
+func peerTransport(cfg Config, u Underlay, pr Peer) string {
+	if !pr.Underlay.IsValid() {
+		return TransportNone
+	}
+	onLink := u.Prefix.IsValid() && u.Dev != "" && u.Prefix.Contains(pr.Underlay)
+	switch {
+	case cfg.wireguardMode():
+		if pr.WGPublicKey == "" {
+			return TransportNone
+		}
+		return TransportWireGuard
+	case cfg.Transport == TransportDirect || (cfg.Transport == TransportAuto && onLink):
+		if !onLink {
+			return TransportNone
+		}
+		return TransportDirect
+	default: // vxlan, or auto insecure off-link
+		if !pr.Bridge.IsValid() || !cfg.Underlay.IsValid() {
+			return TransportNone
+		}
+		return TransportVXLAN
+	}
+}

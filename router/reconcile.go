@@ -1,0 +1,300 @@
+package router
+
+// Reconciliation: read the kernel, compare with the plan, change only the
+// difference. Order matters only for creation: devices first (routes need
+// them), then sysctls of those devices, the bridge address (routes use it as
+// source), neighbours and FDB entries (so the first routed packet finds its
+// next hop resolved), routes, WireGuard peers, the masquerade. Each step
+// carries on after an error so that one bad peer does not block the others;
+// the errors are joined and the periodic resync retries.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// reconcileLocked makes the kernel match cfg. forceWG reapplies the
+// WireGuard configuration even if it did not change since the last call
+// (resync repairs drift of peers removed by hand). Caller holds r.recMu.
+func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) (plan, error) {
+	var u Underlay
+	var errs []error
+	if cfg.Underlay.IsValid() {
+		var err error
+		if u, err = r.kernel.Underlay(cfg.Underlay); err != nil {
+			errs = append(errs, fmt.Errorf("underlay %v: %w", cfg.Underlay, err))
+		}
+	}
+	p := makePlan(cfg, u)
+
+	if err := r.ensureSysctl(p.sysctls[0]); err != nil { // ip_forward first
+		errs = append(errs, err)
+	}
+	errs = append(errs, r.ensureLink(p.bridge))
+	if p.vxlan != nil {
+		errs = append(errs, r.ensureLink(*p.vxlan))
+	} else {
+		errs = append(errs, r.deleteLinkIfPresent(cfg.VXIface))
+	}
+	if p.wireguard {
+		errs = append(errs, r.ensureWG(ctx, cfg, p, forceWG))
+	} else {
+		errs = append(errs, r.deleteWG(ctx, cfg))
+	}
+	for _, s := range p.sysctls[1:] {
+		errs = append(errs, r.ensureSysctl(s))
+	}
+	errs = append(errs, r.ensureAddr(cfg.Bridge, p.addr))
+	if p.vxlan != nil {
+		errs = append(errs, r.ensureFDB(cfg.VXIface, p.fdbs), r.ensureNeigh(cfg.VXIface, p.neighs))
+	}
+	errs = append(errs, r.ensureRoutes(p.routes), r.ensureNft(p.masq))
+	return p, errors.Join(errs...)
+}
+
+func (r *Router) ensureSysctl(s sysctl) error {
+	v, err := r.kernel.SysctlGet(s.key)
+	if err == nil && v == s.value {
+		return nil
+	}
+	if err := r.kernel.SysctlSet(s.key, s.value); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", s.key, s.value, err)
+	}
+	return nil
+}
+
+// linkMatches reports whether have already satisfies want.
+func linkMatches(have, want Link) bool {
+	if have.MTU != want.MTU || have.Up != want.Up {
+		return false
+	}
+	if want.Kind != "" && (have.Kind != want.Kind || have.VXLAN != want.VXLAN) {
+		return false
+	}
+	return want.HardwareAddr == nil || bytes.Equal(have.HardwareAddr, want.HardwareAddr)
+}
+
+func (r *Router) ensureLink(want Link) error {
+	have, err := r.kernel.LinkGet(want.Name)
+	if err == nil && linkMatches(have, want) {
+		return nil
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("link get %s: %w", want.Name, err)
+	}
+	if err := r.kernel.LinkEnsure(want); err != nil {
+		return fmt.Errorf("link ensure %v: %w", want, err)
+	}
+	return nil
+}
+
+func (r *Router) deleteLinkIfPresent(name string) error {
+	if _, err := r.kernel.LinkGet(name); errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err := r.kernel.LinkDelete(name); err != nil {
+		return fmt.Errorf("link delete %s: %w", name, err)
+	}
+	return nil
+}
+
+func (r *Router) ensureAddr(dev string, want netip.Prefix) error {
+	have, err := r.kernel.AddrList(dev)
+	if err != nil {
+		return fmt.Errorf("addr list dev %s: %w", dev, err)
+	}
+	var errs []error
+	for _, a := range have {
+		if a != want {
+			if err := r.kernel.AddrDelete(dev, a); err != nil {
+				errs = append(errs, fmt.Errorf("addr delete %v dev %s: %w", a, dev, err))
+			}
+		}
+	}
+	if want.IsValid() && !slices.Contains(have, want) {
+		if err := r.kernel.AddrEnsure(dev, want); err != nil {
+			errs = append(errs, fmt.Errorf("addr add %v dev %s: %w", want, dev, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Router) ensureRoutes(want []Route) error {
+	have, err := r.kernel.RouteList()
+	if err != nil {
+		return fmt.Errorf("route list: %w", err)
+	}
+	wantBy := map[netip.Prefix]Route{}
+	for _, rt := range want {
+		wantBy[rt.Dst] = rt
+	}
+	// An exact match is kept; one other route per wanted destination is
+	// left for RouteReplace to overwrite; everything else goes.
+	kept := map[netip.Prefix]bool{}
+	keptIdx := map[int]bool{}
+	for i, rt := range have {
+		if w, ok := wantBy[rt.Dst]; ok && w == rt && !kept[rt.Dst] {
+			kept[rt.Dst], keptIdx[i] = true, true
+		}
+	}
+	var errs []error
+	overwritten := map[netip.Prefix]bool{}
+	for i, rt := range have {
+		if keptIdx[i] {
+			continue
+		}
+		if _, ok := wantBy[rt.Dst]; ok && !kept[rt.Dst] && !overwritten[rt.Dst] {
+			overwritten[rt.Dst] = true
+			continue
+		}
+		if err := r.kernel.RouteDelete(rt); err != nil {
+			errs = append(errs, fmt.Errorf("route delete %v: %w", rt, err))
+		}
+	}
+	for _, rt := range want {
+		if kept[rt.Dst] {
+			continue
+		}
+		if err := r.kernel.RouteReplace(rt); err != nil {
+			errs = append(errs, fmt.Errorf("route replace %v: %w", rt, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Router) ensureNeigh(dev string, want []Neigh) error {
+	have, err := r.kernel.NeighList(dev)
+	if err != nil {
+		return fmt.Errorf("neigh list dev %s: %w", dev, err)
+	}
+	var errs []error
+	for _, n := range have {
+		if !slices.ContainsFunc(want, func(w Neigh) bool { return w.IP == n.IP }) {
+			if err := r.kernel.NeighDelete(n); err != nil {
+				errs = append(errs, fmt.Errorf("neigh delete %v: %w", n, err))
+			}
+		}
+	}
+	for _, w := range want {
+		if slices.ContainsFunc(have, func(n Neigh) bool { return n.IP == w.IP && bytes.Equal(n.MAC, w.MAC) }) {
+			continue
+		}
+		if err := r.kernel.NeighSet(w); err != nil {
+			errs = append(errs, fmt.Errorf("neigh replace %v: %w", w, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Router) ensureFDB(dev string, want []FDB) error {
+	have, err := r.kernel.FDBList(dev)
+	if err != nil {
+		return fmt.Errorf("fdb list dev %s: %w", dev, err)
+	}
+	same := func(a, b FDB) bool { return bytes.Equal(a.MAC, b.MAC) && a.Dst == b.Dst }
+	var errs []error
+	for _, f := range have {
+		if !slices.ContainsFunc(want, func(w FDB) bool { return same(w, f) }) {
+			if err := r.kernel.FDBDelete(f); err != nil {
+				errs = append(errs, fmt.Errorf("fdb delete %v: %w", f, err))
+			}
+		}
+	}
+	for _, w := range want {
+		if slices.ContainsFunc(have, func(f FDB) bool { return same(w, f) }) {
+			continue
+		}
+		if err := r.kernel.FDBSet(w); err != nil {
+			errs = append(errs, fmt.Errorf("fdb append %v: %w", w, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Router) ensureNft(want netip.Prefix) error {
+	have, err := r.kernel.NftGet()
+	if err != nil {
+		return fmt.Errorf("nft get table weft: %w", err)
+	}
+	switch {
+	case have == want:
+		return nil
+	case !want.IsValid():
+		err = r.kernel.NftDelete()
+	default:
+		err = r.kernel.NftSet(want)
+	}
+	if err != nil {
+		return fmt.Errorf("nft masquerade %v: %w", want, err)
+	}
+	return nil
+}
+
+// ensureWG creates or adopts the WireGuard device, sets its MTU and state,
+// and configures its peers when they changed (or always, if force).
+func (r *Router) ensureWG(ctx context.Context, cfg Config, p plan, force bool) error {
+	if r.wg == nil {
+		if r.factory == nil {
+			return ErrNoWireGuard
+		}
+		dev, err := r.factory(ctx, WGDeviceConfig{Name: cfg.WGIface, MTU: p.mtu,
+			DatapathCommand: r.opts.DatapathCommand, Logger: r.log})
+		if err != nil {
+			return fmt.Errorf("wireguard device %s: %w", cfg.WGIface, err)
+		}
+		r.wg, r.wgApplied = dev, nil
+		force = true
+	}
+	var errs []error
+	errs = append(errs, r.ensureLink(Link{Name: cfg.WGIface, MTU: p.mtu, Up: true}))
+	applied := &wgApplied{key: cfg.WGPrivateKey, port: cfg.WGPort, peers: p.wgPeers}
+	if force || r.wgApplied == nil || !r.wgApplied.equal(applied) {
+		if err := r.wg.Configure(cfg.WGPrivateKey, int(cfg.WGPort), slices.Clone(p.wgPeers)); err != nil {
+			errs = append(errs, fmt.Errorf("wireguard configure %s: %w", cfg.WGIface, err))
+			r.wgApplied = nil
+		} else {
+			r.wgApplied = applied
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deleteWG removes a WireGuard device left from an earlier transport.
+func (r *Router) deleteWG(ctx context.Context, cfg Config) error {
+	if r.wg != nil {
+		err := r.wg.Delete()
+		r.wg, r.wgApplied = nil, nil
+		if err != nil {
+			return fmt.Errorf("wireguard delete %s: %w", cfg.WGIface, err)
+		}
+		return nil
+	}
+	if _, err := r.kernel.LinkGet(cfg.WGIface); errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if r.factory != nil {
+		// Adopt it first so that a userspace datapath process stops too.
+		if dev, err := r.factory(ctx, WGDeviceConfig{Name: cfg.WGIface, MTU: defaultUnderlayMTU,
+			DatapathCommand: r.opts.DatapathCommand, Logger: r.log}); err == nil {
+			if err := dev.Delete(); err == nil {
+				return nil
+			}
+		}
+	}
+	return r.deleteLinkIfPresent(cfg.WGIface)
+}
+
+// wgApplied is the WireGuard configuration last applied successfully.
+type wgApplied struct {
+	key   string
+	port  uint16
+	peers []WGPeer
+}
+
+func (a *wgApplied) equal(b *wgApplied) bool {
+	return a.key == b.key && a.port == b.port && sameWGPeers(a.peers, b.peers)
+}

@@ -1,0 +1,47 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Reset removes everything weft created on this host: the WireGuard device
+// (stopping the userspace datapath), the VXLAN device, the bridge, every route
+// marked with RouteProtocol and the nft table "weft". It uses the names of
+// the last Set, or of DefaultConfig. ip_forward is left as it is: other
+// software on the host may rely on it.
+func (r *Router) Reset() error {
+	r.mu.Lock()
+	cfg := r.desired
+	if !r.haveCfg {
+		cfg = DefaultConfig()
+	}
+	r.mu.Unlock()
+
+	r.recMu.Lock()
+	defer r.recMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), wgSetupTimeout)
+	defer cancel()
+	errs := []error{r.deleteWG(ctx, cfg)}
+	errs = append(errs, r.deleteLinkIfPresent(cfg.VXIface), r.deleteLinkIfPresent(cfg.Bridge))
+	routes, err := r.kernel.RouteList()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("route list: %w", err))
+	}
+	for _, rt := range routes {
+		if err := r.kernel.RouteDelete(rt); err != nil {
+			errs = append(errs, fmt.Errorf("route delete %v: %w", rt, err))
+		}
+	}
+	if err := r.kernel.NftDelete(); err != nil {
+		errs = append(errs, fmt.Errorf("nft delete table weft: %w", err))
+	}
+	r.mu.Lock()
+	r.mtu, r.transports, r.keyToID = 0, nil, nil
+	r.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("router reset: %w", err)
+	}
+	return nil
+}

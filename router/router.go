@@ -1,0 +1,233 @@
+package router
+
+// The Router holds the desired state and drives reconciliation: the first
+// Set (and every Set while Run is not running) reconciles synchronously;
+// while Run runs, Set only records the state and Run coalesces bursts
+// (Debounce) before reconciling once, and resyncs every ResyncInterval to
+// repair drift (a route or neighbour deleted by hand comes back).
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/weftmesh/weft/peer"
+)
+
+// wgSetupTimeout bounds the creation of the WireGuard device, which may
+// start the userspace datapath process.
+const wgSetupTimeout = 30 * time.Second
+
+// Router reconciles the host's datapath to a desired Config.
+type Router struct {
+	opts    Options
+	log     *slog.Logger
+	kernel  Kernel
+	factory WGFactory
+	kick    chan struct{} // capacity 1: a Set happened while Run runs
+
+	// Lock order: recMu before mu.
+	recMu     sync.Mutex // guards following: kernel access and the WireGuard device
+	wg        WGDevice
+	wgApplied *wgApplied
+
+	mu         sync.Mutex // guards following
+	desired    Config
+	haveCfg    bool
+	running    bool
+	mtu        int
+	transports map[peer.ID]string
+	keyToID    map[string]peer.ID
+}
+
+// New returns a Router; nothing touches the kernel before the first Set.
+func New(opts Options) (*Router, error) {
+	if opts.ResyncInterval == 0 {
+		opts.ResyncInterval = 10 * time.Second
+	}
+	if opts.Debounce == 0 {
+		opts.Debounce = 200 * time.Millisecond
+	}
+	if opts.ResyncInterval < 0 || opts.Debounce < 0 {
+		return nil, fmt.Errorf("%w: negative interval", ErrInvalidConfig)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	r := &Router{opts: opts, log: log.With("component", "router"), kernel: opts.Kernel,
+		factory: opts.WireGuard, kick: make(chan struct{}, 1)}
+	if r.kernel == nil {
+		k, err := NewNetlinkKernel(NetlinkOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("router: %w", err)
+		}
+		r.kernel = k
+	}
+	if r.factory == nil {
+		r.factory = defaultWGFactory
+		if k, ok := r.kernel.(*NetlinkKernel); ok {
+			r.factory = NetNSWGFactory(k)
+		}
+	}
+	return r, nil
+}
+
+// Set stores cfg as the desired state and reconciles: synchronously the
+// first time and whenever Run is not running, debounced in Run otherwise.
+func (r *Router) Set(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg.Local = slices.Clone(cfg.Local)
+	cfg.Peers = slices.Clone(cfg.Peers)
+	r.mu.Lock()
+	first := !r.haveCfg
+	r.desired, r.haveCfg = cfg, true
+	running := r.running
+	r.mu.Unlock()
+	if first || !running {
+		return r.reconcile(context.Background(), false)
+	}
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// reconcile applies the current desired state.
+func (r *Router) reconcile(ctx context.Context, force bool) error {
+	r.recMu.Lock()
+	defer r.recMu.Unlock()
+	r.mu.Lock()
+	cfg, ok := r.desired, r.haveCfg
+	r.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, wgSetupTimeout)
+	defer cancel()
+	start := time.Now()
+	p, err := r.reconcileLocked(ctx, cfg, force)
+	keys := map[string]peer.ID{}
+	for _, pr := range cfg.Peers {
+		if pr.WGPublicKey != "" {
+			keys[pr.WGPublicKey] = pr.ID
+		}
+	}
+	r.mu.Lock()
+	r.mtu, r.transports, r.keyToID = p.mtu, p.transports, keys
+	r.mu.Unlock()
+	r.log.Debug("reconciled", "peers", len(cfg.Peers), "routes", len(p.routes),
+		"took", time.Since(start), "err", err)
+	if err != nil {
+		return fmt.Errorf("router reconcile: %w", err)
+	}
+	return nil
+}
+
+// Run debounces Set and resyncs periodically until ctx is done. On return
+// it releases the WireGuard handle; the device keeps forwarding.
+func (r *Router) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.running {
+		r.mu.Unlock()
+		return fmt.Errorf("router run: already running")
+	}
+	r.running = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.running = false
+		r.mu.Unlock()
+		r.recMu.Lock()
+		if r.wg != nil {
+			_ = r.wg.Close()
+			r.wg, r.wgApplied = nil, nil
+		}
+		r.recMu.Unlock()
+	}()
+
+	resync := time.NewTicker(r.opts.ResyncInterval)
+	defer resync.Stop()
+	debounce := time.NewTimer(0)
+	if !debounce.Stop() {
+		<-debounce.C
+	}
+	pending := false
+	for {
+		select {
+		case <-ctx.Done():
+			debounce.Stop()
+			return nil
+		case <-r.kick:
+			if !pending {
+				pending = true
+				debounce.Reset(r.opts.Debounce)
+			}
+		case <-debounce.C:
+			pending = false
+			if err := r.reconcile(ctx, false); err != nil {
+				r.log.Warn("reconcile failed; retrying at next resync", "err", err)
+			}
+		case <-resync.C:
+			if err := r.reconcile(ctx, true); err != nil {
+				r.log.Warn("resync failed", "err", err)
+			}
+		}
+	}
+}
+
+// MTU returns the pod MTU in effect (0 before the first Set).
+func (r *Router) MTU() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mtu
+}
+
+// PeerTransport returns the transport used to reach the peer: wireguard,
+// vxlan, direct, none (unreachable with this configuration), or "" for an
+// unknown peer.
+func (r *Router) PeerTransport(id peer.ID) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.transports[id]
+}
+
+// Stats returns WireGuard counters per peer; peers without WireGuard are
+// absent.
+func (r *Router) Stats() map[peer.ID]PeerStats {
+	r.recMu.Lock()
+	dev := r.wg
+	var st map[string]WGPeerStats
+	var err error
+	if dev != nil {
+		st, err = dev.Stats()
+	}
+	r.recMu.Unlock()
+	out := map[peer.ID]PeerStats{}
+	if err != nil {
+		r.log.Debug("wireguard stats", "err", err)
+	}
+	r.mu.Lock()
+	keys := maps.Clone(r.keyToID)
+	r.mu.Unlock()
+	for k, s := range st {
+		id, ok := keys[k]
+		if !ok {
+			continue
+		}
+		ps := PeerStats{LastHandshake: s.LastHandshake, RxBytes: s.RxBytes, TxBytes: s.TxBytes}
+		if s.Endpoint.IsValid() {
+			ps.Endpoint = s.Endpoint.String()
+		}
+		out[id] = ps
+	}
+	return out
+}
