@@ -61,7 +61,7 @@ func DefaultConfig() Config {
 // invalid network config, 1 incompatible version).
 func ParseConfig(data []byte) (*Config, error) {
 	c := DefaultConfig()
-	c.CNIVersion = "" // must come from the input
+	c.CNIVersion, c.Name = "", "" // must come from the input
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "decode network config: "+err.Error(),
 			"stdin must be one plugin's JSON config from the conflist")

@@ -10,7 +10,7 @@
 //	func main() { cni.Main() }
 //
 //	// weft setup-cni
-//	err := cni.Install(cni.DefaultInstallConfig())
+//	err := cni.Install("/usr/local/bin/weft-cni", "/opt/cni/bin", "/etc/cni/net.d")
 //
 // Releases the peer could not take because it was down are spooled in
 // DATADIR/pending-release (see package cni/spool); the peer applies them on
