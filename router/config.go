@@ -20,16 +20,16 @@ const (
 // Config is the full desired state of the datapath. Set(cfg) twice with the
 // same value changes nothing in the kernel.
 type Config struct {
-	ID         peer.ID      // this peer's ID; derives our VXLAN VTEP MAC
-	Bridge     string       // bridge device for local pods
-	BridgeAddr netip.Prefix // bridge address with the range's prefix length (10.32.0.1/12); invalid = not yet allocated: no address, no routes
-	Range      netip.Prefix // the whole pod range (10.32.0.0/12)
+	ID         peer.ID        // this peer's ID; derives our VXLAN VTEP MAC
+	Bridge     string         // bridge device for local pods
+	BridgeAddr netip.Prefix   // bridge address with the range's prefix length (10.32.0.1/12); invalid = not yet allocated: no address, no routes
+	Range      netip.Prefix   // the whole pod range (10.32.0.0/12)
 	Local      []netip.Prefix // ranges this peer owns (from IPAM)
-	Transport  string       // "wireguard", "vxlan", "direct" or "auto"
-	Underlay   netip.Addr   // this host's underlay address (gossip advertise address)
-	MTU        int          // pod MTU in bytes; 0 = underlay device MTU minus encapsulation
-	WGIface    string       // WireGuard device name
-	WGPort     uint16       // WireGuard UDP listen port
+	Transport  string         // "wireguard", "vxlan", "direct" or "auto"
+	Underlay   netip.Addr     // this host's underlay address (gossip advertise address)
+	MTU        int            // pod MTU in bytes; 0 = underlay device MTU minus encapsulation
+	WGIface    string         // WireGuard device name
+	WGPort     uint16         // WireGuard UDP listen port
 	// WGPrivateKey is this peer's WireGuard private key, base64.
 	WGPrivateKey string
 	WGKeepalive  time.Duration // persistent keepalive towards each peer; 0 = off

@@ -1,0 +1,327 @@
+// Package routertest provides in-memory fakes of the router's seams: a
+// Kernel that keeps state and records every mutating operation as one text
+// line, and a WireGuard device that records Configure calls.
+//
+//	k := routertest.NewKernel()
+//	k.SetUnderlay(netip.MustParseAddr("192.168.1.10"), routertest.Underlay("eth0", 1500, "192.168.1.10/24"))
+//	r, _ := router.New(router.Options{Kernel: k, WireGuard: routertest.WGFactory(wgFake)})
+//	_ = r.Set(cfg)
+//	lines := k.Take() // "route replace 10.40.0.0/14 dev weft-wg src 10.32.0.1", ...
+package routertest
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/weftmesh/weft/router"
+)
+
+// Kernel is a stateful fake router.Kernel. Reads never record; each
+// mutating call appends one line to the transcript. Safe for concurrent use.
+type Kernel struct {
+	mu         sync.Mutex // guards following
+	lines      []string
+	links      map[string]router.Link
+	addrs      map[string][]netip.Prefix
+	routes     map[netip.Prefix]router.Route
+	neighs     map[string]router.Neigh // by dev+ip
+	fdbs       map[string]router.FDB   // by dev+mac
+	sysctls    map[string]string
+	nft        netip.Prefix
+	underlays  map[netip.Addr]router.Underlay
+	failRoutes error // returned by RouteReplace when set
+}
+
+var _ router.Kernel = (*Kernel)(nil)
+
+// NewKernel returns an empty fake kernel.
+func NewKernel() *Kernel {
+	return &Kernel{links: map[string]router.Link{}, addrs: map[string][]netip.Prefix{},
+		routes: map[netip.Prefix]router.Route{}, neighs: map[string]router.Neigh{},
+		fdbs: map[string]router.FDB{}, sysctls: map[string]string{}, underlays: map[netip.Addr]router.Underlay{}}
+}
+
+// Underlay builds an underlay description.
+func Underlay(dev string, mtu int, prefix string) router.Underlay {
+	return router.Underlay{Dev: dev, MTU: mtu, Prefix: netip.MustParsePrefix(prefix)}
+}
+
+// SetUnderlay declares the device holding addr (and creates that link).
+func (k *Kernel) SetUnderlay(addr netip.Addr, u router.Underlay) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.underlays[addr] = u
+	k.links[u.Dev] = router.Link{Name: u.Dev, Kind: "veth", MTU: u.MTU, Up: true}
+}
+
+// AddLink makes a link exist without a transcript line (a device created
+// elsewhere, e.g. by the WireGuard fake).
+func (k *Kernel) AddLink(l router.Link) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.links[l.Name] = l
+}
+
+// FailRouteReplace makes RouteReplace fail with err (nil = succeed).
+func (k *Kernel) FailRouteReplace(err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.failRoutes = err
+}
+
+// Take returns the lines recorded since the last Take and forgets them.
+func (k *Kernel) Take() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	l := k.lines
+	k.lines = nil
+	return l
+}
+
+// Routes returns the current routes, sorted, as text.
+func (k *Kernel) Routes() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []string
+	for _, r := range k.routes {
+		out = append(out, r.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// DeleteRouteByHand removes a route without a transcript line (drift).
+func (k *Kernel) DeleteRouteByHand(dst netip.Prefix) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.routes, dst)
+}
+
+// DeleteNeighByHand removes a neighbour without a transcript line (drift).
+func (k *Kernel) DeleteNeighByHand(dev string, ip netip.Addr) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.neighs, dev+" "+ip.String())
+}
+
+func (k *Kernel) record(format string, args ...any) {
+	k.lines = append(k.lines, fmt.Sprintf(format, args...))
+}
+
+func (k *Kernel) LinkGet(name string) (router.Link, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	l, ok := k.links[name]
+	if !ok {
+		return router.Link{}, fmt.Errorf("link %s: %w", name, router.ErrNotFound)
+	}
+	return l, nil
+}
+
+func (k *Kernel) LinkEnsure(l router.Link) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	have, ok := k.links[l.Name]
+	if !ok && l.Kind == "" {
+		return fmt.Errorf("link %s: %w", l.Name, router.ErrNotFound)
+	}
+	if l.Kind == "" {
+		l.Kind, l.HardwareAddr = have.Kind, have.HardwareAddr
+	}
+	k.links[l.Name] = l
+	k.record("link ensure %v", l)
+	return nil
+}
+
+func (k *Kernel) LinkDelete(name string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.links[name]; !ok {
+		return nil
+	}
+	delete(k.links, name)
+	delete(k.addrs, name)
+	for dst, r := range k.routes { // the kernel drops routes through a deleted device
+		if r.Dev == name {
+			delete(k.routes, dst)
+		}
+	}
+	for key, n := range k.neighs {
+		if n.Dev == name {
+			delete(k.neighs, key)
+		}
+	}
+	for key, f := range k.fdbs {
+		if f.Dev == name {
+			delete(k.fdbs, key)
+		}
+	}
+	k.record("link delete %s", name)
+	return nil
+}
+
+func (k *Kernel) AddrList(dev string) ([]netip.Prefix, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.links[dev]; !ok {
+		return nil, fmt.Errorf("link %s: %w", dev, router.ErrNotFound)
+	}
+	return slices.Clone(k.addrs[dev]), nil
+}
+
+func (k *Kernel) AddrEnsure(dev string, a netip.Prefix) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !slices.Contains(k.addrs[dev], a) {
+		k.addrs[dev] = append(k.addrs[dev], a)
+	}
+	k.record("addr add %v dev %s noprefixroute", a, dev)
+	return nil
+}
+
+func (k *Kernel) AddrDelete(dev string, a netip.Prefix) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.addrs[dev] = slices.DeleteFunc(k.addrs[dev], func(x netip.Prefix) bool { return x == a })
+	k.record("addr delete %v dev %s", a, dev)
+	return nil
+}
+
+func (k *Kernel) RouteList() ([]router.Route, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]router.Route, 0, len(k.routes))
+	for _, r := range k.routes {
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (k *Kernel) RouteReplace(r router.Route) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.failRoutes != nil {
+		return k.failRoutes
+	}
+	if _, ok := k.links[r.Dev]; r.Dev != "" && !ok {
+		return fmt.Errorf("route %v: link %s: %w", r, r.Dev, router.ErrNotFound)
+	}
+	k.routes[r.Dst] = r
+	k.record("route replace %v", r)
+	return nil
+}
+
+func (k *Kernel) RouteDelete(r router.Route) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.routes, r.Dst)
+	k.record("route delete %v", r)
+	return nil
+}
+
+func (k *Kernel) NeighList(dev string) ([]router.Neigh, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []router.Neigh
+	for _, n := range k.neighs {
+		if n.Dev == dev {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+func (k *Kernel) NeighSet(n router.Neigh) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.neighs[n.Dev+" "+n.IP.String()] = n
+	k.record("neigh replace %v", n)
+	return nil
+}
+
+func (k *Kernel) NeighDelete(n router.Neigh) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.neighs, n.Dev+" "+n.IP.String())
+	k.record("neigh delete %v", n)
+	return nil
+}
+
+func (k *Kernel) FDBList(dev string) ([]router.FDB, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []router.FDB
+	for _, f := range k.fdbs {
+		if f.Dev == dev {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+func (k *Kernel) FDBSet(f router.FDB) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.fdbs[f.Dev+" "+f.MAC.String()] = f
+	k.record("fdb replace %v", f)
+	return nil
+}
+
+func (k *Kernel) FDBDelete(f router.FDB) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.fdbs, f.Dev+" "+f.MAC.String())
+	k.record("fdb delete %v", f)
+	return nil
+}
+
+func (k *Kernel) SysctlGet(key string) (string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.sysctls[key], nil
+}
+
+func (k *Kernel) SysctlSet(key, value string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.sysctls[key] = value
+	k.record("sysctl %s=%s", key, value)
+	return nil
+}
+
+func (k *Kernel) NftGet() (netip.Prefix, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.nft, nil
+}
+
+func (k *Kernel) NftSet(rng netip.Prefix) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.nft = rng
+	k.record("nft table ip weft: masquerade saddr %v daddr != %v", rng, rng)
+	return nil
+}
+
+func (k *Kernel) NftDelete() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.nft.IsValid() {
+		return nil
+	}
+	k.nft = netip.Prefix{}
+	k.record("nft delete table ip weft")
+	return nil
+}
+
+func (k *Kernel) Underlay(addr netip.Addr) (router.Underlay, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	u, ok := k.underlays[addr]
+	if !ok {
+		return router.Underlay{}, fmt.Errorf("underlay %v: %w", addr, router.ErrNotFound)
+	}
+	return u, nil
+}

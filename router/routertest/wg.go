@@ -1,0 +1,104 @@
+package routertest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/weftmesh/weft/router"
+)
+
+// WG is a recording fake of router.WGDevice. Its factory creates the link
+// in a fake Kernel, as router/wg creates the real one.
+type WG struct {
+	kernel *Kernel
+
+	mu      sync.Mutex // guards following
+	name    string
+	lines   []string
+	exists  bool
+	stats   map[string]router.WGPeerStats
+	creates int
+}
+
+var _ router.WGDevice = (*WG)(nil)
+
+// NewWG returns a fake WireGuard device that creates its link in k.
+func NewWG(k *Kernel) *WG { return &WG{kernel: k, stats: map[string]router.WGPeerStats{}} }
+
+// Factory returns a router.WGFactory handing out w.
+func (w *WG) Factory() router.WGFactory {
+	return func(_ context.Context, cfg router.WGDeviceConfig) (router.WGDevice, error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if !w.exists {
+			w.kernel.AddLink(router.Link{Name: cfg.Name, Kind: "wireguard", MTU: 1420})
+			w.exists = true
+			w.creates++
+			w.lines = append(w.lines, fmt.Sprintf("wg create %s mtu %d", cfg.Name, cfg.MTU))
+		}
+		w.name = cfg.Name
+		return w, nil
+	}
+}
+
+// SetStats sets what Stats returns.
+func (w *WG) SetStats(s map[string]router.WGPeerStats) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stats = s
+}
+
+// Take returns the lines recorded since the last Take and forgets them.
+func (w *WG) Take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l := w.lines
+	w.lines = nil
+	return l
+}
+
+// Configure records one line per call with every peer.
+func (w *WG) Configure(privateKey string, listenPort int, peers []router.WGPeer) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ps := make([]string, len(peers))
+	for i, p := range peers {
+		as := make([]string, len(p.AllowedIPs))
+		for j, a := range p.AllowedIPs {
+			as[j] = a.String()
+		}
+		ps[i] = fmt.Sprintf("%s@%v allowed %s", p.PublicKey, p.Endpoint, strings.Join(as, ","))
+	}
+	slices.Sort(ps)
+	w.lines = append(w.lines, fmt.Sprintf("wg configure %s port %d peers [%s]", w.name, listenPort, strings.Join(ps, "; ")))
+	return nil
+}
+
+// Stats returns what SetStats set.
+func (w *WG) Stats() (map[string]router.WGPeerStats, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stats, nil
+}
+
+// Name returns the interface name.
+func (w *WG) Name() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.name
+}
+
+// Close records nothing: handles only.
+func (w *WG) Close() error { return nil }
+
+// Delete removes the link.
+func (w *WG) Delete() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.exists = false
+	w.lines = append(w.lines, "wg delete "+w.name)
+	return w.kernel.LinkDelete(w.name)
+}
