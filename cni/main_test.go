@@ -44,7 +44,9 @@ type buildError struct {
 	err error
 }
 
-func (e *buildError) Error() string { return "go build ./cmd/weft-cni: " + e.err.Error() + "\n" + e.out }
+func (e *buildError) Error() string {
+	return "go build ./cmd/weft-cni: " + e.err.Error() + "\n" + e.out
+}
 
 func binary(t *testing.T) string {
 	t.Helper()

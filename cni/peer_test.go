@@ -31,7 +31,7 @@ type fakePeer struct {
 	failDNS  bool
 }
 
-func newFakePeer(t *testing.T, bridge string) *fakePeer {
+func newFakePeer(t testing.TB, bridge string) *fakePeer {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "wfp") // short: unix socket paths max 107 bytes
 	if err != nil {
