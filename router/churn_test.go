@@ -1,0 +1,363 @@
+package router_test
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/weftmesh/weft/peer"
+	"github.com/weftmesh/weft/router"
+)
+
+func TestChurnTranscripts(t *testing.T) {
+	vtepC := router.VTEPMAC(0xc).String()
+	tests := []struct {
+		name   string
+		base   router.Config
+		change func(*router.Config)
+		want   []string
+	}{
+		{
+			name:   "wireguard peer leaves: routes and WireGuard peer go",
+			base:   testConfig(router.TransportWireGuard, false),
+			change: func(c *router.Config) { c.Peers = c.Peers[:1] },
+			want: []string{
+				"route delete 10.40.0.0/14 dev weft-wg src 10.32.0.1",
+				"route delete 10.40.0.1/32 dev weft-wg src 10.32.0.1",
+				"route delete 10.44.0.0/15 dev weft-wg src 10.32.0.1",
+				"wg configure weft-wg port 51820 peers [pubB@192.168.1.11:51820 allowed 10.36.0.0/14,10.36.0.1/32]",
+			},
+		},
+		{
+			name:   "vxlan peer leaves: routes, neighbour and FDB go",
+			base:   testConfig(router.TransportVXLAN, true),
+			change: func(c *router.Config) { c.Peers = c.Peers[:1] },
+			want: []string{
+				"fdb delete " + vtepC + " dst 172.16.0.12 dev weft-vx",
+				"neigh delete 10.40.0.1 lladdr " + vtepC + " dev weft-vx",
+				"route delete 10.40.0.0/14 via 10.40.0.1 dev weft-vx onlink src 10.32.0.1",
+				"route delete 10.40.0.1/32 via 10.40.0.1 dev weft-vx onlink src 10.32.0.1",
+				"route delete 10.44.0.0/15 via 10.40.0.1 dev weft-vx onlink src 10.32.0.1",
+			},
+		},
+		{
+			name: "range moves from C to B by donation: its route and AllowedIPs move",
+			base: testConfig(router.TransportWireGuard, false),
+			change: func(c *router.Config) {
+				c.Peers[0].Ranges = append(c.Peers[0].Ranges, pfx("10.44.0.0/15"))
+				c.Peers[1].Ranges = c.Peers[1].Ranges[:1]
+			},
+			want: []string{
+				"wg configure weft-wg port 51820 peers [pubB@192.168.1.11:51820 allowed 10.36.0.0/14,10.36.0.1/32,10.44.0.0/15; " +
+					"pubC@172.16.0.12:51820 allowed 10.40.0.0/14,10.40.0.1/32]",
+			},
+		},
+		{
+			name: "range moves from C to B over vxlan: the route changes next hop",
+			base: testConfig(router.TransportVXLAN, true),
+			change: func(c *router.Config) {
+				c.Peers[0].Ranges = append(c.Peers[0].Ranges, pfx("10.44.0.0/15"))
+				c.Peers[1].Ranges = c.Peers[1].Ranges[:1]
+			},
+			want: []string{
+				"route replace 10.44.0.0/15 via 10.36.0.1 dev weft-vx onlink src 10.32.0.1",
+			},
+		},
+		{
+			name: "range reclaimed by us: it becomes local",
+			base: testConfig(router.TransportVXLAN, true),
+			change: func(c *router.Config) {
+				c.Local = append(c.Local, pfx("10.44.0.0/15"))
+				c.Peers[1].Ranges = c.Peers[1].Ranges[:1]
+			},
+			want: []string{
+				"route replace 10.44.0.0/15 dev weft src 10.32.0.1",
+			},
+		},
+		{
+			name:   "peer changes underlay address: FDB follows",
+			base:   testConfig(router.TransportVXLAN, true),
+			change: func(c *router.Config) { c.Peers[1].Underlay = addr("172.16.0.99") },
+			want: []string{
+				"fdb delete " + vtepC + " dst 172.16.0.12 dev weft-vx",
+				"fdb replace " + vtepC + " dst 172.16.0.99 dev weft-vx",
+			},
+		},
+		{
+			name:   "masquerade switched off",
+			base:   testConfig(router.TransportDirect, true),
+			change: func(c *router.Config) { c.Masquerade = false },
+			want:   []string{"nft delete table ip weft"},
+		},
+		{
+			name:   "explicit MTU",
+			base:   testConfig(router.TransportDirect, true),
+			change: func(c *router.Config) { c.MTU = 9000 },
+			want:   []string{"link ensure weft type bridge mtu 9000 up"},
+		},
+		{
+			name: "transport switch vxlan to wireguard: VXLAN device goes",
+			base: testConfig(router.TransportVXLAN, true),
+			change: func(c *router.Config) {
+				c.Transport, c.Insecure = router.TransportWireGuard, false
+			},
+			want: []string{
+				"link ensure weft type bridge mtu 1440 up",
+				"link delete weft-vx",
+				"link ensure weft-wg type wireguard mtu 1440 up",
+				"sysctl net/ipv4/conf/weft-wg/rp_filter=2",
+				"route replace 10.36.0.0/14 dev weft-wg src 10.32.0.1",
+				"route replace 10.36.0.1/32 dev weft-wg src 10.32.0.1",
+				"route replace 10.40.0.0/14 dev weft-wg src 10.32.0.1",
+				"route replace 10.40.0.1/32 dev weft-wg src 10.32.0.1",
+				"route replace 10.44.0.0/15 dev weft-wg src 10.32.0.1",
+				"wg create weft-wg mtu 1440",
+				"wg configure weft-wg port 51820 peers [pubB@192.168.1.11:51820 allowed 10.36.0.0/14,10.36.0.1/32; " +
+					"pubC@172.16.0.12:51820 allowed 10.40.0.0/14,10.40.0.1/32,10.44.0.0/15]",
+			},
+		},
+		{
+			name: "transport switch wireguard to direct: WireGuard device goes",
+			base: testConfig(router.TransportWireGuard, false),
+			change: func(c *router.Config) {
+				c.Transport, c.Insecure = router.TransportDirect, true
+			},
+			want: []string{
+				"link ensure weft type bridge mtu 1500 up",
+				"link delete weft-wg", // its routes go with it
+				"route replace 10.36.0.0/14 via 192.168.1.11 dev eth0 src 10.32.0.1",
+				"route replace 10.36.0.1/32 via 192.168.1.11 dev eth0 src 10.32.0.1",
+				"wg delete weft-wg",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, router.Options{})
+			f.set(t, tt.base)
+			cfg := tt.base
+			cfg.Peers = slices.Clone(cfg.Peers)
+			for i := range cfg.Peers {
+				cfg.Peers[i].Ranges = slices.Clone(cfg.Peers[i].Ranges)
+			}
+			cfg.Local = slices.Clone(cfg.Local)
+			tt.change(&cfg)
+			got := f.set(t, cfg)
+			// Deletions come from a map walk: compare them as a set.
+			if diff := cmp.Diff(sortDeletes(tt.want), sortDeletes(got)); diff != "" {
+				t.Errorf("transcript after change (-want +got):\n%s", diff)
+			}
+			if got := f.set(t, cfg); len(got) != 0 {
+				t.Errorf("repeating the changed config changed the kernel:\n%q", got)
+			}
+		})
+	}
+}
+
+// sortDeletes sorts each run of consecutive "... delete ..." lines.
+func sortDeletes(lines []string) []string {
+	out := slices.Clone(lines)
+	for i := 0; i < len(out); {
+		j := i
+		for j < len(out) && strings.Contains(out[j], " delete ") && !strings.HasPrefix(out[j], "link") && !strings.HasPrefix(out[j], "wg") {
+			j++
+		}
+		slices.Sort(out[i:j])
+		if j == i {
+			j++
+		}
+		i = j
+	}
+	return out
+}
+
+func TestResyncRepairsDrift(t *testing.T) {
+	f := newFixture(t, router.Options{ResyncInterval: 20 * time.Millisecond, Debounce: time.Millisecond})
+	cfg := testConfig(router.TransportVXLAN, true)
+	f.set(t, cfg)
+	want := f.k.Routes()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = f.r.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+
+	f.k.DeleteRouteByHand(pfx("10.40.0.0/14"))
+	f.k.DeleteNeighByHand("weft-vx", addr("10.40.0.1"))
+	waitFor(t, 5*time.Second, "route and neighbour restored", func() bool {
+		return cmp.Equal(f.k.Routes(), want)
+	})
+	waitFor(t, 5*time.Second, "neighbour restored", func() bool {
+		return slices.Contains(f.take(), "neigh replace 10.40.0.1 lladdr "+router.VTEPMAC(0xc).String()+" dev weft-vx")
+	})
+
+	// While Run runs, Set is debounced: a burst of changes ends in the last state.
+	for i := range 5 {
+		c := cfg
+		c.MTU = 1400 + i
+		if err := f.r.Set(c); err != nil {
+			t.Fatalf("Set: %v", err)
+		}
+	}
+	waitFor(t, 5*time.Second, "debounced MTU", func() bool { return f.r.MTU() == 1404 })
+}
+
+func TestResetTranscript(t *testing.T) {
+	f := newFixture(t, router.Options{})
+	f.set(t, testConfig(router.TransportWireGuard, false))
+	if err := f.r.Reset(); err != nil {
+		t.Fatalf("Reset: %v", err)
+	}
+	got := f.take()
+	want := []string{"link delete weft-wg", "link delete weft", "nft delete table ip weft", "wg delete weft-wg"}
+	// Routes via the deleted devices vanished with them; the rest were
+	// deleted one by one.
+	for _, l := range want {
+		if !slices.Contains(got, l) {
+			t.Errorf("Reset transcript lacks %q:\n%s", l, strings.Join(got, "\n"))
+		}
+	}
+	if r := f.k.Routes(); len(r) != 0 {
+		t.Errorf("routes after Reset = %q; want none", r)
+	}
+	if got := f.r.MTU(); got != 0 {
+		t.Errorf("MTU() after Reset = %d; want 0", got)
+	}
+}
+
+func TestStats(t *testing.T) {
+	f := newFixture(t, router.Options{})
+	f.set(t, testConfig(router.TransportWireGuard, false))
+	hs := time.Unix(1700000000, 0)
+	f.wg.SetStats(map[string]router.WGPeerStats{
+		"pubB":    {LastHandshake: hs, RxBytes: 10, TxBytes: 20, Endpoint: netip.MustParseAddrPort("192.168.1.11:51820")},
+		"unknown": {RxBytes: 1},
+	})
+	want := map[peer.ID]router.PeerStats{0xb: {LastHandshake: hs, RxBytes: 10, TxBytes: 20, Endpoint: "192.168.1.11:51820"}}
+	if diff := cmp.Diff(want, f.r.Stats()); diff != "" {
+		t.Errorf("Stats() (-want +got):\n%s", diff)
+	}
+}
+
+func TestMTU(t *testing.T) {
+	tests := []struct {
+		name      string
+		transport string
+		insecure  bool
+		underlay  int
+		explicit  int
+		want      int
+	}{
+		{"wireguard 1500", router.TransportWireGuard, false, 1500, 0, 1440},
+		{"auto secure jumbo", router.TransportAuto, false, 9000, 0, 8940},
+		{"vxlan 1500", router.TransportVXLAN, true, 1500, 0, 1450},
+		{"auto insecure takes the vxlan overhead", router.TransportAuto, true, 1500, 0, 1450},
+		{"direct", router.TransportDirect, true, 1500, 0, 1500},
+		{"explicit wins", router.TransportWireGuard, false, 1500, 1300, 1300},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, router.Options{})
+			f.k.SetUnderlay(underlayA, underlayWithMTU("eth0", tt.underlay))
+			cfg := testConfig(tt.transport, tt.insecure)
+			cfg.MTU = tt.explicit
+			f.set(t, cfg)
+			if got := f.r.MTU(); got != tt.want {
+				t.Errorf("MTU() = %d; want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMTUIPv6Underlay(t *testing.T) {
+	for _, tt := range []struct {
+		transport string
+		insecure  bool
+		want      int
+	}{{router.TransportWireGuard, false, 1420}, {router.TransportVXLAN, true, 1430}} {
+		f := newFixture(t, router.Options{})
+		u6 := addr("fd00::10")
+		f.k.SetUnderlay(u6, router.Underlay{Dev: "eth0", MTU: 1500, Prefix: pfx("fd00::10/64")})
+		cfg := testConfig(tt.transport, tt.insecure)
+		cfg.Underlay = u6
+		f.set(t, cfg)
+		if got := f.r.MTU(); got != tt.want {
+			t.Errorf("%s over IPv6: MTU() = %d; want %d", tt.transport, got, tt.want)
+		}
+	}
+}
+
+func underlayWithMTU(dev string, mtu int) router.Underlay {
+	return router.Underlay{Dev: dev, MTU: mtu, Prefix: pfx("192.168.1.10/24")}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*router.Config)
+	}{
+		{"bad transport", func(c *router.Config) { c.Transport = "carrier-pigeon" }},
+		{"bridge addr outside range", func(c *router.Config) { c.BridgeAddr = pfx("10.64.0.1/12") }},
+		{"bridge addr wrong length", func(c *router.Config) { c.BridgeAddr = pfx("10.32.0.1/24") }},
+		{"wireguard without key", func(c *router.Config) { c.WGPrivateKey = "" }},
+		{"long bridge name", func(c *router.Config) { c.Bridge = "a-very-long-bridge-name" }},
+		{"tiny MTU", func(c *router.Config) { c.MTU = 100 }},
+		{"local range outside", func(c *router.Config) { c.Local = []netip.Prefix{pfx("192.168.0.0/24")} }},
+		{"VNI zero", func(c *router.Config) { c.VNI = 0 }},
+	}
+	if err := testConfig(router.TransportWireGuard, false).Validate(); err != nil {
+		t.Fatalf("valid config: Validate() = %v", err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(router.TransportWireGuard, false)
+			tt.change(&cfg)
+			if err := cfg.Validate(); err == nil {
+				t.Errorf("Validate() = nil; want an error")
+			}
+			f := newFixture(t, router.Options{})
+			if err := f.r.Set(cfg); err == nil {
+				t.Errorf("Set accepted an invalid config")
+			}
+			if got := f.take(); len(got) != 0 {
+				t.Errorf("invalid Set touched the kernel: %q", got)
+			}
+		})
+	}
+}
+
+func TestVTEPMAC(t *testing.T) {
+	seen := map[string]peer.ID{}
+	for i := range 10000 {
+		id := peer.ID(uint64(i) * 0x9e3779b97f4a7c15)
+		mac := router.VTEPMAC(id)
+		if mac[0]&0x02 == 0 || mac[0]&0x01 != 0 {
+			t.Fatalf("VTEPMAC(%v) = %v: not locally administered unicast", id, mac)
+		}
+		if !slices.Equal(mac, router.VTEPMAC(id)) {
+			t.Fatalf("VTEPMAC(%v) not deterministic", id)
+		}
+		if other, dup := seen[mac.String()]; dup {
+			t.Fatalf("VTEPMAC(%v) = VTEPMAC(%v) = %v", id, other, mac)
+		}
+		seen[mac.String()] = id
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
