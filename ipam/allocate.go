@@ -1,0 +1,208 @@
+package ipam
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/weftmesh/weft/peer"
+)
+
+// BridgeID is the allocation ID of the bridge's address; GC never
+// releases it.
+const BridgeID = "weft:bridge"
+
+// Allocate returns the address for id, allocating one from this peer's
+// space if id has none. The same id always gets the same address. It
+// blocks while the ring awaits consensus or a donation is under way, until
+// ctx is done; it returns ErrNoSpace when no live peer has space to give.
+func (a *Allocator) Allocate(ctx context.Context, id string) (netip.Prefix, error) {
+	refused := map[peer.ID]bool{} // donors that failed us during this call
+	var pending peer.ID           // donor asked, reply awaited
+	var pendingCh chan *message
+	var pendingReq uint64
+	var deadline <-chan time.Time
+	defer func() {
+		if pendingReq != 0 {
+			a.mu.Lock()
+			delete(a.replies, pendingReq)
+			a.mu.Unlock()
+		}
+	}()
+	for {
+		a.mu.Lock()
+		if a.closed {
+			a.mu.Unlock()
+			return netip.Prefix{}, fmt.Errorf("allocate %q: %w", id, ErrClosed)
+		}
+		if off, ok := a.allocs[id]; ok {
+			a.mu.Unlock()
+			return a.addr(off), nil
+		}
+		if a.leaving {
+			a.mu.Unlock()
+			return netip.Prefix{}, fmt.Errorf("allocate %q: %w", id, ErrLeaving)
+		}
+		wake := a.wake
+		if a.ring.Ready() {
+			if off, ok := a.findFreeLocked(); ok {
+				err := a.allocateLocked(id, off)
+				a.mu.Unlock()
+				if err != nil {
+					return netip.Prefix{}, fmt.Errorf("allocate %q: %w", id, err)
+				}
+				return a.addr(off), nil
+			}
+			if pending == 0 {
+				donor := a.pickDonorLocked(refused)
+				if donor == 0 {
+					a.mu.Unlock()
+					return netip.Prefix{}, fmt.Errorf("allocate %q: %w", id, ErrNoSpace)
+				}
+				if pendingReq != 0 {
+					delete(a.replies, pendingReq)
+				}
+				pending = donor
+				pendingReq, pendingCh = a.newReqLocked()
+				a.sendLocked(donor, &message{Kind: kindDonateReq, ReqID: pendingReq})
+				deadline = time.After(a.cfg.RequestTimeout)
+				a.log.Debug("asking for space", "donor", donor)
+			}
+		}
+		a.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return netip.Prefix{}, fmt.Errorf("allocate %q: %w", id, ctx.Err())
+		case <-wake:
+		case r := <-pendingCh:
+			if r.Flags&flagOK == 0 {
+				refused[pending] = true
+			}
+			pending, pendingCh = 0, nil
+		case <-deadline:
+			refused[pending] = true
+			pending, pendingCh, deadline = 0, nil, nil
+		}
+	}
+}
+
+// allocateLocked records id at off and updates the run's free count, both
+// in one transaction.
+func (a *Allocator) allocateLocked(id string, off uint32) error {
+	i := a.ring.index(off)
+	t := &a.ring.Tokens[i]
+	old := *t
+	t.Free = max(t.Free, 1) - 1
+	t.Version++
+	a.allocs[id] = off
+	a.used[off] = id
+	if err := a.commitLocked(&batch{tokens: []Token{*t}, put: map[string]uint32{id: off}}, []Token{*t}); err != nil {
+		*t = old
+		delete(a.allocs, id)
+		delete(a.used, off)
+		return err
+	}
+	a.cursor = off + 1
+	return nil
+}
+
+// pickDonorLocked returns the live peer advertising the most free space,
+// skipping refused ones; 0 if none has any.
+func (a *Allocator) pickDonorLocked(refused map[peer.ID]bool) peer.ID {
+	free := map[peer.ID]uint64{}
+	for _, t := range a.ring.Tokens {
+		free[t.Owner] += uint64(t.Free)
+	}
+	var best peer.ID
+	var most uint64
+	for id, f := range free {
+		if id == a.cfg.Self || refused[id] || !a.aliveLocked(id) || f == 0 {
+			continue
+		}
+		if f > most || (f == most && id < best) {
+			best, most = id, f
+		}
+	}
+	return best
+}
+
+// Lookup returns the address allocated to id.
+func (a *Allocator) Lookup(id string) (netip.Prefix, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	off, ok := a.allocs[id]
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	return a.addr(off), true
+}
+
+// Release frees id's address. Releasing an unknown id succeeds.
+func (a *Allocator) Release(id string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return fmt.Errorf("release %q: %w", id, ErrClosed)
+	}
+	if err := a.releaseLocked([]string{id}); err != nil {
+		return fmt.Errorf("release %q: %w", id, err)
+	}
+	return nil
+}
+
+func (a *Allocator) releaseLocked(ids []string) error {
+	b := &batch{}
+	var gone []string
+	for _, id := range ids {
+		if _, ok := a.allocs[id]; ok {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	b.del = gone
+	saved := map[string]uint32{}
+	for _, id := range gone {
+		off := a.allocs[id]
+		saved[id] = off
+		delete(a.allocs, id)
+		delete(a.used, off)
+	}
+	oldRing := a.ring.Clone()
+	own := a.refreshFreeLocked()
+	b.tokens = own
+	if err := a.commitLocked(b, own); err != nil {
+		a.ring = oldRing
+		for id, off := range saved {
+			a.allocs[id], a.used[off] = off, id
+		}
+		return err
+	}
+	return nil
+}
+
+// GC releases every allocation of this peer whose id is not in keep, except
+// the bridge's, and returns the released ids.
+func (a *Allocator) GC(keep []string) ([]string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil, fmt.Errorf("gc: %w", ErrClosed)
+	}
+	k := map[string]bool{BridgeID: true}
+	for _, id := range keep {
+		k[id] = true
+	}
+	var gone []string
+	for id := range a.allocs {
+		if !k[id] {
+			gone = append(gone, id)
+		}
+	}
+	if err := a.releaseLocked(gone); err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	return gone, nil
+}

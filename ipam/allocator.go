@@ -1,0 +1,316 @@
+package ipam
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftmesh/weft/peer"
+)
+
+// Transport carries ring messages between peers. gossip.Channel implements
+// it.
+type Transport interface {
+	// Broadcast queues msg for eventual delivery to every live peer (best
+	// effort: may be lost, duplicated, reordered). Never blocks. The
+	// transport must not modify msg.
+	Broadcast(msg []byte)
+	// SendTo delivers msg to one peer reliably (TCP) or returns an error.
+	// May block until ctx is done. Never called with this peer's own ID.
+	SendTo(ctx context.Context, to peer.ID, msg []byte) error
+}
+
+// outMsg is a unicast queued for the sender goroutine, so that Merge never
+// blocks on the network.
+type outMsg struct {
+	to  peer.ID
+	msg []byte
+}
+
+// Allocator is one peer's share of the IPAM ring. Its methods are safe for
+// concurrent use.
+type Allocator struct {
+	cfg     Config
+	tr      Transport
+	log     *slog.Logger
+	st      *store
+	changed chan struct{}          // cap 1, see Changed
+	full    atomic.Pointer[[]byte] // encoded FullState, refreshed on every change
+	out     chan outMsg            // unicasts for the sender goroutine
+	done    chan struct{}          // closed by Close
+
+	mu        sync.Mutex // guards following
+	ring      Ring
+	allocs    map[string]uint32 // allocation id -> offset
+	used      map[uint32]string // offset -> allocation id
+	peers     map[peer.ID]peer.Info
+	wake      chan struct{} // closed and replaced on every change waiters care about
+	leaving   bool          // Handoff started: never allocate again
+	closed    bool
+	heard     map[peer.ID]bool // peers that spoke bootstrap Paxos to us
+	acceptors map[instanceKey]*acceptorState
+	proposals map[instanceKey]*proposal // our rounds in flight
+	maxBallot uint32                    // highest ballot N seen
+	nextReq   uint64
+	replies   map[uint64]chan *message // donation/handoff replies awaited
+	cursor    uint32                   // next offset to try in findFreeLocked
+}
+
+// New opens the store at cfg.DBPath and loads the persisted ring and
+// allocations. Nothing is sent until Run.
+func New(cfg Config, tr Transport) (*Allocator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "ipam")
+	st, err := openStore(cfg.DBPath, cfg.Range, cfg.Self, cfg.NoSync)
+	if err != nil {
+		return nil, err
+	}
+	size := uint64(1) << (32 - cfg.Range.Bits())
+	ring, allocs, acc, err := st.load(size)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	a := &Allocator{
+		cfg: cfg, tr: tr, log: log, st: st,
+		changed:   make(chan struct{}, 1),
+		out:       make(chan outMsg, 1024),
+		done:      make(chan struct{}),
+		ring:      ring,
+		allocs:    allocs,
+		used:      make(map[uint32]string, len(allocs)),
+		peers:     map[peer.ID]peer.Info{},
+		wake:      make(chan struct{}),
+		heard:     map[peer.ID]bool{cfg.Self: true},
+		acceptors: acc,
+		proposals: map[instanceKey]*proposal{},
+		replies:   map[uint64]chan *message{},
+		nextReq:   rand.Uint64(),
+	}
+	for id, off := range allocs {
+		a.used[off] = id
+		if ring.Ready() && ring.Owner(off) != cfg.Self {
+			log.Warn("persisted allocation outside our space", "id", id, "addr", a.addr(off))
+		}
+	}
+	for _, s := range acc {
+		a.maxBallot = max(a.maxBallot, s.Promised.N, s.Accepted.N)
+	}
+	a.refreshFullLocked()
+	log.Info("ipam opened", "range", cfg.Range, "tokens", len(ring.Tokens), "allocations", len(allocs))
+	return a, nil
+}
+
+// Changed gets a value (non-blocking send, capacity 1) whenever the ring
+// or ownership changes.
+func (a *Allocator) Changed() <-chan struct{} { return a.changed }
+
+// SetPeers gives the current view of the mesh. Non-blocking.
+func (a *Allocator) SetPeers(peers []peer.Info) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.peers = make(map[peer.ID]peer.Info, len(peers))
+	for _, p := range peers {
+		a.peers[p.ID] = p
+	}
+	a.wakeLocked()
+}
+
+// alive reports whether id is alive (or suspect) in the last SetPeers.
+func (a *Allocator) aliveLocked(id peer.ID) bool {
+	if id == a.cfg.Self {
+		return true
+	}
+	p, ok := a.peers[id]
+	return ok && (p.State == peer.Alive || p.State == peer.Suspect)
+}
+
+// liveLocked returns the IDs of live peers, self included, sorted.
+func (a *Allocator) liveLocked() []peer.ID {
+	out := []peer.ID{a.cfg.Self}
+	for id := range a.peers {
+		if id != a.cfg.Self && a.aliveLocked(id) {
+			out = append(out, id)
+		}
+	}
+	sortIDs(out)
+	return out
+}
+
+// Run drives the timers: bootstrap rounds, the unicast sender and the
+// periodic re-broadcast of this peer's tokens. It returns when ctx is done
+// (or Close is called), after its goroutines have exited.
+func (a *Allocator) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { a.sendLoop(ctx) })
+	wg.Go(func() { a.bootstrapLoop(ctx) })
+	if a.cfg.RebroadcastInterval > 0 {
+		wg.Go(func() {
+			t := time.NewTicker(a.cfg.RebroadcastInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					a.mu.Lock()
+					own := a.ring.ownedBy(a.cfg.Self)
+					a.broadcastLocked(own)
+					a.mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+func (a *Allocator) sendLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-a.out:
+			sctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
+			if err := a.tr.SendTo(sctx, m.to, m.msg); err != nil {
+				a.log.Debug("send failed", "to", m.to, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// sendLocked queues a unicast; it never blocks (a full queue drops: every
+// protocol here retries).
+func (a *Allocator) sendLocked(to peer.ID, m *message) {
+	m.Range, m.Seed = a.cfg.Range, a.ring.Seed
+	select {
+	case a.out <- outMsg{to: to, msg: m.encode()}:
+	default:
+		a.log.Warn("unicast queue full; message dropped", "to", to)
+	}
+}
+
+// Close closes the store. Run returns soon after.
+func (a *Allocator) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil
+	}
+	a.closed = true
+	close(a.done)
+	a.wakeLocked()
+	if err := a.st.close(); err != nil {
+		return fmt.Errorf("close ipam: %w", err)
+	}
+	return nil
+}
+
+// wakeLocked wakes every goroutine waiting for a change.
+func (a *Allocator) wakeLocked() {
+	close(a.wake)
+	a.wake = make(chan struct{})
+}
+
+// changedLocked wakes waiters and notifies Changed.
+func (a *Allocator) changedLocked() {
+	a.wakeLocked()
+	select {
+	case a.changed <- struct{}{}:
+	default:
+	}
+}
+
+// FullState returns the whole ring, encoded. It never blocks.
+func (a *Allocator) FullState() []byte { return *a.full.Load() }
+
+func (a *Allocator) refreshFullLocked() {
+	m := message{Kind: kindFull, Range: a.cfg.Range, Seed: a.ring.Seed, Tokens: a.ring.Tokens}
+	b := m.encode()
+	a.full.Store(&b)
+}
+
+// broadcastLocked sends tokens as deltas of at most deltaTokens tokens.
+func (a *Allocator) broadcastLocked(ts []Token) {
+	for len(ts) > 0 {
+		n := min(len(ts), deltaTokens)
+		m := message{Kind: kindDelta, Range: a.cfg.Range, Seed: a.ring.Seed, Tokens: ts[:n]}
+		a.tr.Broadcast(m.encode())
+		ts = ts[n:]
+	}
+}
+
+// Merge applies a message from peer from. Bad input returns an error and
+// changes nothing.
+func (a *Allocator) Merge(from peer.ID, msg []byte) error {
+	m, err := decode(msg)
+	if err != nil {
+		return err
+	}
+	if m.Range != a.cfg.Range {
+		return fmt.Errorf("merge from %s: range %s, ours %s: %w", from, m.Range, a.cfg.Range, ErrDifferentRing)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return ErrClosed
+	}
+	if from == a.cfg.Self {
+		return nil // our own broadcast echoed back
+	}
+	switch m.Kind {
+	case kindFull, kindDelta:
+		_, err = a.mergeTokensLocked(from, m)
+	case kindPrepare, kindAccept:
+		err = a.handleAcceptorLocked(from, m)
+	case kindPromise, kindAccepted, kindNack:
+		a.handleProposerReplyLocked(from, m)
+	case kindChosen:
+		err = a.handleChosenLocked(from, m)
+	case kindDonateReq:
+		err = a.handleDonateReqLocked(from, m)
+	case kindDonateReply, kindHandoffAck:
+		if len(m.Tokens) > 0 {
+			_, err = a.mergeTokensLocked(from, m)
+		}
+		if ch, ok := a.replies[m.ReqID]; ok {
+			select {
+			case ch <- m:
+			default:
+			}
+		}
+	case kindHandoff:
+		err = a.handleHandoffLocked(from, m)
+	}
+	if err != nil {
+		return fmt.Errorf("merge from %s: %w", from, err)
+	}
+	return nil
+}
+
+func (a *Allocator) newReqLocked() (uint64, chan *message) {
+	a.nextReq++
+	ch := make(chan *message, 1)
+	a.replies[a.nextReq] = ch
+	return a.nextReq, ch
+}

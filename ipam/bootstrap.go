@@ -1,0 +1,152 @@
+package ipam
+
+// Bootstrap: the ring's first division, which must happen once.
+//
+// consensus=N: every launch peer runs Paxos rounds (paxos.go) on the one
+// bootstrap instance with quorum N/2+1, proposing the set of peers that
+// promised; the chosen set is divided deterministically (divide), so every
+// peer that learns the value builds the same ring. Two rings cannot form
+// among peers started with the same N: two quorums of N/2+1 out of N
+// intersect, and peers that already hold a ring answer with it instead of
+// taking part. A peer that receives a ring by gossip adopts it and stops.
+//
+// seed=NAME,...: once SetPeers has given the IDs of all named peers, each
+// of them divides the ring among exactly those IDs, identically; the rest
+// wait for it. observer: waits for a ring.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/weftmesh/weft/peer"
+)
+
+var bootstrapKey = instanceKey{Kind: instBootstrap}
+
+func (a *Allocator) bootstrapLoop(ctx context.Context) {
+	for {
+		a.mu.Lock()
+		ready, wake := a.ring.Ready(), a.wake
+		a.mu.Unlock()
+		if ready {
+			return
+		}
+		switch a.cfg.Init.Mode {
+		case InitConsensus:
+			a.tryConsensus(ctx)
+		case InitSeed:
+			a.trySeed()
+		}
+		d := time.Duration(float64(a.cfg.BootstrapInterval) * (0.5 + rand.Float64()))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// quorum is the bootstrap quorum.
+func (a *Allocator) quorum() int { return a.cfg.Init.Quorum/2 + 1 }
+
+func (a *Allocator) tryConsensus(ctx context.Context) {
+	a.mu.Lock()
+	live := a.liveLocked()
+	a.mu.Unlock()
+	v, err := a.paxosRound(ctx, bootstrapKey, live, a.quorum(), func(ids []peer.ID) []peer.ID { return ids })
+	if err != nil {
+		if !errors.Is(err, errNoQuorum) && !errors.Is(err, errHasRing) && !errors.Is(err, context.Canceled) {
+			a.log.Debug("bootstrap round", "err", err)
+		}
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.installLocked(divide(a.ring.Size, v, a.capacity)); err != nil {
+		a.log.Error("install ring", "err", err)
+		return
+	}
+	a.log.Info("ring formed by consensus", "peers", len(v))
+}
+
+func (a *Allocator) trySeed() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	byName := map[string]peer.ID{}
+	for _, p := range a.peers {
+		byName[p.Name] = p.ID
+	}
+	if a.cfg.Name != "" {
+		byName[a.cfg.Name] = a.cfg.Self
+	}
+	var ids []peer.ID
+	self := false
+	for _, n := range a.cfg.Init.Seeds {
+		id, ok := byName[n]
+		if !ok {
+			return
+		}
+		self = self || id == a.cfg.Self
+		ids = append(ids, id)
+	}
+	if !self {
+		return
+	}
+	sortIDs(ids)
+	ids = uniqIDs(ids)
+	if err := a.installLocked(divide(a.ring.Size, ids, a.capacity)); err != nil {
+		a.log.Error("install ring", "err", err)
+		return
+	}
+	a.log.Info("ring formed from seeds", "peers", len(ids))
+}
+
+func uniqIDs(ids []peer.ID) []peer.ID {
+	out := ids[:0]
+	for i, id := range ids {
+		if i == 0 || id != ids[i-1] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// installLocked adopts a freshly divided ring (unless one arrived first, in
+// which case the new one is merged like any message) and broadcasts it.
+func (a *Allocator) installLocked(r Ring) error {
+	if a.ring.Ready() {
+		if r.Seed != a.ring.Seed {
+			return fmt.Errorf("install ring %016x over %016x: %w", r.Seed, a.ring.Seed, ErrDifferentRing)
+		}
+		return nil
+	}
+	old := a.ring
+	a.ring = r
+	a.refreshFreeLocked()
+	if err := a.commitLocked(&batch{seed: r.Seed, tokens: a.ring.Tokens}, nil); err != nil {
+		a.ring = old
+		return err
+	}
+	a.tr.Broadcast(a.FullState())
+	return nil
+}
+
+// statusLocked is the bootstrap status string.
+func (a *Allocator) statusLocked() string {
+	switch {
+	case a.ring.Ready():
+		return "ready"
+	case a.cfg.Init.Mode == InitObserver:
+		return "awaiting ring (observer)"
+	case a.cfg.Init.Mode == InitSeed:
+		return fmt.Sprintf("awaiting seed peers %v", a.cfg.Init.Seeds)
+	}
+	return fmt.Sprintf("awaiting consensus (known %d of quorum %d)", len(a.heard), a.quorum())
+}

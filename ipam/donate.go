@@ -1,0 +1,100 @@
+package ipam
+
+// Donation. A peer with no free address asks the live peer advertising the
+// most free space (Allocate, kindDonateReq). The donor takes its largest
+// free span, and gives the largest CIDR-aligned block inside that span's
+// upper half: never more than half the span, and a block the router can
+// route as one prefix. It writes the tokens itself (it is the owner: a new
+// token at the block's start owned by the recipient, one after the block
+// owned by itself), persists, broadcasts them and answers with them. The
+// recipient merges the answer; if the answer is lost, gossip delivers the
+// same tokens. A donor with nothing to give answers with its own tokens
+// (their true free counts) and no OK flag, and the asker tries the next
+// peer; when none is left Allocate returns ErrNoSpace.
+
+import (
+	"math/bits"
+	"slices"
+
+	"github.com/weftmesh/weft/peer"
+)
+
+func (a *Allocator) handleDonateReqLocked(from peer.ID, m *message) error {
+	r := &message{Kind: kindDonateReply, ReqID: m.ReqID}
+	if !a.ring.Ready() || a.leaving {
+		a.sendLocked(from, r)
+		return nil
+	}
+	give, ok := a.donationLocked(from)
+	if !ok {
+		r.Tokens = a.ring.ownedBy(a.cfg.Self)
+		a.sendLocked(from, r)
+		return nil
+	}
+	old := a.ring
+	next := a.ring.Clone()
+	next.Merge(give)
+	a.ring = next
+	own := a.refreshFreeLocked()
+	changed := mergeLists(give, own)
+	if err := a.commitLocked(&batch{tokens: changed}, changed); err != nil {
+		a.ring = old
+		a.sendLocked(from, r)
+		return err
+	}
+	r.Flags, r.Tokens = flagOK, changed
+	a.sendLocked(from, r)
+	a.log.Info("donated space", "to", from, "start", a.addr(give[0].Start).Addr(), "tokens", len(give))
+	return nil
+}
+
+// donationLocked computes the tokens that give `to` a block of our largest
+// free span.
+func (a *Allocator) donationLocked(to peer.ID) ([]Token, bool) {
+	spans := a.freeSpansLocked()
+	if len(spans) == 0 || spans[0][1]-spans[0][0] < 2 {
+		return nil, false
+	}
+	s, e, ti := spans[0][0], spans[0][1], int(spans[0][2])
+	half := (e - s) / 2
+	lo := e - half
+	var cs, ce uint64
+	for k := bits.Len64(half) - 1; k >= 0; k-- {
+		sz := uint64(1) << k
+		c := (lo + sz - 1) &^ (sz - 1)
+		if c+sz <= e {
+			cs, ce = c, c+sz
+			break
+		}
+	}
+	if ce == 0 {
+		return nil, false
+	}
+	t := a.ring.Tokens[ti]
+	v := t.Version + 1
+	var give []Token
+	if cs == uint64(t.Start) {
+		give = append(give, Token{Start: t.Start, Owner: to, Version: v, Free: a.capacity(cs, ce)})
+	} else {
+		give = append(give, Token{Start: uint32(cs), Owner: to, Version: v, Free: a.capacity(cs, ce)})
+	}
+	if ce < a.ring.end(ti) {
+		give = append(give, Token{Start: uint32(ce), Owner: a.cfg.Self, Version: v})
+	}
+	return give, true
+}
+
+// mergeLists merges two sorted token lists, the later list winning on equal
+// starts.
+func mergeLists(x, y []Token) []Token {
+	r := Ring{Tokens: slices.Clone(x)}
+	for _, t := range y {
+		i := r.index(t.Start)
+		if i >= 0 && r.Tokens[i].Start == t.Start {
+			r.Tokens[i] = t
+			continue
+		}
+		r.Tokens = slices.Insert(r.Tokens, i+1, t)
+	}
+	return r.Tokens
+}

@@ -1,0 +1,117 @@
+package ipam
+
+// Graceful handoff (weft reset, leave). The leaving peer stops allocating,
+// rewrites all its tokens with a live peer as owner (version+1, full free
+// counts: its pods are going away) and sends them by unicast. The recipient
+// merges them like any ring message (its own allocations are protected),
+// persists, broadcasts and acknowledges. Only after the acknowledgement does
+// the leaving peer adopt the same tokens, drop its allocations and
+// broadcast: until then the space stays its own, so it is never ownerless,
+// and since the leaving peer never allocates again, a lost acknowledgement
+// can at worst leave both believing they own it with only the recipient
+// allocating. If nobody acknowledges, Handoff returns ErrNoPeer and the
+// space can be reclaimed with rmpeer after this peer is gone.
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/weftmesh/weft/peer"
+)
+
+// Handoff gives all of this peer's ranges to a live peer. Afterwards the
+// allocator allocates nothing (ErrLeaving), whatever the outcome.
+func (a *Allocator) Handoff(ctx context.Context) error {
+	a.mu.Lock()
+	a.leaving = true
+	a.wakeLocked()
+	if !a.ring.Ready() || len(a.ring.ownedBy(a.cfg.Self)) == 0 {
+		a.mu.Unlock()
+		return nil
+	}
+	var cands []peer.ID
+	for _, id := range a.liveLocked() {
+		if id != a.cfg.Self {
+			cands = append(cands, id)
+		}
+	}
+	a.mu.Unlock()
+	for _, c := range cands {
+		ok, err := a.handoffTo(ctx, c)
+		if err != nil {
+			return err
+		}
+		if ok {
+			a.log.Info("handed space off", "to", c)
+			return nil
+		}
+	}
+	return fmt.Errorf("handoff: %w", ErrNoPeer)
+}
+
+func (a *Allocator) handoffTo(ctx context.Context, to peer.ID) (bool, error) {
+	a.mu.Lock()
+	give := a.ring.ownedBy(a.cfg.Self)
+	for i := range give {
+		j := a.ring.index(give[i].Start)
+		give[i].Owner = to
+		give[i].Version++
+		give[i].Free = a.capacity(uint64(give[i].Start), a.ring.end(j))
+	}
+	req, ch := a.newReqLocked()
+	m := &message{Kind: kindHandoff, Range: a.cfg.Range, Seed: a.ring.Seed, ReqID: req, Tokens: give}
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.replies, req)
+		a.mu.Unlock()
+	}()
+
+	sctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
+	defer cancel()
+	if err := a.tr.SendTo(sctx, to, m.encode()); err != nil {
+		a.log.Debug("handoff send", "to", to, "err", err)
+		return false, ctx.Err()
+	}
+	select {
+	case r := <-ch:
+		if r.Flags&flagOK == 0 {
+			return false, nil
+		}
+	case <-sctx.Done():
+		return false, ctx.Err()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	next := a.ring.Clone()
+	next.Merge(give)
+	old, oldAllocs, oldUsed := a.ring, a.allocs, a.used
+	a.ring, a.allocs, a.used = next, map[string]uint32{}, map[uint32]string{}
+	if err := a.commitLocked(&batch{tokens: give, delAll: true}, give); err != nil {
+		a.ring, a.allocs, a.used = old, oldAllocs, oldUsed
+		return false, fmt.Errorf("handoff to %s: %w", to, err)
+	}
+	return true, nil
+}
+
+func (a *Allocator) handleHandoffLocked(from peer.ID, m *message) error {
+	ack := &message{Kind: kindHandoffAck, ReqID: m.ReqID}
+	if !a.ring.Ready() || a.leaving {
+		a.sendLocked(from, ack)
+		return nil
+	}
+	for _, t := range m.Tokens {
+		if t.Owner != a.cfg.Self {
+			a.sendLocked(from, ack)
+			return fmt.Errorf("handoff token owned by %s: %w", t.Owner, ErrBadMessage)
+		}
+	}
+	if _, err := a.mergeTokensLocked(from, m); err != nil {
+		a.sendLocked(from, ack)
+		return err
+	}
+	ack.Flags = flagOK
+	a.sendLocked(from, ack)
+	a.log.Info("took over handed-off space", "from", from, "tokens", len(m.Tokens))
+	return nil
+}

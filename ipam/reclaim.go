@@ -1,0 +1,152 @@
+package ipam
+
+// Reclaim (weft rmpeer): taking over a dead peer's space.
+//
+// Why it is safe. Only one peer may ever write a dead peer's tokens, or two
+// reclaimers would each think they own the space and allocate from it. So
+// the writer is decided by a single-decree Paxos instance (paxos.go) keyed
+// by (dead peer, hash of the dead peer's tokens: starts, owner, versions)
+// among the live peers, quorum a majority of them:
+//
+//   - Two concurrent Reclaims of the same dead peer that see the same tokens
+//     use the same instance; Paxos chooses one value (one taker), and both
+//     proposers learn it. Only the taker writes; the other returns
+//     ErrReclaimedByOther (and tells the taker, in case the taker's own round
+//     failed after its value was chosen: kindChosen).
+//   - An acceptor refuses (Nack) a key whose hash differs from its own view
+//     of the dead peer's tokens, and sends its ring, so proposers converge on
+//     one key before anything is chosen. A value is thus only chosen for the
+//     key a majority of live peers holds. Once the taker writes, the dead
+//     peer owns nothing, every later key hashes the empty set and Reclaim
+//     returns ErrNothingToReclaim.
+//   - Acceptors refuse (flagAlive) when the peer is alive to them, and the
+//     caller refuses when it is alive to itself: a live peer's space is never
+//     taken, even if one reclaimer's failure detector is wrong.
+//   - The taker writes version+1 of exactly the tokens it saw; merge makes
+//     the write win everywhere. A peer holding allocations in that space
+//     (which cannot be a live, rightful owner, see above) refuses it.
+//
+// The remaining assumption, as in Weave: the dead peer is really gone and
+// its last writes have reached the live peers (gossip anti-entropy does
+// that within seconds). A dead peer's write that surfaces only after a
+// majority promised could give two keys for the same tokens; run rmpeer
+// once the peer has been dead for longer than a push-pull interval.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/weftmesh/weft/peer"
+)
+
+// Reclaim takes over the space of dead peer id and returns how many
+// addresses this peer took. It refuses a peer that is alive (ErrPeerAlive)
+// and reports ErrReclaimedByOther when a concurrent reclaim elsewhere won.
+func (a *Allocator) Reclaim(ctx context.Context, id peer.ID) (int64, error) {
+	if id == a.cfg.Self {
+		return 0, fmt.Errorf("reclaim %s: %w", id, ErrSelf)
+	}
+	for {
+		a.mu.Lock()
+		switch {
+		case a.closed:
+			a.mu.Unlock()
+			return 0, fmt.Errorf("reclaim %s: %w", id, ErrClosed)
+		case a.aliveLocked(id):
+			a.mu.Unlock()
+			return 0, fmt.Errorf("reclaim %s: %w", id, ErrPeerAlive)
+		case !a.ring.Ready():
+			a.mu.Unlock()
+			return 0, fmt.Errorf("reclaim %s: %w", id, ErrNotReady)
+		}
+		ts := a.ring.ownedBy(id)
+		if len(ts) == 0 {
+			a.mu.Unlock()
+			return 0, fmt.Errorf("reclaim %s: %w", id, ErrNothingToReclaim)
+		}
+		key := instanceKey{Kind: instReclaim, Dead: id, Hash: hashTokens(ts)}
+		live := a.liveLocked()
+		a.mu.Unlock()
+
+		v, err := a.paxosRound(ctx, key, live, len(live)/2+1, func([]peer.ID) []peer.ID { return []peer.ID{a.cfg.Self} })
+		switch {
+		case err == nil:
+		case errors.Is(err, errMismatch), errors.Is(err, errPreempted), errors.Is(err, errNoQuorum):
+			t := time.NewTimer(time.Duration(rand.Int64N(int64(a.cfg.BootstrapInterval)) + 1))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return 0, fmt.Errorf("reclaim %s: %w", id, ctx.Err())
+			case <-t.C:
+			}
+			continue
+		default:
+			return 0, fmt.Errorf("reclaim %s: %w", id, err)
+		}
+		if len(v) == 1 && v[0] == a.cfg.Self {
+			a.mu.Lock()
+			n, err := a.takeOverLocked(key)
+			a.mu.Unlock()
+			if err != nil {
+				return 0, fmt.Errorf("reclaim %s: %w", id, err)
+			}
+			return n, nil
+		}
+		a.mu.Lock()
+		if len(v) == 1 {
+			a.sendLocked(v[0], &message{Kind: kindChosen, Key: key, Value: v})
+		}
+		a.mu.Unlock()
+		return 0, fmt.Errorf("reclaim %s: taken by %v: %w", id, v, ErrReclaimedByOther)
+	}
+}
+
+// takeOverLocked writes the dead peer's tokens as ours, if they are still
+// exactly the ones the instance was about.
+func (a *Allocator) takeOverLocked(key instanceKey) (int64, error) {
+	ts := a.ring.ownedBy(key.Dead)
+	if len(ts) == 0 || hashTokens(ts) != key.Hash {
+		return 0, fmt.Errorf("take over: %w", errMismatch)
+	}
+	var n int64
+	for i := range ts {
+		j := a.ring.index(ts[i].Start)
+		e := a.ring.end(j)
+		n += int64(e - uint64(ts[i].Start))
+		ts[i].Owner = a.cfg.Self
+		ts[i].Version++
+		ts[i].Free = a.capacity(uint64(ts[i].Start), e)
+	}
+	old := a.ring
+	next := a.ring.Clone()
+	next.Merge(ts)
+	a.ring = next
+	own := a.refreshFreeLocked()
+	changed := mergeLists(ts, own)
+	if err := a.commitLocked(&batch{tokens: changed}, changed); err != nil {
+		a.ring = old
+		return 0, err
+	}
+	a.log.Info("reclaimed dead peer's space", "peer", key.Dead, "addresses", n)
+	return n, nil
+}
+
+// handleChosenLocked: a reclaim proposer learned that we were chosen.
+func (a *Allocator) handleChosenLocked(from peer.ID, m *message) error {
+	if m.Key.Kind != instReclaim || len(m.Value) != 1 || m.Value[0] != a.cfg.Self {
+		return nil
+	}
+	s := a.acceptors[m.Key]
+	if s == nil || len(s.Value) != 1 || s.Value[0] != a.cfg.Self {
+		// We only act on a choice our own acceptor has seen accepted, so a
+		// forged kindChosen cannot make us write a dead peer's tokens.
+		return nil
+	}
+	if _, err := a.takeOverLocked(m.Key); err != nil && !errors.Is(err, errMismatch) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,216 @@
+package ipam
+
+// Space bookkeeping: which addresses of our runs are free, the free counts
+// our tokens advertise, and applying ring changes (ours or merged) together
+// with the store.
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+
+	"github.com/weftmesh/weft/peer"
+)
+
+func sortIDs(ids []peer.ID) { slices.Sort(ids) }
+
+// addr returns the address at offset off, with the range's prefix length.
+func (a *Allocator) addr(off uint32) netip.Prefix {
+	base := a.cfg.Range.Addr().As4()
+	v := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+	v += off
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), a.cfg.Range.Bits())
+}
+
+// reserved reports offsets never handed out: the network and broadcast
+// addresses of the whole range.
+func (a *Allocator) reserved(off uint64) bool { return off == 0 || off == a.ring.Size-1 }
+
+// capacity is the number of allocatable addresses in [s, e).
+func (a *Allocator) capacity(s, e uint64) uint32 {
+	n := e - s
+	if s == 0 {
+		n--
+	}
+	if e == a.ring.Size && e-1 > s {
+		n--
+	}
+	return uint32(n)
+}
+
+// usedPerToken counts our allocations per token index.
+func (a *Allocator) usedPerTokenLocked(r *Ring) map[int]uint32 {
+	n := map[int]uint32{}
+	for off := range a.used {
+		n[r.index(off)]++
+	}
+	return n
+}
+
+// refreshFreeLocked recomputes the free count of every token we own and
+// bumps the version of those whose count changed. It returns them.
+func (a *Allocator) refreshFreeLocked() []Token {
+	used := a.usedPerTokenLocked(&a.ring)
+	var changed []Token
+	for i := range a.ring.Tokens {
+		t := &a.ring.Tokens[i]
+		if t.Owner != a.cfg.Self {
+			continue
+		}
+		c := a.capacity(uint64(t.Start), a.ring.end(i))
+		free := c - min(c, used[i])
+		if free != t.Free {
+			t.Free = free
+			t.Version++
+			changed = append(changed, *t)
+		}
+	}
+	return changed
+}
+
+// commitLocked persists b (plus the given changed tokens), refreshes the
+// cached full state, broadcasts our own changed tokens and signals change.
+// On a store error nothing in memory must have been changed by the caller
+// yet, except what the caller rolls back.
+func (a *Allocator) commitLocked(b *batch, broadcast []Token) error {
+	if err := a.st.commit(b); err != nil {
+		return err
+	}
+	a.refreshFullLocked()
+	a.broadcastLocked(broadcast)
+	if len(b.tokens) > 0 || b.seed != 0 {
+		a.changedLocked()
+	} else {
+		a.wakeLocked()
+	}
+	return nil
+}
+
+// mergeTokensLocked merges a ring message's tokens after checking that they
+// do not take away space we hold allocations in, nor rewrite our own tokens
+// at versions we never wrote. It returns the tokens that changed.
+func (a *Allocator) mergeTokensLocked(from peer.ID, m *message) ([]Token, error) {
+	if len(m.Tokens) == 0 {
+		return nil, nil
+	}
+	if a.ring.Seed != 0 && m.Seed != a.ring.Seed {
+		return nil, fmt.Errorf("seed %016x, ours %016x: %w", m.Seed, a.ring.Seed, ErrDifferentRing)
+	}
+	if !a.ring.Ready() && m.Tokens[0].Start != 0 {
+		return nil, nil // a delta before we have a ring: push-pull brings the whole
+	}
+	if m.Seed == 0 {
+		return nil, fmt.Errorf("tokens without seed: %w", ErrBadMessage)
+	}
+	for _, t := range m.Tokens {
+		i := a.ring.index(t.Start)
+		if i >= 0 && a.ring.Tokens[i].Start == t.Start {
+			ours := a.ring.Tokens[i]
+			if ours.Owner == a.cfg.Self && t.Owner == a.cfg.Self && t.Version > ours.Version {
+				return nil, fmt.Errorf("token %s v%d, ours v%d: %w", a.addr(t.Start).Addr(), t.Version, ours.Version, ErrForgedOwnToken)
+			}
+		}
+	}
+	next := a.ring.Clone()
+	next.Seed = m.Seed
+	changed := next.Merge(m.Tokens)
+	if len(changed) == 0 {
+		return nil, nil
+	}
+	if !next.Ready() {
+		return nil, fmt.Errorf("merged ring does not start at the range's start: %w", ErrBadMessage)
+	}
+	for id, off := range a.allocs {
+		if o := next.Owner(off); o != a.cfg.Self {
+			return nil, fmt.Errorf("owner %s for %s, allocated to %q here: %w", o, a.addr(off).Addr(), id, ErrClaimOnAllocated)
+		}
+	}
+	seedNew := a.ring.Seed == 0
+	old := a.ring
+	a.ring = next
+	own := a.refreshFreeLocked()
+	b := &batch{tokens: append(slices.Clone(changed), own...)}
+	if seedNew {
+		b.seed = next.Seed
+	}
+	if err := a.commitLocked(b, own); err != nil {
+		a.ring = old
+		return nil, err
+	}
+	a.log.Debug("ring merged", "from", from, "changed", len(changed))
+	return changed, nil
+}
+
+// findFreeLocked returns a free offset in a run we own.
+func (a *Allocator) findFreeLocked() (uint32, bool) {
+	ts := a.ring.Tokens
+	if len(ts) == 0 {
+		return 0, false
+	}
+	// Start at the run holding the cursor so successive allocations do not
+	// rescan the allocated prefix; wrap once around the ring.
+	first := max(a.ring.index(a.cursor), 0)
+	for k := 0; k <= len(ts); k++ {
+		i := (first + k) % len(ts)
+		t := ts[i]
+		if t.Owner != a.cfg.Self || t.Free == 0 {
+			continue
+		}
+		s, e := uint64(t.Start), a.ring.end(i)
+		from := s
+		if k == 0 && uint64(a.cursor) > s && uint64(a.cursor) < e {
+			from = uint64(a.cursor)
+		}
+		for pass := 0; pass < 2; pass++ {
+			for off := from; off < e; off++ {
+				if a.reserved(off) {
+					continue
+				}
+				if _, taken := a.used[uint32(off)]; !taken {
+					return uint32(off), true
+				}
+			}
+			e, from = from, s
+		}
+	}
+	return 0, false
+}
+
+// freeSpans returns the maximal free spans [s, e) inside runs we own, the
+// token index of each, largest first.
+func (a *Allocator) freeSpansLocked() [][3]uint64 {
+	var spans [][3]uint64
+	offs := make([]uint32, 0, len(a.used))
+	for off := range a.used {
+		offs = append(offs, off)
+	}
+	slices.Sort(offs)
+	for i, t := range a.ring.Tokens {
+		if t.Owner != a.cfg.Self {
+			continue
+		}
+		s, e := uint64(t.Start), a.ring.end(i)
+		if s == 0 {
+			s = 1
+		}
+		if e == a.ring.Size {
+			e--
+		}
+		j := sort.Search(len(offs), func(j int) bool { return uint64(offs[j]) >= s })
+		cur := s
+		for ; j < len(offs) && uint64(offs[j]) < e; j++ {
+			if uint64(offs[j]) > cur {
+				spans = append(spans, [3]uint64{cur, uint64(offs[j]), uint64(i)})
+			}
+			cur = uint64(offs[j]) + 1
+		}
+		if cur < e {
+			spans = append(spans, [3]uint64{cur, e, uint64(i)})
+		}
+	}
+	slices.SortStableFunc(spans, func(x, y [3]uint64) int {
+		return int(int64(y[1]-y[0]) - int64(x[1]-x[0]))
+	})
+	return spans
+}
