@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -206,6 +207,9 @@ func listenUnix(path string) (net.Listener, error) {
 		if err == nil {
 			c.Close()
 			return nil, fmt.Errorf("api listen %s: %w: another weft peer is running there (stop it, or pass another --socket)", path, ErrSocketInUse)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("api listen %s: cannot tell whether the existing socket is in use: %w", path, err)
 		}
 		// Stale: left by a peer that did not shut down cleanly.
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {

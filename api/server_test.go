@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -344,6 +345,9 @@ func TestSocketMode(t *testing.T) {
 	}
 	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
 		t.Errorf("socket mode = %v; want socket 0600", fi.Mode())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() {
+		t.Errorf("socket owner = %v; want uid %d (the peer's user)", fi.Sys(), os.Geteuid())
 	}
 	di, err := os.Stat(filepath.Dir(ts.socket))
 	if err != nil || di.Mode().Perm() != 0o755 {

@@ -1,0 +1,141 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+func scrape(t *testing.T, ts *testServer) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, b := ts.do(t, true, http.MethodGet, "/metrics", "")
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics = %d %s", code, b)
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v\n%s", err, b)
+	}
+	return fams
+}
+
+// value returns the value of the sample of family name whose labels
+// include all of want ("k=v" pairs), or NaN.
+func value(fams map[string]*dto.MetricFamily, name string, want ...string) float64 {
+	f, ok := fams[name]
+	if !ok {
+		return math.NaN()
+	}
+next:
+	for _, m := range f.Metric {
+		have := map[string]string{}
+		for _, l := range m.Label {
+			have[l.GetName()] = l.GetValue()
+		}
+		for _, kv := range want {
+			k, v, _ := strings.Cut(kv, "=")
+			if have[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	return math.NaN()
+}
+
+func TestMetrics(t *testing.T) {
+	ts := startServer(t)
+	// Some CNI traffic: 3 allocations, 1 refused, 1 release, 1 DNS add.
+	for i := range 3 {
+		ts.do(t, false, http.MethodPost, "/ip/allocate", fmt.Sprintf(`{"id":"m%d"}`, i))
+	}
+	ts.do(t, false, http.MethodPost, "/ip/allocate", `{}`)
+	ts.do(t, false, http.MethodPost, "/ip/release", `{"id":"m0"}`)
+	ts.do(t, false, http.MethodPost, "/dns/add", `{"name":"m1","address":"10.32.0.9"}`)
+
+	fams := scrape(t, ts)
+	st, _ := ts.fake.Status(context.Background())
+	tests := []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"weft_status_up", nil, 1},
+		{"weft_info", []string{"name=h1", "id=8f3a9c2e11d0b7a4", "transport=wireguard"}, 1},
+		{"weft_peers", []string{"state=alive"}, 2},
+		{"weft_peers", []string{"state=dead"}, 1},
+		{"weft_peers", []string{"state=suspect"}, 0},
+		{"weft_connections", []string{"transport=wireguard"}, 1},
+		{"weft_peer_rx_bytes", []string{"peer=h2"}, 18_734_112},
+		{"weft_peer_tx_bytes", []string{"peer=h3"}, 2_990_001},
+		{"weft_ipam_addresses", []string{"kind=owned"}, 1 << 19},
+		{"weft_ipam_addresses", []string{"kind=allocated"}, float64(st.IPAM.Allocated)},
+		{"weft_ipam_addresses", []string{"kind=free"}, float64(st.IPAM.Free)},
+		{"weft_ipam_unreachable_share", nil, 0.25},
+		{"weft_dns_records", nil, float64(len(st.DNS.Entries))},
+		{"weft_pods", nil, float64(len(st.Pods))},
+		{"weft_dns_queries_total", nil, 1532},
+		{"weft_reconcile_errors_total", nil, 1},
+		{"weft_cni_requests_total", []string{"op=allocate", "code=200"}, 3},
+		{"weft_cni_requests_total", []string{"op=allocate", "code=400"}, 1},
+		{"weft_cni_requests_total", []string{"op=release", "code=200"}, 1},
+		{"weft_cni_requests_total", []string{"op=dns_add", "code=200"}, 1},
+		{"weft_cni_request_duration_seconds", []string{"op=allocate"}, 4},
+	}
+	for _, tc := range tests {
+		if got := value(fams, tc.name, tc.labels...); got != tc.want {
+			t.Errorf("%s%v = %v; want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	// Handshake ages: h2's handshake was 42 s before the fake started.
+	if age := value(fams, "weft_peer_handshake_age_seconds", "peer=h2"); !(age >= 42 && age < 120) {
+		t.Errorf("weft_peer_handshake_age_seconds{peer=h2} = %v; want 42..120", age)
+	}
+	if up := value(fams, "weft_uptime_seconds"); !(up > 3*3600 && up < 4*3600) {
+		t.Errorf("weft_uptime_seconds = %v; want about 3 h 25 min", up)
+	}
+	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total", "weft_reconcile_runs_total"} {
+		if _, ok := fams[name]; !ok {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	if h := fams["weft_cni_request_duration_seconds"]; h == nil || h.GetType() != dto.MetricType_HISTOGRAM {
+		t.Errorf("weft_cni_request_duration_seconds is not a histogram: %v", h)
+	}
+	// Counters are monotonic across scrapes.
+	before := value(fams, "weft_reconcile_runs_total")
+	if after := value(scrape(t, ts), "weft_reconcile_runs_total"); !(after > before) {
+		t.Errorf("weft_reconcile_runs_total went %v -> %v; want it to grow (the fake counts scrapes)", before, after)
+	}
+}
+
+func TestMetricsWhenStatusFails(t *testing.T) {
+	ts := startServer(t)
+	ts.fake.SetError("Status", fmt.Errorf("status: starting"))
+	fams := scrape(t, ts)
+	if up := value(fams, "weft_status_up"); up != 0 {
+		t.Errorf("weft_status_up = %v; want 0 when Status fails", up)
+	}
+	if _, ok := fams["weft_peers"]; ok {
+		t.Errorf("weft_peers present although Status failed")
+	}
+	if v := value(fams, "weft_dns_queries_total"); v != 1532 {
+		t.Errorf("weft_dns_queries_total = %v; want 1532 (counters do not depend on Status)", v)
+	}
+}
