@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"net/netip"
+	"os"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -12,7 +13,14 @@ import (
 	"github.com/weftmesh/weft/router/routertest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The kernel tests start this test binary as the userspace WireGuard
+	// datapath process (what `weft datapath` is in production).
+	if len(os.Args) > 1 && os.Args[1] == datapathArg {
+		os.Exit(datapathMain(os.Args[2:]))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 var (
 	underlayA = netip.MustParseAddr("192.168.1.10")

@@ -1,0 +1,211 @@
+package router_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftmesh/weft/router"
+)
+
+func TestKernelPodsPing(t *testing.T) {
+	for _, transport := range []string{router.TransportVXLAN, router.TransportDirect, router.TransportAuto} {
+		t.Run(transport, func(t *testing.T) {
+			b := newBed(t, 3, transport, router.Options{})
+			for _, hn := range b.hosts {
+				base := hn.cfg.BridgeAddr.Addr().As4()
+				b.addPod(hn, netip.AddrFrom4([4]byte{base[0], base[1], 0, 5}))
+				b.addPod(hn, netip.AddrFrom4([4]byte{base[0], base[1], 1, 6}))
+			}
+			start := time.Now()
+			pairs := b.pingAll(t)
+			t.Logf("%s: %d pod pairs ping each other (%v)", transport, pairs, time.Since(start))
+			want := transport
+			if transport == router.TransportAuto {
+				want = router.TransportDirect // all on one subnet
+			}
+			for _, o := range b.hosts[1:] {
+				if got := b.hosts[0].r.PeerTransport(o.cfg.ID); got != want {
+					t.Errorf("PeerTransport(h%d) = %q; want %q", o.n, got, want)
+				}
+			}
+			// The host itself reaches remote pods from its bridge address.
+			if err := ping(b.hosts[0].ns, b.hosts[2].pods[0].addr); err != nil {
+				t.Errorf("host to remote pod: %v", err)
+			}
+			// Applying the same config again issues no mutation: the
+			// kernel's view equals the plan.
+			for _, hn := range b.hosts {
+				before := routesOf(t, hn)
+				if err := hn.r.Set(hn.cfg); err != nil {
+					t.Fatalf("repeated Set: %v", err)
+				}
+				if after := routesOf(t, hn); fmt.Sprint(before) != fmt.Sprint(after) {
+					t.Errorf("repeated Set changed routes: %v -> %v", before, after)
+				}
+			}
+		})
+	}
+}
+
+func routesOf(t *testing.T, hn *host) []router.Route {
+	t.Helper()
+	rs, err := hn.kernel.RouteList()
+	if err != nil {
+		t.Fatalf("RouteList: %v", err)
+	}
+	return rs
+}
+
+func TestKernelDriftRepairAndLeave(t *testing.T) {
+	b := newBed(t, 3, router.TransportVXLAN, router.Options{ResyncInterval: 200 * time.Millisecond, Debounce: 20 * time.Millisecond})
+	for _, hn := range b.hosts {
+		base := hn.cfg.BridgeAddr.Addr().As4()
+		b.addPod(hn, netip.AddrFrom4([4]byte{base[0], base[1], 0, 5}))
+	}
+	b.pingAll(t)
+	h1, h2 := b.hosts[0], b.hosts[1]
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = h1.r.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+
+	// Delete h2's range route and its neighbour by hand on h1.
+	dst := h2.cfg.Local[0]
+	b.handle(h1.ns, func(h *netlink.Handle) error {
+		rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: router.RouteProtocol},
+			netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if r.Dst != nil && r.Dst.String() == dst.String() {
+				if err := h.RouteDel(&r); err != nil {
+					return err
+				}
+			}
+		}
+		vx, err := h.LinkByName(h1.cfg.VXIface)
+		if err != nil {
+			return err
+		}
+		return h.NeighDel(&netlink.Neigh{LinkIndex: vx.Attrs().Index, Family: netlink.FAMILY_V4,
+			IP: h2.cfg.BridgeAddr.Addr().AsSlice()})
+	})
+	if hasRoute(t, h1, dst) {
+		t.Fatalf("route %v still present after deleting it", dst)
+	}
+	start := time.Now()
+	eventually(t, 5*time.Second, func() error {
+		if !hasRoute(t, h1, dst) {
+			return fmt.Errorf("route %v not restored", dst)
+		}
+		return nil
+	})
+	t.Logf("route restored after %v (resync 200ms)", time.Since(start))
+	eventually(t, 5*time.Second, func() error { return ping(h1.pods[0].ns, h2.pods[0].addr) })
+
+	// h2 leaves: h1 drops its routes (debounced Set while Run runs).
+	cfg := h1.cfg
+	cfg.Peers = nil
+	for _, p := range h1.cfg.Peers {
+		if p.ID != h2.cfg.ID {
+			cfg.Peers = append(cfg.Peers, p)
+		}
+	}
+	if err := h1.r.Set(cfg); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if hasRoute(t, h1, dst) {
+			return fmt.Errorf("route %v of the departed peer still present", dst)
+		}
+		return nil
+	})
+	// Its range now hits the unreachable route; h3 still works.
+	if err := ping(h1.pods[0].ns, h2.pods[0].addr); err == nil {
+		t.Errorf("pod of a departed peer still reachable")
+	}
+	if err := ping(h1.pods[0].ns, b.hosts[2].pods[0].addr); err != nil {
+		t.Errorf("remaining peer: %v", err)
+	}
+}
+
+func hasRoute(t *testing.T, hn *host, dst netip.Prefix) bool {
+	t.Helper()
+	for _, r := range routesOf(t, hn) {
+		if r.Dst == dst && !r.Unreachable {
+			return true
+		}
+	}
+	return false
+}
+
+func TestKernelMasqueradeAndReset(t *testing.T) {
+	b := newBed(t, 2, router.TransportDirect, router.Options{})
+	h1 := b.hosts[0]
+	p := b.addPod(h1, netip.MustParseAddr("10.32.0.5"))
+	inet := b.newNS(b.prefix + "-inet")
+	b.veth(b.sw, "vinet", inet, "eth0", "br0", 1500)
+	server := netip.MustParseAddr("192.168.77.100")
+	b.addrUp(inet, "eth0", netip.PrefixFrom(server, 24), netip.Addr{})
+
+	var ln net.Listener
+	if err := inNS(nsPath(inet), func() (err error) { ln, err = net.Listen("tcp4", server.String()+":0"); return }); err != nil {
+		t.Fatalf("listen in internet namespace: %v", err)
+	}
+	defer ln.Close()
+	seen := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		seen <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+		_, _ = io.Copy(io.Discard, c)
+		c.Close()
+	}()
+	var conn net.Conn
+	eventually(t, 10*time.Second, func() error {
+		return inNS(nsPath(p.ns), func() (err error) {
+			conn, err = net.DialTimeout("tcp4", ln.Addr().String(), time.Second)
+			return err
+		})
+	})
+	conn.Close()
+	select {
+	case got := <-seen:
+		if got != h1.underlay.String() {
+			t.Errorf("server saw %s; want the host's underlay address %v", got, h1.underlay)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("server saw no connection")
+	}
+
+	// Reset leaves nothing of weft behind.
+	for _, hn := range b.hosts {
+		if err := hn.r.Reset(); err != nil {
+			t.Fatalf("Reset: %v", err)
+		}
+		for _, name := range []string{hn.cfg.Bridge, hn.cfg.VXIface, hn.cfg.WGIface} {
+			if _, err := hn.kernel.LinkGet(name); !errors.Is(err, router.ErrNotFound) {
+				t.Errorf("host %d: link %s after Reset: %v", hn.n, name, err)
+			}
+		}
+		if rs := routesOf(t, hn); len(rs) != 0 {
+			t.Errorf("host %d: routes after Reset: %v", hn.n, rs)
+		}
+		if m, err := hn.kernel.NftGet(); err != nil || m.IsValid() {
+			t.Errorf("host %d: nft table after Reset: %v, %v", hn.n, m, err)
+		}
+	}
+}
