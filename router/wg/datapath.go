@@ -61,6 +61,9 @@ func RunDatapath(ctx context.Context, name string, mtu int, logger *slog.Logger)
 	if err != nil {
 		return fmt.Errorf("datapath %s: create TUN: %w", name, err)
 	}
+	if tdev, err = newBatchTUN(tdev); err != nil {
+		return fmt.Errorf("datapath %s: %w", name, err)
+	}
 	uapiFile, err := ipc.UAPIOpen(name)
 	if err != nil {
 		tdev.Close()
