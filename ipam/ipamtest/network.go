@@ -185,12 +185,16 @@ func (n *Network) deliverLocked(from, to peer.ID, msg []byte) {
 func (n *Network) Sync() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	states := map[peer.ID][]byte{}
+	hs := map[peer.ID]Handler{}
 	for id, nd := range n.nodes {
-		n.mu.Unlock()
-		states[id] = nd.h.FullState()
-		n.mu.Lock()
+		hs[id] = nd.h
 	}
+	n.mu.Unlock()
+	states := map[peer.ID][]byte{}
+	for id, h := range hs {
+		states[id] = h.FullState()
+	}
+	n.mu.Lock()
 	for from, st := range states {
 		for to := range states {
 			if from != to && n.group[from] == n.group[to] {
