@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,23 +12,35 @@ import (
 	"go.uber.org/goleak"
 )
 
+// binDir holds the weft-cni binary built for this test run.
+var binDir string
+
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
+	var err error
+	if binDir, err = os.MkdirTemp("", "weft-cni-test"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(binDir)
+	if code == 0 {
 		// The peer client keeps idle keep-alive connections, as a one-shot
 		// plugin process may; they are not goroutines the plugin owns.
-		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-	)
+		if err := goleak.Find(
+			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // builtBinary builds cmd/weft-cni once per test run.
 var builtBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "weft-cni-test")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "weft-cni")
+	bin := filepath.Join(binDir, "weft-cni")
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
