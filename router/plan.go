@@ -89,7 +89,9 @@ func makePlan(cfg Config, u Underlay) plan {
 		if !cfg.BridgeAddr.IsValid() || routed[r.Dst] {
 			return
 		}
-		r.Src = src
+		if !r.Unreachable {
+			r.Src = src
+		}
 		routed[r.Dst] = true
 		p.routes = append(p.routes, r)
 	}

@@ -39,6 +39,9 @@ func (k *NetlinkKernel) RouteList() ([]Route, error) {
 			}
 			r.Dev = name
 		}
+		if r.Unreachable { // the kernel reports such routes on lo
+			r = Route{Dst: dst, Unreachable: true}
+		}
 		out = append(out, r)
 	}
 	return out, nil

@@ -30,6 +30,7 @@ import (
 
 	"github.com/weftmesh/weft/peer"
 	"github.com/weftmesh/weft/router"
+	"github.com/weftmesh/weft/router/routertest"
 	"github.com/weftmesh/weft/router/wg"
 )
 
@@ -69,6 +70,7 @@ type host struct {
 	ns       string
 	underlay netip.Addr
 	kernel   *router.NetlinkKernel
+	rec      *routertest.Recorder // records the router's mutations of kernel
 	r        *router.Router
 	cfg      router.Config
 	pods     []pod
@@ -257,14 +259,15 @@ func newBed(t *testing.T, n int, transport string, opts router.Options) *bed {
 			t.Fatalf("NewNetlinkKernel: %v", err)
 		}
 		o := opts
-		o.Kernel = k
+		rec := routertest.NewRecorder(k)
+		o.Kernel, o.WireGuard = rec, router.NetNSWGFactory(k)
 		o.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("host", i+1)
 		o.DatapathCommand = []string{"/proc/self/exe", datapathArg}
 		r, err := router.New(o)
 		if err != nil {
 			t.Fatalf("router.New: %v", err)
 		}
-		hn.kernel, hn.r = k, r
+		hn.kernel, hn.rec, hn.r = k, rec, r
 		// Bridge 10.(32+4i).0.1/12, range 10.(32+4i).0.0/14.
 		base := netip.AddrFrom4([4]byte{10, byte(32 + 4*i), 0, 0})
 		cfg := router.DefaultConfig()

@@ -208,6 +208,9 @@ func (k *Kernel) RouteReplace(r router.Route) error {
 	if _, ok := k.links[r.Dev]; r.Dev != "" && !ok {
 		return fmt.Errorf("route %v: link %s: %w", r, r.Dev, router.ErrNotFound)
 	}
+	if r.Unreachable { // as the kernel reports it: no device, gateway or source
+		r = router.Route{Dst: r.Dst, Unreachable: true}
+	}
 	k.routes[r.Dst] = r
 	k.record("route replace %v", r)
 	return nil
