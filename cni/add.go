@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"time"
 
+	cnins "github.com/containernetworking/cni/pkg/ns"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -43,6 +44,13 @@ func (p *Plugin) add(inv *invocation, args *skel.CmdArgs) (err error) {
 		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("open netns %q: %v", args.Netns, err), "CNI_NETNS must be a network namespace path")
 	}
 	defer netNS.Close()
+	// skel checks this only after ADD succeeded; by then the host would
+	// have been rewired. Refuse first.
+	if same, cerr := cnins.CheckNetNS(args.Netns); cerr != nil {
+		return cerr
+	} else if same {
+		return types.NewError(types.ErrInvalidNetNS, "CNI_NETNS "+args.Netns+" is the plugin's own network namespace", "pass the pod's namespace")
+	}
 
 	var undo []func()
 	defer func() {

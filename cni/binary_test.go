@@ -75,7 +75,7 @@ func TestBinaryErrors(t *testing.T) {
 		{name: "unknown CNI_COMMAND", env: cniEnv("FROB"), stdin: good, wantCode: 4, wantMsg: "unknown CNI_COMMAND"},
 		{name: "invalid config", env: cniEnv("DEL"), stdin: `{"cniVersion":"1.0.0","name":"weft","mtu":10}`, wantCode: 7, wantMsg: "mtu"},
 		{name: "bogus netns", env: cniEnv("ADD"), stdin: good, wantCode: 8, wantMsg: "netns"},
-		{name: "peer down on ADD", env: cniEnv("ADD", "CNI_NETNS", "/proc/self/ns/net"), stdin: good, wantCode: 11, wantMsg: "weft launch"},
+		{name: "own netns", env: cniEnv("ADD", "CNI_NETNS", "/proc/self/ns/net"), stdin: good, wantCode: 8, wantMsg: "own network namespace"},
 		{name: "peer down on STATUS", env: cniEnv("STATUS"), stdin: strings.Replace(good, "1.0.0", "1.1.0", 1), wantCode: 50, wantMsg: "weft peer not running at " + noPeer},
 		{name: "STATUS needs 1.1.0", env: cniEnv("STATUS"), stdin: good, wantCode: 1},
 		{name: "bad CNI_ARGS", env: cniEnv("ADD", "CNI_ARGS", "FOO=bar"), stdin: good, wantCode: 4, wantMsg: "IgnoreUnknown"},

@@ -28,9 +28,9 @@ type Config struct {
 	DataDir     string `json:"dataDir"`     // weft state directory (pending-release spool lives here)
 	LogFile     string `json:"logFile"`     // append JSON log lines here; empty = no log
 
-	RuntimeConfig struct {
-		PortMappings []json.RawMessage `json:"portMappings,omitempty"` // handled by chained portmap
-	} `json:"runtimeConfig,omitzero"`
+	// runtimeConfig (portMappings, dns, pod annotations) is ignored on
+	// purpose: hostPort is the chained portmap plugin's job, and the pod's
+	// DNS comes from the peer.
 }
 
 // Defaults that are not a field's zero value.

@@ -7,7 +7,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -58,7 +57,7 @@ func TestParseConfig(t *testing.T) {
 			want := def
 			want.CNIVersion = "1.0.0"
 			tt.want(&want)
-			if diff := cmp.Diff(&want, got, cmpopts.IgnoreFields(Config{}, "RuntimeConfig")); diff != "" {
+			if diff := cmp.Diff(&want, got); diff != "" {
 				t.Errorf("ParseConfig(%s) (-want +got):\n%s", tt.in, diff)
 			}
 		})

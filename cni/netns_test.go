@@ -296,6 +296,7 @@ func TestAddFailureRollsBack(t *testing.T) {
 	}{
 		{name: "bridge missing", extra: `,"bridge":"nobridge0"`, wantCode: types.ErrTryAgainLater, wantRelease: true},
 		{name: "netns bogus", netns: func(ns.NetNS) string { return "/tmp/not-a-netns-weft" }, wantCode: types.ErrInvalidNetNS},
+		{name: "peer not running", extra: `,"socket":"/nonexistent-weft/weft.sock"`, wantCode: types.ErrTryAgainLater},
 		{name: "dns fails", failDNS: true, wantCode: types.ErrInternal, wantRelease: true},
 		{name: "eth0 taken in pod", wantCode: types.ErrInternal, wantRelease: true, setup: func(t testing.TB, pod ns.NetNS) {
 			inNS(t, pod, func() error { return netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}}) })
