@@ -86,16 +86,19 @@ func diff(cur *wgtypes.Device, want desired) (wgtypes.Config, bool) {
 		}
 	}
 	// Deterministic order: removals first, then by key.
-	slices.SortFunc(cfg.Peers, func(a, b wgtypes.PeerConfig) int {
-		if a.Remove != b.Remove {
-			if a.Remove {
-				return -1
-			}
-			return 1
-		}
-		return slices.Compare(a.PublicKey[:], b.PublicKey[:])
-	})
+	slices.SortFunc(cfg.Peers, peerConfigOrder)
 	return cfg, cfg.PrivateKey != nil || cfg.ListenPort != nil || len(cfg.Peers) > 0
+}
+
+// peerConfigOrder orders removals first, then by public key.
+func peerConfigOrder(a, b wgtypes.PeerConfig) int {
+	if a.Remove != b.Remove {
+		if a.Remove {
+			return -1
+		}
+		return 1
+	}
+	return slices.Compare(a.PublicKey[:], b.PublicKey[:])
 }
 
 // peerDiff returns the update of one peer from cur (zero if absent) to

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -107,6 +108,7 @@ func TestDiff(t *testing.T) {
 				t.Errorf("diff changed = %v; want %v", changed, tc.changed)
 			}
 			want := tc.want
+			slices.SortFunc(want.Peers, peerConfigOrder)
 			if d := cmp.Diff(want, got); d != "" {
 				t.Errorf("diff (-want +got):\n%s", d)
 			}
