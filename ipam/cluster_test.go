@@ -140,6 +140,9 @@ func (c *cluster) setPeers() {
 	for id, m := range c.running {
 		var infos []peer.Info
 		for _, other := range c.ids {
+			if c.removed[other] {
+				continue // reclaimed: the daemon forgets it
+			}
 			st := peer.Dead
 			if _, ok := c.running[other]; ok && c.net.Connected(id, other) {
 				st = peer.Alive

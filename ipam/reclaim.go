@@ -5,8 +5,12 @@ package ipam
 // Why it is safe. Only one peer may ever write a dead peer's tokens, or two
 // reclaimers would each think they own the space and allocate from it. So
 // the writer is decided by a single-decree Paxos instance (paxos.go) keyed
-// by (dead peer, hash of the dead peer's tokens: starts, owner, versions)
-// among the live peers, quorum a majority of them:
+// by (dead peer, hash of the dead peer's tokens: starts, owner, versions).
+// The electorate is every peer this peer knows that has not left, dead or
+// alive (the target excluded), and the quorum a majority of it, so that the
+// two sides of a partition cannot both reach a quorum (a bare majority of
+// the *live* peers would let each side of a split reclaim the same space).
+// The daemon drops reclaimed or forgotten peers from SetPeers.
 //
 //   - Two concurrent Reclaims of the same dead peer that see the same tokens
 //     use the same instance; Paxos chooses one value (one taker), and both
@@ -68,10 +72,10 @@ func (a *Allocator) Reclaim(ctx context.Context, id peer.ID) (int64, error) {
 			return 0, fmt.Errorf("reclaim %s: %w", id, ErrNothingToReclaim)
 		}
 		key := instanceKey{Kind: instReclaim, Dead: id, Hash: hashTokens(ts)}
-		live := a.liveLocked()
+		electorate, live := a.electorateLocked(id)
 		a.mu.Unlock()
 
-		v, err := a.paxosRound(ctx, key, live, len(live)/2+1, func([]peer.ID) []peer.ID { return []peer.ID{a.cfg.Self} })
+		v, err := a.paxosRound(ctx, key, live, electorate/2+1, func([]peer.ID) []peer.ID { return []peer.ID{a.cfg.Self} })
 		switch {
 		case err == nil:
 		case errors.Is(err, errMismatch), errors.Is(err, errPreempted), errors.Is(err, errNoQuorum):
@@ -102,6 +106,27 @@ func (a *Allocator) Reclaim(ctx context.Context, id peer.ID) (int64, error) {
 		a.mu.Unlock()
 		return 0, fmt.Errorf("reclaim %s: taken by %v: %w", id, v, ErrReclaimedByOther)
 	}
+}
+
+// electorateLocked returns the size of the reclaim electorate (every peer
+// in the last SetPeers that has not left, dead or alive, self included,
+// the target excluded) and its live members. Counting the unreachable
+// ones too is what keeps a partition from reclaiming on both sides: both
+// sides see the same electorate, and only one can hold a majority of it.
+func (a *Allocator) electorateLocked(target peer.ID) (int, []peer.ID) {
+	n := 1
+	for id, p := range a.peers {
+		if id != a.cfg.Self && id != target && p.State != peer.Left {
+			n++
+		}
+	}
+	var live []peer.ID
+	for _, id := range a.liveLocked() {
+		if id != target {
+			live = append(live, id)
+		}
+	}
+	return n, live
 }
 
 // takeOverLocked writes the dead peer's tokens as ours, if they are still

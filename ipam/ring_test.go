@@ -1,0 +1,136 @@
+package ipam
+
+import (
+	"math/bits"
+	"slices"
+	"testing"
+
+	"github.com/weftmesh/weft/peer"
+	"pgregory.net/rapid"
+)
+
+const testSize = 1 << 12
+
+// genTokens draws a token list over a small space of starts, owners and
+// versions, so that generated rings collide often.
+func genTokens(t *rapid.T, label string) []Token {
+	m := map[uint32]Token{}
+	n := rapid.IntRange(0, 12).Draw(t, label+"_n")
+	for range n {
+		s := uint32(rapid.IntRange(0, 15).Draw(t, label+"_s")) * (testSize / 16)
+		tok := Token{
+			Start:   s,
+			Owner:   peer.ID(rapid.IntRange(1, 4).Draw(t, label+"_o")),
+			Version: uint32(rapid.IntRange(1, 4).Draw(t, label+"_v")),
+			Free:    uint32(rapid.IntRange(0, 3).Draw(t, label+"_f")),
+		}
+		if old, ok := m[s]; !ok || old.less(tok) {
+			m[s] = tok
+		}
+	}
+	var out []Token
+	for _, tok := range m {
+		out = append(out, tok)
+	}
+	slices.SortFunc(out, func(a, b Token) int { return int(a.Start) - int(b.Start) })
+	return out
+}
+
+func join(x, y []Token) []Token {
+	r := Ring{Size: testSize, Tokens: slices.Clone(x)}
+	r.Merge(y)
+	return r.Tokens
+}
+
+func TestMergeLaws(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		a, b, c := genTokens(t, "a"), genTokens(t, "b"), genTokens(t, "c")
+		if ab, ba := join(a, b), join(b, a); !slices.Equal(ab, ba) {
+			t.Fatalf("merge not commutative:\n a∪b %v\n b∪a %v", ab, ba)
+		}
+		if l, r := join(join(a, b), c), join(a, join(b, c)); !slices.Equal(l, r) {
+			t.Fatalf("merge not associative:\n (a∪b)∪c %v\n a∪(b∪c) %v", l, r)
+		}
+		if aa := join(a, a); !slices.Equal(aa, a) {
+			t.Fatalf("merge not idempotent: %v -> %v", a, aa)
+		}
+		// Merge reports exactly the tokens that changed.
+		r := Ring{Size: testSize, Tokens: slices.Clone(a)}
+		changed := r.Merge(b)
+		again := Ring{Size: testSize, Tokens: slices.Clone(a)}
+		again.Merge(changed)
+		if !slices.Equal(again.Tokens, r.Tokens) {
+			t.Fatalf("changed tokens %v do not reproduce the merge", changed)
+		}
+	})
+}
+
+// TestMergeOneOwnerPerAddress: after merging, every address has exactly
+// one owner, and the merge of any delivery order agrees.
+func TestMergeOrderIndependent(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		msgs := make([][]Token, rapid.IntRange(1, 6).Draw(t, "msgs"))
+		for i := range msgs {
+			msgs[i] = genTokens(t, "m")
+		}
+		perm := rapid.Permutation(msgs).Draw(t, "perm")
+		var x, y []Token
+		for _, m := range msgs {
+			x = join(x, m)
+		}
+		for _, m := range perm {
+			y = join(y, m)
+			y = join(y, m) // duplicate delivery
+		}
+		if !slices.Equal(x, y) {
+			t.Fatalf("delivery order changed the ring:\n %v\n %v", x, y)
+		}
+	})
+}
+
+func TestDivide(t *testing.T) {
+	for _, size := range []uint64{4, 64, 1 << 20} {
+		for n := 1; n <= 70; n++ {
+			ids := make([]peer.ID, n)
+			for i := range ids {
+				ids[i] = peer.ID(i + 1)
+			}
+			r := divide(size, ids, func(s, e uint64) uint32 { return uint32(e - s) })
+			if !r.Ready() {
+				t.Fatalf("divide(%d, %d peers) not ready", size, n)
+			}
+			again := divide(size, ids, func(s, e uint64) uint32 { return uint32(e - s) })
+			if !slices.Equal(r.Tokens, again.Tokens) || r.Seed != again.Seed {
+				t.Fatalf("divide(%d, %d) not deterministic", size, n)
+			}
+			blocks := min(uint64(1)<<bits.Len64(uint64(n-1))*4, size)
+			var total uint64
+			for i, tok := range r.Tokens {
+				if uint64(tok.Start)%(size/blocks) != 0 {
+					t.Fatalf("divide(%d, %d): token %d not aligned to %d", size, n, tok.Start, size/blocks)
+				}
+				total += r.end(i) - uint64(tok.Start)
+			}
+			if total != size {
+				t.Fatalf("divide(%d, %d) covers %d", size, n, total)
+			}
+		}
+	}
+}
+
+func TestCIDRs(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		s := rapid.Uint64Range(0, 1<<20).Draw(t, "s")
+		e := rapid.Uint64Range(s, 1<<20).Draw(t, "e")
+		cur := s
+		for _, c := range cidrs(s, e) {
+			if c[0] != cur || c[0]%(1<<c[1]) != 0 {
+				t.Fatalf("cidrs(%d,%d): block %v at %d not aligned/contiguous", s, e, c, cur)
+			}
+			cur += 1 << c[1]
+		}
+		if cur != e {
+			t.Fatalf("cidrs(%d,%d) ends at %d", s, e, cur)
+		}
+	})
+}
