@@ -13,7 +13,7 @@ import (
 	"github.com/weftmesh/weft/api/client"
 )
 
-// SupportedVersions are the CNI spec versions weft-cni speaks.
+// supportedVersions are the CNI spec versions weft-cni speaks.
 var supportedVersions = []string{"0.4.0", "1.0.0", "1.1.0"}
 
 // Config is the network configuration weft-cni reads on stdin: the standard

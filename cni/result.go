@@ -10,11 +10,9 @@ import (
 	"github.com/weftmesh/weft/api/client"
 )
 
-// Interface indexes in the result: the host end, then the pod end.
-const (
-	resultHostIf = 0
-	resultPodIf  = 1
-)
+// resultPodIf is the pod end's index in the result's interfaces (the host
+// end is 0).
+const resultPodIf = 1
 
 // buildResult is the spec result of an ADD in the newest format; the
 // caller converts it to the config's version.
