@@ -242,7 +242,7 @@ func (r *Router) ensureWG(ctx context.Context, cfg Config, p plan, force bool) e
 			return ErrNoWireGuard
 		}
 		dev, err := r.factory(ctx, WGDeviceConfig{Name: cfg.WGIface, MTU: p.mtu,
-			DatapathCommand: r.opts.DatapathCommand, Logger: r.log})
+			DatapathCommand: r.opts.DatapathCommand, Logger: r.base})
 		if err != nil {
 			return fmt.Errorf("wireguard device %s: %w", cfg.WGIface, err)
 		}
@@ -279,7 +279,7 @@ func (r *Router) deleteWG(ctx context.Context, cfg Config) error {
 	if r.factory != nil {
 		// Adopt it first so that a userspace datapath process stops too.
 		if dev, err := r.factory(ctx, WGDeviceConfig{Name: cfg.WGIface, MTU: defaultUnderlayMTU,
-			DatapathCommand: r.opts.DatapathCommand, Logger: r.log}); err == nil {
+			DatapathCommand: r.opts.DatapathCommand, Logger: r.base}); err == nil {
 			if err := dev.Delete(); err == nil {
 				return nil
 			}

@@ -10,13 +10,15 @@ import (
 // (stopping the userspace datapath), the VXLAN device, the bridge, every route
 // marked with RouteProtocol and the nft table "weft". It uses the names of
 // the last Set, or of DefaultConfig. ip_forward is left as it is: other
-// software on the host may rely on it.
+// software on the host may rely on it. The desired state is forgotten, so a
+// running Run does not recreate anything until the next Set.
 func (r *Router) Reset() error {
 	r.mu.Lock()
 	cfg := r.desired
-	if !r.haveCfg {
+	if cfg.Bridge == "" {
 		cfg = DefaultConfig()
 	}
+	r.haveCfg = false
 	r.mu.Unlock()
 
 	r.recMu.Lock()

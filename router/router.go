@@ -26,6 +26,7 @@ const wgSetupTimeout = 30 * time.Second
 // Router reconciles the host's datapath to a desired Config.
 type Router struct {
 	opts    Options
+	base    *slog.Logger // as given, for router/wg's own component attribute
 	log     *slog.Logger
 	kernel  Kernel
 	factory WGFactory
@@ -60,7 +61,7 @@ func New(opts Options) (*Router, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	r := &Router{opts: opts, log: log.With("component", "router"), kernel: opts.Kernel,
+	r := &Router{opts: opts, base: log, log: log.With("component", "router"), kernel: opts.Kernel,
 		factory: opts.WireGuard, kick: make(chan struct{}, 1)}
 	if r.kernel == nil {
 		k, err := NewNetlinkKernel(NetlinkOptions{})
