@@ -137,6 +137,7 @@ var (
 	ErrPeerAlive         = errors.New("peer is alive; refusing to reclaim its space")
 	ErrNothingToReclaim  = errors.New("peer owns no space")
 	ErrReclaimedByOther  = errors.New("another peer won the reclaim")
+	ErrNoQuorum          = errors.New("too few peers reachable to decide safely")
 	ErrNotReady          = errors.New("ring not ready: awaiting consensus")
 	ErrNoPeer            = errors.New("no live peer accepted the handoff")
 	ErrBadMessage        = errors.New("malformed ipam message")

@@ -74,6 +74,9 @@ func (a *Allocator) Reclaim(ctx context.Context, id peer.ID) (int64, error) {
 		key := instanceKey{Kind: instReclaim, Dead: id, Hash: hashTokens(ts)}
 		electorate, live := a.electorateLocked(id)
 		a.mu.Unlock()
+		if len(live) < electorate/2+1 {
+			return 0, fmt.Errorf("reclaim %s: %d of %d peers reachable, need %d: %w", id, len(live), electorate, electorate/2+1, ErrNoQuorum)
+		}
 
 		v, err := a.paxosRound(ctx, key, live, electorate/2+1, func([]peer.ID) []peer.ID { return []peer.ID{a.cfg.Self} })
 		switch {
