@@ -220,8 +220,9 @@ func (b *bed) addrUp(ns, dev string, a netip.Prefix, gw netip.Addr) {
 	})
 }
 
-// newBed builds the switch and n hosts with routers for transport.
-func newBed(t *testing.T, n int, transport string, opts router.Options) *bed {
+// newUnderlay builds the switch and n hosts with underlay addresses
+// 192.168.77.<i>/24 on their eth0, and nothing else.
+func newUnderlay(t *testing.T, n int) *bed {
 	t.Helper()
 	needRoot(t)
 	var rb [2]byte
@@ -240,20 +241,29 @@ func newBed(t *testing.T, n int, transport string, opts router.Options) *bed {
 		}
 		return h.LinkSetUp(l)
 	})
-	keys := make([]string, n)
-	pubs := make([]string, n)
-	for i := range n {
-		k, err := wgGenerateKey()
-		if err != nil {
-			t.Fatalf("generate key: %v", err)
-		}
-		keys[i], pubs[i] = k.priv, k.pub
-	}
 	for i := range n {
 		hn := &host{n: i + 1, ns: b.newNS(fmt.Sprintf("%s-h%d", b.prefix, i+1)),
 			underlay: netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)})}
 		b.veth(b.sw, fmt.Sprintf("v%d", i+1), hn.ns, "eth0", "br0", 1500)
 		b.addrUp(hn.ns, "eth0", netip.PrefixFrom(hn.underlay, 24), netip.Addr{})
+		b.hosts = append(b.hosts, hn)
+	}
+	return b
+}
+
+// newBed builds the switch and n hosts with a Router each for transport:
+// host i owns 10.(32+4i).0.0/14 with bridge 10.(32+4i).0.1/12, and has
+// every other host as a peer.
+func newBed(t *testing.T, n int, transport string, opts router.Options) *bed {
+	t.Helper()
+	b := newUnderlay(t, n)
+	pubs := make([]string, n)
+	for i, hn := range b.hosts {
+		key, err := wgGenerateKey()
+		if err != nil {
+			t.Fatalf("generate key: %v", err)
+		}
+		pubs[i] = key.pub
 		k, err := router.NewNetlinkKernel(router.NetlinkOptions{NetNSPath: nsPath(hn.ns)})
 		if err != nil {
 			t.Fatalf("NewNetlinkKernel: %v", err)
@@ -268,7 +278,6 @@ func newBed(t *testing.T, n int, transport string, opts router.Options) *bed {
 			t.Fatalf("router.New: %v", err)
 		}
 		hn.kernel, hn.rec, hn.r = k, rec, r
-		// Bridge 10.(32+4i).0.1/12, range 10.(32+4i).0.0/14.
 		base := netip.AddrFrom4([4]byte{10, byte(32 + 4*i), 0, 0})
 		cfg := router.DefaultConfig()
 		cfg.ID = peer.ID(0x1000 + i)
@@ -278,10 +287,9 @@ func newBed(t *testing.T, n int, transport string, opts router.Options) *bed {
 		cfg.Insecure = transport != router.TransportWireGuard
 		cfg.Underlay = hn.underlay
 		cfg.WGIface = b.prefix + fmt.Sprintf("-wg%d", i+1) // /var/run/wireguard is shared by all namespaces
-		cfg.WGPrivateKey = keys[i]
+		cfg.WGPrivateKey = key.priv
 		cfg.VNI = 42
 		hn.cfg = cfg
-		b.hosts = append(b.hosts, hn)
 		t.Cleanup(func() {
 			if err := r.Reset(); err != nil {
 				t.Errorf("cleanup Reset host %d: %v", hn.n, err)
