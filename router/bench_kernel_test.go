@@ -130,7 +130,7 @@ func weftPath(t *testing.T, name, transport string) benchPath {
 // pod 10.244.<i>.2/24 behind host veth 10.244.<i>.1, host-gw routes via the
 // underlay, or via a kernel VXLAN device (VNI 42, MTU 1450) when vxlan.
 func rawPath(t *testing.T, name string, vxlan bool) benchPath {
-	b := newUnderlay(t, 2)
+	b := newUnderlay(t, 2, 0)
 	mtu := 1500
 	if vxlan {
 		mtu = 1450

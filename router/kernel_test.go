@@ -75,6 +75,31 @@ func assertTxPackets(t *testing.T, b *bed, hn *host, dev string) {
 	})
 }
 
+func TestKernelAutoInsecureMixed(t *testing.T) {
+	// h1, h2 share a subnet (direct); h3 is behind a router (VXLAN).
+	b := newRoutedBed(t, 3, 1, router.TransportAuto, router.Options{})
+	for _, hn := range b.hosts {
+		base := hn.cfg.BridgeAddr.Addr().As4()
+		b.addPod(hn, netip.AddrFrom4([4]byte{base[0], base[1], 0, 5}))
+	}
+	pairs := b.pingAll(t)
+	t.Logf("auto across subnets: %d pod pairs ping each other", pairs)
+	h1, h2, h3 := b.hosts[0], b.hosts[1], b.hosts[2]
+	for _, c := range []struct {
+		from *host
+		to   *host
+		want string
+	}{{h1, h2, "direct"}, {h1, h3, "vxlan"}, {h3, h1, "vxlan"}, {h3, h2, "vxlan"}} {
+		if got := c.from.r.PeerTransport(c.to.cfg.ID); got != c.want {
+			t.Errorf("h%d PeerTransport(h%d) = %q; want %q", c.from.n, c.to.n, got, c.want)
+		}
+	}
+	assertTxPackets(t, b, h3, h3.cfg.VXIface)
+	if got := h1.r.MTU(); got != 1450 {
+		t.Errorf("MTU() = %d; want 1450 (VXLAN may be used)", got)
+	}
+}
+
 func routesOf(t *testing.T, hn *host) []router.Route {
 	t.Helper()
 	rs, err := hn.kernel.RouteList()

@@ -221,8 +221,10 @@ func (b *bed) addrUp(ns, dev string, a netip.Prefix, gw netip.Addr) {
 }
 
 // newUnderlay builds the switch and n hosts with underlay addresses
-// 192.168.77.<i>/24 on their eth0, and nothing else.
-func newUnderlay(t *testing.T, n int) *bed {
+// 192.168.77.<i>/24 on their eth0, and nothing else. The last offLink hosts
+// sit on a second subnet, 192.168.78.<i>/24, that the switch namespace
+// routes (gateways .254 on both sides).
+func newUnderlay(t *testing.T, n, offLink int) *bed {
 	t.Helper()
 	needRoot(t)
 	var rb [2]byte
@@ -241,11 +243,29 @@ func newUnderlay(t *testing.T, n int) *bed {
 		}
 		return h.LinkSetUp(l)
 	})
+	b.addrUp(b.sw, "br0", netip.MustParsePrefix("192.168.77.254/24"), netip.Addr{})
+	if offLink > 0 {
+		b.handle(b.sw, func(h *netlink.Handle) error {
+			attrs := netlink.NewLinkAttrs()
+			attrs.Name = "br1"
+			return h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs})
+		})
+		b.addrUp(b.sw, "br1", netip.MustParsePrefix("192.168.78.254/24"), netip.Addr{})
+		if err := inNS(nsPath(b.sw), func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+		}); err != nil {
+			t.Fatalf("switch ip_forward: %v", err)
+		}
+	}
 	for i := range n {
+		subnet, br := byte(77), "br0"
+		if i >= n-offLink {
+			subnet, br = 78, "br1"
+		}
 		hn := &host{n: i + 1, ns: b.newNS(fmt.Sprintf("%s-h%d", b.prefix, i+1)),
-			underlay: netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)})}
-		b.veth(b.sw, fmt.Sprintf("v%d", i+1), hn.ns, "eth0", "br0", 1500)
-		b.addrUp(hn.ns, "eth0", netip.PrefixFrom(hn.underlay, 24), netip.Addr{})
+			underlay: netip.AddrFrom4([4]byte{192, 168, subnet, byte(i + 1)})}
+		b.veth(b.sw, fmt.Sprintf("v%d", i+1), hn.ns, "eth0", br, 1500)
+		b.addrUp(hn.ns, "eth0", netip.PrefixFrom(hn.underlay, 24), netip.AddrFrom4([4]byte{192, 168, subnet, 254}))
 		b.hosts = append(b.hosts, hn)
 	}
 	return b
@@ -256,7 +276,13 @@ func newUnderlay(t *testing.T, n int) *bed {
 // every other host as a peer.
 func newBed(t *testing.T, n int, transport string, opts router.Options) *bed {
 	t.Helper()
-	b := newUnderlay(t, n)
+	return newRoutedBed(t, n, 0, transport, opts)
+}
+
+// newRoutedBed is newBed with the last offLink hosts on another subnet.
+func newRoutedBed(t *testing.T, n, offLink int, transport string, opts router.Options) *bed {
+	t.Helper()
+	b := newUnderlay(t, n, offLink)
 	pubs := make([]string, n)
 	for i, hn := range b.hosts {
 		key, err := wgGenerateKey()
