@@ -1,0 +1,301 @@
+package dns
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/weftmesh/weft/dns/dnstest"
+	"github.com/weftmesh/weft/peer"
+	"pgregory.net/rapid"
+)
+
+func genRecord() *rapid.Generator[record] {
+	return rapid.Custom(func(t *rapid.T) record {
+		return record{
+			Owner:     peer.ID(rapid.IntRange(1, 3).Draw(t, "owner")),
+			Name:      rapid.SampledFrom([]string{"a.weft.local.", "b.weft.local.", "c.x.weft.local."}).Draw(t, "name"),
+			Addr:      netip.AddrFrom4([4]byte{10, 32, 0, byte(rapid.IntRange(1, 3).Draw(t, "addr"))}),
+			Container: rapid.SampledFrom([]string{"", "c1", "c2"}).Draw(t, "container"),
+			Version:   uint64(rapid.IntRange(1, 4).Draw(t, "version")),
+			Deleted:   rapid.Bool().Draw(t, "deleted"),
+		}
+	})
+}
+
+// merged applies the record lists in order to a fresh set and returns its
+// content (without local timestamps), sorted.
+func merged(lists ...[]record) []record {
+	rs := newRecordSet()
+	now := time.Now()
+	for _, l := range lists {
+		for _, r := range l {
+			rs.apply(r, now)
+		}
+	}
+	return sortRecords(rs.all())
+}
+
+func sortRecords(rs []record) []record {
+	slices.SortFunc(rs, func(a, b record) int {
+		if c := a.Name + a.Addr.String() + a.Owner.String(); c != b.Name+b.Addr.String()+b.Owner.String() {
+			if c < b.Name+b.Addr.String()+b.Owner.String() {
+				return -1
+			}
+			return 1
+		}
+		return 0
+	})
+	return rs
+}
+
+func TestMergeIsACRDT(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		gen := rapid.SliceOfN(genRecord(), 0, 12)
+		a, b, c := gen.Draw(t, "a"), gen.Draw(t, "b"), gen.Draw(t, "c")
+		ab := merged(a, b)
+		if d := cmp.Diff(ab, merged(b, a), cmpAddr); d != "" {
+			t.Fatalf("merge not commutative (-ab +ba):\n%s", d)
+		}
+		if d := cmp.Diff(merged(ab, c), merged(a, merged(b, c)), cmpAddr); d != "" {
+			t.Fatalf("merge not associative:\n%s", d)
+		}
+		if d := cmp.Diff(ab, merged(ab, ab), cmpAddr); d != "" {
+			t.Fatalf("merge not idempotent:\n%s", d)
+		}
+		// Order inside one list does not matter either.
+		rev := slices.Clone(a)
+		slices.Reverse(rev)
+		if d := cmp.Diff(merged(a), merged(rev), cmpAddr); d != "" {
+			t.Fatalf("order of records matters:\n%s", d)
+		}
+	})
+}
+
+// TestReplicasConverge runs random adds and removals on three replicas
+// whose messages are delayed, reordered, duplicated and lost, then lets
+// anti-entropy run: every replica must hold exactly what the owners hold.
+func TestReplicasConverge(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		bus := dnstest.NewBus()
+		bus.Hold(true)
+		ids := []peer.ID{1, 2, 3}
+		srvs := map[peer.ID]*Server{}
+		type key struct{ name, addr string }
+		model := map[peer.ID]map[key]bool{}
+		for _, id := range ids {
+			s, err := New(testConfig(id), bus.Transport(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			srvs[id] = s
+			bus.Join(id, s)
+			model[id] = map[key]bool{}
+		}
+		names := []string{"web", "db", "x.ns"}
+		for step := rapid.IntRange(1, 40).Draw(t, "steps"); step > 0; step-- {
+			id := rapid.SampledFrom(ids).Draw(t, "peer")
+			s := srvs[id]
+			name := rapid.SampledFrom(names).Draw(t, "name")
+			addr := netip.AddrFrom4([4]byte{10, 32, byte(id), byte(rapid.IntRange(1, 2).Draw(t, "addr"))})
+			switch rapid.IntRange(0, 3).Draw(t, "op") {
+			case 0, 1:
+				if err := s.Add(name, addr, "c-"+name); err != nil {
+					t.Fatal(err)
+				}
+				model[id][key{name + ".weft.local.", addr.String()}] = true
+			case 2:
+				err := s.Remove(name, addr)
+				if had := model[id][key{name + ".weft.local.", addr.String()}]; had != (err == nil) {
+					t.Fatalf("Remove(%s, %s) = %v; model had it: %v", name, addr, err, had)
+				}
+				delete(model[id], key{name + ".weft.local.", addr.String()})
+			case 3:
+				_ = s.RemoveContainer("c-" + name)
+				for k := range model[id] {
+					if k.name == name+".weft.local." {
+						delete(model[id], k)
+					}
+				}
+			}
+			// Deliver some queued messages in random order, dropping or
+			// duplicating a few.
+			q := bus.Take()
+			perm := rapid.Permutation(q).Draw(t, "order")
+			for i, m := range perm {
+				switch rapid.IntRange(0, 5).Draw(t, fmt.Sprintf("fate%d", i)) {
+				case 0: // lost
+				case 1:
+					_ = bus.Deliver(m)
+					_ = bus.Deliver(m)
+				default:
+					if err := bus.Deliver(m); err != nil {
+						t.Fatalf("Deliver: %v", err)
+					}
+				}
+			}
+		}
+		if err := bus.AntiEntropy(); err != nil {
+			t.Fatal(err)
+		}
+		var want []Entry
+		for id, recs := range model {
+			for k := range recs {
+				want = append(want, Entry{Name: k.name, Addr: netip.MustParseAddr(k.addr), Owner: id, ContainerID: "c-" + k.name[:len(k.name)-len(".weft.local.")]})
+			}
+		}
+		slices.SortFunc(want, func(a, b Entry) int {
+			return strings.Compare(a.Name+a.Addr.String(), b.Name+b.Addr.String())
+		})
+		for _, id := range ids {
+			got := srvs[id].Entries()
+			slices.SortFunc(got, func(a, b Entry) int {
+				return strings.Compare(a.Name+a.Addr.String(), b.Name+b.Addr.String())
+			})
+			if d := cmp.Diff(want, got, cmpAddr); d != "" {
+				t.Fatalf("replica %s after anti-entropy (-want +got):\n%s", id, d)
+			}
+		}
+	})
+}
+
+var cmpAddr = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
+
+func TestMembershipHidesAndCollects(t *testing.T) {
+	s := newServer(t, testConfig(self), nil)
+	if err := s.Add("mine", mustAddr("10.32.0.1"), ""); err != nil {
+		t.Fatal(err)
+	}
+	recs := []record{{Owner: other, Name: "theirs.weft.local.", Addr: mustAddr("10.32.0.2"), Version: 7}}
+	if err := s.Merge(other, encodeRecords(kindDelta, recs)); err != nil {
+		t.Fatal(err)
+	}
+	names := func() []string {
+		var out []string
+		for _, e := range s.Entries() {
+			out = append(out, e.Name)
+		}
+		return out
+	}
+	steps := []struct {
+		name  string
+		peers []peer.Info // nil: no SetPeers call
+		want  []string
+	}{
+		{"membership unknown: all visible", nil, []string{"mine.weft.local.", "theirs.weft.local."}},
+		{"other alive", []peer.Info{{ID: self, State: peer.Alive}, {ID: other, State: peer.Alive}}, []string{"mine.weft.local.", "theirs.weft.local."}},
+		{"other suspect stays", []peer.Info{{ID: self, State: peer.Alive}, {ID: other, State: peer.Suspect}}, []string{"mine.weft.local.", "theirs.weft.local."}},
+		{"other dead: hidden", []peer.Info{{ID: self, State: peer.Alive}, {ID: other, State: peer.Dead}}, []string{"mine.weft.local."}},
+		{"other back", []peer.Info{{ID: other, State: peer.Alive}}, []string{"mine.weft.local.", "theirs.weft.local."}},
+		{"other forgotten: hidden", []peer.Info{{ID: self, State: peer.Alive}}, []string{"mine.weft.local."}},
+	}
+	for _, st := range steps {
+		if st.peers != nil {
+			s.SetPeers(st.peers)
+		}
+		if d := cmp.Diff(st.want, names()); d != "" {
+			t.Errorf("%s: Entries (-want +got):\n%s", st.name, d)
+		}
+		if got := len(s.Lookup("theirs")) == 1; got != slices.Contains(st.want, "theirs.weft.local.") {
+			t.Errorf("%s: Lookup(theirs) visible = %v", st.name, got)
+		}
+	}
+	// Gone for longer than DeadPeerTTL: deleted; rejoining brings it back by gossip.
+	s.collect(time.Now().Add(s.cfg.DeadPeerTTL + time.Minute))
+	s.SetPeers([]peer.Info{{ID: self, State: peer.Alive}, {ID: other, State: peer.Alive}})
+	if got := names(); len(got) != 1 {
+		t.Errorf("after DeadPeerTTL and rejoin before gossip: Entries = %v; want only ours", got)
+	}
+	if err := s.Merge(other, encodeRecords(kindFull, recs)); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); len(got) != 2 {
+		t.Errorf("after the rejoined peer's state: Entries = %v; want both", got)
+	}
+	// Tombstones are kept TombstoneTTL, then collected.
+	if err := s.Remove("mine", netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	s.collect(time.Now())
+	if n := len(s.set.recs); n != 2 {
+		t.Errorf("tombstone collected early: %d records; want 2", n)
+	}
+	s.collect(time.Now().Add(s.cfg.TombstoneTTL + time.Second))
+	if n := len(s.set.recs); n != 1 {
+		t.Errorf("after TombstoneTTL: %d records; want 1", n)
+	}
+}
+
+func TestMergeRejectsBadInput(t *testing.T) {
+	s := newServer(t, testConfig(self), nil)
+	if err := s.Add("web", mustAddr("10.32.0.1"), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	before := s.FullState()
+	good := record{Owner: other, Name: "x.weft.local.", Addr: mustAddr("10.32.0.2"), Version: 1}
+	foreign := good
+	foreign.Owner = gone
+	badName := good
+	badName.Name = "Bad Name."
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		want error
+	}{
+		{"empty", nil, ErrBadMessage},
+		{"wrong version", []byte{9, kindDelta, 0}, ErrBadMessage},
+		{"delta of another owner", encodeRecords(kindDelta, []record{good, foreign}), errForeignDelta},
+		{"bad name", encodeRecords(kindFull, []record{good, badName}), ErrBadMessage},
+		{"trailing bytes", append(encodeRecords(kindFull, []record{good}), 0), ErrBadMessage},
+		{"huge count", []byte{wireVersion, kindFull, 0xff, 0xff, 0xff, 0x0f}, ErrBadMessage},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := s.Merge(other, tc.msg); !errors.Is(err, tc.want) {
+				t.Errorf("Merge(%x) = %v; want %v", tc.msg, err, tc.want)
+			}
+			if d := cmp.Diff(before, s.FullState()); d != "" {
+				t.Errorf("state changed by a rejected message")
+			}
+		})
+	}
+}
+
+func TestAddValidation(t *testing.T) {
+	s := newServer(t, testConfig(self), nil)
+	for _, tc := range []struct {
+		name, fqdn string
+		addr       netip.Addr
+		want       error
+	}{
+		{"web", "web.weft.local.", mustAddr("10.32.0.1"), nil},
+		{"Web.Weft.Local", "web.weft.local.", mustAddr("10.32.0.2"), nil},
+		{"pod.ns.weft.local.", "pod.ns.weft.local.", mustAddr("10.32.0.3"), nil},
+		{"v4in6", "v4in6.weft.local.", mustAddr("::ffff:10.32.0.4"), nil},
+		{"web.example.com.", "", mustAddr("10.32.0.1"), ErrBadName},
+		{"weft.local", "", mustAddr("10.32.0.1"), ErrBadName},
+		{"bad name", "", mustAddr("10.32.0.1"), ErrBadName},
+		{"", "", mustAddr("10.32.0.1"), ErrBadName},
+		{"zero", "", netip.Addr{}, ErrBadAddr},
+		{"unspec", "", mustAddr("0.0.0.0"), ErrBadAddr},
+	} {
+		err := s.Add(tc.name, tc.addr, "")
+		if !errors.Is(err, tc.want) {
+			t.Errorf("Add(%q, %s) = %v; want %v", tc.name, tc.addr, err, tc.want)
+			continue
+		}
+		if err == nil && !slices.Contains(s.Lookup(tc.fqdn), tc.addr.Unmap()) {
+			t.Errorf("Lookup(%q) = %v; want it to contain %s", tc.fqdn, s.Lookup(tc.fqdn), tc.addr)
+		}
+	}
+	if err := s.Remove("nothing", netip.Addr{}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Remove(nothing) = %v; want ErrNotFound", err)
+	}
+	if err := s.RemoveContainer("none"); err != nil {
+		t.Errorf("RemoveContainer(none) = %v; want nil (idempotent)", err)
+	}
+}
