@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -359,5 +360,29 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("timed out after %v waiting for %s", d, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestErrorsAreRetried(t *testing.T) {
+	f := newFixture(t, router.Options{})
+	cfg := testConfig(router.TransportVXLAN, true)
+	boom := errors.New("boom")
+	f.k.FailRouteReplace(boom)
+	err := f.r.Set(cfg)
+	if !errors.Is(err, boom) {
+		t.Fatalf("Set with failing routes = %v; want it to wrap %v", err, boom)
+	}
+	if got := f.r.PeerTransport(0xc); got != router.TransportVXLAN {
+		t.Errorf("PeerTransport(c) after a partial failure = %q; want vxlan", got)
+	}
+	// Everything else was applied despite the failure.
+	got := f.take()
+	if !slices.Contains(got, "neigh replace 10.40.0.1 lladdr "+router.VTEPMAC(0xc).String()+" dev weft-vx") {
+		t.Errorf("neighbours not applied next to a route failure:\n%s", strings.Join(got, "\n"))
+	}
+	f.k.FailRouteReplace(nil)
+	got = f.set(t, cfg)
+	if len(got) != 7 {
+		t.Errorf("retry applied %d lines; want the 7 routes:\n%s", len(got), strings.Join(got, "\n"))
 	}
 }

@@ -26,7 +26,13 @@ func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) 
 	if cfg.Underlay.IsValid() {
 		var err error
 		if u, err = r.kernel.Underlay(cfg.Underlay); err != nil {
-			errs = append(errs, fmt.Errorf("underlay %v: %w", cfg.Underlay, err))
+			err = fmt.Errorf("underlay %v: %w", cfg.Underlay, err)
+			if cfg.uses(TransportVXLAN) || cfg.uses(TransportDirect) {
+				errs = append(errs, err) // VXLAN's source address, direct's subnet
+			} else {
+				// WireGuard needs it only for the MTU: fall back to 1500.
+				r.log.Warn("underlay device not found; assuming MTU 1500", "err", err)
+			}
 		}
 	}
 	p := makePlan(cfg, u)
