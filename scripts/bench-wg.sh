@@ -13,13 +13,16 @@
 #          (the same function)
 # For each round, each tunnel gets: ping (200 x 10 ms), iperf3 TCP 1 and 4
 # streams (-t $DUR), UDP at fixed rates ($RATES Gbit/s, -t $UDUR, payload 1392
-# = MTU - 28). Rounds interleave the tunnels so machine noise hits both.
+# = MTU - 28), each once more with a 4 MB receive buffer (-w $UDP_WIN): on a
+# shared 2-core box the receiving iperf3 is often descheduled and its default
+# socket buffer (~200 KB, ~1 ms at 1 Gbit/s) overflows whatever the tunnel
+# does; UdpRcvbufErrors in the server netns shows it. Rounds interleave the tunnels so machine noise hits both.
 # Report: median [min-max] per tunnel and the weft/stock ratio of medians.
 #
 # Names: netns bwgA bwgB, links bwg*, addresses 10.96.0.0/24 (underlay),
 # 10.95.1.0/24 (stock), 10.95.2.0/24 (weft). Traffic stays in these netns.
 # Usage: scripts/bench-wg.sh [all|setup|run|report|teardown]  (root)
-# Env:   REPS=3 DUR=10 UDUR=5 RATES="0.5 1.0" W=/tmp/bench-wg WEFT_BIN=
+# Env:   REPS=3 DUR=10 UDUR=5 RATES="0.5 1.0" UDP_WIN=4M W=/tmp/bench-wg WEFT_BIN=
 #        WEFT_ENV="GOGC=..."  extra environment for the weft datapath only
 # =============================================================================
 set -euo pipefail
@@ -32,6 +35,7 @@ UDUR=${UDUR:-5}
 RATES=${RATES:-"0.5 1.0"}
 CFGS=${CFGS:-"stock weft"}
 WEFT_ENV=${WEFT_ENV:-}
+UDP_WIN=${UDP_WIN-4M}   # also run each UDP rate with iperf3 -w (receiver socket buffer); "" = off
 HZ=$(getconf CLK_TCK)
 A=bwgA B=bwgB
 
@@ -141,7 +145,10 @@ run() {
       ping_rtt "$cfg" "$rep"
       iperf "$cfg" "$rep" tcp1 -t "$DUR" -P 1
       iperf "$cfg" "$rep" tcp4 -t "$DUR" -P 4
-      for r in $RATES; do iperf "$cfg" "$rep" "udp@${r}G" -t "$UDUR" -u -b "${r}G" -l 1392; done
+      for r in $RATES; do
+        iperf "$cfg" "$rep" "udp@${r}G" -t "$UDUR" -u -b "${r}G" -l 1392
+        [[ -n $UDP_WIN ]] && iperf "$cfg" "$rep" "udp@${r}G-w$UDP_WIN" -t "$UDUR" -u -b "${r}G" -l 1392 -w "$UDP_WIN"
+      done
     done
   done
 }

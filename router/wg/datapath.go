@@ -61,6 +61,9 @@ func RunDatapath(ctx context.Context, name string, mtu int, logger *slog.Logger)
 	if err != nil {
 		return fmt.Errorf("datapath %s: create TUN: %w", name, err)
 	}
+	if err := setTxQueueLen(name, tunTxQueueLen); err != nil {
+		logger.Warn("keeping the default TUN queue length", "err", err)
+	}
 	if tdev, err = newBatchTUN(tdev); err != nil {
 		return fmt.Errorf("datapath %s: %w", name, err)
 	}
