@@ -61,20 +61,30 @@ func DefaultConfig() Config {
 
 // Validate reports whether c can be used by Ensure.
 func (c Config) Validate() error {
+	if err := validateLink(c.Name, c.MTU); err != nil {
+		return err
+	}
 	switch {
-	case c.Name == "" || len(c.Name) > 15:
-		return fmt.Errorf("%w: interface name %q must have 1-15 bytes", ErrInvalidConfig, c.Name)
-	case c.MTU < 576 || c.MTU > 65535:
-		return fmt.Errorf("%w: MTU %d out of [576, 65535]", ErrInvalidConfig, c.MTU)
 	case c.StartTimeout <= 0:
 		return fmt.Errorf("%w: StartTimeout %v must be positive", ErrInvalidConfig, c.StartTimeout)
 	case len(c.DatapathCommand) == 0:
 		return fmt.Errorf("%w: DatapathCommand is empty", ErrInvalidConfig)
 	}
-	for _, r := range c.Name {
-		if r == '/' || r == ' ' || r == 0 {
-			return fmt.Errorf("%w: interface name %q contains %q", ErrInvalidConfig, c.Name, r)
+	return nil
+}
+
+// validateLink checks an interface name (it also names files) and an MTU.
+func validateLink(name string, mtu int) error {
+	if name == "" || len(name) > 15 {
+		return fmt.Errorf("%w: interface name %q must have 1-15 bytes", ErrInvalidConfig, name)
+	}
+	for _, r := range name {
+		if r == '/' || r == ' ' || r == 0 || r == ':' {
+			return fmt.Errorf("%w: interface name %q contains %q", ErrInvalidConfig, name, r)
 		}
+	}
+	if mtu < 576 || mtu > 65535 {
+		return fmt.Errorf("%w: MTU %d out of [576, 65535]", ErrInvalidConfig, mtu)
 	}
 	return nil
 }

@@ -49,7 +49,7 @@ func RunDatapath(ctx context.Context, name string, mtu int, logger *slog.Logger)
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("component", "wg-datapath", "iface", name)
-	if err := (Config{Name: name, MTU: mtu, DatapathCommand: []string{"-"}, StartTimeout: 1}).Validate(); err != nil {
+	if err := validateLink(name, mtu); err != nil {
 		return fmt.Errorf("datapath %s: %w", name, err)
 	}
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
@@ -74,16 +74,19 @@ func RunDatapath(ctx context.Context, name string, mtu int, logger *slog.Logger)
 	}
 	dev := device.NewDevice(tdev, conn.NewDefaultBind(), deviceLogger(logger))
 	defer dev.Close() // closes the TUN too
+	// The pidfile exists before the socket answers, so whoever sees the
+	// device through wgctrl can also stop it.
+	if err := writePidfile(name); err != nil {
+		uapiFile.Close()
+		return fmt.Errorf("datapath %s: %w", name, err)
+	}
+	defer removePidfile(name)
 	uapi, err := ipc.UAPIListen(name, uapiFile)
 	uapiFile.Close()
 	if err != nil {
 		return fmt.Errorf("datapath %s: UAPI listen: %w", name, err)
 	}
 	defer uapi.Close() // unlinks the socket
-	if err := writePidfile(name); err != nil {
-		return fmt.Errorf("datapath %s: %w", name, err)
-	}
-	defer removePidfile(name)
 
 	uapiErr := make(chan error, 1)
 	go func() {

@@ -56,6 +56,9 @@ func (d *Device) ensureUserspace(ctx context.Context) error {
 	var exited error
 	ok := poll(ctx, d.cfg.StartTimeout, 20*time.Millisecond, func() bool {
 		if st, done := reap(pid); done {
+			if d.userspaceSeen() {
+				return true // another Ensure's datapath won the race for the TUN
+			}
 			exited = fmt.Errorf("wg ensure %s: %w (%s; log: %s)", name, ErrDatapathExited, st, logName(d.cfg))
 			return true
 		}
