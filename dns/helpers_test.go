@@ -171,3 +171,23 @@ func summarize(m *miekg.Msg) summary {
 func diff(want, got summary) string { return cmp.Diff(want, got) }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// runBenchServer is runServer for benchmarks.
+func runBenchServer(b *testing.B, s *Server) netip.AddrPort {
+	b.Helper()
+	if err := s.SetListen([]string{"127.0.0.1:0"}); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.ListenAddrs()) == 0 {
+		if time.Now().After(deadline) {
+			b.Fatal("server did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s.ListenAddrs()[0]
+}
