@@ -88,14 +88,16 @@ func (s *Server) bind(spec string, ap netip.AddrPort) (*listener, error) {
 	if err != nil {
 		return fail(fmt.Errorf("listen tcp %s: %w", l.addr, err))
 	}
+	invalid := func([]byte, error) { s.stats.errors.Add(1) }
 	for _, pc := range conns {
 		l.servers = append(l.servers, &miekg.Server{
 			PacketConn:     &udpConn{pc.(*net.UDPConn)},
 			Handler:        s,
 			DecorateReader: s.decorateReader,
+			MsgInvalidFunc: invalid,
 		})
 	}
-	l.servers = append(l.servers, &miekg.Server{Listener: tl, Handler: s, ReadTimeout: 5 * time.Second})
+	l.servers = append(l.servers, &miekg.Server{Listener: tl, Handler: s, ReadTimeout: 5 * time.Second, MsgInvalidFunc: invalid})
 	return l, nil
 }
 
