@@ -69,6 +69,9 @@ var (
 	ErrBadMessage = errors.New("bad dns gossip message")
 	// ErrClosed is returned by SetListen after Run has returned.
 	ErrClosed = errors.New("dns server closed")
+
+	errForeignDelta = errors.New("delta carries records of another owner")
+	errNoUpstream   = errors.New("no usable upstream")
 )
 
 // Validate reports the first problem with the configuration.

@@ -2,7 +2,6 @@ package dns
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -20,8 +19,6 @@ import (
 // Config.Upstreams or from resolv.conf, which Run re-reads when it changes;
 // an upstream that is one of our own listen addresses is skipped, so the
 // server never forwards to itself.
-
-var errNoUpstream = errors.New("no usable upstream")
 
 func (s *Server) forward(ctx context.Context, r *miekg.Msg) (*miekg.Msg, error) {
 	ups := s.usableUpstreams()

@@ -2,7 +2,6 @@ package dns
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -187,8 +186,6 @@ func (s *Server) FullState() []byte {
 	}
 	return s.full
 }
-
-var errForeignDelta = errors.New("delta carries records of another owner")
 
 // Merge applies a delta or a full state that peer `from` originated. On
 // error (bad input) the state is unchanged.

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -31,8 +32,21 @@ func main() {
 	domain := flag.String("domain", "weft.local.", "DNS domain")
 	upstream := flag.String("upstream", "127.0.0.1:1", "upstream resolver (never the machine's; unused by the benchmark)")
 	sockets := flag.Int("sockets", 0, "UDP sockets with SO_REUSEPORT (0 = one per CPU)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchserver:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*listen, *hosts, *domain, *upstream, *sockets); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "benchserver:", err)
 		os.Exit(1)
 	}
