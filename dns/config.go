@@ -72,6 +72,7 @@ var (
 
 	errForeignDelta = errors.New("delta carries records of another owner")
 	errNoUpstream   = errors.New("no usable upstream")
+	errBusy         = errors.New("too many queries being forwarded")
 )
 
 // Validate reports the first problem with the configuration.

@@ -20,7 +20,18 @@ import (
 // an upstream that is one of our own listen addresses is skipped, so the
 // server never forwards to itself.
 
+// maxForwards bounds the queries being forwarded at once: miekg runs a
+// goroutine per slow-path packet, and a flood of names to forward must not
+// pile up goroutines waiting on upstreams.
+const maxForwards = 1024
+
 func (s *Server) forward(ctx context.Context, r *miekg.Msg) (*miekg.Msg, error) {
+	select {
+	case s.forwarding <- struct{}{}:
+		defer func() { <-s.forwarding }()
+	default:
+		return nil, fmt.Errorf("forward %s: %w", r.Question[0].Name, errBusy)
+	}
 	ups := s.usableUpstreams()
 	if len(ups) == 0 {
 		return nil, errNoUpstream

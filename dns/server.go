@@ -49,12 +49,13 @@ type Server struct {
 	tr  Transport
 	log *slog.Logger
 
-	stats     counters
-	snap      atomic.Pointer[zone]             // answers; nil = rebuild at next use
-	upstreams atomic.Pointer[[]netip.AddrPort] // current forwarders
-	bound     atomic.Pointer[[]netip.AddrPort] // addresses we listen on (never forwarded to)
-	ctx       atomic.Pointer[context.Context]  // Run's context, for forwarding
-	wg        sync.WaitGroup                   // serving goroutines
+	stats      counters
+	snap       atomic.Pointer[zone]             // answers; nil = rebuild at next use
+	upstreams  atomic.Pointer[[]netip.AddrPort] // current forwarders
+	bound      atomic.Pointer[[]netip.AddrPort] // addresses we listen on (never forwarded to)
+	ctx        atomic.Pointer[context.Context]  // Run's context, for forwarding
+	wg         sync.WaitGroup                   // serving goroutines
+	forwarding chan struct{}                    // semaphore of queries being forwarded
 
 	lmu       sync.Mutex // guards following; taken before mu
 	desired   []string
@@ -81,13 +82,14 @@ func New(cfg Config, tr Transport) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:       cfg,
-		tr:        tr,
-		log:       log.With("component", "dns"),
-		desired:   slices.Clone(cfg.Listen),
-		listeners: make(map[string]*listener),
-		set:       newRecordSet(),
-		goneSince: make(map[peer.ID]time.Time),
+		cfg:        cfg,
+		tr:         tr,
+		log:        log.With("component", "dns"),
+		desired:    slices.Clone(cfg.Listen),
+		listeners:  make(map[string]*listener),
+		set:        newRecordSet(),
+		goneSince:  make(map[peer.ID]time.Time),
+		forwarding: make(chan struct{}, maxForwards),
 	}
 	var ups []netip.AddrPort
 	for _, u := range cfg.Upstreams {

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	miekg "github.com/miekg/dns"
+	"github.com/weftmesh/weft/dns/dnstest"
+	"github.com/weftmesh/weft/peer"
 )
 
 func exchange(t *testing.T, netw string, addr netip.AddrPort, q *miekg.Msg) *miekg.Msg {
@@ -273,4 +276,54 @@ func TestResolvConfReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "answer from the second upstream after the change", answerIs("192.0.2.2"))
+}
+
+// TestReplicatedAnswers: a name added on one server is answered by the
+// other's live listener once the delta arrives, and hidden when its owner
+// is dead.
+func TestReplicatedAnswers(t *testing.T) {
+	bus := dnstest.NewBus()
+	a := newServer(t, testConfig(self), bus.Transport(self))
+	b := newServer(t, testConfig(other), bus.Transport(other))
+	bus.Join(self, a)
+	bus.Join(other, b)
+	addr := runServer(t, b)
+	ask := func() *miekg.Msg { return exchange(t, "udp", addr, query("app.weft.local.", miekg.TypeA, false)) }
+	if resp := ask(); resp.Rcode != miekg.RcodeNameError {
+		t.Fatalf("before Add: %s; want NXDOMAIN", miekg.RcodeToString[resp.Rcode])
+	}
+	if err := a.Add("app", mustAddr("10.32.0.5"), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if resp := ask(); len(resp.Answer) != 1 || resp.Answer[0].(*miekg.A).A.String() != "10.32.0.5" {
+		t.Fatalf("after Add on the other server: %v; want 10.32.0.5", resp)
+	}
+	b.SetPeers([]peer.Info{{ID: other, State: peer.Alive}, {ID: self, State: peer.Dead}})
+	if resp := ask(); resp.Rcode != miekg.RcodeNameError {
+		t.Errorf("owner dead: %s; want NXDOMAIN", miekg.RcodeToString[resp.Rcode])
+	}
+	b.SetPeers([]peer.Info{{ID: other, State: peer.Alive}, {ID: self, State: peer.Alive}})
+	if resp := ask(); len(resp.Answer) != 1 {
+		t.Errorf("owner back: %v; want the record again", resp)
+	}
+	if err := a.RemoveContainer("c1"); err != nil {
+		t.Fatal(err)
+	}
+	if resp := ask(); resp.Rcode != miekg.RcodeNameError {
+		t.Errorf("after RemoveContainer: %s; want NXDOMAIN", miekg.RcodeToString[resp.Rcode])
+	}
+}
+
+func TestRunBindError(t *testing.T) {
+	cfg := testConfig(self)
+	cfg.Listen = []string{"192.0.2.1:5353"} // not an address of this host
+	s := newServer(t, cfg, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Run(ctx); err == nil {
+		t.Errorf("Run with an address not on this host = nil; want a bind error")
+	}
+	if err := s.SetListen([]string{"127.0.0.1:0"}); !errors.Is(err, ErrClosed) {
+		t.Errorf("SetListen after Run = %v; want ErrClosed", err)
+	}
 }
