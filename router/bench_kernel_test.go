@@ -48,6 +48,7 @@ func TestBenchPodToPod(t *testing.T) {
 	var paths []benchPath
 	paths = append(paths, rawPath(t, "raw-hostgw", false))
 	paths = append(paths, weftPath(t, "weft-direct", router.TransportDirect))
+	paths = append(paths, weftPath(t, "direct-nomasq", router.TransportDirect)) // without the nat hook: no conntrack
 	paths = append(paths, rawPath(t, "raw-vxlan", true))
 	paths = append(paths, weftPath(t, "weft-vxlan", router.TransportVXLAN))
 	paths = append(paths, weftPath(t, "weft-wg", router.TransportWireGuard))
@@ -88,7 +89,9 @@ func TestBenchPodToPod(t *testing.T) {
 			ratio(pair[0], pair[1], func(r benchResult) float64 { return r.udp }),
 			ratio(pair[0], pair[1], func(r benchResult) float64 { return r.rtt }))
 	}
-	t.Log(b.String())
+	for _, l := range strings.Split(b.String(), "\n") {
+		t.Log("| " + l)
+	}
 }
 
 func median(rs []benchResult, get func(benchResult) float64) float64 {
@@ -120,6 +123,14 @@ func nsRun(t *testing.T, ns string, argv ...string) string {
 // weftPath builds two hosts run by Routers with one pod each.
 func weftPath(t *testing.T, name, transport string) benchPath {
 	b := newBed(t, 2, transport, router.Options{})
+	if strings.HasSuffix(name, "-nomasq") {
+		for _, hn := range b.hosts {
+			hn.cfg.Masquerade = false
+			if err := hn.r.Set(hn.cfg); err != nil {
+				t.Fatalf("Set: %v", err)
+			}
+		}
+	}
 	src := b.addPod(b.hosts[0], netip.MustParseAddr("10.32.0.5"))
 	dst := b.addPod(b.hosts[1], netip.MustParseAddr("10.36.0.5"))
 	eventually(t, 10*time.Second, func() error { return ping(src.ns, dst.addr) })
