@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftmesh/weft/router"
+	"github.com/weftmesh/weft/router/routertest"
 )
 
 func TestKernelPodsPing(t *testing.T) {
@@ -52,6 +53,19 @@ func TestKernelPodsPing(t *testing.T) {
 				if got := hn.rec.Take(); len(got) != 0 {
 					t.Errorf("host %d: repeated Set mutated the kernel: %q", hn.n, got)
 				}
+			}
+			// A relaunched control plane (a fresh Router, as after kill -9)
+			// finds everything in place and touches nothing.
+			rec := routertest.NewRecorder(b.hosts[0].kernel)
+			fresh, err := router.New(router.Options{Kernel: rec, WireGuard: router.NetNSWGFactory(b.hosts[0].kernel)})
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			if err := fresh.Set(b.hosts[0].cfg); err != nil {
+				t.Fatalf("relaunched Set: %v", err)
+			}
+			if got := rec.Take(); len(got) != 0 {
+				t.Errorf("relaunched router mutated the kernel: %q", got)
 			}
 			if transport == router.TransportVXLAN {
 				assertTxPackets(t, b, b.hosts[0], b.hosts[0].cfg.VXIface)
