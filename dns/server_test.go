@@ -174,6 +174,9 @@ func TestMalformedFlood(t *testing.T) {
 			pkt = append([]byte(nil), good...)
 			pkt[4], pkt[5], pkt[10], pkt[11] = 0xff, 0xff, 0xff, 0xff
 		}
+		if i%1000 == 0 { // longer than the read buffer
+			pkt = append(append([]byte(nil), good...), make([]byte, readSize)...)
+		}
 		if _, err := conn.Write(pkt); err != nil {
 			t.Fatalf("write: %v", err)
 		}
