@@ -386,3 +386,29 @@ func TestErrorsAreRetried(t *testing.T) {
 		t.Errorf("retry applied %d lines; want the 7 routes:\n%s", len(got), strings.Join(got, "\n"))
 	}
 }
+
+func TestThousandPeers(t *testing.T) {
+	f := newFixture(t, router.Options{})
+	cfg := testConfig(router.TransportVXLAN, true)
+	cfg.Range = pfx("10.0.0.0/8")
+	cfg.BridgeAddr = pfx("10.0.0.1/8")
+	cfg.Local = []netip.Prefix{pfx("10.0.0.0/18")}
+	cfg.Peers = nil
+	for i := 1; i <= 1000; i++ {
+		base := netip.AddrFrom4([4]byte{10, byte(i >> 2), byte(i&3) << 6, 0})
+		cfg.Peers = append(cfg.Peers, router.Peer{ID: peer.ID(0x100 + i), Underlay: netip.AddrFrom4([4]byte{172, 20, byte(i >> 8), byte(i)}),
+			Bridge: base.Next(), Ranges: []netip.Prefix{netip.PrefixFrom(base, 18)}})
+	}
+	start := time.Now()
+	first := f.set(t, cfg)
+	took := time.Since(start)
+	// 1000 peers: 2 routes, 1 neighbour, 1 FDB entry each.
+	if n := len(first); n < 4000 {
+		t.Errorf("first Set issued %d operations; want at least 4000", n)
+	}
+	start = time.Now()
+	if got := f.set(t, cfg); len(got) != 0 {
+		t.Errorf("second Set issued %d operations; want 0", len(got))
+	}
+	t.Logf("1000 peers: first reconcile %v (%d ops), no-op reconcile %v", took, len(first), time.Since(start))
+}

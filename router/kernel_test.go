@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftmesh/weft/peer"
 	"github.com/weftmesh/weft/router"
 	"github.com/weftmesh/weft/router/routertest"
 )
@@ -266,4 +267,49 @@ func TestKernelMasqueradeAndReset(t *testing.T) {
 			t.Errorf("host %d: nft table after Reset: %v, %v", hn.n, m, err)
 		}
 	}
+}
+
+func TestKernelThousandPeers(t *testing.T) {
+	// One real host, 1000 VXLAN peers that exist only as desired state:
+	// the cost of a full reconcile and of a no-op resync in the kernel.
+	b := newUnderlay(t, 1, 0)
+	hn := b.hosts[0]
+	k, err := router.NewNetlinkKernel(router.NetlinkOptions{NetNSPath: nsPath(hn.ns)})
+	if err != nil {
+		t.Fatalf("NewNetlinkKernel: %v", err)
+	}
+	hn.kernel = k
+	rec := routertest.NewRecorder(k)
+	r, err := router.New(router.Options{Kernel: rec})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Reset(); k.Close() })
+	cfg := router.DefaultConfig()
+	cfg.ID, cfg.Transport, cfg.Insecure, cfg.Underlay = 1, router.TransportVXLAN, true, hn.underlay
+	cfg.Range, cfg.BridgeAddr = netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.0.0.1/8")
+	cfg.Local = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/18")}
+	for i := 1; i <= 1000; i++ {
+		base := netip.AddrFrom4([4]byte{10, byte(i >> 2), byte(i&3) << 6, 0})
+		cfg.Peers = append(cfg.Peers, router.Peer{ID: peer.ID(0x100 + i),
+			Underlay: netip.AddrFrom4([4]byte{172, 20, byte(i >> 8), byte(i)}),
+			Bridge:   base.Next(), Ranges: []netip.Prefix{netip.PrefixFrom(base, 18)}})
+	}
+	start := time.Now()
+	if err := r.Set(cfg); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	first, ops := time.Since(start), len(rec.Take())
+	start = time.Now()
+	if err := r.Set(cfg); err != nil {
+		t.Fatalf("Set again: %v", err)
+	}
+	again := time.Since(start)
+	if got := rec.Take(); len(got) != 0 {
+		t.Errorf("no-op Set issued %d operations: %q", len(got), got[:min(len(got), 5)])
+	}
+	if n := len(routesOf(t, hn)); n != 2002 {
+		t.Errorf("%d weft routes in the kernel; want 2002", n)
+	}
+	t.Logf("1000 peers over VXLAN in the kernel: first reconcile %v (%d ops), no-op reconcile %v", first, ops, again)
 }

@@ -177,16 +177,23 @@ func (r *Router) ensureNeigh(dev string, want []Neigh) error {
 	if err != nil {
 		return fmt.Errorf("neigh list dev %s: %w", dev, err)
 	}
+	wantBy := make(map[netip.Addr]string, len(want))
+	for _, w := range want {
+		wantBy[w.IP] = w.MAC.String()
+	}
+	haveBy := make(map[netip.Addr]string, len(have))
 	var errs []error
 	for _, n := range have {
-		if !slices.ContainsFunc(want, func(w Neigh) bool { return w.IP == n.IP }) {
+		if _, ok := wantBy[n.IP]; !ok {
 			if err := r.kernel.NeighDelete(n); err != nil {
 				errs = append(errs, fmt.Errorf("neigh delete %v: %w", n, err))
 			}
+			continue
 		}
+		haveBy[n.IP] = n.MAC.String()
 	}
 	for _, w := range want {
-		if slices.ContainsFunc(have, func(n Neigh) bool { return n.IP == w.IP && bytes.Equal(n.MAC, w.MAC) }) {
+		if mac, ok := haveBy[w.IP]; ok && mac == wantBy[w.IP] {
 			continue
 		}
 		if err := r.kernel.NeighSet(w); err != nil {
@@ -201,17 +208,28 @@ func (r *Router) ensureFDB(dev string, want []FDB) error {
 	if err != nil {
 		return fmt.Errorf("fdb list dev %s: %w", dev, err)
 	}
-	same := func(a, b FDB) bool { return bytes.Equal(a.MAC, b.MAC) && a.Dst == b.Dst }
+	type key struct {
+		mac string
+		dst netip.Addr
+	}
+	wanted := make(map[key]bool, len(want))
+	for _, w := range want {
+		wanted[key{w.MAC.String(), w.Dst}] = true
+	}
+	present := make(map[key]bool, len(have))
 	var errs []error
 	for _, f := range have {
-		if !slices.ContainsFunc(want, func(w FDB) bool { return same(w, f) }) {
+		k := key{f.MAC.String(), f.Dst}
+		if !wanted[k] {
 			if err := r.kernel.FDBDelete(f); err != nil {
 				errs = append(errs, fmt.Errorf("fdb delete %v: %w", f, err))
 			}
+			continue
 		}
+		present[k] = true
 	}
 	for _, w := range want {
-		if slices.ContainsFunc(have, func(f FDB) bool { return same(w, f) }) {
+		if present[key{w.MAC.String(), w.Dst}] {
 			continue
 		}
 		if err := r.kernel.FDBSet(w); err != nil {
