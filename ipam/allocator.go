@@ -58,6 +58,9 @@ type Allocator struct {
 	nextReq   uint64
 	replies   map[uint64]chan *message // donation/handoff replies awaited
 	cursor    uint32                   // next offset to try in findFreeLocked
+	// foreignPrepare is when another peer last sent a bootstrap Prepare: we
+	// hold back our own rounds for a while to let it finish (fewer duels).
+	foreignPrepare time.Time
 }
 
 // New opens the store at cfg.DBPath and loads the persisted ring and

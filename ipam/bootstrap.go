@@ -27,6 +27,15 @@ import (
 var bootstrapKey = instanceKey{Kind: instBootstrap}
 
 func (a *Allocator) bootstrapLoop(ctx context.Context) {
+	// Launch peers usually start together: a random first pause spreads
+	// their first proposals so that one usually wins without a duel.
+	first := time.NewTimer(rand.N(a.cfg.BootstrapInterval))
+	select {
+	case <-ctx.Done():
+		first.Stop()
+		return
+	case <-first.C:
+	}
 	for {
 		a.mu.Lock()
 		ready, wake := a.ring.Ready(), a.wake
@@ -59,7 +68,11 @@ func (a *Allocator) quorum() int { return a.cfg.Init.Quorum/2 + 1 }
 func (a *Allocator) tryConsensus(ctx context.Context) {
 	a.mu.Lock()
 	live := a.liveLocked()
+	busy := time.Since(a.foreignPrepare) < 2*a.cfg.BootstrapInterval
 	a.mu.Unlock()
+	if busy {
+		return // another proposer is running a round; let it finish
+	}
 	v, err := a.paxosRound(ctx, bootstrapKey, live, a.quorum(), func(ids []peer.ID) []peer.ID { return ids })
 	if err != nil {
 		if !errors.Is(err, errNoQuorum) && !errors.Is(err, errHasRing) && !errors.Is(err, context.Canceled) {

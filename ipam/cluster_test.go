@@ -72,8 +72,16 @@ func (c *cluster) config(id peer.ID) ipam.Config {
 
 func name(id peer.ID) string { return fmt.Sprintf("h%d", uint64(id)-0x1000) }
 
-// start opens (or reopens) id's allocator and runs it.
+// start opens (or reopens) id's allocator, runs it and tells everyone.
 func (c *cluster) start(id peer.ID) *ipam.Allocator {
+	c.t.Helper()
+	a := c.startQuiet(id)
+	c.setPeers()
+	return a
+}
+
+// startQuiet is start without the SetPeers round.
+func (c *cluster) startQuiet(id peer.ID) *ipam.Allocator {
 	c.t.Helper()
 	a, err := ipam.New(c.config(id), c.net.Endpoint(id))
 	if err != nil {
@@ -89,7 +97,6 @@ func (c *cluster) start(id peer.ID) *ipam.Allocator {
 	c.running[id] = m
 	c.mu.Unlock()
 	c.net.Attach(id, a)
-	c.setPeers()
 	return a
 }
 
@@ -172,10 +179,14 @@ func eventually(t tb, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func (c *cluster) waitReady(d time.Duration, ids ...peer.ID) {
+func (c *cluster) waitReady(d time.Duration, ids ...peer.ID) { c.waitReadySync(d, true, ids...) }
+
+func (c *cluster) waitReadySync(d time.Duration, sync bool, ids ...peer.ID) {
 	c.t.Helper()
 	eventually(c.t, d, "ring ready", func() bool {
-		c.net.Sync() // memberlist's push-pull on join and periodically
+		if sync {
+			c.net.Sync() // memberlist's push-pull on join and periodically
+		}
 		for _, id := range ids {
 			if a := c.get(id); a == nil || a.Status().Status != "ready" {
 				return false

@@ -54,6 +54,9 @@ func (a *Allocator) acceptorStepLocked(from peer.ID, m *message) (*message, erro
 	case instBootstrap:
 		if from != a.cfg.Self {
 			a.heard[from] = true
+			if m.Kind == kindPrepare {
+				a.foreignPrepare = time.Now()
+			}
 		}
 		if a.ring.Ready() {
 			nack.Flags = flagHasRing

@@ -191,4 +191,3 @@ func TestClusterProperties(t *testing.T) {
 		}
 	})
 }
-
