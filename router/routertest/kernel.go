@@ -4,7 +4,8 @@
 //
 //	k := routertest.NewKernel()
 //	k.SetUnderlay(netip.MustParseAddr("192.168.1.10"), routertest.Underlay("eth0", 1500, "192.168.1.10/24"))
-//	r, _ := router.New(router.Options{Kernel: k, WireGuard: routertest.WGFactory(wgFake)})
+//	w := routertest.NewWG(k)
+//	r, _ := router.New(router.Options{Kernel: k, WireGuard: w.Factory()})
 //	_ = r.Set(cfg)
 //	lines := k.Take() // "route replace 10.40.0.0/14 dev weft-wg src 10.32.0.1", ...
 package routertest
