@@ -19,10 +19,13 @@ import (
 // that lose the counter, and it raises its counter past any version of its
 // own records that comes back to it by gossip.
 //
-// Removals are tombstones, kept TombstoneTTL after they were first seen
-// here so that they reach every peer before they are collected. Collection
-// is local and is not part of merge: a peer that was partitioned for longer
-// than TombstoneTTL can resurrect a removed record.
+// Removals are tombstones, kept until TombstoneTTL after the owner stamped
+// them (a version is the owner's clock in ns), so that they reach every peer
+// before they are collected. Aging by the stamp rather than by arrival makes
+// every peer collect a tombstone at about the same time, so peers cannot
+// keep handing an old tombstone back and forth. Collection is local and is
+// not part of merge: a peer that was partitioned for longer than
+// TombstoneTTL can resurrect a removed record.
 
 // record is one entry of the set as it travels on the wire.
 type record struct {
@@ -44,7 +47,6 @@ type recordVal struct {
 	version   uint64
 	deleted   bool
 	container string
-	seen      time.Time // local: when this value arrived here (tombstone collection); not merged
 }
 
 // beats reports whether a wins over b in the CRDT's total order of the
@@ -68,9 +70,9 @@ type recordSet struct {
 func newRecordSet() *recordSet { return &recordSet{recs: make(map[recordKey]recordVal)} }
 
 // apply merges one record and reports whether the set changed.
-func (rs *recordSet) apply(r record, now time.Time) bool {
+func (rs *recordSet) apply(r record) bool {
 	k := recordKey{owner: r.Owner, name: r.Name, addr: r.Addr}
-	v := recordVal{version: r.Version, deleted: r.Deleted, container: r.Container, seen: now}
+	v := recordVal{version: r.Version, deleted: r.Deleted, container: r.Container}
 	cur, ok := rs.recs[k]
 	if ok && !v.beats(cur) {
 		return false
@@ -93,7 +95,7 @@ func (rs *recordSet) all() []record {
 func (rs *recordSet) collect(now time.Time, tombTTL time.Duration, drop func(peer.ID) bool) int {
 	n := 0
 	for k, v := range rs.recs {
-		if (v.deleted && now.Sub(v.seen) > tombTTL) || drop(k.owner) {
+		if (v.deleted && now.Sub(time.Unix(0, int64(v.version))) > tombTTL) || drop(k.owner) {
 			delete(rs.recs, k)
 			n++
 		}

@@ -32,10 +32,9 @@ func genRecord() *rapid.Generator[record] {
 // content (without local timestamps), sorted.
 func merged(lists ...[]record) []record {
 	rs := newRecordSet()
-	now := time.Now()
 	for _, l := range lists {
 		for _, r := range l {
-			rs.apply(r, now)
+			rs.apply(r)
 		}
 	}
 	return sortRecords(rs.all())
@@ -228,6 +227,16 @@ func TestMembershipHidesAndCollects(t *testing.T) {
 	s.collect(time.Now().Add(s.cfg.TombstoneTTL + time.Second))
 	if n := len(s.set.recs); n != 1 {
 		t.Errorf("after TombstoneTTL: %d records; want 1", n)
+	}
+	// A tombstone older than TombstoneTTL handed back by a peer goes at the next collection.
+	old := record{Owner: other, Name: "old.weft.local.", Addr: mustAddr("10.32.0.3"), Deleted: true,
+		Version: uint64(time.Now().Add(-2 * s.cfg.TombstoneTTL).UnixNano())}
+	if err := s.Merge(other, encodeRecords(kindDelta, []record{old})); err != nil {
+		t.Fatal(err)
+	}
+	s.collect(time.Now())
+	if n := len(s.set.recs); n != 1 {
+		t.Errorf("old tombstone from a peer kept: %d records; want 1", n)
 	}
 }
 

@@ -42,7 +42,7 @@ func (s *Server) Add(name string, addr netip.Addr, containerID string) error {
 	}
 	now := time.Now()
 	r := record{Owner: s.cfg.Self, Name: fqdn, Addr: addr, Container: containerID, Version: s.nextVersionLocked(now)}
-	s.set.apply(r, now)
+	s.set.apply(r)
 	s.changedLocked()
 	s.mu.Unlock()
 	s.broadcast([]record{r})
@@ -89,7 +89,7 @@ func (s *Server) tombstone(match func(recordKey, recordVal) bool) int {
 	}
 	for i := range dead {
 		dead[i].Version = s.nextVersionLocked(now)
-		s.set.apply(dead[i], now)
+		s.set.apply(dead[i])
 	}
 	if len(dead) > 0 {
 		s.changedLocked()
@@ -203,13 +203,12 @@ func (s *Server) Merge(from peer.ID, msg []byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
 	changed := false
 	for _, r := range recs {
 		if r.Owner == s.cfg.Self && r.Version > s.clock {
 			s.clock = r.Version // our own records came back (we restarted): stamp later changes above them
 		}
-		if s.set.apply(r, now) {
+		if s.set.apply(r) {
 			changed = true
 		}
 	}
