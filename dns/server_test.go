@@ -330,3 +330,26 @@ func TestRunBindError(t *testing.T) {
 		t.Errorf("SetListen after Run = %v; want ErrClosed", err)
 	}
 }
+
+func TestIPv6Listener(t *testing.T) {
+	probe, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	probe.Close()
+	s := zoneServer(t)
+	runServer(t, s)
+	if err := s.SetListen([]string{"[::1]:0"}); err != nil {
+		t.Fatalf("SetListen [::1]:0: %v", err)
+	}
+	addrs := s.ListenAddrs()
+	if len(addrs) != 1 || !addrs[0].Addr().Is6() {
+		t.Fatalf("ListenAddrs = %v; want one IPv6 address", addrs)
+	}
+	for _, netw := range []string{"udp", "tcp"} {
+		resp := exchange(t, netw, addrs[0], query("web.weft.local.", miekg.TypeA, false))
+		if len(resp.Answer) != 2 {
+			t.Errorf("over %s on %s: %v; want 2 answers", netw, addrs[0], resp)
+		}
+	}
+}
