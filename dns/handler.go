@@ -80,6 +80,15 @@ func (s *Server) respond(ctx context.Context, r *miekg.Msg, udp bool) *miekg.Msg
 		return m
 	}
 	up.Id = r.Id
+	if opt == nil { // no OPT in a response to a query without one (RFC 6891)
+		extra := up.Extra[:0]
+		for _, rr := range up.Extra {
+			if rr.Header().Rrtype != miekg.TypeOPT {
+				extra = append(extra, rr)
+			}
+		}
+		up.Extra = extra
+	}
 	if up.Rcode == miekg.RcodeNameError {
 		s.stats.nxdomain.Add(1)
 	}

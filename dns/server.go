@@ -205,6 +205,9 @@ func (s *Server) applyListenLocked() error {
 	return firstErr
 }
 
+// Domain returns the zone answered locally, lowercase and fully qualified.
+func (s *Server) Domain() string { return s.cfg.Domain }
+
 // ListenAddrs returns the addresses being served, with the ports the
 // kernel chose for port 0.
 func (s *Server) ListenAddrs() []netip.AddrPort { return slices.Clone(*s.bound.Load()) }

@@ -68,6 +68,9 @@ func TestUDPTruncatedRetriedOverTCP(t *testing.T) {
 	s := newServer(t, cfg, nil)
 	addr := runServer(t, s)
 	resp := exchange(t, "udp", addr, query("big.example.", miekg.TypeA, false))
+	if resp.IsEdns0() != nil {
+		t.Errorf("answer to a query without EDNS carries an OPT record")
+	}
 	if len(resp.Answer) != 3 || resp.Truncated {
 		t.Errorf("forwarded answer = %v; want the 3 records fetched over TCP", resp)
 	}
