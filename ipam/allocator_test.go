@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/weftmesh/weft/ipam"
+	"github.com/weftmesh/weft/peer"
 )
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
@@ -120,6 +121,37 @@ func TestBootstrapSeedAndObserver(t *testing.T) {
 	if _, err := a.Allocate(ctx, "x"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("observer Allocate without ring = %v; want deadline exceeded", err)
 	}
+}
+
+// TestObserverJoinsWithoutPushPull: an observer started next to a formed
+// ring gets it by asking, with no anti-entropy round, and then gets space
+// by donation.
+func TestObserverJoinsWithoutPushPull(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 3, "10.32.0.0/16", consensus(2), 12)
+	c.inits = map[peer.ID]ipam.Init{c.ids[2]: {Mode: ipam.InitObserver}}
+	defer c.close()
+	c.start(c.ids[0])
+	c.start(c.ids[1])
+	c.waitReadySync(10*time.Second, false, c.ids[0], c.ids[1])
+	o := c.start(c.ids[2])
+	c.waitReadySync(10*time.Second, false, c.ids[2])
+	if st := o.Status(); st.Owned != 0 || len(st.Owners) != 2 {
+		t.Fatalf("observer: owned %d, owners %d; want 0 and 2", st.Owned, len(st.Owners))
+	}
+	select {
+	case <-o.Changed():
+	default:
+		t.Fatalf("Changed() not signalled when the observer got the ring")
+	}
+	p, err := o.Allocate(ctxT(t, 10*time.Second), "pod")
+	if err != nil {
+		t.Fatalf("observer Allocate = %v", err)
+	}
+	if r := o.Ranges()[c.ids[2]]; len(r) == 0 || !r[0].Contains(p.Addr()) {
+		t.Fatalf("observer's ranges %v do not hold its address %v", r, p)
+	}
+	c.healAndConverge(10 * time.Second)
+	c.checkUnique()
 }
 
 func TestAllocateReleaseRestart(t *testing.T) {

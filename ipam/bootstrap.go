@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/weftmesh/weft/peer"
@@ -47,7 +48,11 @@ func (a *Allocator) bootstrapLoop(ctx context.Context) {
 		case InitConsensus:
 			a.tryConsensus(ctx)
 		case InitSeed:
-			a.trySeed()
+			if !a.trySeed() {
+				a.queryRing()
+			}
+		case InitObserver:
+			a.queryRing()
 		}
 		d := time.Duration(float64(a.cfg.BootstrapInterval) * (0.5 + rand.Float64()))
 		t := time.NewTimer(d)
@@ -89,7 +94,22 @@ func (a *Allocator) tryConsensus(ctx context.Context) {
 	a.log.Info("ring formed by consensus", "peers", len(v))
 }
 
-func (a *Allocator) trySeed() {
+// queryRing asks every live peer for its ring (a ballot-0 Prepare: peers
+// with a ring answer with it, the others ignore it), so that a waiting
+// peer does not depend on the next push-pull.
+func (a *Allocator) queryRing() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, id := range a.liveLocked() {
+		if id != a.cfg.Self {
+			a.sendLocked(id, &message{Kind: kindPrepare, Key: bootstrapKey, Ballot: ballot{P: a.cfg.Self}})
+		}
+	}
+}
+
+// trySeed installs the seed ring if all seeds are known and we are one;
+// it reports whether this peer is a seed.
+func (a *Allocator) trySeed() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	byName := map[string]peer.ID{}
@@ -104,21 +124,22 @@ func (a *Allocator) trySeed() {
 	for _, n := range a.cfg.Init.Seeds {
 		id, ok := byName[n]
 		if !ok {
-			return
+			return slices.Contains(a.cfg.Init.Seeds, a.cfg.Name)
 		}
 		self = self || id == a.cfg.Self
 		ids = append(ids, id)
 	}
 	if !self {
-		return
+		return false
 	}
 	sortIDs(ids)
 	ids = uniqIDs(ids)
 	if err := a.installLocked(divide(a.ring.Size, ids, a.capacity)); err != nil {
 		a.log.Error("install ring", "err", err)
-		return
+		return true
 	}
 	a.log.Info("ring formed from seeds", "peers", len(ids))
+	return true
 }
 
 func uniqIDs(ids []peer.ID) []peer.ID {

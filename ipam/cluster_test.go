@@ -31,6 +31,8 @@ type cluster struct {
 	init ipam.Init
 	ids  []peer.ID
 
+	inits map[peer.ID]ipam.Init // per-peer overrides of init
+
 	mu      sync.Mutex // guards following
 	running map[peer.ID]*member
 	removed map[peer.ID]bool // reclaimed or handed off: never restarted
@@ -60,6 +62,9 @@ func (c *cluster) config(id peer.ID) ipam.Config {
 	cfg := ipam.DefaultConfig()
 	cfg.Range = c.rng
 	cfg.Init = c.init
+	if in, ok := c.inits[id]; ok {
+		cfg.Init = in
+	}
 	cfg.Self = id
 	cfg.Name = name(id)
 	cfg.DBPath = filepath.Join(c.dir, id.String()+".db")

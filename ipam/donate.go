@@ -36,8 +36,8 @@ func (a *Allocator) handleDonateReqLocked(from peer.ID, m *message) error {
 	next.Merge(give)
 	a.ring = next
 	own := a.refreshFreeLocked()
-	changed := mergeLists(give, own)
-	if err := a.commitLocked(&batch{tokens: changed}, changed); err != nil {
+	changed := a.withBoundsLocked(mergeLists(give, own))
+	if err := a.commitLocked(&batch{tokens: changed, owners: true}, changed); err != nil {
 		a.ring = old
 		a.sendLocked(from, r)
 		return err

@@ -15,6 +15,7 @@ package ipam
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/weftmesh/weft/peer"
 )
@@ -58,6 +59,7 @@ func (a *Allocator) handoffTo(ctx context.Context, to peer.ID) (bool, error) {
 		give[i].Version++
 		give[i].Free = a.capacity(uint64(give[i].Start), a.ring.end(j))
 	}
+	give = a.withBoundsLocked(give)
 	req, ch := a.newReqLocked()
 	m := &message{Kind: kindHandoff, Range: a.cfg.Range, Seed: a.ring.Seed, ReqID: req, Tokens: give}
 	a.mu.Unlock()
@@ -87,7 +89,7 @@ func (a *Allocator) handoffTo(ctx context.Context, to peer.ID) (bool, error) {
 	next.Merge(give)
 	old, oldAllocs, oldUsed := a.ring, a.allocs, a.used
 	a.ring, a.allocs, a.used = next, map[string]uint32{}, map[uint32]string{}
-	if err := a.commitLocked(&batch{tokens: give, delAll: true}, give); err != nil {
+	if err := a.commitLocked(&batch{tokens: give, delAll: true, owners: true}, give); err != nil {
 		a.ring, a.allocs, a.used = old, oldAllocs, oldUsed
 		return false, fmt.Errorf("handoff to %s: %w", to, err)
 	}
@@ -100,11 +102,9 @@ func (a *Allocator) handleHandoffLocked(from peer.ID, m *message) error {
 		a.sendLocked(from, ack)
 		return nil
 	}
-	for _, t := range m.Tokens {
-		if t.Owner != a.cfg.Self {
-			a.sendLocked(from, ack)
-			return fmt.Errorf("handoff token owned by %s: %w", t.Owner, ErrBadMessage)
-		}
+	if !slices.ContainsFunc(m.Tokens, func(t Token) bool { return t.Owner == a.cfg.Self }) {
+		a.sendLocked(from, ack)
+		return fmt.Errorf("handoff gives us nothing: %w", ErrBadMessage)
 	}
 	if _, err := a.mergeTokensLocked(from, m); err != nil {
 		a.sendLocked(from, ack)

@@ -52,7 +52,7 @@ func (a *Allocator) acceptorStepLocked(from peer.ID, m *message) (*message, erro
 	nack := &message{Kind: kindNack, Key: m.Key, Ballot: m.Ballot}
 	switch m.Key.Kind {
 	case instBootstrap:
-		if from != a.cfg.Self {
+		if from != a.cfg.Self && m.Ballot.N > 0 {
 			a.heard[from] = true
 			if m.Kind == kindPrepare {
 				a.foreignPrepare = time.Now()
@@ -61,6 +61,9 @@ func (a *Allocator) acceptorStepLocked(from peer.ID, m *message) (*message, erro
 		if a.ring.Ready() {
 			nack.Flags = flagHasRing
 			return nack, nil
+		}
+		if m.Ballot.N == 0 {
+			return nil, nil // a waiting peer's ring query; we have none
 		}
 		if a.cfg.Init.Mode != InitConsensus {
 			return nack, nil // observers and seed peers take no part

@@ -153,8 +153,8 @@ func (a *Allocator) takeOverLocked(key instanceKey) (int64, error) {
 	next.Merge(ts)
 	a.ring = next
 	own := a.refreshFreeLocked()
-	changed := mergeLists(ts, own)
-	if err := a.commitLocked(&batch{tokens: changed}, changed); err != nil {
+	changed := a.withBoundsLocked(mergeLists(ts, own))
+	if err := a.commitLocked(&batch{tokens: changed, owners: true}, changed); err != nil {
 		a.ring = old
 		return 0, err
 	}

@@ -79,7 +79,7 @@ func (a *Allocator) commitLocked(b *batch, broadcast []Token) error {
 	}
 	a.refreshFullLocked()
 	a.broadcastLocked(broadcast)
-	if len(b.tokens) > 0 || b.seed != 0 {
+	if b.owners || b.seed != 0 {
 		a.changedLocked()
 	} else {
 		a.wakeLocked()
@@ -128,9 +128,14 @@ func (a *Allocator) mergeTokensLocked(from peer.ID, m *message) ([]Token, error)
 	}
 	seedNew := a.ring.Seed == 0
 	old := a.ring
+	owners := false
+	for _, t := range changed {
+		i := old.index(t.Start)
+		owners = owners || i < 0 || old.Tokens[i].Start != t.Start || old.Tokens[i].Owner != t.Owner
+	}
 	a.ring = next
 	own := a.refreshFreeLocked()
-	b := &batch{tokens: append(slices.Clone(changed), own...)}
+	b := &batch{tokens: mergeLists(changed, own), owners: owners}
 	if seedNew {
 		b.seed = next.Seed
 	}
@@ -213,4 +218,18 @@ func (a *Allocator) freeSpansLocked() [][3]uint64 {
 		return int(int64(y[1]-y[0]) - int64(x[1]-x[0]))
 	})
 	return spans
+}
+
+// withBoundsLocked adds to ts (sorted) the ring's token that follows each
+// of them, so that a recipient with a stale ring still learns where every
+// run it is given ends: without it, a peer that missed the token ending a
+// donated block would think its new run reaches into the next owner's.
+func (a *Allocator) withBoundsLocked(ts []Token) []Token {
+	var bounds []Token
+	for _, t := range ts {
+		if i := a.ring.index(t.Start); i >= 0 && i+1 < len(a.ring.Tokens) {
+			bounds = append(bounds, a.ring.Tokens[i+1])
+		}
+	}
+	return mergeLists(bounds, ts)
 }

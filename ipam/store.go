@@ -45,6 +45,7 @@ type batch struct {
 	put      map[string]uint32 // allocation id -> offset
 	del      []string
 	delAll   bool // drop every allocation (handoff)
+	owners   bool // ownership changed (not only free counts): notify Changed
 	acceptor *instanceKey
 	accState acceptorState
 }
