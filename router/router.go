@@ -162,6 +162,9 @@ func (r *Router) Run(ctx context.Context) error {
 		<-debounce.C
 	}
 	pending := false
+	if err := r.reconcile(ctx, false); err != nil { // retry what a synchronous Set may have left
+		r.log.Warn("reconcile failed; retrying at next resync", "err", err)
+	}
 	for {
 		select {
 		case <-ctx.Done():
