@@ -250,6 +250,15 @@ func TestKernelMasqueradeAndReset(t *testing.T) {
 		t.Fatalf("server saw no connection")
 	}
 
+	// The standard tool reads the table back.
+	nft := nsRun(t, h1.ns, "nft", "list", "table", "ip", "weft")
+	t.Logf("nft list table ip weft:\n%s", nft)
+	for _, want := range []string{"hook postrouting", "ip saddr 10.32.0.0/12 ip daddr != 10.32.0.0/12", "masquerade"} {
+		if !strings.Contains(nft, want) {
+			t.Errorf("nft table lacks %q", want)
+		}
+	}
+
 	// Reset leaves nothing of weft behind.
 	for _, hn := range b.hosts {
 		if err := hn.r.Reset(); err != nil {
