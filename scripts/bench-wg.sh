@@ -147,7 +147,9 @@ run() {
       iperf "$cfg" "$rep" tcp4 -t "$DUR" -P 4
       for r in $RATES; do
         iperf "$cfg" "$rep" "udp@${r}G" -t "$UDUR" -u -b "${r}G" -l 1392
-        [[ -n $UDP_WIN ]] && iperf "$cfg" "$rep" "udp@${r}G-w$UDP_WIN" -t "$UDUR" -u -b "${r}G" -l 1392 -w "$UDP_WIN"
+        if [[ -n $UDP_WIN ]]; then
+          iperf "$cfg" "$rep" "udp@${r}G-w$UDP_WIN" -t "$UDUR" -u -b "${r}G" -l 1392 -w "$UDP_WIN"
+        fi
       done
     done
   done

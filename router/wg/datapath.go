@@ -64,9 +64,12 @@ func RunDatapath(ctx context.Context, name string, mtu int, logger *slog.Logger)
 	if err := setTxQueueLen(name, tunTxQueueLen); err != nil {
 		logger.Warn("keeping the default TUN queue length", "err", err)
 	}
-	if tdev, err = newBatchTUN(tdev); err != nil {
+	btun, err := newBatchTUN(tdev)
+	if err != nil {
+		tdev.Close()
 		return fmt.Errorf("datapath %s: %w", name, err)
 	}
+	tdev = btun
 	uapiFile, err := ipc.UAPIOpen(name)
 	if err != nil {
 		tdev.Close()
@@ -89,7 +92,9 @@ func RunDatapath(ctx context.Context, name string, mtu int, logger *slog.Logger)
 	defer uapi.Close() // unlinks the socket
 
 	uapiErr := make(chan error, 1)
+	acceptDone := make(chan struct{})
 	go func() {
+		defer close(acceptDone)
 		for {
 			c, err := uapi.Accept()
 			if err != nil {
@@ -110,6 +115,7 @@ func RunDatapath(ctx context.Context, name string, mtu int, logger *slog.Logger)
 		logger.Info("datapath stopping: device closed (interface deleted?)")
 	}
 	uapi.Close()
+	<-acceptDone
 	dev.Close()
 	return nil
 }
