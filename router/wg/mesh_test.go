@@ -2,6 +2,7 @@ package wg
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
@@ -106,6 +107,37 @@ func TestUserspaceMesh(t *testing.T) {
 	if got := stA[pubB].LastHandshake; !got.Equal(hsBefore) {
 		t.Fatalf("last handshake after relaunch = %v; want unchanged %v (session reset)", got, hsBefore)
 	}
+
+	// Reconfiguring side b with an extra peer and then without it touches
+	// only that peer: the session with a survives both.
+	hsB := stB[pubA].LastHandshake
+	extra := Peer{PublicKey: mustKey(t).PublicKey().String(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.77.9.0/24")}}
+	for _, peers := range [][]Peer{append(tb.peers(b), extra), tb.peers(b)} {
+		if err := devB.Configure(tb.priv[b].String(), tb.listenPort, peers); err != nil {
+			t.Fatalf("Configure b with %d peers: %v", len(peers), err)
+		}
+		st, err := devB.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st) != len(peers) || !st[pubA].LastHandshake.Equal(hsB) {
+			t.Fatalf("after Configure with %d peers: Stats = %+v; want %d peers, handshake with a still %v", len(peers), st, len(peers), hsB)
+		}
+	}
+	if n, out := ping("5", "0.01"); n != 5 {
+		t.Fatalf("ping after reconfiguring b: %d/5\n%s", n, out)
+	}
+
+	// Deleting side b's interface by hand ends its datapath process.
+	pidB, err := readPidfile(tb.iface[b])
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, "ip", "-n", tb.ns[b], "link", "del", tb.iface[b])
+	waitFor(t, 5*time.Second, "datapath b to exit after its link was deleted", func() bool {
+		_, serr := os.Stat(socketPath(tb.iface[b]))
+		return !alive(pidB) && errors.Is(serr, os.ErrNotExist)
+	})
 
 	// Delete stops the datapath and removes link, socket and pidfile.
 	tb.in(t, a, devA.Delete)
