@@ -43,7 +43,6 @@ func DefaultConfig() Config {
 		BindAddr:       "0.0.0.0",
 		BindPort:       DefaultPort,
 		ReconnectEvery: 5 * time.Second,
-		RefreshEvery:   500 * time.Millisecond,
 		InboxSize:      4096,
 	}
 }
@@ -76,7 +75,7 @@ func (c Config) Validate() error {
 	if c.Secret != nil && len(c.Secret) < 16 {
 		return errors.New("gossip config: cluster secret shorter than 16 bytes")
 	}
-	if c.ReconnectEvery <= 0 || c.RefreshEvery <= 0 || c.InboxSize <= 0 {
+	if c.ReconnectEvery <= 0 || c.InboxSize <= 0 {
 		return errors.New("gossip config: timers and inbox size must be positive")
 	}
 	return nil

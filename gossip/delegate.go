@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"time"
+
 	"github.com/hashicorp/memberlist"
 )
 
@@ -13,6 +15,7 @@ type delegate struct{ m *Mesh }
 var (
 	_ memberlist.Delegate      = delegate{}
 	_ memberlist.EventDelegate = delegate{}
+	_ memberlist.PingDelegate  = delegate{}
 )
 
 func (d delegate) NodeMeta(limit int) []byte {
@@ -34,6 +37,10 @@ func (d delegate) NotifyMsg(b []byte) {
 	}
 	if f.origin == d.m.cfg.ID {
 		return // our own broadcast relayed back
+	}
+	if f.kind == kindBye {
+		d.m.heardBye(f.origin)
+		return
 	}
 	c := d.m.channels[f.channel]
 	if c == nil {
@@ -81,3 +88,8 @@ func (d delegate) MergeRemoteState(b []byte, join bool) {
 func (d delegate) NotifyJoin(n *memberlist.Node)   { d.m.observe(n, "join") }
 func (d delegate) NotifyLeave(n *memberlist.Node)  { d.m.observe(n, "leave") }
 func (d delegate) NotifyUpdate(n *memberlist.Node) { d.m.observe(n, "update") }
+
+func (d delegate) AckPayload() []byte { return nil }
+func (d delegate) NotifyPingComplete(n *memberlist.Node, rtt time.Duration, _ []byte) {
+	d.m.pinged(n.Name, rtt)
+}

@@ -43,8 +43,9 @@ type Mesh struct {
 }
 
 type entry struct {
-	info peer.Info
-	node *memberlist.Node // last known memberlist node
+	info    peer.Info
+	saidBye bool             // the peer announced a graceful leave
+	node    *memberlist.Node // last known memberlist node
 }
 
 // New creates the memberlist and binds its ports; it does not join anyone.
@@ -83,6 +84,7 @@ func New(cfg Config) (*Mesh, error) {
 	mc.AdvertiseAddr = cfg.AdvertiseAddr
 	mc.Delegate = delegate{m}
 	mc.Events = delegate{m}
+	mc.Ping = delegate{m}
 	mc.Logger = newStdLogger(log)
 	if cfg.Secret != nil {
 		key, err := gossipKey(cfg.Secret)
@@ -135,26 +137,47 @@ func (m *Mesh) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); m.sendLarge(ctx) }()
 
-	refresh := time.NewTicker(m.cfg.RefreshEvery)
 	reconnect := time.NewTicker(m.cfg.ReconnectEvery)
-	defer refresh.Stop()
 	defer reconnect.Stop()
 	m.reconnect()
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
-		case <-refresh.C:
-			m.refresh()
 		case <-reconnect.C:
 			m.reconnect()
 		}
 	}
 	wg.Wait()
+	m.sayBye()
 	if err := m.ml.Leave(2 * time.Second); err != nil {
 		m.log.Warn("leave", "err", err)
 	}
 	return m.ml.Shutdown()
+}
+
+// sayBye tells every alive peer (best effort, by TCP, in parallel; each
+// send bounded by memberlist's TCP timeout) that this peer is leaving on
+// purpose, so they list it as "left" rather than "dead".
+func (m *Mesh) sayBye() {
+	f := appendFrame(nil, frame{kind: kindBye, channel: "mesh", origin: m.cfg.ID})
+	var wg sync.WaitGroup
+	for _, n := range m.aliveNodes() {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = m.ml.SendReliable(n, f) }()
+	}
+	wg.Wait()
+}
+
+// heardBye marks the peer with that ID as leaving gracefully.
+func (m *Mesh) heardBye(id peer.ID) {
+	m.mu.Lock()
+	for _, e := range m.peers {
+		if e.info.ID == id {
+			e.saidBye = true
+		}
+	}
+	m.mu.Unlock()
 }
 
 // Shutdown stops memberlist without a graceful leave (tests simulating a
@@ -168,10 +191,7 @@ func (m *Mesh) sendLarge(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case f := <-m.bigOut:
-			for _, n := range m.ml.Members() {
-				if n.Name == m.cfg.Name || n.State != memberlist.StateAlive {
-					continue
-				}
+			for _, n := range m.aliveNodes() {
 				if err := m.ml.SendReliable(n, f); err != nil {
 					m.log.Debug("large broadcast", "to", n.Name, "err", err)
 				}
@@ -214,6 +234,8 @@ func (m *Mesh) Join(addrs []string) (int, error) {
 func explainJoinError(err error, haveSecret bool) string {
 	s := err.Error()
 	switch {
+	case strings.Contains(s, "remote state is encrypted and encryption is not configured"):
+		return s + " (the mesh uses a cluster secret: pass --password-file or WEFT_PASSWORD)"
 	case strings.Contains(s, "Encryption is configured but remote state is not encrypted"):
 		return s + " (the remote peer runs --insecure but this peer has a cluster secret)"
 	case strings.Contains(s, "No installed keys could decrypt"), strings.Contains(s, "decrypt"):
@@ -280,12 +302,10 @@ func (m *Mesh) JoinErrors() map[string]string {
 // alone it also tries every address it has seen a peer at.
 func (m *Mesh) reconnect() {
 	alive := map[string]bool{}
-	for _, n := range m.ml.Members() {
-		if n.State == memberlist.StateAlive && n.Name != m.cfg.Name {
-			alive[n.Address()] = true
-			alive[n.Addr.String()] = true
-			alive[n.Name] = true
-		}
+	for _, n := range m.aliveNodes() {
+		alive[n.Address()] = true
+		alive[n.Addr.String()] = true
+		alive[n.Name] = true
 	}
 	m.mu.Lock()
 	var try []string
@@ -363,13 +383,26 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 		}
 		e.info.ID, e.info.Meta = id, meta
 	}
-	e.node = n
+	cp := *n // memberlist mutates *n later under its own lock: keep a copy
+	cp.Meta = append([]byte(nil), n.Meta...)
+	e.node = &cp
 	e.info.Name = n.Name
 	if a, ok := netip.AddrFromSlice(n.Addr); ok {
 		e.info.Addr = a.Unmap()
 	}
 	prev := e.info.State
-	e.info.State = stateOf(n.State)
+	// memberlist's Node.State is not maintained in event callbacks: the
+	// event itself says what happened. A leave is "left" when the peer said
+	// goodbye first (see Run), "dead" when the failure detector decided.
+	switch {
+	case ev != "leave":
+		e.info.State = peer.Alive
+		e.saidBye = false
+	case e.saidBye:
+		e.info.State = peer.Left
+	default:
+		e.info.State = peer.Dead
+	}
 	if e.info.State == peer.Alive {
 		e.info.LastSeen = time.Now()
 	}
@@ -378,44 +411,6 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 		m.log.Info("peer "+string(e.info.State), "peer", n.Name, "id", e.info.ID, "addr", e.info.Addr, "event", ev)
 	}
 	m.signal()
-}
-
-func stateOf(s memberlist.NodeStateType) peer.State {
-	switch s {
-	case memberlist.StateAlive:
-		return peer.Alive
-	case memberlist.StateSuspect:
-		return peer.Suspect
-	case memberlist.StateLeft:
-		return peer.Left
-	default:
-		return peer.Dead
-	}
-}
-
-// refresh polls memberlist for suspect/alive transitions, which it reports
-// through no event.
-func (m *Mesh) refresh() {
-	changed := false
-	now := time.Now()
-	m.mu.Lock()
-	for _, n := range m.ml.Members() {
-		e := m.peers[n.Name]
-		if e == nil {
-			continue
-		}
-		st := stateOf(n.State)
-		if st == peer.Alive {
-			e.info.LastSeen = now
-		}
-		if st != e.info.State {
-			e.info.State, changed = st, true
-		}
-	}
-	m.mu.Unlock()
-	if changed {
-		m.signal()
-	}
 }
 
 // Peers returns every known peer, this one included (first), sorted by name.
@@ -443,6 +438,31 @@ func (m *Mesh) Forget(names ...string) {
 	}
 	m.mu.Unlock()
 	m.signal()
+}
+
+// aliveNodes returns copies of the alive peers' memberlist nodes.
+// memberlist's own Members() hands out pointers it keeps mutating, so weft
+// reads only the copies its event callbacks took.
+func (m *Mesh) aliveNodes() []*memberlist.Node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*memberlist.Node
+	for _, e := range m.peers {
+		if e.node != nil && e.info.State == peer.Alive {
+			out = append(out, e.node)
+		}
+	}
+	return out
+}
+
+// pinged records a successful probe: the peer was just heard from.
+func (m *Mesh) pinged(name string, rtt time.Duration) {
+	m.mu.Lock()
+	if e := m.peers[name]; e != nil {
+		e.info.LastSeen = time.Now()
+		e.info.RTT = rtt
+	}
+	m.mu.Unlock()
 }
 
 func (m *Mesh) nodeByID(id peer.ID) *memberlist.Node {

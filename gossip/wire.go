@@ -13,7 +13,7 @@ import (
 // relays broadcasts and does not say who sent them):
 //
 //	byte 0     wire version (1)
-//	byte 1     kind: 1 broadcast, 2 unicast
+//	byte 1     kind: 1 broadcast, 2 unicast, 4 goodbye (mesh-internal)
 //	byte 2     channel name length n (1..32)
 //	3..3+n     channel name
 //	+8         origin peer ID, big endian
@@ -27,6 +27,7 @@ const (
 	kindBroadcast = 1
 	kindUnicast   = 2
 	kindState     = 3
+	kindBye       = 4 // mesh-internal: the origin is leaving gracefully
 	maxChanName   = 32
 	// MaxMessage bounds one channel message (broadcast or unicast).
 	MaxMessage = 1 << 20
@@ -63,7 +64,7 @@ func decodeFrame(b []byte) (frame, error) {
 		return f, fmt.Errorf("frame version %d: %w", b[0], ErrBadFrame)
 	}
 	f.kind = b[1]
-	if f.kind < kindBroadcast || f.kind > kindState {
+	if f.kind < kindBroadcast || f.kind > kindBye {
 		return f, fmt.Errorf("frame kind %d: %w", f.kind, ErrBadFrame)
 	}
 	n := int(b[2])

@@ -73,7 +73,8 @@ type Info struct {
 	// LastSeen is when the failure detector last heard from the peer
 	// (for this peer itself: now).
 	LastSeen time.Time
-	Meta     Meta // what the peer published about itself
+	RTT      time.Duration // last gossip probe round trip; 0 if unknown
+	Meta     Meta          // what the peer published about itself
 }
 
 // Meta is what a peer publishes about itself through gossip (memberlist node

@@ -1,0 +1,320 @@
+package gossip
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/weftmesh/weft/gossip/gossiptest"
+	"github.com/weftmesh/weft/peer"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// setHandler is a grow-only set of strings: the smallest real CRDT, enough
+// to prove that deltas and push-pull state reach every peer.
+type setHandler struct {
+	mu    sync.Mutex // guards following
+	items map[string]bool
+}
+
+func newSet() *setHandler { return &setHandler{items: map[string]bool{}} }
+
+func (s *setHandler) add(v string) {
+	s.mu.Lock()
+	s.items[v] = true
+	s.mu.Unlock()
+}
+
+func (s *setHandler) FullState() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]string, 0, len(s.items))
+	for k := range s.items {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return []byte(strings.Join(keys, "\n"))
+}
+
+func (s *setHandler) Merge(_ peer.ID, msg []byte) error {
+	if len(msg) == 0 {
+		return nil
+	}
+	for _, k := range strings.Split(string(msg), "\n") {
+		if k == "" {
+			return fmt.Errorf("empty item")
+		}
+		s.add(k)
+	}
+	return nil
+}
+
+func (s *setHandler) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.items)
+}
+
+// fastTimers shrinks memberlist's timers for in-memory meshes.
+func fastTimers(tr memberlist.Transport) func(*memberlist.Config) {
+	return func(c *memberlist.Config) {
+		c.Transport = tr
+		c.ProbeInterval = 100 * time.Millisecond
+		c.ProbeTimeout = 50 * time.Millisecond
+		c.GossipInterval = 20 * time.Millisecond
+		c.PushPullInterval = 500 * time.Millisecond
+		c.SuspicionMult = 2
+		c.TCPTimeout = 5 * time.Second // joins are push-pulls: slow under -race on a loaded machine
+		c.GossipToTheDeadTime = 2 * time.Second
+	}
+}
+
+type testPeer struct {
+	mesh   *Mesh
+	set    *setHandler
+	ch     *Channel
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startMesh creates n peers on one MockNetwork (all transports created
+// before any node starts: the mock's peer map is not safe to grow while
+// nodes gossip) and joins each to the first.
+func startMesh(t *testing.T, n int, tune func(*memberlist.Config)) []*testPeer {
+	t.Helper()
+	var mnet gossiptest.Network
+	trs := make([]*gossiptest.Transport, n)
+	for i := range trs {
+		trs[i] = mnet.NewTransport(fmt.Sprintf("p%03d", i))
+	}
+	peers := make([]*testPeer, n)
+	for i := range peers {
+		cfg := DefaultConfig()
+		cfg.Name = fmt.Sprintf("p%03d", i)
+		cfg.ID = peer.ID(1000 + i)
+		if os.Getenv("WEFT_TEST_LOG") != "" {
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("peer", i)
+		}
+		cfg.ReconnectEvery = 200 * time.Millisecond
+		fast := fastTimers(trs[i])
+		cfg.Memberlist = func(c *memberlist.Config) {
+			fast(c)
+			if tune != nil {
+				tune(c)
+			}
+		}
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatalf("New(%s): %v", cfg.Name, err)
+		}
+		set := newSet()
+		ch := m.Channel("set", set)
+		ctx, cancel := context.WithCancel(context.Background())
+		tp := &testPeer{mesh: m, set: set, ch: ch, cancel: cancel, done: make(chan error, 1)}
+		go func() { tp.done <- m.Run(ctx) }()
+		peers[i] = tp
+	}
+	t.Cleanup(func() {
+		var wg sync.WaitGroup
+		for _, p := range peers {
+			wg.Add(1)
+			go func() { defer wg.Done(); p.stop() }()
+		}
+		wg.Wait()
+	})
+	// Each peer joins an earlier one (a tree), as operators do when they
+	// launch each host with one other host's address.
+	for i, p := range peers[1:] {
+		p.mesh.SetTargets([]string{trs[i/2].Addr()})
+	}
+	return peers
+}
+
+func (p *testPeer) stop() {
+	if p.cancel == nil {
+		return
+	}
+	p.cancel()
+	<-p.done
+	p.cancel = nil
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func countState(p *testPeer, st peer.State) int {
+	n := 0
+	for _, i := range p.mesh.Peers() {
+		if i.State == st {
+			n++
+		}
+	}
+	return n
+}
+
+func TestMeshConverges50(t *testing.T) {
+	const n = 50
+	// Timers a little slower than fastTimers: 50 memberlists under -race
+	// on 2 cores must not declare each other dead for being slow.
+	peers := startMesh(t, n, func(c *memberlist.Config) {
+		c.ProbeInterval = 300 * time.Millisecond
+		c.ProbeTimeout = 200 * time.Millisecond
+		c.SuspicionMult = 4
+		c.GossipInterval = 50 * time.Millisecond
+		c.PushPullInterval = time.Second
+	})
+	least := 0
+	waitFor(t, 150*time.Second, "50 peers to see 50 alive", func() bool {
+		least = n
+		for _, p := range peers {
+			least = min(least, countState(p, peer.Alive))
+		}
+		return least == n
+	})
+	defer func() {
+		if t.Failed() {
+			t.Logf("least alive seen by a peer: %d", least)
+		}
+	}()
+	t.Logf("converged; least alive seen %d", least)
+	// Metadata of every peer is known everywhere.
+	for _, i := range peers[7].mesh.Peers() {
+		if i.ID == 0 {
+			t.Errorf("peer %s has no ID in peers[7]'s table", i.Name)
+		}
+	}
+}
+
+func TestChannelReplicates(t *testing.T) {
+	peers := startMesh(t, 5, nil)
+	waitFor(t, 20*time.Second, "5 alive", func() bool { return countState(peers[4], peer.Alive) == 5 })
+	for i, p := range peers {
+		v := fmt.Sprintf("item-%d", i)
+		p.set.add(v)
+		p.ch.Broadcast([]byte(v))
+	}
+	// A large broadcast goes by TCP.
+	big := strings.Repeat("x", 5000)
+	peers[0].set.add(big)
+	peers[0].ch.Broadcast([]byte(big))
+	waitFor(t, 20*time.Second, "all sets to hold 6 items", func() bool {
+		for _, p := range peers {
+			if p.set.len() != 6 {
+				return false
+			}
+		}
+		return true
+	})
+	// Unicast.
+	if err := peers[1].ch.SendTo(context.Background(), peers[2].mesh.cfg.ID, []byte("direct")); err != nil {
+		t.Fatalf("SendTo: %v", err)
+	}
+	waitFor(t, 10*time.Second, "unicast delivered", func() bool { return peers[2].set.len() == 7 })
+	// State added without a broadcast arrives by push-pull anti-entropy.
+	peers[3].set.add("quiet")
+	waitFor(t, 20*time.Second, "push-pull to spread 'quiet'", func() bool {
+		for _, p := range []*testPeer{peers[0], peers[4]} {
+			p.set.mu.Lock()
+			ok := p.set.items["quiet"]
+			p.set.mu.Unlock()
+			if !ok {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestDeadAndRejoin(t *testing.T) {
+	peers := startMesh(t, 4, nil)
+	waitFor(t, 20*time.Second, "4 alive", func() bool { return countState(peers[0], peer.Alive) == 4 })
+	// Peer 3 leaves gracefully.
+	victim := peers[3]
+	victim.cancel()
+	<-victim.done // Run leaves gracefully; that is the "left" path
+	victim.cancel = nil
+	waitFor(t, 20*time.Second, "peer 3 seen left", func() bool {
+		for _, i := range peers[0].mesh.Peers() {
+			if i.Name == "p003" {
+				return i.State == peer.Left
+			}
+		}
+		return false
+	})
+	if got := countState(peers[1], peer.Alive); got != 3 {
+		t.Errorf("alive after leave = %d; want 3", got)
+	}
+	// Peer 2 crashes: its memberlist stops without a goodbye.
+	crashed := peers[2]
+	crashed.mesh.Shutdown() // Run is stopped only at cleanup: no goodbye was said
+	waitFor(t, 20*time.Second, "peer 2 seen dead", func() bool {
+		for _, i := range peers[0].mesh.Peers() {
+			if i.Name == "p002" {
+				return i.State == peer.Dead
+			}
+		}
+		return false
+	})
+	// The departed peer stays listed until forgotten.
+	peers[0].mesh.Forget("p003")
+	for _, i := range peers[0].mesh.Peers() {
+		if i.Name == "p003" {
+			t.Errorf("p003 still listed after Forget")
+		}
+	}
+}
+
+func TestSecretMismatchNeverJoins(t *testing.T) {
+	var mnet gossiptest.Network
+	a, b := mnet.NewTransport("a"), mnet.NewTransport("b")
+	mk := func(name string, tr *gossiptest.Transport, secret string) *Mesh {
+		cfg := DefaultConfig()
+		cfg.Name, cfg.ID = name, peer.ID(len(name)+7)
+		if secret != "" {
+			cfg.Secret = []byte(secret)
+		}
+		cfg.Memberlist = fastTimers(tr)
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		t.Cleanup(func() { m.Shutdown() })
+		return m
+	}
+	ma := mk("a", a, "the-right-secret-0123456789")
+	for _, tc := range []struct{ name, secret string }{{"wrong", "a-wrong-secret-0123456789"}, {"none", ""}} {
+		t.Run(tc.name, func(t *testing.T) {
+			mb := mk("b", b, tc.secret)
+			_, err := mb.Join([]string{a.Addr()})
+			if err == nil {
+				t.Fatalf("Join with %s secret succeeded", tc.name)
+			}
+			t.Logf("join error: %v", err)
+			if !strings.Contains(err.Error(), "secret") {
+				t.Errorf("join error %q does not name the secret", err)
+			}
+			if n := ma.ml.NumMembers(); n != 1 {
+				t.Errorf("a has %d members; want 1", n)
+			}
+			mb.Shutdown()
+		})
+		b = mnet.NewTransport("b-" + tc.name)
+	}
+}
