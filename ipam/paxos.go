@@ -126,7 +126,7 @@ func (a *Allocator) handleAcceptorLocked(from peer.ID, m *message) error {
 }
 
 func (a *Allocator) handleProposerReplyLocked(from peer.ID, m *message) {
-	if m.Key.Kind == instBootstrap {
+	if m.Key.Kind == instBootstrap && m.Kind == kindPromise {
 		a.heard[from] = true
 	}
 	if m.Kind == kindNack {

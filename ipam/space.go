@@ -134,8 +134,15 @@ func (a *Allocator) mergeTokensLocked(from peer.ID, m *message) ([]Token, error)
 		owners = owners || i < 0 || old.Tokens[i].Start != t.Start || old.Tokens[i].Owner != t.Owner
 	}
 	a.ring = next
-	own := a.refreshFreeLocked()
-	b := &batch{tokens: mergeLists(changed, own), owners: owners}
+	var own []Token
+	if owners {
+		// Only a change of owners or run boundaries can change our free
+		// counts; others' free-count updates cannot.
+		own = a.refreshFreeLocked()
+	}
+	// Others' free-count updates need no fsync: if a crash loses them,
+	// gossip brings them again. Ownership changes are synced.
+	b := &batch{tokens: mergeLists(changed, own), owners: owners, lazy: !owners}
 	if seedNew {
 		b.seed = next.Seed
 	}

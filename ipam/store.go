@@ -28,7 +28,8 @@ var (
 )
 
 type store struct {
-	db *bolt.DB
+	db     *bolt.DB
+	noSync bool // never fsync (Config.NoSync)
 }
 
 // acceptorState is one Paxos acceptor's memory of one instance.
@@ -46,6 +47,7 @@ type batch struct {
 	del      []string
 	delAll   bool // drop every allocation (handoff)
 	owners   bool // ownership changed (not only free counts): notify Changed
+	lazy     bool // skip fsync: the data can be recovered from gossip
 	acceptor *instanceKey
 	accState acceptorState
 }
@@ -77,7 +79,7 @@ func openStore(path string, rng netip.Prefix, self peer.ID, noSync bool) (*store
 		db.Close()
 		return nil, fmt.Errorf("init ipam store %s: %w", path, err)
 	}
-	return &store{db: db}, nil
+	return &store{db: db, noSync: noSync}, nil
 }
 
 func (s *store) close() error { return s.db.Close() }
@@ -135,8 +137,10 @@ func keyBytes(k instanceKey) []byte {
 	return binary.BigEndian.AppendUint64(b, k.Hash)
 }
 
-// commit writes one batch in one transaction.
+// commit writes one batch in one transaction. Callers serialise commits
+// (Allocator.mu), which makes toggling db.NoSync per batch safe.
 func (s *store) commit(b *batch) error {
+	s.db.NoSync = s.noSync || b.lazy
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if b.seed != 0 {
 			if err := tx.Bucket(bucketMeta).Put(keySeed, binary.BigEndian.AppendUint64(nil, b.seed)); err != nil {
