@@ -13,6 +13,15 @@ package ipam
 // seed=NAME,...: once SetPeers has given the IDs of all named peers, each
 // of them divides the ring among exactly those IDs, identically; the rest
 // wait for it. observer: waits for a ring.
+//
+// All launch peers must be given the same N: Paxos's argument needs every
+// quorum to intersect, and a peer with consensus=1 decides alone. weft's
+// default (1 + number of PEERs) is safe for the usual launch order, where
+// the first peer, started alone, forms the ring before the others join and
+// adopt it (peers with a ring answer every Prepare with it, and phase 1
+// waits for every live peer). Two rings that formed anyway never mix: their
+// seeds differ, and every message of the other ring is refused with
+// ErrDifferentRing, logged by the caller.
 
 import (
 	"context"
@@ -30,7 +39,14 @@ var bootstrapKey = instanceKey{Kind: instBootstrap}
 func (a *Allocator) bootstrapLoop(ctx context.Context) {
 	// Launch peers usually start together: a random first pause spreads
 	// their first proposals so that one usually wins without a duel.
-	first := time.NewTimer(rand.N(a.cfg.BootstrapInterval))
+	// A lone launch peer (consensus=1) has nobody to duel with: it goes at
+	// once, which also shortens the window in which peers launched later
+	// against it could still find it without a ring.
+	var pause time.Duration
+	if a.cfg.Init.Mode != InitConsensus || a.cfg.Init.Quorum > 1 {
+		pause = rand.N(a.cfg.BootstrapInterval)
+	}
+	first := time.NewTimer(pause)
 	select {
 	case <-ctx.Done():
 		first.Stop()
