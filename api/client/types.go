@@ -22,19 +22,20 @@ type Status struct {
 
 // Peer is one peer of the mesh as this peer sees it.
 type Peer struct {
-	Name          string `json:"name"`
-	ID            string `json:"id"`
-	Address       string `json:"address"` // underlay address
-	State         string `json:"state"`   // alive, suspect, dead, left
-	Self          bool   `json:"self"`
-	Transport     string `json:"transport"`      // how this peer reaches it
-	Endpoint      string `json:"endpoint"`       // datapath endpoint host:port
-	Bridge        string `json:"bridge"`         // its bridge address on the pod network
-	LastSeen      string `json:"last_seen"`      // RFC 3339, empty if never
-	LastHandshake string `json:"last_handshake"` // RFC 3339, empty if none (WireGuard only)
-	RxBytes       int64  `json:"rx_bytes"`
-	TxBytes       int64  `json:"tx_bytes"`
-	Reason        string `json:"reason,omitempty"` // why the link is not healthy
+	Name          string  `json:"name"`
+	ID            string  `json:"id"`
+	Address       string  `json:"address"` // underlay address
+	State         string  `json:"state"`   // alive, suspect, dead, left
+	Self          bool    `json:"self"`
+	Transport     string  `json:"transport"`      // how this peer reaches it
+	Endpoint      string  `json:"endpoint"`       // datapath endpoint host:port
+	Bridge        string  `json:"bridge"`         // its bridge address on the pod network
+	LastSeen      string  `json:"last_seen"`      // RFC 3339, empty if never
+	LastHandshake string  `json:"last_handshake"` // RFC 3339, empty if none (WireGuard only)
+	RxBytes       int64   `json:"rx_bytes"`
+	TxBytes       int64   `json:"tx_bytes"`
+	RTTMillis     float64 `json:"rtt_ms"`           // last gossip probe round trip; 0 if unknown
+	Reason        string  `json:"reason,omitempty"` // why the link is not healthy
 }
 
 // IPAMStatus is `GET /status/ipam`; the top-level fields describe this peer.

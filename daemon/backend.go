@@ -1,0 +1,327 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/weftmesh/weft/api"
+	"github.com/weftmesh/weft/api/client"
+	"github.com/weftmesh/weft/ipam"
+	"github.com/weftmesh/weft/peer"
+)
+
+// The Daemon is the API's Backend: every method maps one request onto the
+// subsystems and maps their errors onto the API's sentinels.
+
+var _ api.Backend = (*Daemon)(nil)
+
+// Ready reports whether pods can be served: the ring is ready and the
+// bridge has its address.
+func (d *Daemon) Ready(ctx context.Context) client.Ready {
+	st := d.alloc.Status()
+	if st.Status != "ready" {
+		return client.Ready{Reason: "IPAM " + st.Status}
+	}
+	d.mu.Lock()
+	br := d.bridge
+	d.mu.Unlock()
+	if !br.IsValid() {
+		return client.Ready{Reason: "bridge has no address yet"}
+	}
+	if st.Free == 0 && !d.anyFree(st) {
+		return client.Ready{Reason: "no free addresses anywhere in " + st.Range.String()}
+	}
+	return client.Ready{Ready: true}
+}
+
+func (d *Daemon) anyFree(st ipam.Status) bool {
+	for _, o := range st.Owners {
+		if o.Free > 0 && o.Reachable {
+			return true
+		}
+	}
+	return false
+}
+
+// Allocate returns the address of req.ID, allocating one if needed. It
+// waits (within ctx) for the ring and the bridge.
+func (d *Daemon) Allocate(ctx context.Context, req client.AllocateRequest) (*client.Allocation, error) {
+	if req.ID == "" || req.ID == ipam.BridgeID {
+		return nil, fmt.Errorf("%w: allocation ID %q is reserved or empty", api.ErrBadRequest, req.ID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	p, err := d.alloc.Allocate(ctx, req.ID)
+	if err != nil {
+		return nil, mapIPAMError(err)
+	}
+	if req.Pod != "" {
+		d.mu.Lock()
+		d.pods[req.ID] = req.Pod
+		d.mu.Unlock()
+	}
+	return d.allocation(ctx, req.ID, p, true), nil
+}
+
+// allocation fills in what a CNI plugin needs besides the address.
+func (d *Daemon) allocation(ctx context.Context, id string, p netip.Prefix, wait bool) *client.Allocation {
+	a := &client.Allocation{ID: id, Address: p.String(), Bridge: d.cfg.Bridge}
+	br := d.waitBridge(ctx, wait)
+	if br.IsValid() {
+		a.Gateway = br.Addr().String()
+		a.MTU = d.router.MTU()
+		if d.dns != nil {
+			dom := strings.TrimSuffix(d.cfg.DNSDomain, ".")
+			a.DNS = &client.PodDNS{Nameservers: []string{a.Gateway}, Domain: dom, Search: []string{dom}}
+		}
+	}
+	return a
+}
+
+func (d *Daemon) waitBridge(ctx context.Context, wait bool) netip.Prefix {
+	for {
+		d.mu.Lock()
+		br := d.bridge
+		d.mu.Unlock()
+		if br.IsValid() || !wait {
+			return br
+		}
+		select {
+		case <-ctx.Done():
+			return br
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func mapIPAMError(err error) error {
+	switch {
+	case errors.Is(err, ipam.ErrNoSpace):
+		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fmt.Errorf("%w: %v (is the ring still awaiting consensus? see 'weft status ipam')", api.ErrUnavailable, err)
+	case errors.Is(err, ipam.ErrPeerAlive):
+		return fmt.Errorf("%w: %v", api.ErrConflict, err)
+	}
+	return err
+}
+
+// Lookup returns an existing allocation.
+func (d *Daemon) Lookup(ctx context.Context, id string) (*client.Allocation, error) {
+	p, ok := d.alloc.Lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("%w: no allocation for %q", api.ErrNotFound, id)
+	}
+	return d.allocation(ctx, id, p, false), nil
+}
+
+// Release frees id's address and its DNS records; idempotent.
+func (d *Daemon) Release(ctx context.Context, id string) error {
+	if id == ipam.BridgeID {
+		return fmt.Errorf("%w: the bridge's address is released only by 'weft reset'", api.ErrBadRequest)
+	}
+	return d.release(id)
+}
+
+func (d *Daemon) release(id string) error {
+	if err := d.alloc.Release(id); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	delete(d.pods, id)
+	d.mu.Unlock()
+	if d.dns != nil {
+		return d.dns.RemoveContainer(id)
+	}
+	return nil
+}
+
+// GC releases every allocation not in keep (the bridge's always stays).
+func (d *Daemon) GC(ctx context.Context, keep []string) (*client.GCResult, error) {
+	released, err := d.alloc.GC(keep)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range released {
+		d.mu.Lock()
+		delete(d.pods, id)
+		d.mu.Unlock()
+		if d.dns != nil {
+			_ = d.dns.RemoveContainer(id)
+		}
+	}
+	if released == nil {
+		released = []string{}
+	}
+	return &client.GCResult{Released: released}, nil
+}
+
+func (d *Daemon) needDNS() error {
+	if d.dns == nil {
+		return fmt.Errorf("%w: DNS is off on this peer (--no-dns)", api.ErrUnavailable)
+	}
+	return nil
+}
+
+// DNSAdd registers name → address, owned by this peer.
+func (d *Daemon) DNSAdd(ctx context.Context, req client.DNSRequest) error {
+	if err := d.needDNS(); err != nil {
+		return err
+	}
+	a, err := netip.ParseAddr(req.Address)
+	if err != nil {
+		return fmt.Errorf("%w: address %q: %v", api.ErrBadRequest, req.Address, err)
+	}
+	if err := d.dns.Add(req.Name, a, req.ContainerID); err != nil {
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	return nil
+}
+
+// DNSRemove removes this peer's records: by container, by name, or one
+// name→address pair.
+func (d *Daemon) DNSRemove(ctx context.Context, req client.DNSRequest) error {
+	if err := d.needDNS(); err != nil {
+		return err
+	}
+	if req.Name == "" && req.ContainerID != "" {
+		return d.dns.RemoveContainer(req.ContainerID)
+	}
+	var a netip.Addr
+	if req.Address != "" {
+		var err error
+		if a, err = netip.ParseAddr(req.Address); err != nil {
+			return fmt.Errorf("%w: address %q: %v", api.ErrBadRequest, req.Address, err)
+		}
+	}
+	if err := d.dns.Remove(req.Name, a); err != nil {
+		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	}
+	return nil
+}
+
+// DNSLookup answers from the replicated record set.
+func (d *Daemon) DNSLookup(ctx context.Context, name string) (*client.DNSLookup, error) {
+	if err := d.needDNS(); err != nil {
+		return nil, err
+	}
+	out := &client.DNSLookup{Name: name, Addresses: []string{}}
+	for _, a := range d.dns.Lookup(name) {
+		out.Addresses = append(out.Addresses, a.String())
+	}
+	if len(out.Addresses) == 0 {
+		return out, fmt.Errorf("%w: %s", api.ErrNotFound, name)
+	}
+	return out, nil
+}
+
+// Connect adds targets, persists them, and joins them now.
+func (d *Daemon) Connect(ctx context.Context, peers []string) error {
+	if len(peers) == 0 {
+		return fmt.Errorf("%w: no peers given", api.ErrBadRequest)
+	}
+	d.mu.Lock()
+	d.targets.Targets = mergeStrings(d.targets.Targets, peers)
+	t := d.targets
+	d.mu.Unlock()
+	if err := saveTargets(d.cfg.DataDir, t); err != nil {
+		return err
+	}
+	d.mesh.SetTargets(d.joinTargets())
+	if _, err := d.mesh.Join(peers); err != nil {
+		return fmt.Errorf("%w: %v (the target is kept and retried)", api.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Forget removes targets and forgets departed peers of those names.
+func (d *Daemon) Forget(ctx context.Context, peers []string) error {
+	d.mu.Lock()
+	var keep []string
+	for _, t := range d.targets.Targets {
+		if !contains(peers, t) {
+			keep = append(keep, t)
+		}
+	}
+	d.targets.Targets = keep
+	t := d.targets
+	d.mu.Unlock()
+	if err := saveTargets(d.cfg.DataDir, t); err != nil {
+		return err
+	}
+	d.mesh.SetTargets(d.joinTargets())
+	d.mesh.Forget(peers...)
+	return nil
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Rmpeer takes a dead peer's address space over.
+func (d *Daemon) Rmpeer(ctx context.Context, name string) (*client.RmpeerResult, error) {
+	var id peer.ID
+	for _, p := range d.mesh.Peers() {
+		if p.Name != name {
+			continue
+		}
+		if p.ID == d.id.ID {
+			return nil, fmt.Errorf("%w: %s is this peer; use 'weft reset' to hand its space over", api.ErrBadRequest, name)
+		}
+		if p.State == peer.Alive || p.State == peer.Suspect {
+			return nil, fmt.Errorf("%w: peer %s is %s: stop it first (rmpeer is for dead peers)", api.ErrConflict, name, p.State)
+		}
+		id = p.ID
+	}
+	if id == 0 {
+		for _, o := range d.alloc.Status().Owners {
+			if o.Name == name || o.ID.String() == name {
+				id = o.ID
+			}
+		}
+	}
+	if id == 0 {
+		return nil, fmt.Errorf("%w: no peer named %s owns space in the ring", api.ErrNotFound, name)
+	}
+	n, err := d.alloc.Reclaim(ctx, id)
+	if err != nil {
+		return nil, mapIPAMError(err)
+	}
+	d.mesh.Forget(name)
+	d.poke()
+	return &client.RmpeerResult{Name: name, Reclaimed: n}, nil
+}
+
+// Counters are the subsystems' monotonic counters for /metrics.
+func (d *Daemon) Counters() map[string]float64 {
+	d.mu.Lock()
+	c := map[string]float64{
+		"reconcile_runs_total":   float64(d.reconciles),
+		"reconcile_errors_total": float64(d.recErrors),
+	}
+	d.mu.Unlock()
+	c["gossip_bad_frames_total"] = float64(d.mesh.BadFrames())
+	c["gossip_dropped_total"] = float64(d.ipamCh.Dropped())
+	c["gossip_rejected_total"] = float64(d.ipamCh.Rejected())
+	if d.dns != nil {
+		s := d.dns.Stats()
+		c["gossip_dropped_total"] += float64(d.dnsCh.Dropped())
+		c["gossip_rejected_total"] += float64(d.dnsCh.Rejected())
+		c["dns_queries_total"] = float64(s.Queries)
+		c["dns_local_total"] = float64(s.Local)
+		c["dns_forwarded_total"] = float64(s.Forwarded)
+		c["dns_nxdomain_total"] = float64(s.NXDomain)
+		c["dns_servfail_total"] = float64(s.ServFail)
+		c["dns_errors_total"] = float64(s.Errors)
+	}
+	return c
+}

@@ -1,0 +1,139 @@
+// Package daemon is weft's composition root: the only package that knows
+// every subsystem. It loads the peer's identity and secret, builds gossip,
+// ipam, dns, the router and the API server, feeds each the state it needs
+// from the others (membership → ipam/dns, ring + peers → router, bridge
+// address → gossip metadata and DNS listeners) and implements the API's
+// Backend on top of them.
+//
+//	cfg := daemon.DefaultConfig()
+//	cfg.DataDir, cfg.Peers = "/var/lib/weft", []string{"192.168.1.10"}
+//	d, err := daemon.New(cfg)
+//	err = d.Run(ctx) // until ctx is done; then leaves the mesh gracefully
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/weftmesh/weft/api/client"
+	"github.com/weftmesh/weft/gossip"
+)
+
+// Version is weft's version, set at build time with -ldflags -X.
+var Version = "0.1.0-dev"
+
+// Config is everything `weft launch` takes.
+type Config struct {
+	Name         string        // peer name; "" = stored name, else hostname
+	DataDir      string        // identity, secret, targets, ipam.db
+	Socket       string        // unix control socket (full API)
+	HTTPAddr     string        // read-only TCP API + status page; "" = off
+	Listen       string        // gossip bind host:port
+	Advertise    string        // gossip address peers reach us on; "" = detect
+	Password     string        // cluster secret; "" = stored or new (first peer)
+	Insecure     bool          // no secret: no gossip encryption, plain datapath
+	Transport    string        // auto, wireguard, vxlan, direct
+	IPAllocRange netip.Prefix  // pod address range
+	IPAllocInit  string        // "" = consensus=1+len(Peers); consensus=N, seed=A,B, observer
+	DNSDomain    string        // e.g. weft.local.
+	DNSListen    []string      // extra DNS listen addresses (host:port) besides bridge:53
+	DNSUpstream  []string      // forwarders; empty = /etc/resolv.conf
+	NoDNS        bool          // no DNS server at all
+	DNSTTL       time.Duration // TTL of local answers
+	MTU          int           // pod MTU; 0 = auto
+	WGPort       uint16        // WireGuard UDP port
+	WGIface      string        // WireGuard interface
+	VXIface      string        // VXLAN interface
+	VXPort       uint16        // VXLAN UDP port
+	Bridge       string        // bridge interface
+	NoMasquerade bool          // skip the egress nft table
+	Peers        []string      // PEER arguments: host or host:port
+	Logger       *slog.Logger  // nil = discard
+	// DatapathCommand starts the userspace WireGuard process; nil = this
+	// executable's `datapath` subcommand.
+	DatapathCommand []string
+	// ResyncInterval is the router's drift-repair period.
+	ResyncInterval time.Duration
+	// Gossip, when non-nil, adjusts the gossip configuration (tests).
+	Gossip func(*gossip.Config)
+}
+
+// DefaultConfig returns the defaults of DESIGN.md.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:        "/var/lib/weft",
+		Socket:         client.DefaultSocket,
+		HTTPAddr:       "127.0.0.1:6784",
+		Listen:         "0.0.0.0:6783",
+		Transport:      "auto",
+		IPAllocRange:   netip.MustParsePrefix("10.32.0.0/12"),
+		DNSDomain:      "weft.local.",
+		DNSTTL:         5 * time.Second,
+		WGPort:         51820,
+		WGIface:        "weft-wg",
+		VXIface:        "weft-vx",
+		VXPort:         4789,
+		Bridge:         "weft",
+		ResyncInterval: 10 * time.Second,
+	}
+}
+
+var (
+	// ErrNeedSecret means a joining peer has no cluster secret.
+	ErrNeedSecret = errors.New("this peer has no cluster secret")
+	// ErrJoinRefused means every PEER refused us at the handshake.
+	ErrJoinRefused = errors.New("the mesh refused this peer")
+)
+
+// Validate reports the first problem with the configuration.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("--data-dir is empty")
+	}
+	if c.Socket == "" {
+		return errors.New("--socket is empty")
+	}
+	if _, _, err := splitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("--listen %q: %w", c.Listen, err)
+	}
+	if c.Advertise != "" {
+		if _, err := netip.ParseAddr(c.Advertise); err != nil {
+			return fmt.Errorf("--advertise %q: want an IP address", c.Advertise)
+		}
+	}
+	switch c.Transport {
+	case "auto", "wireguard", "vxlan", "direct":
+	default:
+		return fmt.Errorf("--transport %q: want auto, wireguard, vxlan or direct", c.Transport)
+	}
+	if c.Transport == "wireguard" && c.Insecure {
+		return errors.New("--transport wireguard needs a cluster secret; drop --insecure")
+	}
+	if !c.IPAllocRange.IsValid() || !c.IPAllocRange.Addr().Is4() || c.IPAllocRange.Bits() > 30 || c.IPAllocRange.Bits() < 8 {
+		return fmt.Errorf("--ipalloc-range %s: want an IPv4 CIDR from /8 to /30", c.IPAllocRange)
+	}
+	if c.IPAllocRange.Masked() != c.IPAllocRange {
+		return fmt.Errorf("--ipalloc-range %s: host bits set (did you mean %s?)", c.IPAllocRange, c.IPAllocRange.Masked())
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		return fmt.Errorf("--mtu %d: want 576..65535 or 0 for auto", c.MTU)
+	}
+	return nil
+}
+
+func splitHostPort(s string) (string, int, error) {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	return h, n, nil
+}

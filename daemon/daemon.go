@@ -1,0 +1,328 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/weftmesh/weft/api"
+	"github.com/weftmesh/weft/cni/spool"
+	"github.com/weftmesh/weft/dns"
+	"github.com/weftmesh/weft/gossip"
+	"github.com/weftmesh/weft/ipam"
+	"github.com/weftmesh/weft/peer"
+	"github.com/weftmesh/weft/router"
+)
+
+// Daemon is one running weft peer.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	id      Identity
+	secret  string
+	created bool // this peer created the cluster secret
+	started time.Time
+
+	mesh   *gossip.Mesh
+	alloc  *ipam.Allocator
+	dns    *dns.Server // nil with --no-dns
+	router *router.Router
+	api    *api.Server
+	ipamCh *gossip.Channel
+	dnsCh  *gossip.Channel
+
+	kick chan struct{} // asks the sync loop to run now (cap 1)
+
+	mu         sync.Mutex // guards following
+	bridge     netip.Prefix
+	dnsListen  []string
+	targets    targetsFile
+	pods       map[string]string // allocation ID -> POD.NAMESPACE
+	reconciles uint64
+	recErrors  uint64
+}
+
+// New loads or creates the identity and secret and builds every subsystem;
+// nothing is joined and no kernel state is touched until Run.
+func New(cfg Config) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), started: time.Now(),
+		kick: make(chan struct{}, 1), pods: map[string]string{}}
+	id, _, err := loadIdentity(cfg.DataDir, cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	d.id = id
+	if d.targets, err = loadTargets(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if len(cfg.Peers) > 0 {
+		d.targets.Targets = mergeStrings(d.targets.Targets, cfg.Peers)
+		if err := saveTargets(cfg.DataDir, d.targets); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.loadSecret(); err != nil {
+		return nil, err
+	}
+	if err := d.build(log); err != nil {
+		d.closeAll()
+		return nil, err
+	}
+	return d, nil
+}
+
+// loadSecret picks the cluster secret: given, stored, or new for the first
+// peer of a mesh. A peer that is told to join someone and has no secret
+// refuses to start: it could never become a member.
+func (d *Daemon) loadSecret() error {
+	if d.cfg.Insecure {
+		return nil
+	}
+	path := filepath.Join(d.cfg.DataDir, "secret")
+	if d.cfg.Password != "" {
+		d.secret = d.cfg.Password
+		return writeFileAtomic(path, []byte(d.secret+"\n"))
+	}
+	s, err := readSecretFile(path)
+	if err == nil {
+		d.secret = s
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if len(d.targets.Targets) > 0 {
+		return fmt.Errorf("%w: the mesh at %v needs its secret: pass --password-file FILE or set WEFT_PASSWORD (the first peer printed it), or run every peer with --insecure", ErrNeedSecret, d.targets.Targets)
+	}
+	if d.secret, err = gossip.NewSecret(); err != nil {
+		return err
+	}
+	d.created = true
+	return writeFileAtomic(path, []byte(d.secret+"\n"))
+}
+
+func (d *Daemon) build(log *slog.Logger) error {
+	pub, err := d.id.WGPublicKey()
+	if err != nil {
+		return err
+	}
+	host, port, _ := splitHostPort(d.cfg.Listen)
+	gc := gossip.DefaultConfig()
+	gc.Name, gc.ID = d.id.Name, d.id.ID
+	gc.BindAddr, gc.BindPort = host, port
+	gc.AdvertiseAddr = d.cfg.Advertise
+	gc.Logger = log
+	if d.secret != "" {
+		gc.Secret = []byte(d.secret)
+	}
+	gc.Meta = peer.Meta{Version: Version, WGPort: d.cfg.WGPort, Transport: d.transportName(), Insecure: d.cfg.Insecure}
+	if !d.cfg.Insecure {
+		gc.Meta.WGKey = pub
+	}
+	if d.cfg.Gossip != nil {
+		d.cfg.Gossip(&gc)
+	}
+	if d.mesh, err = gossip.New(gc); err != nil {
+		return err
+	}
+
+	init := d.cfg.IPAllocInit
+	if init == "" {
+		init = fmt.Sprintf("consensus=%d", 1+len(d.cfg.Peers))
+	}
+	ic := ipam.DefaultConfig()
+	ic.Range = d.cfg.IPAllocRange
+	if ic.Init, err = ipam.ParseInit(init); err != nil {
+		return fmt.Errorf("--ipalloc-init %q: %w", init, err)
+	}
+	ic.DBPath = filepath.Join(d.cfg.DataDir, "ipam.db")
+	ic.Self, ic.Name, ic.Logger = d.id.ID, d.id.Name, log
+	ringTr := &channelRef{}
+	if d.alloc, err = ipam.New(ic, ringTr); err != nil {
+		return err
+	}
+	d.ipamCh = d.mesh.Channel("ipam", d.alloc)
+	ringTr.c = d.ipamCh
+
+	if !d.cfg.NoDNS {
+		dc := dns.DefaultConfig()
+		dc.Domain = d.cfg.DNSDomain
+		dc.Listen = d.cfg.DNSListen
+		dc.Upstreams = d.cfg.DNSUpstream
+		dc.Range = d.cfg.IPAllocRange
+		dc.Self, dc.Logger = d.id.ID, log
+		dc.TTL = d.cfg.DNSTTL
+		dnsTr := &channelRef{}
+		if d.dns, err = dns.New(dc, dnsTr); err != nil {
+			return err
+		}
+		d.dnsCh = d.mesh.Channel("dns", d.dns)
+		dnsTr.c = d.dnsCh
+		d.dnsListen = d.cfg.DNSListen
+	}
+
+	dp := d.cfg.DatapathCommand
+	if dp == nil {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find own executable for the datapath process: %w", err)
+		}
+		dp = []string{exe, "datapath"}
+	}
+	if d.router, err = router.New(router.Options{DatapathCommand: dp, Logger: log, ResyncInterval: d.cfg.ResyncInterval}); err != nil {
+		return err
+	}
+
+	ac := api.DefaultConfig()
+	ac.Socket, ac.HTTPAddr, ac.Logger, ac.Version = d.cfg.Socket, d.cfg.HTTPAddr, log, Version
+	if d.api, err = api.New(ac, d); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (d *Daemon) closeAll() {
+	if d.api != nil {
+		d.api.Close()
+	}
+	if d.alloc != nil {
+		d.alloc.Close()
+	}
+	if d.mesh != nil {
+		d.mesh.Shutdown()
+	}
+}
+
+// Identity returns the peer's identity.
+func (d *Daemon) Identity() Identity { return d.id }
+
+// SecretCreated returns the new secret when this peer created it (the first
+// peer of a mesh), so the caller can print the join command.
+func (d *Daemon) SecretCreated() (string, bool) { return d.secret, d.created }
+
+// GossipAddr returns the address other peers join this one on.
+func (d *Daemon) GossipAddr() netip.AddrPort { return d.mesh.LocalAddr() }
+
+// channelRef lets ipam and dns be built before the gossip channel that
+// carries them (the channel needs the handler, the handler the transport).
+type channelRef struct{ c *gossip.Channel }
+
+func (r *channelRef) Broadcast(msg []byte) { r.c.Broadcast(msg) }
+func (r *channelRef) SendTo(ctx context.Context, to peer.ID, msg []byte) error {
+	return r.c.SendTo(ctx, to, msg)
+}
+
+// Run joins the mesh and runs every subsystem until ctx is done or one of
+// them fails, then leaves the mesh gracefully. It returns after every
+// goroutine has exited.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	d.mesh.SetTargets(d.joinTargets())
+	if len(d.cfg.Peers) > 0 {
+		// Join synchronously once, so that a mesh that refuses us at the
+		// handshake (wrong or missing secret) stops us with the reason.
+		if _, err := d.mesh.Join(d.cfg.Peers); err != nil {
+			if isHandshakeRefusal(err) {
+				d.closeAll()
+				return fmt.Errorf("%w: %v", ErrJoinRefused, err)
+			}
+			d.log.Warn("initial join failed; will keep trying", "err", err)
+		}
+	}
+	d.drainSpool()
+
+	var wg sync.WaitGroup
+	start := func(name string, run func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				cancel(fmt.Errorf("%s: %w", name, err))
+			}
+		}()
+	}
+	start("gossip", d.mesh.Run)
+	start("ipam", d.alloc.Run)
+	if d.dns != nil {
+		start("dns", d.dns.Run)
+	}
+	start("router", d.router.Run)
+	start("api", d.api.Run)
+	start("bridge", d.bridgeLoop)
+	start("sync", d.syncLoop)
+	<-ctx.Done()
+	wg.Wait()
+	err := d.alloc.Close()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+func isHandshakeRefusal(err error) bool {
+	s := err.Error()
+	for _, k := range []string{"secret", "encrypt", "decrypt"} {
+		if containsFold(s, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// joinTargets is what the mesh keeps trying: PEERs and `weft connect`
+// targets, plus, for a restarted peer, the addresses of the peers it last saw.
+func (d *Daemon) joinTargets() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return mergeStrings(d.targets.Targets, d.targets.Seen)
+}
+
+// drainSpool applies releases the CNI plugin recorded while we were down.
+func (d *Daemon) drainSpool() {
+	dir := spool.Dir(d.cfg.DataDir)
+	ids, err := spool.List(dir)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			d.log.Warn("read pending releases", "err", err)
+		}
+		return
+	}
+	for _, id := range ids {
+		if err := d.release(id); err != nil {
+			d.log.Warn("apply pending release", "id", id, "err", err)
+			continue
+		}
+		_ = spool.Remove(dir, id)
+		d.log.Info("applied pending release", "id", id)
+	}
+}
+
+func mergeStrings(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, s := range b {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,214 @@
+package daemon
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/weftmesh/weft/ipam"
+	"github.com/weftmesh/weft/peer"
+	"github.com/weftmesh/weft/router"
+)
+
+// The sync loop is the only place where subsystems meet. Each pass reads
+// the full current state (membership, ring, bridge address) and hands each
+// consumer its full desired state; every consumer is idempotent, so a pass
+// that changes nothing costs nothing, and a periodic pass repairs anything a
+// missed signal left behind.
+
+const syncEvery = 2 * time.Second
+
+func (d *Daemon) syncLoop(ctx context.Context) error {
+	t := time.NewTicker(syncEvery)
+	defer t.Stop()
+	for {
+		d.sync()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.mesh.Changed():
+		case <-d.alloc.Changed():
+		case <-d.kick:
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Daemon) poke() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Daemon) sync() {
+	peers := d.mesh.Peers()
+	d.alloc.SetPeers(peers)
+	if d.dns != nil {
+		d.dns.SetPeers(peers)
+	}
+	d.mu.Lock()
+	d.reconciles++
+	d.mu.Unlock()
+	if err := d.router.Set(d.routerConfig(peers)); err != nil {
+		d.mu.Lock()
+		d.recErrors++
+		d.mu.Unlock()
+		d.log.Warn("router", "err", err)
+	}
+	d.syncDNSListen()
+	d.rememberSeen(peers)
+}
+
+// routerConfig is the datapath's full desired state.
+func (d *Daemon) routerConfig(peers []peer.Info) router.Config {
+	rc := router.DefaultConfig()
+	rc.ID = d.id.ID
+	rc.Bridge = d.cfg.Bridge
+	rc.Range = d.cfg.IPAllocRange
+	rc.Transport = d.cfg.Transport
+	rc.Underlay = d.mesh.LocalAddr().Addr()
+	rc.MTU = d.cfg.MTU
+	rc.WGIface, rc.WGPort, rc.WGPrivateKey = d.cfg.WGIface, d.cfg.WGPort, d.id.WGPrivateKey
+	rc.VXIface, rc.VXPort = d.cfg.VXIface, d.cfg.VXPort
+	rc.Insecure = d.cfg.Insecure
+	rc.Masquerade = !d.cfg.NoMasquerade
+	d.mu.Lock()
+	rc.BridgeAddr = d.bridge
+	d.mu.Unlock()
+	ranges := d.alloc.Ranges()
+	rc.Local = ranges[d.id.ID]
+	for _, p := range peers {
+		if p.ID == d.id.ID || p.ID == 0 || p.State != peer.Alive && p.State != peer.Suspect {
+			continue
+		}
+		rc.Peers = append(rc.Peers, router.Peer{
+			ID: p.ID, Name: p.Name, Underlay: p.Addr, WGPublicKey: p.Meta.WGKey, WGPort: p.Meta.WGPort,
+			Bridge: p.Meta.Bridge, Ranges: ranges[p.ID],
+		})
+	}
+	return rc
+}
+
+// bridgeLoop gets the bridge its address from the ring (it waits for the
+// ring while consensus is pending), then publishes it.
+func (d *Daemon) bridgeLoop(ctx context.Context) error {
+	for ctx.Err() == nil {
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		p, err := d.alloc.Allocate(actx, ipam.BridgeID)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Info("waiting for an address for the bridge", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		d.mu.Lock()
+		d.bridge = p
+		d.mu.Unlock()
+		d.log.Info("bridge address", "bridge", d.cfg.Bridge, "addr", p)
+		meta := d.meta()
+		meta.Bridge = p.Addr()
+		if err := d.mesh.SetMeta(meta); err != nil {
+			d.log.Warn("publish bridge address", "err", err)
+		}
+		d.poke()
+		return nil
+	}
+	return nil
+}
+
+func (d *Daemon) meta() (m peer.Meta) {
+	for _, p := range d.mesh.Peers() {
+		if p.ID == d.id.ID {
+			return p.Meta
+		}
+	}
+	return m
+}
+
+// syncDNSListen adds bridge:53 to the DNS listeners once the router has
+// put the address on the bridge.
+func (d *Daemon) syncDNSListen() {
+	if d.dns == nil {
+		return
+	}
+	d.mu.Lock()
+	br := d.bridge
+	want := slices.Clone(d.cfg.DNSListen)
+	cur := d.dnsListen
+	d.mu.Unlock()
+	if br.IsValid() {
+		want = append(want, net.JoinHostPort(br.Addr().String(), "53"))
+	}
+	if slices.Equal(want, cur) {
+		return
+	}
+	if err := d.dns.SetListen(want); err != nil {
+		d.log.Debug("dns listen (retrying)", "addrs", want, "err", err)
+		return
+	}
+	d.mu.Lock()
+	d.dnsListen = want
+	d.mu.Unlock()
+}
+
+// rememberSeen persists the gossip addresses of alive peers, so a restart
+// without PEER arguments finds the mesh again.
+func (d *Daemon) rememberSeen(peers []peer.Info) {
+	var seen []string
+	for _, p := range peers {
+		if p.ID != d.id.ID && p.State == peer.Alive && p.Addr.IsValid() {
+			seen = append(seen, netip.AddrPortFrom(p.Addr, uint16(d.gossipPort())).String())
+		}
+	}
+	if len(seen) == 0 {
+		return
+	}
+	slices.Sort(seen)
+	d.mu.Lock()
+	if slices.Equal(seen, d.targets.Seen) {
+		d.mu.Unlock()
+		return
+	}
+	d.targets.Seen = seen
+	t := d.targets
+	d.mu.Unlock()
+	if err := saveTargets(d.cfg.DataDir, t); err != nil {
+		d.log.Warn("save targets", "err", err)
+	}
+	d.mesh.SetTargets(d.joinTargets())
+}
+
+func (d *Daemon) gossipPort() int {
+	_, p, _ := splitHostPort(d.cfg.Listen)
+	if p == 0 {
+		return int(d.mesh.LocalAddr().Port())
+	}
+	return p
+}
+
+// transportName is what status reports as this peer's transport.
+func (d *Daemon) transportName() string {
+	if d.cfg.Transport != "auto" {
+		return d.cfg.Transport
+	}
+	if d.cfg.Insecure {
+		return "auto"
+	}
+	return "wireguard"
+}
+
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
