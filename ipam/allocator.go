@@ -24,6 +24,9 @@ type Transport interface {
 	SendTo(ctx context.Context, to peer.ID, msg []byte) error
 }
 
+// senders is the number of goroutines draining the unicast queue.
+const senders = 8
+
 // outMsg is a unicast queued for the sender goroutine, so that Merge never
 // blocks on the network.
 type outMsg struct {
@@ -164,7 +167,11 @@ func (a *Allocator) Run(ctx context.Context) error {
 		}
 	}()
 	var wg sync.WaitGroup
-	wg.Go(func() { a.sendLoop(ctx) })
+	// Several senders, so that one unicast to an unreachable peer (which
+	// may block until RequestTimeout) does not hold up the others.
+	for range senders {
+		wg.Go(func() { a.sendLoop(ctx) })
+	}
 	wg.Go(func() { a.bootstrapLoop(ctx) })
 	if a.cfg.RebroadcastInterval > 0 {
 		wg.Go(func() {

@@ -268,6 +268,21 @@ func TestDonation(t *testing.T) {
 	a := c.get(c.ids[0])
 	ctx := ctxT(t, 20*time.Second)
 	owned := a.Status().Owned
+	drain := func() bool {
+		select {
+		case <-a.Changed():
+			return true
+		default:
+			return false
+		}
+	}
+	drain()
+	if _, err := a.Allocate(ctx, "c-first"); err != nil {
+		t.Fatal(err)
+	}
+	if drain() {
+		t.Fatalf("Changed() signalled by an allocation inside our own space")
+	}
 	for i := range int(owned) + 20 {
 		if _, err := a.Allocate(ctx, fmt.Sprintf("c%d", i)); err != nil {
 			t.Fatalf("Allocate #%d = %v", i, err)
@@ -275,6 +290,9 @@ func TestDonation(t *testing.T) {
 	}
 	if st := a.Status(); st.Owned <= owned {
 		t.Fatalf("owned %d after exhausting %d; want more by donation", st.Owned, owned)
+	}
+	if !drain() {
+		t.Fatalf("Changed() not signalled by a donation")
 	}
 	c.healAndConverge(10 * time.Second)
 	c.checkUnique()
