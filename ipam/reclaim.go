@@ -15,8 +15,10 @@ package ipam
 //   - Two concurrent Reclaims of the same dead peer that see the same tokens
 //     use the same instance; Paxos chooses one value (one taker), and both
 //     proposers learn it. Only the taker writes; the other returns
-//     ErrReclaimedByOther (and tells the taker, in case the taker's own round
-//     failed after its value was chosen: kindChosen).
+//     ErrReclaimedByOther, after writing the taker's new tokens itself: they
+//     are fixed by the decision (owner = taker, version+1), so every writer
+//     writes the same, and the space moves even if the taker died after
+//     winning.
 //   - An acceptor refuses (Nack) a key whose hash differs from its own view
 //     of the dead peer's tokens, and sends its ring, so proposers converge on
 //     one key before anything is chosen. A value is thus only chosen for the
@@ -95,7 +97,11 @@ func (a *Allocator) Reclaim(ctx context.Context, id peer.ID) (int64, error) {
 		}
 		if len(v) == 1 && v[0] == a.cfg.Self {
 			a.mu.Lock()
-			n, err := a.takeOverLocked(key)
+			n, err := a.takeOverLocked(key, a.cfg.Self)
+			if errors.Is(err, errMismatch) && a.ownsAllLocked(ts) {
+				// A peer that learned the decision wrote it for us first.
+				n, err = a.sizeLocked(ts), nil
+			}
 			a.mu.Unlock()
 			if err != nil {
 				return 0, fmt.Errorf("reclaim %s: %w", id, err)
@@ -104,6 +110,12 @@ func (a *Allocator) Reclaim(ctx context.Context, id peer.ID) (int64, error) {
 		}
 		a.mu.Lock()
 		if len(v) == 1 {
+			// The decision fixes the new tokens (the key's tokens, owner
+			// v[0], version+1), so we write them on the taker's behalf:
+			// the space moves even if the taker died after winning.
+			if _, err := a.takeOverLocked(key, v[0]); err != nil && !errors.Is(err, errMismatch) {
+				a.log.Warn("reclaim on the winner's behalf", "winner", v[0], "err", err)
+			}
 			a.sendLocked(v[0], &message{Kind: kindChosen, Key: key, Value: v})
 		}
 		a.mu.Unlock()
@@ -132,9 +144,11 @@ func (a *Allocator) electorateLocked(target peer.ID) (int, []peer.ID) {
 	return n, live
 }
 
-// takeOverLocked writes the dead peer's tokens as ours, if they are still
-// exactly the ones the instance was about.
-func (a *Allocator) takeOverLocked(key instanceKey) (int64, error) {
+// takeOverLocked writes the dead peer's tokens with taker as owner, if
+// they are still exactly the ones the instance was about. Any peer that
+// learns the decision may do it: every writer writes the same owners and
+// versions, so the writes merge into one.
+func (a *Allocator) takeOverLocked(key instanceKey, taker peer.ID) (int64, error) {
 	ts := a.ring.ownedBy(key.Dead)
 	if len(ts) == 0 || hashTokens(ts) != key.Hash {
 		return 0, fmt.Errorf("take over: %w", errMismatch)
@@ -144,7 +158,7 @@ func (a *Allocator) takeOverLocked(key instanceKey) (int64, error) {
 		j := a.ring.index(ts[i].Start)
 		e := a.ring.end(j)
 		n += int64(e - uint64(ts[i].Start))
-		ts[i].Owner = a.cfg.Self
+		ts[i].Owner = taker
 		ts[i].Version++
 		ts[i].Free = a.capacity(uint64(ts[i].Start), e)
 	}
@@ -158,8 +172,29 @@ func (a *Allocator) takeOverLocked(key instanceKey) (int64, error) {
 		a.ring = old
 		return 0, err
 	}
-	a.log.Info("reclaimed dead peer's space", "peer", key.Dead, "addresses", n)
+	a.log.Info("reclaimed dead peer's space", "peer", key.Dead, "taker", taker, "addresses", n)
 	return n, nil
+}
+
+// ownsAllLocked reports whether we own the runs starting at ts' starts.
+func (a *Allocator) ownsAllLocked(ts []Token) bool {
+	for _, t := range ts {
+		if a.ring.Owner(t.Start) != a.cfg.Self {
+			return false
+		}
+	}
+	return true
+}
+
+// sizeLocked sums the sizes of the runs starting at ts' starts.
+func (a *Allocator) sizeLocked(ts []Token) int64 {
+	var n int64
+	for _, t := range ts {
+		if i := a.ring.index(t.Start); i >= 0 {
+			n += int64(a.ring.end(i) - uint64(t.Start))
+		}
+	}
+	return n
 }
 
 // handleChosenLocked: a reclaim proposer learned that we were chosen.
@@ -173,7 +208,7 @@ func (a *Allocator) handleChosenLocked(from peer.ID, m *message) error {
 		// forged kindChosen cannot make us write a dead peer's tokens.
 		return nil
 	}
-	if _, err := a.takeOverLocked(m.Key); err != nil && !errors.Is(err, errMismatch) {
+	if _, err := a.takeOverLocked(m.Key, a.cfg.Self); err != nil && !errors.Is(err, errMismatch) {
 		return err
 	}
 	return nil

@@ -131,7 +131,8 @@ func (a *Allocator) mergeTokensLocked(from peer.ID, m *message) ([]Token, error)
 	owners := false
 	for _, t := range changed {
 		i := old.index(t.Start)
-		owners = owners || i < 0 || old.Tokens[i].Start != t.Start || old.Tokens[i].Owner != t.Owner
+		owners = owners || i < 0 || old.Tokens[i].Start != t.Start || old.Tokens[i].Owner != t.Owner ||
+			t.Owner == a.cfg.Self // someone wrote one of our tokens (a reclaim on our behalf): recount
 	}
 	a.ring = next
 	var own []Token
