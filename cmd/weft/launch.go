@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/weftmesh/weft/cni"
+	"github.com/weftmesh/weft/daemon"
+	"github.com/weftmesh/weft/router"
+	"github.com/weftmesh/weft/router/wg"
+)
+
+func versionString() string {
+	v := daemon.Version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += "+" + s.Value[:12]
+			}
+		}
+	}
+	return v
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}
+
+// parseInterspersed parses flags wherever they stand among positional
+// arguments (Go's flag package stops at the first positional one).
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func launch(args []string) error {
+	cfg := daemon.DefaultConfig()
+	fs := flag.NewFlagSet("weft launch", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: weft launch [flags] [PEER...]\n\nRuns this machine's weft peer in the foreground and joins the mesh through\nany PEER (host or host:port). Flags:\n")
+		fs.PrintDefaults()
+	}
+	var (
+		passwordFile, logLevel, rng string
+		dnsListen, dnsUpstream                   listFlag
+		wgPort, vxPort                           uint
+	)
+	sock := os.Getenv("WEFT_SOCKET")
+	if sock == "" {
+		sock = cfg.Socket
+	}
+	fs.StringVar(&cfg.Name, "name", "", "peer name (default: stored name, else the hostname)")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "state directory: identity, keys, secret, IPAM")
+	fs.StringVar(&cfg.Socket, "socket", sock, "unix control socket (CLI, CNI plugin)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "read-only HTTP API, status page and /metrics (\"\" = off)")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gossip address host:port (TCP+UDP)")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "address other peers reach this one on (default: detected)")
+	fs.StringVar(&passwordFile, "password-file", "", "file holding the cluster secret (or set WEFT_PASSWORD)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "run without a cluster secret: no gossip encryption, no WireGuard")
+	fs.StringVar(&cfg.Transport, "transport", cfg.Transport, "datapath: auto, wireguard, vxlan or direct")
+	fs.StringVar(&rng, "ipalloc-range", cfg.IPAllocRange.String(), "pod address range")
+	fs.StringVar(&cfg.IPAllocInit, "ipalloc-init", "", "ring bootstrap: consensus=N, seed=NAME,..., observer (default consensus=1+number of PEERs)")
+	fs.StringVar(&cfg.DNSDomain, "dns-domain", cfg.DNSDomain, "DNS domain for pod names")
+	fs.Var(&dnsListen, "dns-listen", "extra DNS listen address host:port (repeatable; the bridge address port 53 is always served)")
+	fs.Var(&dnsUpstream, "dns-upstream", "upstream DNS server (repeatable; default: /etc/resolv.conf)")
+	fs.BoolVar(&cfg.NoDNS, "no-dns", false, "do not run the DNS server")
+	fs.DurationVar(&cfg.DNSTTL, "dns-ttl", cfg.DNSTTL, "TTL of answers for pod names")
+	fs.IntVar(&cfg.MTU, "mtu", 0, "pod MTU (0 = underlay MTU minus encapsulation)")
+	fs.UintVar(&wgPort, "wg-port", uint(cfg.WGPort), "WireGuard UDP port")
+	fs.StringVar(&cfg.WGIface, "wg-iface", cfg.WGIface, "WireGuard interface name")
+	fs.UintVar(&vxPort, "vxlan-port", uint(cfg.VXPort), "VXLAN UDP port")
+	fs.StringVar(&cfg.Bridge, "bridge", cfg.Bridge, "bridge interface for local pods")
+	fs.BoolVar(&cfg.NoMasquerade, "no-masquerade", false, "do not masquerade pod egress")
+	fs.DurationVar(&cfg.ResyncInterval, "resync", cfg.ResyncInterval, "period of the datapath's drift repair")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	peers, err := parseInterspersed(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err.Error()}
+	}
+	cfg.Peers = peers
+	cfg.DNSListen, cfg.DNSUpstream = dnsListen, dnsUpstream
+	cfg.WGPort, cfg.VXPort = uint16(wgPort), uint16(vxPort)
+	if cfg.IPAllocRange, err = netip.ParsePrefix(rng); err != nil {
+		return usageError{fmt.Sprintf("--ipalloc-range %q: %v", rng, err)}
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+		return usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", logLevel)}
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	cfg.Logger = log
+	switch {
+	case passwordFile != "":
+		b, err := os.ReadFile(passwordFile)
+		if err != nil {
+			return fmt.Errorf("--password-file: %w", err)
+		}
+		if cfg.Password = strings.TrimSpace(string(b)); cfg.Password == "" {
+			return fmt.Errorf("--password-file %s is empty", passwordFile)
+		}
+	case os.Getenv("WEFT_PASSWORD") != "":
+		cfg.Password = strings.TrimSpace(os.Getenv("WEFT_PASSWORD"))
+	}
+	if cfg.Insecure && cfg.Password != "" {
+		return usageError{"--insecure and a cluster secret exclude each other"}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	cfg.DatapathCommand = []string{exe, "datapath", "--log-level", logLevel}
+
+	d, err := daemon.New(cfg)
+	if err != nil {
+		return err
+	}
+	id := d.Identity()
+	log.Info("weft peer starting", "name", id.Name, "id", id.ID, "version", versionString(),
+		"gossip", d.GossipAddr(), "socket", cfg.Socket, "http", cfg.HTTPAddr, "insecure", cfg.Insecure)
+	if cfg.Insecure {
+		log.Warn("running --insecure: gossip is not encrypted and pod traffic is not encrypted")
+	}
+	if secret, created := d.SecretCreated(); created {
+		fmt.Fprintf(os.Stderr, "\nweft: this is the first peer of a new mesh; its cluster secret is stored in %s.\n"+
+			"To add another machine, copy the secret there and run:\n\n"+
+			"  echo '%s' > /etc/weft.password && weft launch --password-file /etc/weft.password %s\n\n",
+			filepath.Join(cfg.DataDir, "secret"), secret, d.GossipAddr().Addr())
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err = d.Run(ctx)
+	if err != nil {
+		return err
+	}
+	log.Info("weft peer stopped")
+	return nil
+}
+
+// datapath is the hidden subcommand that runs the userspace WireGuard
+// device; it outlives `weft launch` so restarts never cut pod traffic.
+func datapath(args []string) error {
+	fs := flag.NewFlagSet("weft datapath", flag.ContinueOnError)
+	iface := fs.String("iface", "weft-wg", "interface")
+	mtu := fs.Int("mtu", 1420, "MTU")
+	logLevel := fs.String("log-level", "info", "log level")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(*logLevel))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return wg.RunDatapath(ctx, *iface, *mtu, log)
+}
+
+func setupCNI(args []string) error {
+	ic := cni.DefaultInstallConfig()
+	fs := flag.NewFlagSet("weft setup-cni", flag.ContinueOnError)
+	fs.StringVar(&ic.BinDir, "bin-dir", ic.BinDir, "CNI binary directory")
+	fs.StringVar(&ic.ConfDir, "conf-dir", ic.ConfDir, "CNI configuration directory")
+	fs.StringVar(&ic.BinSrc, "cni-bin", "", "weft-cni binary to install (default: next to this weft binary)")
+	fs.StringVar(&ic.Socket, "socket", ic.Socket, "peer socket the plugin talks to")
+	fs.StringVar(&ic.DataDir, "data-dir", ic.DataDir, "peer data directory")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return usageError{err.Error()}
+	}
+	if ic.BinSrc == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		ic.BinSrc = filepath.Join(filepath.Dir(exe), cni.BinaryName)
+	}
+	if err := cni.InstallWith(ic); err != nil {
+		return err
+	}
+	fmt.Printf("installed %s into %s and 10-weft.conflist into %s\n", cni.BinaryName, ic.BinDir, ic.ConfDir)
+	return nil
+}
+
+// reset removes what weft created on this host: the bridge, tunnel
+// devices, routes, the nft table and the userspace datapath; with
+// --data-dir it also deletes the peer's state.
+func reset(args []string) error {
+	fs := flag.NewFlagSet("weft reset", flag.ContinueOnError)
+	dataDir := fs.String("data-dir", "", "also delete this state directory (identity, IPAM, secret)")
+	sock := fs.String("socket", "", "remove this stale control socket")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return usageError{err.Error()}
+	}
+	r, err := router.New(router.Options{})
+	if err != nil {
+		return err
+	}
+	if err := r.Reset(); err != nil {
+		return fmt.Errorf("reset datapath: %w", err)
+	}
+	if *sock != "" {
+		_ = os.Remove(*sock)
+	}
+	if *dataDir != "" {
+		if err := os.RemoveAll(*dataDir); err != nil {
+			return fmt.Errorf("remove %s: %w", *dataDir, err)
+		}
+	}
+	fmt.Println("weft: removed bridge, tunnels, routes and nft table")
+	return nil
+}
