@@ -70,8 +70,8 @@ func launch(args []string) error {
 	}
 	var (
 		passwordFile, logLevel, rng string
-		dnsListen, dnsUpstream                   listFlag
-		wgPort, vxPort                           uint
+		dnsListen, dnsUpstream      listFlag
+		wgPort, vxPort              uint
 	)
 	sock := os.Getenv("WEFT_SOCKET")
 	if sock == "" {
