@@ -1,0 +1,32 @@
+# weft — see README.md. Everything runs as root for the namespace tests/demo.
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+
+.PHONY: build test demo demo-down bench lint clean deps
+
+build:
+	$(GO) build -o $(BIN)/weft ./cmd/weft
+	$(GO) build -o $(BIN)/weft-cni ./cmd/weft-cni
+
+deps:
+	bash scripts/deps.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+test: deps lint build
+	$(GO) test -race -timeout 25m $(PKGS)
+
+demo: build
+	bash scripts/demo.sh up
+
+demo-down:
+	bash scripts/demo.sh down
+
+bench: build
+	bash scripts/bench.sh
+
+clean:
+	rm -rf $(BIN)
