@@ -50,3 +50,33 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzMerge feeds arbitrary messages to a bootstrapped allocator holding
+// allocations: Merge never panics, and a rejected message changes nothing.
+func FuzzMerge(f *testing.F) {
+	for _, s := range fuzzSeeds() {
+		f.Add(s)
+	}
+	a := soloAllocatorTB(f)
+	own := (&message{Kind: kindDelta, Range: a.cfg.Range, Seed: a.ring.Seed,
+		Tokens: []Token{{Start: 0, Owner: 2, Version: 1000}}}).encode()
+	f.Add(own)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		before := a.FullState()
+		allocs := a.Status().Allocations
+		if err := a.Merge(2, b); err != nil {
+			if !bytes.Equal(before, a.FullState()) {
+				t.Fatalf("rejected message (%v) changed the ring", err)
+			}
+		}
+		if got := a.Status().Allocations; len(got) != len(allocs) {
+			t.Fatalf("Merge changed the allocations")
+		}
+		for _, al := range allocs {
+			off := uint32(al.Addr.Addr().As4()[3]) | uint32(al.Addr.Addr().As4()[2])<<8 | uint32(al.Addr.Addr().As4()[1]&0x0f)<<16
+			if o := a.ring.Owner(off); o != a.cfg.Self {
+				t.Fatalf("allocation %s now in %s's space", al.Addr, o)
+			}
+		}
+	})
+}

@@ -31,7 +31,9 @@ var _ Transport = (*recorder)(nil)
 
 // soloAllocator returns a bootstrapped single-peer allocator (consensus=1)
 // holding a few allocations in the first half of the range.
-func soloAllocator(t *testing.T) *Allocator {
+func soloAllocator(t *testing.T) *Allocator { return soloAllocatorTB(t) }
+
+func soloAllocatorTB(t testing.TB) *Allocator {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Self = 0xa
