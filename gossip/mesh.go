@@ -232,7 +232,7 @@ func (m *Mesh) Join(addrs []string) (int, error) {
 // secret) just drops the connection, so a reset or EOF during the exchange
 // is reported as the likely secret mismatch it almost always is.
 func explainJoinError(err error, haveSecret bool) string {
-	s := err.Error()
+	s := strings.Join(strings.Fields(err.Error()), " ") // memberlist's multi-line errors on one line
 	switch {
 	case strings.Contains(s, "remote state is encrypted and encryption is not configured"):
 		return s + " (the mesh uses a cluster secret: pass --password-file or WEFT_PASSWORD)"

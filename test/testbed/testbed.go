@@ -348,6 +348,15 @@ func (h *Host) Log() string {
 	return string(b)
 }
 
+// LastLog returns the host's log since its latest launch.
+func (h *Host) LastLog() string {
+	l := h.Log()
+	if i := strings.LastIndex(l, "\n==== launch "); i >= 0 {
+		return l[i:]
+	}
+	return l
+}
+
 // DumpLogsOnFailure attaches every host's log to a failing test.
 func (b *Bed) DumpLogsOnFailure(t testing.TB) {
 	t.Cleanup(func() {

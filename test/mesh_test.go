@@ -1,0 +1,213 @@
+package test
+
+import (
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"github.com/weftmesh/weft/test/testbed"
+)
+
+// launchSecureMesh launches h1 as the first peer and every other host with
+// the previous host's address and h1's secret.
+func launchSecureMesh(t *testing.T, bed *testbed.Bed) string {
+	t.Helper()
+	h1 := bed.Hosts[0]
+	h1.Launch(t)
+	secret := filepath.Join(bed.Dir, "secret")
+	testbed.Eventually(t, 20*time.Second, "h1 to create the secret", func() error {
+		b, err := os.ReadFile(filepath.Join(h1.Dir, "data", "secret"))
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(secret, []byte("  "+string(b)+"\n\n"), 0o600) // whitespace is ignored
+	})
+	for i, h := range bed.Hosts[1:] {
+		h.Launch(t, "--password-file", secret, bed.Hosts[i].Addr.String())
+	}
+	return secret
+}
+
+func waitAlive(t *testing.T, hosts []*testbed.Host, want int, within time.Duration) {
+	t.Helper()
+	testbed.Eventually(t, within, fmt.Sprintf("every peer to see %d alive", want), func() error {
+		for _, h := range hosts {
+			n, err := h.AliveCount()
+			if err != nil {
+				return err
+			}
+			if n != want {
+				return fmt.Errorf("%s sees %d alive", h.Name, n)
+			}
+		}
+		return nil
+	})
+}
+
+func peerState(t *testing.T, h *testbed.Host, name string) (state, id string) {
+	t.Helper()
+	st, err := h.Status()
+	if err != nil {
+		return "", ""
+	}
+	for _, p := range st.Peers {
+		if p.Name == name {
+			return p.State, p.ID
+		}
+	}
+	return "", ""
+}
+
+func TestMeshFormsFailsAndRejoins(t *testing.T) {
+	bed := testbed.New(t, 5)
+	bed.DumpLogsOnFailure(t)
+	secret := launchSecureMesh(t, bed)
+
+	// 1. Every peer reports 5 alive within 10 s of the last launch (plus
+	// the time the CLI needs to be answered at all).
+	waitAlive(t, bed.Hosts, 5, 15*time.Second)
+
+	// 2. kill -9 a peer: the others report it dead within 30 s.
+	victim := bed.Hosts[2]
+	_, oldID := peerState(t, bed.Hosts[0], victim.Name)
+	victim.Kill()
+	testbed.Eventually(t, 30*time.Second, victim.Name+" reported dead everywhere", func() error {
+		for _, h := range bed.Hosts {
+			if h == victim {
+				continue
+			}
+			if st, _ := peerState(t, h, victim.Name); st != "dead" {
+				return fmt.Errorf("%s sees %s %q", h.Name, victim.Name, st)
+			}
+		}
+		return nil
+	})
+	// Relaunched with no PEER arguments, it rejoins with the same ID.
+	victim.Launch(t)
+	waitAlive(t, bed.Hosts, 5, 30*time.Second)
+	for _, h := range bed.Hosts {
+		if _, id := peerState(t, h, victim.Name); id != oldID {
+			t.Errorf("%s sees %s with ID %s; want %s", h.Name, victim.Name, id, oldID)
+		}
+	}
+
+	// 3. A 6th host with a wrong secret, then with none, never becomes a member.
+	bad := bed.AddHost()
+	wrong := filepath.Join(bed.Dir, "wrong")
+	if err := os.WriteFile(wrong, []byte("not-the-secret-of-this-mesh"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"wrong secret", []string{"--password-file", wrong, bed.Hosts[0].Addr.String()}, "secret"},
+		{"no secret", []string{bed.Hosts[0].Addr.String()}, "secret"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_ = os.RemoveAll(filepath.Join(bad.Dir, "data", "secret"))
+			bad.Launch(t, tc.args...)
+			code, exited := bad.Wait(30 * time.Second)
+			if !exited {
+				bad.Kill()
+				t.Fatalf("peer with %s still running after 30 s", tc.name)
+			}
+			if code == 0 {
+				t.Errorf("peer with %s exited 0", tc.name)
+			}
+			if log := bad.LastLog(); !strings.Contains(strings.ToLower(log), tc.want) {
+				t.Errorf("log of peer with %s does not name the %s:\n%s", tc.name, tc.want, log)
+			}
+			bad.Kill() // forget the exited process
+			for _, h := range bed.Hosts[:5] {
+				if st, _ := peerState(t, h, bad.Name); st != "" {
+					t.Errorf("%s lists %s (%s) as a peer", h.Name, bad.Name, st)
+				}
+			}
+		})
+	}
+	_ = secret
+
+	// 4. Garbage on the gossip ports leaves every peer running and the mesh intact.
+	sendGarbage(t, bed.Hosts[0].NS, bed.Hosts[1].Addr.String()+":6783", 1000)
+	for _, h := range bed.Hosts[:5] {
+		if !h.Running() {
+			t.Errorf("%s died after garbage", h.Name)
+		}
+	}
+	waitAlive(t, bed.Hosts[:5], 5, 20*time.Second)
+}
+
+// sendGarbage sends n random UDP datagrams and n/10 TCP connections of
+// random bytes from inside namespace ns to addr.
+func sendGarbage(t *testing.T, ns, addr string, n int) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // this thread enters ns and dies with it
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- err
+			return
+		}
+		u, err := net.Dial("udp", addr)
+		if err != nil {
+			errc <- err
+			return
+		}
+		buf := make([]byte, 1500)
+		for i := 0; i < n; i++ {
+			k := 1 + i%1400
+			_, _ = rand.Read(buf[:k])
+			if i%3 == 0 {
+				buf[0] = byte(i % 16) // memberlist message types, to get past the first switch
+			}
+			_, _ = u.Write(buf[:k])
+			if i%100 == 0 {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		u.Close()
+		for i := 0; i < n/10; i++ {
+			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			if err != nil {
+				continue
+			}
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			k := 1 + i*37%4000
+			b := make([]byte, k)
+			_, _ = rand.Read(b)
+			b[0] = byte(i % 16)
+			_, _ = c.Write(b)
+			c.Close()
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("send garbage: %v", err)
+	}
+}
+
+func TestStatusWhenNotRunning(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "nobody.sock")
+	out, stderr, err := runWeft("--socket", sock, "status")
+	if err == nil {
+		t.Fatalf("weft status with no peer succeeded: %s", out)
+	}
+	if !strings.Contains(stderr, "not running") || !strings.Contains(stderr, sock) {
+		t.Errorf("weft status error = %q; want it to say the peer is not running at %s", stderr, sock)
+	}
+}
