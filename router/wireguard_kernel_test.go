@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,6 +62,14 @@ func TestKernelWireGuard(t *testing.T) {
 	// one is abandoned without any cleanup) adopts the running datapath
 	// without a new handshake, while a pod pings every 10 ms.
 	pid := datapathPID(t, h1.cfg.WGIface)
+	// Capture h1's underlay link on the switch side meanwhile: pod traffic
+	// must cross it only as WireGuard UDP.
+	var capOut strings.Builder
+	capture := exec.Command("nsenter", "--net="+nsPath(b.sw), "tcpdump", "-i", "v1", "-n", "-l", "-p", "ip")
+	capture.Stdout = &capOut
+	if err := capture.Start(); err != nil {
+		t.Fatalf("start tcpdump: %v", err)
+	}
 	pinger := exec.Command("nsenter", "--net="+nsPath(h1.pods[0].ns), "ping", "-q", "-i", "0.01", "-c", "200", "-W", "1",
 		h2.pods[0].addr.String())
 	var pingOut strings.Builder
@@ -88,6 +97,21 @@ func TestKernelWireGuard(t *testing.T) {
 		t.Errorf("handshake after relaunch %v; want unchanged %v", got.LastHandshake, s2.LastHandshake)
 	}
 	_ = pinger.Wait()
+	_ = capture.Process.Signal(syscall.SIGINT)
+	_ = capture.Wait()
+	wgPackets := 0
+	for _, l := range strings.Split(strings.TrimSpace(capOut.String()), "\n") {
+		switch {
+		case strings.Contains(l, ".51820: UDP"):
+			wgPackets++
+		case strings.Contains(l, "10.3") || strings.Contains(l, "10.4") || strings.Contains(l, "ICMP"):
+			t.Errorf("pod traffic in clear on the underlay: %s", l)
+		}
+	}
+	if wgPackets < 100 {
+		t.Errorf("underlay capture saw %d WireGuard packets; want most of the 200 pings both ways:\n%s", wgPackets, capOut.String())
+	}
+	t.Logf("underlay capture during the ping: %d WireGuard UDP packets, no pod packet in clear", wgPackets)
 	var sent, recv int
 	for _, l := range strings.Split(pingOut.String(), "\n") {
 		if strings.Contains(l, "packets transmitted") {
