@@ -94,7 +94,7 @@ type Link struct {
 type VXLAN struct {
 	VNI   uint32
 	Port  uint16     // UDP destination and listen port
-	Local netip.Addr // source address of the encapsulated packets
+	Local netip.Addr // source address of the encapsulated packets; invalid = by route
 }
 
 func (l Link) String() string {
@@ -104,7 +104,11 @@ func (l Link) String() string {
 		fmt.Fprintf(&b, " type %s", l.Kind)
 	}
 	if l.Kind == "vxlan" {
-		fmt.Fprintf(&b, " id %d dstport %d local %v nolearning", l.VXLAN.VNI, l.VXLAN.Port, l.VXLAN.Local)
+		fmt.Fprintf(&b, " id %d dstport %d", l.VXLAN.VNI, l.VXLAN.Port)
+		if l.VXLAN.Local.IsValid() {
+			fmt.Fprintf(&b, " local %v", l.VXLAN.Local)
+		}
+		b.WriteString(" nolearning")
 	}
 	if l.HardwareAddr != nil {
 		fmt.Fprintf(&b, " address %v", l.HardwareAddr)

@@ -142,7 +142,7 @@ func (k *NetlinkKernel) LinkEnsure(want Link) error {
 			nl = &netlink.Bridge{LinkAttrs: attrs}
 		case "vxlan":
 			nl = &netlink.Vxlan{LinkAttrs: attrs, VxlanId: int(want.VXLAN.VNI),
-				SrcAddr: want.VXLAN.Local.AsSlice(), Port: int(want.VXLAN.Port), Learning: false}
+				SrcAddr: ipOrNil(want.VXLAN.Local), Port: int(want.VXLAN.Port), Learning: false}
 		default:
 			return fmt.Errorf("link %s: %w", want.Name, ErrNotFound)
 		}
@@ -268,6 +268,14 @@ func (k *NetlinkKernel) Underlay(addr netip.Addr) (Underlay, error) {
 		return Underlay{Dev: l.Attrs().Name, MTU: l.Attrs().MTU, Prefix: p}, nil
 	}
 	return Underlay{}, fmt.Errorf("no device holds %v: %w", addr, ErrNotFound)
+}
+
+// ipOrNil converts at the netlink boundary; invalid = nil.
+func ipOrNil(a netip.Addr) net.IP {
+	if !a.IsValid() {
+		return nil
+	}
+	return a.AsSlice()
 }
 
 // ipNet converts at the netlink boundary.

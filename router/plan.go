@@ -70,10 +70,16 @@ func makePlan(cfg Config, u Underlay) plan {
 		{"net/ipv4/neigh/" + cfg.Bridge + "/proxy_delay", "0"},
 		{"net/ipv4/conf/" + cfg.Bridge + "/rp_filter", "2"},
 	}
-	if cfg.uses(TransportVXLAN) && cfg.Underlay.IsValid() {
+	if cfg.uses(TransportVXLAN) {
+		// Without a known underlay address the kernel picks the source
+		// address of the encapsulated packets by route.
+		local := netip.Addr{}
+		if knownUnderlay(cfg) {
+			local = cfg.Underlay
+		}
 		p.vxlan = &Link{Name: cfg.VXIface, Kind: "vxlan", MTU: p.mtu, Up: true,
 			HardwareAddr: VTEPMAC(cfg.ID),
-			VXLAN:        VXLAN{VNI: cfg.VNI, Port: cfg.VXPort, Local: cfg.Underlay}}
+			VXLAN:        VXLAN{VNI: cfg.VNI, Port: cfg.VXPort, Local: local}}
 		p.sysctls = append(p.sysctls, sysctl{"net/ipv4/conf/" + cfg.VXIface + "/rp_filter", "2"})
 	}
 	if cfg.uses(TransportWireGuard) {
@@ -139,6 +145,12 @@ func makePlan(cfg Config, u Underlay) plan {
 	return p
 }
 
+// knownUnderlay reports whether cfg names this host's underlay address
+// (not unset, not the wildcard a listener may be bound to).
+func knownUnderlay(cfg Config) bool {
+	return cfg.Underlay.IsValid() && !cfg.Underlay.IsUnspecified()
+}
+
 // TransportNone is reported for a peer that cannot be reached with the
 // configured transport (no key, no underlay address, not on-link for direct).
 const TransportNone = "none"
@@ -161,7 +173,7 @@ func peerTransport(cfg Config, u Underlay, pr Peer) string {
 		}
 		return TransportDirect
 	default: // vxlan, or auto insecure off-link
-		if !pr.Bridge.IsValid() || !cfg.Underlay.IsValid() {
+		if !pr.Bridge.IsValid() {
 			return TransportNone
 		}
 		return TransportVXLAN

@@ -23,7 +23,7 @@ import (
 func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) (plan, error) {
 	var u Underlay
 	var errs []error
-	if cfg.Underlay.IsValid() {
+	if knownUnderlay(cfg) {
 		var err error
 		if u, err = r.kernel.Underlay(cfg.Underlay); err != nil {
 			err = fmt.Errorf("underlay %v: %w", cfg.Underlay, err)

@@ -196,6 +196,33 @@ func TestTranscripts(t *testing.T) {
 			mtu:        1450,
 		},
 		{
+			name: "vxlan with the underlay unknown (wildcard listener): source by route, MTU from 1500",
+			cfg: func() router.Config {
+				c := testConfig(router.TransportVXLAN, true)
+				c.Underlay, c.Peers, c.Masquerade = addr("0.0.0.0"), c.Peers[1:], false
+				return c
+			}(),
+			want: []string{
+				"sysctl net/ipv4/ip_forward=1",
+				"link ensure weft type bridge mtu 1450 up",
+				"link ensure weft-vx type vxlan id 1 dstport 4789 nolearning address " + vtepA + " mtu 1450 up",
+				"sysctl net/ipv4/conf/weft/proxy_arp=1",
+				"sysctl net/ipv4/neigh/weft/proxy_delay=0",
+				"sysctl net/ipv4/conf/weft/rp_filter=2",
+				"sysctl net/ipv4/conf/weft-vx/rp_filter=2",
+				"addr add 10.32.0.1/12 dev weft noprefixroute",
+				"fdb replace " + vtepC + " dst 172.16.0.12 dev weft-vx",
+				"neigh replace 10.40.0.1 lladdr " + vtepC + " dev weft-vx",
+				"route replace unreachable 10.32.0.0/12",
+				"route replace 10.32.0.0/14 dev weft src 10.32.0.1",
+				"route replace 10.40.0.0/14 via 10.40.0.1 dev weft-vx onlink src 10.32.0.1",
+				"route replace 10.40.0.1/32 via 10.40.0.1 dev weft-vx onlink src 10.32.0.1",
+				"route replace 10.44.0.0/15 via 10.40.0.1 dev weft-vx onlink src 10.32.0.1",
+			},
+			transports: map[peer.ID]string{0xc: "vxlan"},
+			mtu:        1450,
+		},
+		{
 			name: "bridge address not yet allocated: devices only, no routes",
 			cfg: func() router.Config {
 				c := testConfig(router.TransportDirect, true)
