@@ -233,6 +233,30 @@ func TestResetTranscript(t *testing.T) {
 	}
 }
 
+func TestResetConfigNames(t *testing.T) {
+	f := newFixture(t, router.Options{})
+	cfg := testConfig(router.TransportVXLAN, true)
+	cfg.Bridge, cfg.VXIface = "br-x", "vx-x"
+	f.set(t, cfg)
+	// A fresh Router (weft reset) over the same kernel, told the names.
+	r2, err := router.New(router.Options{Kernel: f.k, WireGuard: f.wg.Factory()})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := r2.ResetConfig(cfg); err != nil {
+		t.Fatalf("ResetConfig: %v", err)
+	}
+	got := f.take()
+	for _, l := range []string{"link delete vx-x", "link delete br-x", "nft delete table ip weft"} {
+		if !slices.Contains(got, l) {
+			t.Errorf("ResetConfig transcript lacks %q:\n%s", l, strings.Join(got, "\n"))
+		}
+	}
+	if r := f.k.Routes(); len(r) != 0 {
+		t.Errorf("routes after ResetConfig = %q; want none", r)
+	}
+}
+
 func TestStats(t *testing.T) {
 	f := newFixture(t, router.Options{})
 	f.set(t, testConfig(router.TransportWireGuard, false))

@@ -18,6 +18,15 @@ func (r *Router) Reset() error {
 	if cfg.Bridge == "" {
 		cfg = DefaultConfig()
 	}
+	r.mu.Unlock()
+	return r.ResetConfig(cfg)
+}
+
+// ResetConfig is Reset with the device names of cfg (Bridge, WGIface,
+// VXIface): `weft reset` runs in a process that never called Set, and the
+// names may differ from the defaults (--bridge, --wg-iface).
+func (r *Router) ResetConfig(cfg Config) error {
+	r.mu.Lock()
 	r.haveCfg = false
 	r.mu.Unlock()
 
