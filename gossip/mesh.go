@@ -33,6 +33,7 @@ type Mesh struct {
 	changed   chan struct{} // membership or metadata changed (cap 1)
 	badFrames atomic.Uint64 // undecodable messages received
 	started   atomic.Bool
+	shut      atomic.Bool // Shutdown was called: Run must not leave
 
 	mu        sync.Mutex // guards following
 	metaBytes []byte
@@ -149,6 +150,9 @@ func (m *Mesh) Run(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	if m.shut.Load() {
+		return nil // crashed on purpose (Shutdown): no goodbye
+	}
 	m.sayBye()
 	if err := m.ml.Leave(2 * time.Second); err != nil {
 		m.log.Warn("leave", "err", err)
@@ -175,6 +179,9 @@ func (m *Mesh) heardBye(id peer.ID) {
 	for _, e := range m.peers {
 		if e.info.ID == id {
 			e.saidBye = true
+			if e.info.State == peer.Dead {
+				e.info.State = peer.Left // the leave overtook the goodbye
+			}
 		}
 	}
 	m.mu.Unlock()
@@ -182,7 +189,10 @@ func (m *Mesh) heardBye(id peer.ID) {
 
 // Shutdown stops memberlist without a graceful leave (tests simulating a
 // crash); Run must not be running.
-func (m *Mesh) Shutdown() error { return m.ml.Shutdown() }
+func (m *Mesh) Shutdown() error {
+	m.shut.Store(true)
+	return m.ml.Shutdown()
+}
 
 // sendLarge sends broadcasts too large for UDP to each alive peer by TCP.
 func (m *Mesh) sendLarge(ctx context.Context) {
@@ -397,7 +407,9 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 	switch {
 	case ev != "leave":
 		e.info.State = peer.Alive
-		e.saidBye = false
+		if ev == "join" {
+			e.saidBye = false // a new life
+		}
 	case e.saidBye:
 		e.info.State = peer.Left
 	default:
