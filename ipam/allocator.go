@@ -46,21 +46,24 @@ type Allocator struct {
 	out     chan outMsg            // unicasts for the sender goroutine
 	done    chan struct{}          // closed by Close
 
-	mu        sync.Mutex // guards following
-	ring      Ring
-	allocs    map[string]uint32 // allocation id -> offset
-	used      map[uint32]string // offset -> allocation id
-	peers     map[peer.ID]peer.Info
-	wake      chan struct{} // closed and replaced on every change waiters care about
-	leaving   bool          // Handoff started: never allocate again
-	closed    bool
-	heard     map[peer.ID]bool // peers that spoke bootstrap Paxos to us
-	acceptors map[instanceKey]*acceptorState
-	proposals map[instanceKey]*proposal // our rounds in flight
-	maxBallot uint32                    // highest ballot N seen
-	nextReq   uint64
-	replies   map[uint64]chan *message // donation/handoff replies awaited
-	cursor    uint32                   // next offset to try in findFreeLocked
+	mu      sync.Mutex // guards following
+	ring    Ring
+	allocs  map[string]uint32 // allocation id -> offset
+	used    map[uint32]string // offset -> allocation id
+	peers   map[peer.ID]peer.Info
+	wake    chan struct{} // closed and replaced on every change waiters care about
+	leaving bool          // Handoff started: never allocate again
+	// handoffTarget is the peer our tokens were offered to, which may have
+	// taken them: later Handoff calls offer to it alone.
+	handoffTarget peer.ID
+	closed        bool
+	heard         map[peer.ID]bool // peers that spoke bootstrap Paxos to us
+	acceptors     map[instanceKey]*acceptorState
+	proposals     map[instanceKey]*proposal // our rounds in flight
+	maxBallot     uint32                    // highest ballot N seen
+	nextReq       uint64
+	replies       map[uint64]chan *message // donation/handoff replies awaited
+	cursor        uint32                   // next offset to try in findFreeLocked
 	// foreignPrepare is when another peer last sent a bootstrap Prepare: we
 	// hold back our own rounds for a while to let it finish (fewer duels).
 	foreignPrepare time.Time

@@ -227,13 +227,27 @@ func (c *cluster) healAndConverge(d time.Duration) {
 	c.t.Helper()
 	c.net.Heal()
 	c.setPeers()
-	eventually(c.t, d, "rings converged", func() bool {
+	deadline := time.Now().Add(d)
+	for {
 		c.net.Sync()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
 		_ = c.net.WaitIdle(ctx)
-		return c.converged()
-	})
+		cancel()
+		if c.converged() {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, id := range c.live() {
+				st := c.get(id).Status()
+				c.t.Logf("peer %s: %s owned %d allocated %d", id, st.Status, st.Owned, st.Allocated)
+				for _, r := range st.Runs {
+					c.t.Logf("   %s-%s %s free %d", r.Start, r.End, r.Owner, r.Free)
+				}
+			}
+			c.t.Fatalf("rings did not converge within %v; rejected messages: %v", d, c.net.Rejected())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // checkUnique fails if two live allocations anywhere share an address, or

@@ -146,4 +146,10 @@ var (
 	ErrForgedOwnToken    = errors.New("message carries our own token at a version we never wrote")
 	ErrSelf              = errors.New("cannot reclaim self")
 	ErrUnknownAllocation = errors.New("no such allocation")
+
+	// Internal outcomes of a Paxos round; callers retry on them.
+	errPreempted = errors.New("paxos: preempted by a higher ballot")
+	errMismatch  = errors.New("paxos: acceptors see the dead peer's tokens differently")
+	errHasRing   = errors.New("paxos: a ring exists already")
+	errNoQuorum  = errors.New("paxos: no quorum before the timeout")
 )

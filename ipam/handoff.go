@@ -9,8 +9,11 @@ package ipam
 // broadcast: until then the space stays its own, so it is never ownerless,
 // and since the leaving peer never allocates again, a lost acknowledgement
 // can at worst leave both believing they own it with only the recipient
-// allocating. If nobody acknowledges, Handoff returns ErrNoPeer and the
-// space can be reclaimed with rmpeer after this peer is gone.
+// allocating. An offer that may have been taken (sent, not acknowledged) is
+// only ever repeated to the same peer, never to another: two recipients of
+// the same tokens at the same version would be two owners. If nobody
+// acknowledges, Handoff returns ErrNoPeer and the space can be reclaimed
+// with rmpeer after this peer is gone.
 
 import (
 	"context"
@@ -31,14 +34,22 @@ func (a *Allocator) Handoff(ctx context.Context) error {
 		return nil
 	}
 	var cands []peer.ID
-	for _, id := range a.liveLocked() {
-		if id != a.cfg.Self {
-			cands = append(cands, id)
+	if a.handoffTarget != 0 {
+		// An earlier offer may have been taken without our hearing of it:
+		// offering the same tokens to another peer could give them two
+		// owners, so we only ever retry the same peer (merging the same
+		// tokens twice is a no-op for it).
+		cands = []peer.ID{a.handoffTarget}
+	} else {
+		for _, id := range a.liveLocked() {
+			if id != a.cfg.Self {
+				cands = append(cands, id)
+			}
 		}
 	}
 	a.mu.Unlock()
 	for _, c := range cands {
-		ok, err := a.handoffTo(ctx, c)
+		ok, refused, err := a.handoffTo(ctx, c)
 		if err != nil {
 			return err
 		}
@@ -46,11 +57,17 @@ func (a *Allocator) Handoff(ctx context.Context) error {
 			a.log.Info("handed space off", "to", c)
 			return nil
 		}
+		if !refused {
+			return fmt.Errorf("handoff to %s: offer sent, no acknowledgement: %w", c, ErrNoPeer)
+		}
 	}
 	return fmt.Errorf("handoff: %w", ErrNoPeer)
 }
 
-func (a *Allocator) handoffTo(ctx context.Context, to peer.ID) (bool, error) {
+// handoffTo offers all our tokens to `to`. refused means `to` certainly did
+// not take them (the send failed or it said no), so another peer may be
+// tried.
+func (a *Allocator) handoffTo(ctx context.Context, to peer.ID) (ok, refused bool, err error) {
 	a.mu.Lock()
 	give := a.ring.ownedBy(a.cfg.Self)
 	for i := range give {
@@ -71,17 +88,26 @@ func (a *Allocator) handoffTo(ctx context.Context, to peer.ID) (bool, error) {
 
 	sctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
 	defer cancel()
+	a.mu.Lock()
+	a.handoffTarget = to // from now on the offer may have been taken
+	a.mu.Unlock()
 	if err := a.tr.SendTo(sctx, to, m.encode()); err != nil {
 		a.log.Debug("handoff send", "to", to, "err", err)
-		return false, ctx.Err()
+		a.mu.Lock()
+		a.handoffTarget = 0 // SendTo failed: not delivered
+		a.mu.Unlock()
+		return false, true, ctx.Err()
 	}
 	select {
 	case r := <-ch:
 		if r.Flags&flagOK == 0 {
-			return false, nil
+			a.mu.Lock()
+			a.handoffTarget = 0 // refused: it did not merge them
+			a.mu.Unlock()
+			return false, true, nil
 		}
 	case <-sctx.Done():
-		return false, ctx.Err()
+		return false, false, ctx.Err()
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -91,9 +117,9 @@ func (a *Allocator) handoffTo(ctx context.Context, to peer.ID) (bool, error) {
 	a.ring, a.allocs, a.used = next, map[string]uint32{}, map[uint32]string{}
 	if err := a.commitLocked(&batch{tokens: give, delAll: true, owners: true}, give); err != nil {
 		a.ring, a.allocs, a.used = old, oldAllocs, oldUsed
-		return false, fmt.Errorf("handoff to %s: %w", to, err)
+		return false, false, fmt.Errorf("handoff to %s: %w", to, err)
 	}
-	return true, nil
+	return true, false, nil
 }
 
 func (a *Allocator) handleHandoffLocked(from peer.ID, m *message) error {

@@ -20,18 +20,10 @@ package ipam
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"time"
 
 	"github.com/weftmesh/weft/peer"
-)
-
-var (
-	errPreempted = errors.New("paxos: preempted by a higher ballot")
-	errMismatch  = errors.New("paxos: acceptors see the dead peer's tokens differently")
-	errHasRing   = errors.New("paxos: a ring exists already")
-	errNoQuorum  = errors.New("paxos: no quorum before the timeout")
 )
 
 type reply struct {
