@@ -18,6 +18,9 @@ const BridgeID = "weft:bridge"
 // blocks while the ring awaits consensus or a donation is under way, until
 // ctx is done; it returns ErrNoSpace when no live peer has space to give.
 func (a *Allocator) Allocate(ctx context.Context, id string) (netip.Prefix, error) {
+	if id == "" {
+		return netip.Prefix{}, fmt.Errorf("allocate: %w", ErrEmptyID)
+	}
 	refused := map[peer.ID]bool{} // donors that failed us during this call
 	var pending peer.ID           // donor asked, reply awaited
 	var pendingCh chan *message

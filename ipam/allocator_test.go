@@ -176,6 +176,9 @@ func TestAllocateReleaseRestart(t *testing.T) {
 		}
 		got[cid] = p
 	}
+	if _, err := a.Allocate(ctx, ""); !errors.Is(err, ipam.ErrEmptyID) {
+		t.Fatalf("Allocate(\"\") = %v; want ErrEmptyID", err)
+	}
 	if _, err := a.Allocate(ctx, ipam.BridgeID); err != nil {
 		t.Fatal(err)
 	}

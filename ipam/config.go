@@ -116,6 +116,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ipam config: self ID is zero: %w", ErrBadConfig)
 	case c.DBPath == "":
 		return fmt.Errorf("ipam config: empty DBPath: %w", ErrBadConfig)
+	case c.Init.Mode < InitConsensus || c.Init.Mode > InitObserver:
+		return fmt.Errorf("ipam config: init mode %d: %w", c.Init.Mode, ErrBadInit)
 	case c.Init.Mode == InitConsensus && c.Init.Quorum < 1:
 		return fmt.Errorf("ipam config: consensus=%d: %w", c.Init.Quorum, ErrBadInit)
 	case c.Init.Mode == InitSeed && len(c.Init.Seeds) == 0:
@@ -128,24 +130,24 @@ func (c Config) Validate() error {
 
 // Errors callers can test with errors.Is.
 var (
-	ErrBadConfig         = errors.New("bad ipam config")
-	ErrBadRange          = errors.New("bad address range")
-	ErrBadInit           = errors.New("ipalloc-init must be consensus=N, seed=NAME,... or observer")
-	ErrNoSpace           = errors.New("no free address anywhere in the range")
-	ErrClosed            = errors.New("allocator closed")
-	ErrLeaving           = errors.New("allocator handed its space off")
-	ErrPeerAlive         = errors.New("peer is alive; refusing to reclaim its space")
-	ErrNothingToReclaim  = errors.New("peer owns no space")
-	ErrReclaimedByOther  = errors.New("another peer won the reclaim")
-	ErrNoQuorum          = errors.New("too few peers reachable to decide safely")
-	ErrNotReady          = errors.New("ring not ready: awaiting consensus")
-	ErrNoPeer            = errors.New("no live peer accepted the handoff")
-	ErrBadMessage        = errors.New("malformed ipam message")
-	ErrDifferentRing     = errors.New("message belongs to a different ring")
-	ErrClaimOnAllocated  = errors.New("message claims a range with our allocations")
-	ErrForgedOwnToken    = errors.New("message carries our own token at a version we never wrote")
-	ErrSelf              = errors.New("cannot reclaim self")
-	ErrUnknownAllocation = errors.New("no such allocation")
+	ErrBadConfig        = errors.New("bad ipam config")
+	ErrBadRange         = errors.New("bad address range")
+	ErrBadInit          = errors.New("ipalloc-init must be consensus=N, seed=NAME,... or observer")
+	ErrNoSpace          = errors.New("no free address anywhere in the range")
+	ErrClosed           = errors.New("allocator closed")
+	ErrLeaving          = errors.New("allocator handed its space off")
+	ErrPeerAlive        = errors.New("peer is alive; refusing to reclaim its space")
+	ErrNothingToReclaim = errors.New("peer owns no space")
+	ErrReclaimedByOther = errors.New("another peer won the reclaim")
+	ErrNoQuorum         = errors.New("too few peers reachable to decide safely")
+	ErrNotReady         = errors.New("ring not ready: awaiting consensus")
+	ErrNoPeer           = errors.New("no live peer accepted the handoff")
+	ErrBadMessage       = errors.New("malformed ipam message")
+	ErrDifferentRing    = errors.New("message belongs to a different ring")
+	ErrClaimOnAllocated = errors.New("message claims a range with our allocations")
+	ErrForgedOwnToken   = errors.New("message carries our own token at a version we never wrote")
+	ErrSelf             = errors.New("cannot reclaim self")
+	ErrEmptyID          = errors.New("allocation ID is empty")
 
 	// Internal outcomes of a Paxos round; callers retry on them.
 	errPreempted = errors.New("paxos: preempted by a higher ballot")
