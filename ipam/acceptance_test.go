@@ -1,11 +1,15 @@
 package ipam_test
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/ipam"
+	"github.com/weftmesh/weft/peer"
 )
 
 // TestConcurrentAllocations mirrors acceptance 2 in memory: 300
@@ -87,4 +91,39 @@ func TestPartitionHeal(t *testing.T) {
 	if errs := c.net.Rejected(); len(errs) != 0 {
 		t.Fatalf("messages rejected: %v", errs)
 	}
+}
+
+// TestReclaimRefusedWithoutMajority: with one of five peers dead and the
+// other four split 2|2, neither side may reclaim its space (each sees only
+// 2 of an electorate of 4); after heal, one reclaim succeeds.
+func TestReclaimRefusedWithoutMajority(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 5, "10.32.0.0/16", consensus(5), 22)
+	defer c.close()
+	for _, id := range c.ids {
+		c.startQuiet(id)
+	}
+	c.setPeers()
+	c.waitReady(10*time.Second, c.ids...)
+	c.healAndConverge(10 * time.Second)
+	dead := c.ownerOtherThan()
+	c.stopPeer(dead)
+	var rest []peer.ID
+	for _, id := range c.ids {
+		if id != dead {
+			rest = append(rest, id)
+		}
+	}
+	c.net.Partition(rest[:2])
+	c.setPeers()
+	ctx := ctxT(t, 10*time.Second)
+	for _, id := range []peer.ID{rest[0], rest[2]} {
+		if n, err := c.get(id).Reclaim(ctx, dead); !errors.Is(err, ipam.ErrNoQuorum) {
+			t.Fatalf("Reclaim from %s during a 2|2 split = %d, %v; want ErrNoQuorum", id, n, err)
+		}
+	}
+	c.healAndConverge(10 * time.Second)
+	if n, err := c.get(rest[1]).Reclaim(ctx, dead); err != nil || n == 0 {
+		t.Fatalf("Reclaim after heal = %d, %v", n, err)
+	}
+	c.healAndConverge(10 * time.Second)
 }
