@@ -215,7 +215,7 @@ func measure(t *testing.T, p benchPath, dur int) benchResult {
 	var r benchResult
 	r.tcp1 = num(iperf(), "sum_received", "bits_per_second") / 1e9
 	r.tcp4 = num(iperf("-P", "4"), "sum_received", "bits_per_second") / 1e9
-	u := iperf("-u", "-b", "1G", "-l", strconv.Itoa(p.udpLen))
+	u := iperf("-u", "-b", "1G", "-w", "4M", "-l", strconv.Itoa(p.udpLen))
 	if _, ok := u["sum_received"]; ok {
 		r.udp, r.udpLoss = num(u, "sum_received", "bits_per_second")/1e9, num(u, "sum_received", "lost_percent")
 	} else {
