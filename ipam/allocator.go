@@ -85,7 +85,8 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 		return nil, err
 	}
 	size := uint64(1) << (32 - cfg.Range.Bits())
-	ring, allocs, acc, err := st.load(size)
+	saved, err := st.load(size)
+	ring, allocs, acc := saved.ring, saved.allocs, saved.acceptors
 	if err != nil {
 		st.close()
 		return nil, err
@@ -105,6 +106,9 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 		proposals: map[instanceKey]*proposal{},
 		replies:   map[uint64]chan *message{},
 		nextReq:   rand.Uint64(),
+		leaving:   saved.leaving,
+		// A handoff interrupted by a restart resumes with the same peer.
+		handoffTarget: saved.target,
 	}
 	for id, off := range allocs {
 		a.used[off] = id

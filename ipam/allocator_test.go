@@ -409,6 +409,16 @@ func TestHandoff(t *testing.T) {
 	if st := a.Status(); st.Allocated != 0 {
 		t.Fatalf("leaving peer still has %d allocations", st.Allocated)
 	}
+	// A restart on the same data (no reset) stays handed off.
+	c.stopPeer(c.ids[0])
+	a = c.start(c.ids[0])
+	if _, err := a.Allocate(ctx, "z"); !errors.Is(err, ipam.ErrLeaving) {
+		t.Fatalf("Allocate after Handoff and restart = %v; want ErrLeaving", err)
+	}
+	c.healAndConverge(10 * time.Second)
+	if errs := c.net.Rejected(); len(errs) != 0 {
+		t.Fatalf("rejected after handoff: %v", errs)
+	}
 }
 
 func TestParseInit(t *testing.T) {

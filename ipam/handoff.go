@@ -1,6 +1,10 @@
 package ipam
 
-// Graceful handoff (weft reset, leave). The leaving peer stops allocating,
+// Graceful handoff (weft reset, leave). Not for ordinary restarts: pods
+// keep their addresses across those, so the peer keeps its space. The
+// leaving peer first persists that it is leaving and drops its allocations
+// (its pods are going away), so a restart before the end comes back
+// leaving too, and never refuses the recipient's claim. It then stops allocating,
 // rewrites all its tokens with a live peer as owner (version+1, full free
 // counts: its pods are going away) and sends them by unicast. The recipient
 // merges them like any ring message (its own allocations are protected),
@@ -27,8 +31,20 @@ import (
 // allocator allocates nothing (ErrLeaving), whatever the outcome.
 func (a *Allocator) Handoff(ctx context.Context) error {
 	a.mu.Lock()
-	a.leaving = true
-	a.wakeLocked()
+	if !a.leaving {
+		// Persist the decision first, our allocations dropped with it: if
+		// we restart before an offer is confirmed, we come back leaving
+		// and with nothing that would make us refuse the recipient's
+		// claim on our old space.
+		none := peer.ID(0)
+		if err := a.st.commit(&batch{delAll: true, leaving: &none}); err != nil {
+			a.mu.Unlock()
+			return fmt.Errorf("handoff: %w", err)
+		}
+		a.leaving = true
+		a.allocs, a.used = map[string]uint32{}, map[uint32]string{}
+		a.wakeLocked()
+	}
 	if !a.ring.Ready() || len(a.ring.ownedBy(a.cfg.Self)) == 0 {
 		a.mu.Unlock()
 		return nil
@@ -90,20 +106,20 @@ func (a *Allocator) handoffTo(ctx context.Context, to peer.ID) (ok, refused bool
 	defer cancel()
 	a.mu.Lock()
 	a.handoffTarget = to // from now on the offer may have been taken
+	err = a.st.commit(&batch{leaving: &to})
 	a.mu.Unlock()
+	if err != nil {
+		return false, false, fmt.Errorf("handoff to %s: %w", to, err)
+	}
 	if err := a.tr.SendTo(sctx, to, m.encode()); err != nil {
 		a.log.Debug("handoff send", "to", to, "err", err)
-		a.mu.Lock()
-		a.handoffTarget = 0 // SendTo failed: not delivered
-		a.mu.Unlock()
+		a.clearHandoffTarget() // SendTo failed: not delivered
 		return false, true, ctx.Err()
 	}
 	select {
 	case r := <-ch:
 		if r.Flags&flagOK == 0 {
-			a.mu.Lock()
-			a.handoffTarget = 0 // refused: it did not merge them
-			a.mu.Unlock()
+			a.clearHandoffTarget() // refused: it did not merge them
 			return false, true, nil
 		}
 	case <-sctx.Done():
@@ -113,13 +129,24 @@ func (a *Allocator) handoffTo(ctx context.Context, to peer.ID) (ok, refused bool
 	defer a.mu.Unlock()
 	next := a.ring.Clone()
 	next.Merge(give)
-	old, oldAllocs, oldUsed := a.ring, a.allocs, a.used
-	a.ring, a.allocs, a.used = next, map[string]uint32{}, map[uint32]string{}
-	if err := a.commitLocked(&batch{tokens: give, delAll: true, owners: true}, give); err != nil {
-		a.ring, a.allocs, a.used = old, oldAllocs, oldUsed
+	old := a.ring
+	a.ring = next
+	if err := a.commitLocked(&batch{tokens: give, owners: true}, give); err != nil {
+		a.ring = old
 		return false, false, fmt.Errorf("handoff to %s: %w", to, err)
 	}
 	return true, false, nil
+}
+
+// clearHandoffTarget forgets an offer that certainly was not taken.
+func (a *Allocator) clearHandoffTarget() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.handoffTarget = 0
+	none := peer.ID(0)
+	if err := a.st.commit(&batch{leaving: &none}); err != nil {
+		a.log.Warn("handoff: persist", "err", err)
+	}
 }
 
 func (a *Allocator) handleHandoffLocked(from peer.ID, m *message) error {

@@ -25,6 +25,7 @@ var (
 	keyRange     = []byte("range")
 	keySelf      = []byte("self")
 	keySeed      = []byte("seed")
+	keyLeaving   = []byte("leaving") // present once Handoff started: 8-byte target (0 = none yet)
 )
 
 type store struct {
@@ -50,6 +51,7 @@ type batch struct {
 	lazy     bool // skip fsync: the data can be recovered from gossip
 	acceptor *instanceKey
 	accState acceptorState
+	leaving  *peer.ID // mark the store as handed off, to this target
 }
 
 func openStore(path string, rng netip.Prefix, self peer.ID, noSync bool) (*store, error) {
@@ -85,13 +87,26 @@ func openStore(path string, rng netip.Prefix, self peer.ID, noSync bool) (*store
 func (s *store) close() error { return s.db.Close() }
 
 // load reads the ring, the allocations and the acceptor states.
-func (s *store) load(size uint64) (Ring, map[string]uint32, map[instanceKey]*acceptorState, error) {
+// stored is what load returns.
+type stored struct {
+	ring      Ring
+	allocs    map[string]uint32
+	acceptors map[instanceKey]*acceptorState
+	leaving   bool    // Handoff started before the last shutdown
+	target    peer.ID // the peer our tokens were offered to, if any
+}
+
+func (s *store) load(size uint64) (stored, error) {
+	st := stored{}
 	r := Ring{Size: size}
 	allocs := map[string]uint32{}
 	acc := map[instanceKey]*acceptorState{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keySeed); len(v) == 8 {
 			r.Seed = binary.BigEndian.Uint64(v)
+		}
+		if v := tx.Bucket(bucketMeta).Get(keyLeaving); len(v) == 8 {
+			st.leaving, st.target = true, peer.ID(binary.BigEndian.Uint64(v))
 		}
 		if err := tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
 			if len(k) != 4 || len(v) != 16 {
@@ -126,9 +141,10 @@ func (s *store) load(size uint64) (Ring, map[string]uint32, map[instanceKey]*acc
 		})
 	})
 	if err != nil {
-		return Ring{}, nil, nil, fmt.Errorf("load ipam store: %w", err)
+		return stored{}, fmt.Errorf("load ipam store: %w", err)
 	}
-	return r, allocs, acc, nil
+	st.ring, st.allocs, st.acceptors = r, allocs, acc
+	return st, nil
 }
 
 func keyBytes(k instanceKey) []byte {
@@ -142,6 +158,11 @@ func keyBytes(k instanceKey) []byte {
 func (s *store) commit(b *batch) error {
 	s.db.NoSync = s.noSync || b.lazy
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		if b.leaving != nil {
+			if err := tx.Bucket(bucketMeta).Put(keyLeaving, binary.BigEndian.AppendUint64(nil, uint64(*b.leaving))); err != nil {
+				return err
+			}
+		}
 		if b.seed != 0 {
 			if err := tx.Bucket(bucketMeta).Put(keySeed, binary.BigEndian.AppendUint64(nil, b.seed)); err != nil {
 				return err
