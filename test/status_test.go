@@ -1,0 +1,434 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/weftmesh/weft/api/apitest"
+	"github.com/weftmesh/weft/test/testbed"
+)
+
+// httpPort is the port of the read-only listener the bed gives every peer.
+const httpPort = "6784"
+
+// forwardToHost listens on 127.0.0.1:0 in the test's (root) namespace and
+// splices every connection to addr, dialled inside h's namespace, so that a
+// browser on this machine reaches the peer's read-only listener. It returns
+// the local address; t's cleanup closes the listener and every connection
+// and waits for the goroutines.
+func forwardToHost(t *testing.T, h *testbed.Host, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("forwarder listen: %v", err)
+	}
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex // guards following
+		closed bool
+		conns  = map[net.Conn]bool{}
+	)
+	track := func(c net.Conn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			c.Close()
+			return false
+		}
+		conns[c] = true
+		return true
+	}
+	splice := func(dst, src net.Conn, done chan<- struct{}) {
+		_, _ = io.Copy(dst, src)
+		if tc, ok := dst.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		done <- struct{}{}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !track(c) {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				u, err := testbed.DialIn(ctx, h.NS, "tcp", addr)
+				cancel()
+				if err != nil || !track(u) {
+					return
+				}
+				defer u.Close()
+				done := make(chan struct{}, 2)
+				go splice(u, c, done)
+				go splice(c, u, done)
+				<-done
+				<-done
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		closed = true
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// hostClient returns an HTTP client whose connections are dialled inside
+// h's namespace.
+func hostClient(h *testbed.Host) *http.Client {
+	return &http.Client{
+		Timeout: 20 * time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return testbed.DialIn(ctx, h.NS, network, addr)
+			},
+		},
+	}
+}
+
+// get fetches path from h's read-only listener.
+func get(t *testing.T, h *testbed.Host, path string) (int, []byte) {
+	t.Helper()
+	return request(t, h, http.MethodGet, path, "")
+}
+
+func request(t *testing.T, h *testbed.Host, method, path, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+h.Addr.String()+":"+httpPort+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hostClient(h).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s on %s: %v", method, path, h.Name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s on %s: read body: %v", method, path, h.Name, err)
+	}
+	return resp.StatusCode, b
+}
+
+// volatileStatus strips from a decoded status document the fields that
+// change between two reads a moment apart: uptime, and per peer the last
+// seen and handshake times, byte counters and RTT.
+func volatileStatus(v any) any {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v
+	}
+	delete(m, "uptime_seconds")
+	peers, _ := m["peers"].([]any)
+	for _, p := range peers {
+		if pm, ok := p.(map[string]any); ok {
+			for _, k := range []string{"last_seen", "last_handshake", "rx_bytes", "tx_bytes", "rtt_ms"} {
+				delete(pm, k)
+			}
+		}
+	}
+	return m
+}
+
+// metricValue returns the value of the sample of family name whose labels
+// include want, and whether there is one.
+func metricValue(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if labels[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue(), true
+		case m.Counter != nil:
+			return m.GetCounter().GetValue(), true
+		case m.Untyped != nil:
+			return m.GetUntyped().GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+// launchSecureMeshWith is launchSecureMesh with extra launch flags for
+// every peer.
+func launchSecureMeshWith(t *testing.T, bed *testbed.Bed, extra ...string) {
+	t.Helper()
+	h1 := bed.Hosts[0]
+	h1.Launch(t, extra...)
+	secret := filepath.Join(bed.Dir, "secret")
+	testbed.Eventually(t, 20*time.Second, "h1 to create the secret", func() error {
+		b, err := os.ReadFile(filepath.Join(h1.Dir, "data", "secret"))
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(secret, b, 0o600)
+	})
+	for i, h := range bed.Hosts[1:] {
+		h.Launch(t, append([]string{"--password-file", secret, bed.Hosts[i].Addr.String()}, extra...)...)
+	}
+}
+
+// TestStatusPageMetricsAndAPI covers issue 7's acceptance on a 3-host
+// WireGuard bed with a pod and DNS records: every peer's status page in
+// headless Chromium, /metrics, /status against the CLI, the read-only TCP
+// listener and the control socket's permissions.
+func TestStatusPageMetricsAndAPI(t *testing.T) {
+	bed := testbed.New(t, 3)
+	bed.DumpLogsOnFailure(t)
+	// Every peer forwards to a resolver inside the bed, never the machine's.
+	inetNS, inetAddr := bed.AddInternet()
+	up := testbed.StartUpstreamDNS(t, inetNS, netip.AddrPortFrom(inetAddr, 53), nil)
+	launchSecureMeshWith(t, bed, "--dns-upstream="+up.Addr.String())
+	waitAlive(t, bed.Hosts, 3, 45*time.Second)
+	h1, h2, h3 := bed.Hosts[0], bed.Hosts[1], bed.Hosts[2]
+
+	p1 := h1.AddPod(t, "p1")
+	mustWeft(t, h2, "dns", "add", "web", "10.32.200.2")
+	// Traffic over WireGuard to both other peers: handshakes and bytes.
+	for _, h := range []*testbed.Host{h2, h3} {
+		b := bridgeOf(t, h)
+		testbed.Eventually(t, 30*time.Second, "pod on h1 to ping "+h.Name+"'s bridge", func() error { return p1.Ping(b) })
+	}
+	// A DNS query on h1, for the query counters.
+	ns1, err := p1.Nameserver()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDig(t, 20*time.Second, []resolver{{"pod on h1", p1.Exec, ns1}}, "web.weft.local", wantAddrs(netip.MustParseAddr("10.32.200.2")))
+	for _, h := range bed.Hosts {
+		testbed.Eventually(t, 20*time.Second, h.Name+" to list both DNS records", func() error {
+			st, err := h.Status()
+			if err != nil {
+				return err
+			}
+			if len(st.DNS.Entries) != 2 {
+				return fmt.Errorf("%d entries: %+v", len(st.DNS.Entries), st.DNS.Entries)
+			}
+			return nil
+		})
+	}
+
+	t.Run("status page in a browser", func(t *testing.T) {
+		out := apitest.OutDir(t)
+		for _, h := range bed.Hosts {
+			dir := filepath.Join(out, h.Name)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			url := "http://" + forwardToHost(t, h, h.Addr.String()+":"+httpPort) + "/"
+			start := time.Now()
+			rep := apitest.CheckPage(t, url, 3, dir)
+			t.Logf("%s: page checked in %v: peers %v %v, %d ring ranges, %d DNS records, %d pods, problems %q, screenshot %s",
+				h.Name, time.Since(start).Round(time.Millisecond), rep.Peers, rep.States, rep.Ranges, rep.DNSRecords, rep.Pods, rep.Problems, rep.Screenshot)
+			if diff := cmp.Diff([]string{"alive", "alive", "alive"}, rep.States); diff != "" {
+				t.Errorf("%s: peer states on the page (-want +got):\n%s", h.Name, diff)
+			}
+			if rep.DNSRecords != 2 {
+				t.Errorf("%s: page shows %d DNS records; want 2", h.Name, rep.DNSRecords)
+			}
+			if want := map[bool]int{true: 1, false: 0}[h == h1]; rep.Pods != want {
+				t.Errorf("%s: page shows %d local pods; want %d", h.Name, rep.Pods, want)
+			}
+			if len(rep.Problems) != 0 {
+				t.Errorf("%s: healthy mesh, but the page lists problems %q", h.Name, rep.Problems)
+			}
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		for _, h := range bed.Hosts {
+			code, body := get(t, h, "/metrics")
+			if code != http.StatusOK {
+				t.Fatalf("%s: GET /metrics: %d %s", h.Name, code, body)
+			}
+			parser := expfmt.NewTextParser(model.UTF8Validation)
+			fams, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
+			if err != nil {
+				t.Fatalf("%s: /metrics does not parse: %v", h.Name, err)
+			}
+			v := func(name string, labels ...string) float64 {
+				t.Helper()
+				want := map[string]string{}
+				for i := 0; i+1 < len(labels); i += 2 {
+					want[labels[i]] = labels[i+1]
+				}
+				x, ok := metricValue(fams, name, want)
+				if !ok {
+					t.Errorf("%s: /metrics has no %s%v", h.Name, name, want)
+				}
+				return x
+			}
+			check := func(what string, ok bool, got float64) {
+				t.Helper()
+				if !ok {
+					t.Errorf("%s: %s (got %v)", h.Name, what, got)
+				}
+			}
+			check("weft_status_up == 1", v("weft_status_up") == 1, v("weft_status_up"))
+			check("weft_info for this peer", v("weft_info", "name", h.Name, "transport", "wireguard") == 1, 0)
+			check("weft_uptime_seconds > 0", v("weft_uptime_seconds") > 0, v("weft_uptime_seconds"))
+			check("weft_peers{alive} == 3", v("weft_peers", "state", "alive") == 3, v("weft_peers", "state", "alive"))
+			for _, s := range []string{"suspect", "dead", "left"} {
+				check("weft_peers{"+s+"} == 0", v("weft_peers", "state", s) == 0, v("weft_peers", "state", s))
+			}
+			check("weft_connections{wireguard} == 2", v("weft_connections", "transport", "wireguard") == 2, v("weft_connections", "transport", "wireguard"))
+			owned, free, alloc := v("weft_ipam_addresses", "kind", "owned"), v("weft_ipam_addresses", "kind", "free"), v("weft_ipam_addresses", "kind", "allocated")
+			// The range's network and broadcast addresses are owned but never free.
+			check(fmt.Sprintf("ipam owned %v > 0, free %v, allocated %v >= 1: owned-2 <= free+allocated <= owned", owned, free, alloc),
+				owned > 0 && alloc >= 1 && free+alloc <= owned && free+alloc >= owned-2, owned)
+			check("weft_ipam_unreachable_share == 0", v("weft_ipam_unreachable_share") == 0, v("weft_ipam_unreachable_share"))
+			check("weft_dns_records == 2", v("weft_dns_records") == 2, v("weft_dns_records"))
+			pods := map[bool]float64{true: 1, false: 0}[h == h1]
+			check(fmt.Sprintf("weft_pods == %v", pods), v("weft_pods") == pods, v("weft_pods"))
+			check("weft_reconcile_runs_total > 0", v("weft_reconcile_runs_total") > 0, v("weft_reconcile_runs_total"))
+			check("weft_reconcile_errors_total >= 0", v("weft_reconcile_errors_total") >= 0, v("weft_reconcile_errors_total"))
+			v("weft_dns_queries_total")
+			if h != h1 {
+				continue
+			}
+			check("weft_dns_queries_total >= 1 on h1", v("weft_dns_queries_total") >= 1, v("weft_dns_queries_total"))
+			check("weft_cni_requests_total{allocate,200} >= 1", v("weft_cni_requests_total", "op", "allocate", "code", "200") >= 1,
+				v("weft_cni_requests_total", "op", "allocate", "code", "200"))
+			check("weft_cni_request_duration_seconds{allocate} count >= 1", v("weft_cni_request_duration_seconds", "op", "allocate") >= 1,
+				v("weft_cni_request_duration_seconds", "op", "allocate"))
+			for _, p := range []string{h2.Name, h3.Name} {
+				age := v("weft_peer_handshake_age_seconds", "peer", p)
+				check(fmt.Sprintf("handshake age with %s in [0, 180] s", p), age >= 0 && age <= 180, age)
+				check("rx bytes from "+p+" > 0", v("weft_peer_rx_bytes", "peer", p) > 0, v("weft_peer_rx_bytes", "peer", p))
+				check("tx bytes to "+p+" > 0", v("weft_peer_tx_bytes", "peer", p) > 0, v("weft_peer_tx_bytes", "peer", p))
+			}
+		}
+	})
+
+	t.Run("status over TCP equals weft status --json", func(t *testing.T) {
+		for _, h := range bed.Hosts {
+			testbed.Eventually(t, 20*time.Second, h.Name+": GET /status to match the CLI", func() error {
+				code, body := get(t, h, "/status")
+				if code != http.StatusOK {
+					return fmt.Errorf("GET /status: %d %s", code, body)
+				}
+				cli, stderr, err := h.Weft("status", "--json")
+				if err != nil {
+					return fmt.Errorf("weft status --json: %v: %s", err, stderr)
+				}
+				var overTCP, overCLI any
+				if err := json.Unmarshal(body, &overTCP); err != nil {
+					return fmt.Errorf("decode /status: %v", err)
+				}
+				if err := json.Unmarshal([]byte(cli), &overCLI); err != nil {
+					return fmt.Errorf("decode CLI: %v", err)
+				}
+				if diff := cmp.Diff(volatileStatus(overCLI), volatileStatus(overTCP)); diff != "" {
+					return fmt.Errorf("(-cli +tcp):\n%s", diff)
+				}
+				return nil
+			})
+		}
+	})
+
+	t.Run("TCP listener refuses mutations", func(t *testing.T) {
+		mutating := map[string]string{
+			"/ip/allocate": `{"id":"evil"}`,
+			"/ip/release":  `{"id":"weft:bridge"}`,
+			"/ip/gc":       `{"keep":[]}`,
+			"/dns/add":     `{"name":"evil","address":"10.32.200.66"}`,
+			"/dns/remove":  `{"name":"web"}`,
+			"/connect":     `{"peers":["192.0.2.1"]}`,
+			"/forget":      `{"peers":["` + h2.Addr.String() + `"]}`,
+			"/rmpeer":      `{"name":"h3"}`,
+		}
+		readOnly := []string{"/", "/status", "/status/peers", "/status/ipam", "/status/dns", "/ready", "/ip/lookup", "/dns/lookup", "/metrics"}
+		for _, h := range bed.Hosts {
+			for path, body := range mutating {
+				for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch, http.MethodGet} {
+					code, resp := request(t, h, m, path, body)
+					if code != http.StatusForbidden && code != http.StatusMethodNotAllowed {
+						t.Errorf("%s: %s %s over TCP: %d %s; want 403 or 405", h.Name, m, path, code, resp)
+					}
+				}
+			}
+			for _, path := range readOnly {
+				for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch} {
+					if code, resp := request(t, h, m, path, `{}`); code != http.StatusMethodNotAllowed && code != http.StatusForbidden {
+						t.Errorf("%s: %s %s over TCP: %d %s; want 405", h.Name, m, path, code, resp)
+					}
+				}
+			}
+		}
+		// Nothing changed: the records, the allocations and the mesh.
+		for _, h := range bed.Hosts {
+			st, err := h.Status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.DNS.Entries) != 2 {
+				t.Errorf("%s: %d DNS records after refused mutations; want 2: %+v", h.Name, len(st.DNS.Entries), st.DNS.Entries)
+			}
+			if _, _, err := h.Weft("ip", "lookup", "evil"); err == nil {
+				t.Errorf("%s: POST /ip/allocate over TCP allocated an address", h.Name)
+			}
+		}
+		waitAlive(t, bed.Hosts, 3, 10*time.Second)
+	})
+
+	t.Run("control socket is 0600 and root's", func(t *testing.T) {
+		for _, h := range bed.Hosts {
+			fi, err := os.Stat(h.Socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 || st.Uid != 0 || st.Gid != 0 {
+				t.Errorf("%s: %s is %v owned by %d:%d; want a socket, 0600, root:root", h.Name, h.Socket, fi.Mode(), st.Uid, st.Gid)
+			}
+		}
+	})
+}
