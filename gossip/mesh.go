@@ -418,9 +418,10 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 	if e.info.State == peer.Alive {
 		e.info.LastSeen = time.Now()
 	}
+	info := e.info
 	m.mu.Unlock()
-	if prev != e.info.State {
-		m.log.Info("peer "+string(e.info.State), "peer", n.Name, "id", e.info.ID, "addr", e.info.Addr, "event", ev)
+	if prev != info.State {
+		m.log.Info("peer "+string(info.State), "peer", n.Name, "id", info.ID, "addr", info.Addr, "event", ev)
 	}
 	m.signal()
 }

