@@ -419,6 +419,82 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 		waitAlive(t, bed.Hosts, 3, 10*time.Second)
 	})
 
+	t.Run("a dead peer is a problem in words", func(t *testing.T) {
+		h3.Kill()
+		killed := time.Now()
+		testbed.Eventually(t, 45*time.Second, "h1 to report h3 dead", func() error {
+			if st, _ := peerState(t, h1, h3.Name); st != "dead" {
+				return fmt.Errorf("h3 is %q", st)
+			}
+			return nil
+		})
+		t.Logf("h1 reports h3 dead %v after kill -9", time.Since(killed).Round(time.Millisecond))
+		st, err := h1.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h3Share float64
+		for _, o := range st.IPAM.Owners {
+			if o.Name == h3.Name {
+				h3Share = o.Share
+				if o.Reachable {
+					t.Errorf("status of h1: dead h3 is a reachable owner")
+				}
+			}
+		}
+		rmpeer := false
+		for _, p := range st.Problems {
+			rmpeer = rmpeer || strings.Contains(p, "weft rmpeer h3")
+		}
+		if !rmpeer {
+			t.Errorf("status of h1 with h3 dead: problems %q do not tell to run 'weft rmpeer h3'", st.Problems)
+		}
+
+		code, body := get(t, h1, "/metrics")
+		if code != http.StatusOK {
+			t.Fatalf("GET /metrics: %d", code)
+		}
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatalf("/metrics does not parse: %v", err)
+		}
+		for _, c := range []struct {
+			name   string
+			labels map[string]string
+			want   float64
+		}{
+			{"weft_peers", map[string]string{"state": "alive"}, 2},
+			{"weft_peers", map[string]string{"state": "dead"}, 1},
+			{"weft_connections", map[string]string{"transport": "wireguard"}, 1},
+			{"weft_ipam_unreachable_share", nil, h3Share},
+		} {
+			if got, ok := metricValue(fams, c.name, c.labels); !ok || got != c.want {
+				t.Errorf("h1 with h3 dead: %s%v = %v (present %v); want %v", c.name, c.labels, got, ok, c.want)
+			}
+		}
+		if h3Share <= 0 {
+			t.Errorf("h3 owned no share of the ring: %+v", st.IPAM.Owners)
+		}
+
+		dir := filepath.Join(apitest.OutDir(t), "h1-with-h3-dead")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		rep := apitest.CheckPage(t, "http://"+forwardToHost(t, h1, h1.Addr.String()+":"+httpPort)+"/", 3, dir)
+		t.Logf("h1's page with h3 dead: states %v, problems %q", rep.States, rep.Problems)
+		if diff := cmp.Diff([]string{"alive", "alive", "dead"}, rep.States); diff != "" {
+			t.Errorf("peer states on h1's page (-want +got):\n%s", diff)
+		}
+		shown := false
+		for _, p := range rep.Problems {
+			shown = shown || strings.Contains(p, "weft rmpeer h3")
+		}
+		if !shown {
+			t.Errorf("h1's page with h3 dead: problems %q do not tell to run 'weft rmpeer h3'", rep.Problems)
+		}
+	})
+
 	t.Run("control socket is 0600 and root's", func(t *testing.T) {
 		for _, h := range bed.Hosts {
 			fi, err := os.Stat(h.Socket)
