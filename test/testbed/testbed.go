@@ -426,3 +426,14 @@ func CleanupBinaries() {
 		os.RemoveAll(build.dir)
 	}
 }
+
+// PID returns the pid of the running weft peer (nsenter, unshare and sh
+// exec into it, so it is the launched process itself), or 0.
+func (h *Host) PID() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.proc == nil || h.proc.Process == nil {
+		return 0
+	}
+	return h.proc.Process.Pid
+}
