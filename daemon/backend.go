@@ -104,8 +104,12 @@ func mapIPAMError(err error) error {
 		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return fmt.Errorf("%w: %v (is the ring still awaiting consensus? see 'weft status ipam')", api.ErrUnavailable, err)
-	case errors.Is(err, ipam.ErrPeerAlive):
+	case errors.Is(err, ipam.ErrPeerAlive), errors.Is(err, ipam.ErrReclaimedByOther):
 		return fmt.Errorf("%w: %v", api.ErrConflict, err)
+	case errors.Is(err, ipam.ErrNoQuorum):
+		return fmt.Errorf("%w: %v (a majority of the peers must be reachable to reclaim safely)", api.ErrUnavailable, err)
+	case errors.Is(err, ipam.ErrNothingToReclaim):
+		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
 	}
 	return err
 }
