@@ -279,6 +279,10 @@ func (c *Containerd) teardown(t testing.TB) {
 	for _, cg := range cgs {
 		removeCgroup(cg)
 	}
+	// containerd 1.6 puts shim sockets in /run/containerd/s, whatever its
+	// state directory; remove the directories if no runtime uses them now.
+	_ = syscall.Rmdir("/run/containerd/s")
+	_ = syscall.Rmdir("/run/containerd")
 	for _, id := range ids {
 		cached, _ := filepath.Glob("/var/lib/cni/results/*-" + id + "-*")
 		for _, f := range cached {
