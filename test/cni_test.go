@@ -256,18 +256,43 @@ func TestCNIToolAddCheckDel(t *testing.T) {
 
 // TestCNIContainerd covers issue 5's acceptance 3: containerd's CRI plugin
 // (with runc) on two hosts runs pods through the conflist `weft setup-cni`
-// wrote; the pods ping each other across hosts, a pod's name resolves from
-// the other host's pod, and crictl stopp + rmp leave no veth, no address
-// and no name behind.
+// wrote; the pods ping each other across hosts (over VXLAN/direct, and
+// over WireGuard with a secret), a pod's name resolves from the other
+// host's pod, and crictl stopp + rmp leave no veth, no address and no name
+// behind, even when the peer is down during the removal.
 func TestCNIContainerd(t *testing.T) {
 	testbed.NeedCRI(t)
+	for _, tc := range []struct {
+		name   string
+		secure bool
+	}{
+		{"insecure", false},
+		{"wireguard", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testContainerd(t, tc.secure) })
+	}
+}
+
+func testContainerd(t *testing.T, secure bool) {
 	bed := testbed.New(t, 2)
 	bed.DumpLogsOnFailure(t)
 	h1, h2 := bed.Hosts[0], bed.Hosts[1]
-	h1.Launch(t, "--insecure")
-	h2.Launch(t, "--insecure", h1.Addr.String())
+	relaunch := []string{"--insecure"}
+	if secure {
+		launchSecureMesh(t, bed)
+		relaunch = nil // the secret is in h1's data directory
+	} else {
+		h1.Launch(t, "--insecure")
+		h2.Launch(t, "--insecure", h1.Addr.String())
+	}
 	waitAlive(t, bed.Hosts, 2, 30*time.Second)
 	base := waitIPAMReady(t, bed.Hosts)
+	if st, err := h1.Status(); err == nil {
+		t.Logf("h1: transport %s, encrypted %v", st.Transport, st.Encrypted)
+		if st.Encrypted != secure {
+			t.Errorf("h1 reports encrypted=%v; want %v", st.Encrypted, secure)
+		}
+	}
 
 	runtimes := make([]*testbed.Containerd, 2)
 	links := make([][]string, 2)
@@ -286,7 +311,7 @@ func TestCNIContainerd(t *testing.T) {
 		if pods[i], err = r.Inspect(id); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("pod %s.shop on %s: %s (sandbox %.12s, netns %s)", names[i], bed.Hosts[i].Name, pods[i].IP, id, pods[i].NetNS)
+		t.Logf("pod %s.shop on %s: %s (sandbox %.12s)", names[i], bed.Hosts[i].Name, pods[i].IP, id)
 		att, err := podsOn(bed.Hosts[i])
 		if err != nil {
 			t.Fatal(err)
@@ -322,6 +347,21 @@ func TestCNIContainerd(t *testing.T) {
 		}
 	}
 	waitDig(t, 20*time.Second, []resolver{{"host h2", h2.Run, bridgeOf(t, h2)}}, "web.shop.weft.local", wantStatus("NXDOMAIN"))
+
+	// The peer is down while the runtime removes a pod: the removal still
+	// succeeds, and the peer frees the address when it is back.
+	id := runtimes[0].RunPod(t, "cache", "shop")
+	wantAllocated(t, h1, base[0]+1, "the third pod's address allocated on h1")
+	h1.Stop()
+	if err := runtimes[0].RemovePod(id); err != nil {
+		t.Fatalf("stopp+rmp with the peer down: %v", err)
+	}
+	wantLinks(t, h1, links[0], "no veth left on h1 after stopp+rmp with the peer down")
+	h1.Launch(t, relaunch...)
+	wantAllocated(t, h1, base[0], "the spooled release applied when h1's peer is back")
+	if att, err := podsOn(h1); err != nil || len(att) != 0 {
+		t.Errorf("h1 still lists attachments %v after its restart (%v)", att, err)
+	}
 }
 
 // TestCNIConcurrentPods covers issue 5's acceptance 4: 30 weft-cni ADD
