@@ -238,8 +238,16 @@ func TestDNSAcrossMesh(t *testing.T) {
 		h1.Kill()
 		killed := time.Now()
 		deadAt := make(chan time.Duration, 1)
+		stop := make(chan struct{})
+		defer close(stop)
 		go func() { // when h3 first reports h1 dead, for the log
 			for time.Since(killed) < time.Minute {
+				select {
+				case <-stop:
+					deadAt <- -1
+					return
+				default:
+				}
 				if st, _ := peerState(t, h3, h1.Name); st == "dead" {
 					deadAt <- time.Since(killed)
 					return
