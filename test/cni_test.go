@@ -485,3 +485,30 @@ func TestCNIConcurrentPods(t *testing.T) {
 		t.Errorf("h1 still lists attachments %v (%v)", att, err)
 	}
 }
+
+// TestCNIBench runs scripts/bench-cni.sh (ADD/DEL p50/p99 of weft-cni and
+// of bridge+host-local, same run) against a real peer on a test bed. It
+// takes a while, so it runs only with WEFT_CNI_BENCH=1 (N=pods, default 100).
+func TestCNIBench(t *testing.T) {
+	if os.Getenv("WEFT_CNI_BENCH") != "1" {
+		t.Skip("benchmark: set WEFT_CNI_BENCH=1")
+	}
+	bed := testbed.New(t, 1)
+	bed.DumpLogsOnFailure(t)
+	h := bed.Hosts[0]
+	h.Launch(t, "--insecure")
+	waitIPAMReady(t, bed.Hosts)
+	cmd := exec.Command("bash", filepath.Join("..", "scripts", "bench-cni.sh"))
+	cmd.Env = append(os.Environ(), "WEFT_SOCKET="+h.Socket, "WEFT_NETNS=/var/run/netns/"+h.NS,
+		"WEFT_CNI="+testbed.Binary("weft-cni"))
+	out, err := cmd.CombinedOutput()
+	t.Logf("bench-cni.sh on %s (loadavg %s):\n%s", h.Name, loadavg(), out)
+	if err != nil {
+		t.Fatalf("bench-cni.sh: %v", err)
+	}
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
+}
