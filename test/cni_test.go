@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -305,7 +306,7 @@ func testContainerd(t *testing.T, secure bool) {
 	pods := make([]testbed.PodInfo, 2)
 	for i, r := range runtimes {
 		start := time.Now()
-		id := r.RunPod(t, names[i], "shop")
+		id := r.RunPod(t, names[i], "shop", testbed.PortMapping{ContainerPort: 8080, HostPort: 18080})
 		t.Logf("crictl runp %s on %s: %v", names[i], bed.Hosts[i].Name, time.Since(start).Round(time.Millisecond))
 		var err error
 		if pods[i], err = r.Inspect(id); err != nil {
@@ -326,6 +327,39 @@ func testContainerd(t *testing.T, secure bool) {
 			return err
 		}
 		return pods[1].Ping(pods[0].IP)
+	})
+
+	// hostPort through the chained portmap plugin, which gets weft-cni's
+	// result as prevResult: h1 reaches the db pod at h2's underlay address.
+	l, err := pods[1].Listen(":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("db\n"))
+			c.Close()
+		}
+	}()
+	testbed.Eventually(t, 20*time.Second, "h1 to reach the db pod through hostPort 18080 on h2", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		c, err := testbed.DialIn(ctx, h1.NS, "tcp", netip.AddrPortFrom(h2.Addr, 18080).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		b, err := io.ReadAll(c)
+		if string(b) != "db\n" {
+			return fmt.Errorf("read %q, %v; want \"db\\n\"", b, err)
+		}
+		return nil
 	})
 
 	fromDB := resolver{"pod db on h2", pods[1].Exec, bridgeOf(t, h2)}

@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -23,6 +24,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netns"
 )
 
 // RefCNIDir holds Debian's reference CNI plugins (containernetworking-plugins).
@@ -121,6 +124,31 @@ func (p PodInfo) Exec(argv ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{fmt.Sprintf("--net=/proc/%d/ns/net", p.PID), "--"}, argv...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// Listen opens a TCP listener inside the pod's network namespace.
+func (p PodInfo) Listen(addr string) (net.Listener, error) {
+	errc := make(chan error, 1)
+	var l net.Listener
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		h, err := netns.GetFromPath(fmt.Sprintf("/proc/%d/ns/net", p.PID))
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- err
+			return
+		}
+		l, err = net.Listen("tcp", addr)
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		return nil, fmt.Errorf("listen %s in pod %.12s: %w", addr, p.ID, err)
+	}
+	return l, nil
 }
 
 // Ping sends two pings from the pod to addr.

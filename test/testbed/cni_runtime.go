@@ -151,11 +151,17 @@ func (c *Containerd) Crictl(args ...string) (string, error) {
 	return string(out), nil
 }
 
+// PortMapping is a pod's hostPort (TCP): the runtime hands it to the
+// chained portmap plugin.
+type PortMapping struct {
+	ContainerPort, HostPort int
+}
+
 // RunPod runs a pod sandbox (crictl runp) named name in namespace ns and
 // returns its ID; the runtime calls CNI ADD for it.
-func (c *Containerd) RunPod(t testing.TB, name, ns string) string {
+func (c *Containerd) RunPod(t testing.TB, name, ns string, ports ...PortMapping) string {
 	t.Helper()
-	id, err := c.TryRunPod(name, ns)
+	id, err := c.TryRunPod(name, ns, ports...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +169,7 @@ func (c *Containerd) RunPod(t testing.TB, name, ns string) string {
 }
 
 // TryRunPod is RunPod returning the error.
-func (c *Containerd) TryRunPod(name, ns string) (string, error) {
+func (c *Containerd) TryRunPod(name, ns string, ports ...PortMapping) (string, error) {
 	dir := filepath.Join(c.Dir, "pods", name)
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return "", err
@@ -175,6 +181,13 @@ func (c *Containerd) TryRunPod(name, ns string) (string, error) {
 		"labels":        map[string]string{"app": name},
 		"linux": map[string]any{"cgroup_parent": c.cgroup,
 			"security_context": map[string]any{"namespace_options": map[string]int{"network": 0, "pid": 0, "ipc": 0}}},
+	}
+	var pm []map[string]int
+	for _, p := range ports {
+		pm = append(pm, map[string]int{"protocol": 0, "container_port": p.ContainerPort, "host_port": p.HostPort})
+	}
+	if len(pm) > 0 {
+		spec["port_mappings"] = pm
 	}
 	b, _ := json.Marshal(spec)
 	file := filepath.Join(dir, "pod.json")
