@@ -228,6 +228,13 @@ func TestDNSAcrossMesh(t *testing.T) {
 		waitDig(t, 5*time.Second, []resolver{pod}, "p1.h1.weft.local", wantAddrs(a1))
 	})
 
+	t.Run("no answer on the underlay address", func(t *testing.T) {
+		// Not an open resolver: only the bridge and --dns-listen addresses.
+		if a, err := testbed.Dig(h1.Run, h3.Addr, "p1.h1.weft.local"); err == nil {
+			t.Errorf("h3 answered a DNS query on its underlay address %s: %s %v", h3.Addr, a.Status, a.Addrs)
+		}
+	})
+
 	t.Run("names of a killed peer hide and come back", func(t *testing.T) {
 		mustWeft(t, h1, "dns", "add", "web2", a1.String())
 		mustWeft(t, h1, "dns", "add", "multi", a1.String())
