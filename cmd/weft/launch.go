@@ -217,6 +217,10 @@ func reset(args []string) error {
 	fs := flag.NewFlagSet("weft reset", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", "", "also delete this state directory (identity, IPAM, secret)")
 	sock := fs.String("socket", "", "remove this stale control socket")
+	rc := router.DefaultConfig()
+	fs.StringVar(&rc.Bridge, "bridge", rc.Bridge, "bridge interface")
+	fs.StringVar(&rc.WGIface, "wg-iface", rc.WGIface, "WireGuard interface")
+	fs.StringVar(&rc.VXIface, "vxlan-iface", rc.VXIface, "VXLAN interface")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -224,7 +228,7 @@ func reset(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := r.Reset(); err != nil {
+	if err := r.ResetConfig(rc); err != nil {
 		return fmt.Errorf("reset datapath: %w", err)
 	}
 	if *sock != "" {
