@@ -1,17 +1,14 @@
 package test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,97 +23,6 @@ import (
 
 // httpPort is the port of the read-only listener the bed gives every peer.
 const httpPort = "6784"
-
-// forwardToHost listens on 127.0.0.1:0 in the test's (root) namespace and
-// splices every connection to addr, dialled inside h's namespace, so that a
-// browser on this machine reaches the peer's read-only listener. It returns
-// the local address; t's cleanup closes the listener and every connection
-// and waits for the goroutines.
-func forwardToHost(t *testing.T, h *testbed.Host, addr string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("forwarder listen: %v", err)
-	}
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex // guards following
-		closed bool
-		conns  = map[net.Conn]bool{}
-	)
-	track := func(c net.Conn) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if closed {
-			c.Close()
-			return false
-		}
-		conns[c] = true
-		return true
-	}
-	splice := func(dst, src net.Conn, done chan<- struct{}) {
-		_, _ = io.Copy(dst, src)
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-		done <- struct{}{}
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if !track(c) {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				u, err := testbed.DialIn(ctx, h.NS, "tcp", addr)
-				cancel()
-				if err != nil || !track(u) {
-					return
-				}
-				defer u.Close()
-				done := make(chan struct{}, 2)
-				go splice(u, c, done)
-				go splice(c, u, done)
-				<-done
-				<-done
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		closed = true
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
-
-// hostClient returns an HTTP client whose connections are dialled inside
-// h's namespace.
-func hostClient(h *testbed.Host) *http.Client {
-	return &http.Client{
-		Timeout: 20 * time.Second,
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				return testbed.DialIn(ctx, h.NS, network, addr)
-			},
-		},
-	}
-}
 
 // get fetches path from h's read-only listener.
 func get(t *testing.T, h *testbed.Host, path string) (int, []byte) {
@@ -133,7 +39,7 @@ func request(t *testing.T, h *testbed.Host, method, path, body string) (int, []b
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := hostClient(h).Do(req)
+	resp, err := h.HTTPClient().Do(req)
 	if err != nil {
 		t.Fatalf("%s %s on %s: %v", method, path, h.Name, err)
 	}
@@ -263,7 +169,7 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			url := "http://" + forwardToHost(t, h, h.Addr.String()+":"+httpPort) + "/"
+			url := "http://" + h.Forward(t, h.Addr.String()+":"+httpPort) + "/"
 			start := time.Now()
 			rep := apitest.CheckPage(t, url, 3, dir)
 			t.Logf("%s: page checked in %v: peers %v %v, %d ring ranges, %d DNS records, %d pods, problems %q, screenshot %s",
@@ -481,7 +387,7 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		rep := apitest.CheckPage(t, "http://"+forwardToHost(t, h1, h1.Addr.String()+":"+httpPort)+"/", 3, dir)
+		rep := apitest.CheckPage(t, "http://"+h1.Forward(t, h1.Addr.String()+":"+httpPort)+"/", 3, dir)
 		t.Logf("h1's page with h3 dead: states %v, problems %q", rep.States, rep.Problems)
 		if diff := cmp.Diff([]string{"alive", "alive", "dead"}, rep.States); diff != "" {
 			t.Errorf("peer states on h1's page (-want +got):\n%s", diff)

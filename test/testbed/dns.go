@@ -1,18 +1,22 @@
 package testbed
 
 // Helpers for the DNS and status end-to-end tests: running Go code inside a
-// namespace of the bed (dial, listen), a tiny upstream DNS server the peers
-// forward to, and dig with a parsed answer.
+// namespace of the bed (dial, listen, an HTTP client, a TCP forwarder from
+// the root namespace), a tiny upstream DNS server the peers forward to, and
+// dig with a parsed answer.
 //
 //	ns, addr := bed.AddInternet()
 //	up := testbed.StartUpstreamDNS(t, ns, netip.AddrPortFrom(addr, 53), map[string]netip.Addr{"www.example.test.": a})
 //	ans, err := testbed.Dig(pod.Exec, resolver, "www.example.test")
 //	conn, err := testbed.DialIn(ctx, h.NS, "tcp", h.Addr.String()+":6784")
+//	page := "http://" + h.Forward(t, h.Addr.String()+":6784") + "/" // from the root namespace
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"regexp"
 	"runtime"
@@ -200,4 +204,95 @@ func (p *Pod) Nameserver() (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("CNI result of %s: nameserver %q: %w", p.NS, s, err)
 	}
 	return a, nil
+}
+
+// Forward listens on 127.0.0.1:0 in the test's (root) namespace and
+// splices every connection to addr, dialled inside h's namespace, so that a
+// browser on this machine reaches the peer's read-only listener. It returns
+// the local address; t's cleanup closes the listener and every connection
+// and waits for the goroutines.
+func (h *Host) Forward(t testing.TB, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("forwarder listen: %v", err)
+	}
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex // guards following
+		closed bool
+		conns  = map[net.Conn]bool{}
+	)
+	track := func(c net.Conn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			c.Close()
+			return false
+		}
+		conns[c] = true
+		return true
+	}
+	splice := func(dst, src net.Conn, done chan<- struct{}) {
+		_, _ = io.Copy(dst, src)
+		if tc, ok := dst.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		done <- struct{}{}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !track(c) {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				u, err := DialIn(ctx, h.NS, "tcp", addr)
+				cancel()
+				if err != nil || !track(u) {
+					return
+				}
+				defer u.Close()
+				done := make(chan struct{}, 2)
+				go splice(u, c, done)
+				go splice(c, u, done)
+				<-done
+				<-done
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		closed = true
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// HTTPClient returns an HTTP client whose connections are dialled inside
+// h's namespace.
+func (h *Host) HTTPClient() *http.Client {
+	return &http.Client{
+		Timeout: 20 * time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return DialIn(ctx, h.NS, network, addr)
+			},
+		},
+	}
 }
