@@ -1,0 +1,303 @@
+package test
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/test/testbed"
+)
+
+// launchTransport launches a mesh over every host of bed with the given
+// transport: "wireguard" is the default secure mesh (a secret, no
+// --transport flag), the others run --insecure --transport NAME. Every host
+// joins through h1.
+func launchTransport(t *testing.T, bed *testbed.Bed, transport string) {
+	t.Helper()
+	if transport == "wireguard" {
+		launchSecureMesh(t, bed)
+	} else {
+		h1 := bed.Hosts[0]
+		h1.Launch(t, "--insecure", "--transport", transport)
+		for _, h := range bed.Hosts[1:] {
+			h.Launch(t, "--insecure", "--transport", transport, h1.Addr.String())
+		}
+	}
+	waitReady(t, bed.Hosts, transport)
+}
+
+// relaunchArgs are the flags a host of a mesh made by launchTransport gets
+// when it is relaunched with no PEER (its secret is stored in its data dir).
+func relaunchArgs(transport string) []string {
+	if transport == "wireguard" {
+		return nil
+	}
+	return []string{"--insecure", "--transport", transport}
+}
+
+// waitReady waits until every host sees every host alive, its IPAM ring is
+// ready, and it reaches each other peer with the wanted transport.
+func waitReady(t *testing.T, hosts []*testbed.Host, transport string) {
+	t.Helper()
+	testbed.Eventually(t, 90*time.Second, fmt.Sprintf("%d peers alive, IPAM ready, transport %s", len(hosts), transport), func() error {
+		for _, h := range hosts {
+			st, err := h.Status()
+			if err != nil {
+				return err
+			}
+			if st.IPAM.Status != "ready" {
+				return fmt.Errorf("%s: ipam %q", h.Name, st.IPAM.Status)
+			}
+			alive := 0
+			for _, p := range st.Peers {
+				if p.State != "alive" {
+					continue
+				}
+				alive++
+				if !p.Self && p.Transport != transport {
+					return fmt.Errorf("%s reaches %s over %q", h.Name, p.Name, p.Transport)
+				}
+			}
+			if alive != len(hosts) {
+				return fmt.Errorf("%s sees %d alive", h.Name, alive)
+			}
+		}
+		return nil
+	})
+}
+
+// addPods creates n pods on every host with the real weft-cni.
+func addPods(t *testing.T, hosts []*testbed.Host, n int) []*testbed.Pod {
+	t.Helper()
+	var pods []*testbed.Pod
+	for _, h := range hosts {
+		for i := 1; i <= n; i++ {
+			pods = append(pods, h.AddPod(t, fmt.Sprintf("p%d", i)))
+		}
+	}
+	return pods
+}
+
+// pingAll checks that every pod reaches every other pod, polling each pair
+// (routes of late peers may still be on their way). It returns the number
+// of pairs checked.
+func pingAll(t *testing.T, pods []*testbed.Pod, within time.Duration) int {
+	t.Helper()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex // guards following
+		fails []string
+		pairs int
+	)
+	for _, src := range pods {
+		wg.Add(1)
+		go func() { // one goroutine per source pod; its pairs run in order
+			defer wg.Done()
+			for _, dst := range pods {
+				if dst == src {
+					continue
+				}
+				var err error
+				deadline := time.Now().Add(within)
+				for {
+					if err = src.Ping(dst.Addr.Addr()); err == nil || time.Now().After(deadline) {
+						break
+					}
+					time.Sleep(300 * time.Millisecond)
+				}
+				mu.Lock()
+				pairs++
+				if err != nil {
+					fails = append(fails, fmt.Sprintf("%s (%s on %s) -> %s (%s on %s): %v",
+						src.NS, src.Addr.Addr(), src.Host.Name, dst.NS, dst.Addr.Addr(), dst.Host.Name, err))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, f := range fails {
+		t.Error(f)
+	}
+	return pairs
+}
+
+// TestDatapathPodMatrix is acceptance 1 (with 2 and 3 under wireguard, 3
+// under every transport): 3 hosts with 2 pods each, all 30 pairs ping each
+// other over each transport, in a bed of their own.
+func TestDatapathPodMatrix(t *testing.T) {
+	for _, transport := range []string{"wireguard", "vxlan", "direct"} {
+		t.Run(transport, func(t *testing.T) {
+			bed := testbed.New(t, 3)
+			bed.DumpLogsOnFailure(t)
+			launchTransport(t, bed, transport)
+			pods := addPods(t, bed.Hosts, 2)
+			start := time.Now()
+			if n := pingAll(t, pods, 60*time.Second); n != 30 {
+				t.Errorf("checked %d pairs; want 30", n)
+			}
+			t.Logf("%s: 30 pairs answered in %v", transport, time.Since(start).Round(time.Millisecond))
+			for _, h := range bed.Hosts {
+				rs, _ := h.WeftRoutes()
+				t.Logf("routes of %s: %+v", h.Name, rs)
+			}
+			checkInternet(t, bed, pods[0])
+			if transport == "wireguard" {
+				checkEncrypted(t, bed, pods)
+				checkWGShow(t, bed)
+			}
+		})
+	}
+}
+
+// checkInternet is acceptance 3: a pod reaches a TCP server outside the
+// range on the underlay, which sees the pod's host's underlay address.
+func checkInternet(t *testing.T, bed *testbed.Bed, pod *testbed.Pod) {
+	t.Helper()
+	ns, addr := bed.AddInternet()
+	l := testbed.ListenTCP(t, ns, addr.String()+":8080")
+	got := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- "accept: " + err.Error()
+			return
+		}
+		defer c.Close()
+		got <- c.RemoteAddr().String()
+		_, _ = c.Write([]byte("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	}()
+	out, err := pod.Exec("curl", "-sS", "-m", "10", fmt.Sprintf("http://%s:8080/", addr))
+	if err != nil {
+		t.Fatalf("pod %s to internet server %s: %v: %s", pod.NS, addr, err, out)
+	}
+	select {
+	case remote := <-got:
+		ap, err := netip.ParseAddrPort(remote)
+		if err != nil {
+			t.Fatalf("internet server: %s", remote)
+		}
+		if ap.Addr() != pod.Host.Addr {
+			t.Errorf("internet server saw %s; want the host's underlay address %s (masquerade)", ap.Addr(), pod.Host.Addr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("internet server never got a connection")
+	}
+}
+
+// checkEncrypted is acceptance 2, first half: during pod pings and a TCP
+// transfer between pods on h1 and h2, h2's underlay carries only UDP to or
+// from the WireGuard port (and gossip on 6783): no pod packet in clear.
+func checkEncrypted(t *testing.T, bed *testbed.Bed, pods []*testbed.Pod) {
+	t.Helper()
+	h2 := bed.Hosts[1]
+	src, dst := pods[0], pods[2] // h1p1 -> h2p1
+	pcap := filepath.Join(bed.Dir, "h2-underlay.pcap")
+	capDone := make(chan string, 1)
+	go func() {
+		out, _ := h2.Run("timeout", "-s", "INT", "8", "tcpdump", "-i", "eth0", "-n", "-U", "-s", "128", "-w", pcap)
+		capDone <- out
+	}()
+	testbed.Eventually(t, 20*time.Second, "tcpdump to start writing", func() error {
+		if _, err := os.Stat(pcap); err != nil {
+			return err
+		}
+		return nil
+	})
+	srvDone := make(chan string, 1)
+	go func() {
+		out, _ := dst.Exec("timeout", "6", "iperf3", "-s", "-1")
+		srvDone <- out
+	}()
+	if out, err := src.Exec("ping", "-c", "20", "-i", "0.05", "-q", dst.Addr.Addr().String()); err != nil {
+		t.Errorf("ping during capture: %v: %s", err, out)
+	}
+	var (
+		tcpOK bool
+		out   string
+		err   error
+	)
+	for i := 0; i < 20 && !tcpOK; i++ { // the server may not listen yet
+		out, err = src.Exec("iperf3", "-c", dst.Addr.Addr().String(), "-n", "1M")
+		tcpOK = err == nil && strings.Contains(out, "receiver")
+		if !tcpOK {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if !tcpOK {
+		t.Errorf("no TCP transfer between pods during the capture: %v: %s", err, out)
+	}
+	if srv := <-srvDone; !tcpOK {
+		t.Logf("iperf3 server: %s", srv)
+	}
+	<-capDone
+	read := func(filter string) []string {
+		out, err := h2.Run("tcpdump", "-n", "-r", pcap, filter)
+		if err != nil {
+			t.Fatalf("tcpdump -r %s: %v: %s", filter, err, out)
+		}
+		var lines []string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.TrimSpace(l) != "" && !strings.HasPrefix(l, "reading from") {
+				lines = append(lines, l)
+			}
+		}
+		return lines
+	}
+	wgPkts := read("udp port 51820")
+	clear := read("ip and not udp port 51820 and not port 6783")
+	podRange := read("net 10.32.0.0/12")
+	t.Logf("underlay capture on %s: %d WireGuard packets, %d other IPv4 packets (gossip excluded), %d with pod addresses", h2.Name, len(wgPkts), len(clear), len(podRange))
+	if len(wgPkts) < 40 {
+		t.Errorf("capture has %d packets to/from the WireGuard port; want the pings and the transfer (>= 40)", len(wgPkts))
+	}
+	if len(clear) > 0 {
+		t.Errorf("IPv4 packets on the underlay that are neither WireGuard nor gossip:\n%s", strings.Join(first(clear, 20), "\n"))
+	}
+	if len(podRange) > 0 {
+		t.Errorf("pod addresses in clear on the underlay:\n%s", strings.Join(first(podRange, 20), "\n"))
+	}
+}
+
+func first(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// checkWGShow is acceptance 2, second half: the standard `wg` tool sees
+// weft-wg on every host with both other peers and recent handshakes.
+func checkWGShow(t *testing.T, bed *testbed.Bed) {
+	t.Helper()
+	for _, h := range bed.Hosts {
+		out := h.MustRun(t, "wg", "show", "weft-wg", "dump")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != len(bed.Hosts) { // the interface line + one per peer
+			t.Errorf("wg show weft-wg dump on %s has %d peers; want %d:\n%s", h.Name, len(lines)-1, len(bed.Hosts)-1, out)
+			continue
+		}
+		for _, l := range lines[1:] {
+			f := strings.Split(l, "\t")
+			// public-key preshared-key endpoint allowed-ips latest-handshake rx tx keepalive
+			if len(f) < 8 {
+				t.Errorf("wg dump line on %s: %q", h.Name, l)
+				continue
+			}
+			var hs int64
+			_, _ = fmt.Sscan(f[4], &hs)
+			if age := time.Since(time.Unix(hs, 0)); hs == 0 || age > 3*time.Minute {
+				t.Errorf("%s: peer %s (endpoint %s) has no recent handshake (%s)", h.Name, f[0], f[2], f[4])
+			}
+			if !strings.Contains(f[3], "10.") {
+				t.Errorf("%s: peer %s has allowed-ips %q; want its ranges and bridge", h.Name, f[0], f[3])
+			}
+		}
+		t.Logf("wg show weft-wg on %s:\n%s", h.Name, h.MustRun(t, "wg", "show", "weft-wg"))
+	}
+}
