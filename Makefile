@@ -11,6 +11,7 @@ build:
 
 deps:
 	bash scripts/deps.sh
+	bash scripts/deps-cri.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
