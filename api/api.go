@@ -36,6 +36,10 @@ type Backend interface {
 	Connect(ctx context.Context, peers []string) error
 	Forget(ctx context.Context, peers []string) error
 	Rmpeer(ctx context.Context, name string) (*client.RmpeerResult, error)
+	// Leave hands this peer's address space to a live peer and stops the
+	// peer (`weft reset` while the peer runs). It returns once the space
+	// is handed over; the peer exits right after.
+	Leave(ctx context.Context) error
 	// Counters returns monotonic counters of the subsystems by name without
 	// the weft_ prefix, e.g. "dns_queries_total", "reconcile_runs_total".
 	// It must not block: it is called at every /metrics scrape.

@@ -237,3 +237,11 @@ func (s *Server) handleRmpeer(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }
+
+func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) error {
+	if err := s.backend.Leave(r.Context()); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"left": true})
+	return nil
+}

@@ -58,6 +58,7 @@ func routes() map[string]route {
 		"/connect":      post("", (*Server).handleConnect),
 		"/forget":       post("", (*Server).handleForget),
 		"/rmpeer":       post("", (*Server).handleRmpeer),
+		"/leave":        post("", (*Server).handleLeave),
 	}
 }
 

@@ -329,3 +329,21 @@ func (d *Daemon) Counters() map[string]float64 {
 	}
 	return c
 }
+
+// Leave hands this peer's address space to a live peer, then stops the
+// peer: the first half of `weft reset` while the peer runs.
+func (d *Daemon) Leave(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := d.alloc.Handoff(ctx); err != nil {
+		return fmt.Errorf("%w: hand over the address space: %v", api.ErrUnavailable, err)
+	}
+	d.log.Info("address space handed over; stopping")
+	d.mu.Lock()
+	stop := d.stop
+	d.mu.Unlock()
+	if stop != nil {
+		go func() { time.Sleep(200 * time.Millisecond); stop(errLeft) }() // let the answer go out first
+	}
+	return nil
+}

@@ -48,7 +48,11 @@ type Daemon struct {
 	pods       map[string]string // allocation ID -> POD.NAMESPACE
 	reconciles uint64
 	recErrors  uint64
+	stop       context.CancelCauseFunc // ends Run (Leave)
 }
+
+// errLeft ends Run after a Leave: not an error for the caller.
+var errLeft = errors.New("left the mesh")
 
 // New loads or creates the identity and secret and builds every subsystem;
 // nothing is joined and no kernel state is touched until Run.
@@ -236,6 +240,9 @@ func (r *channelRef) SendTo(ctx context.Context, to peer.ID, msg []byte) error {
 func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	d.mu.Lock()
+	d.stop = cancel
+	d.mu.Unlock()
 
 	d.mesh.SetTargets(d.joinTargets())
 	if len(d.cfg.Peers) > 0 {
@@ -273,7 +280,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	<-ctx.Done()
 	wg.Wait()
 	err := d.alloc.Close()
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, errLeft) {
 		return cause
 	}
 	return err

@@ -401,3 +401,23 @@ func (f *Fake) Counters() map[string]float64 {
 	f.counters["reconcile_runs_total"]++
 	return maps.Clone(f.counters)
 }
+
+// Leave hands every range of this peer to the first other reachable owner.
+func (f *Fake) Leave(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.errLocked("Leave"); err != nil {
+		return err
+	}
+	to := slices.IndexFunc(f.peers, func(p client.Peer) bool { return !p.Self && p.State == "alive" })
+	if to < 0 {
+		return fmt.Errorf("leave: %w: no live peer to hand the address space to", api.ErrUnavailable)
+	}
+	for j, r := range f.ranges {
+		if r.Owner == SelfID {
+			r.Owner, r.OwnerName = f.peers[to].ID, f.peers[to].Name
+			f.ranges[j] = r
+		}
+	}
+	return nil
+}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/weftmesh/weft/api/client"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -13,6 +15,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/weftmesh/weft/cni"
 	"github.com/weftmesh/weft/daemon"
@@ -216,13 +219,31 @@ func setupCNI(args []string) error {
 func reset(args []string) error {
 	fs := flag.NewFlagSet("weft reset", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", "", "also delete this state directory (identity, IPAM, secret)")
-	sock := fs.String("socket", "", "remove this stale control socket")
+	sock := fs.String("socket", "", "the peer's control socket (default WEFT_SOCKET or /run/weft/weft.sock)")
 	rc := router.DefaultConfig()
 	fs.StringVar(&rc.Bridge, "bridge", rc.Bridge, "bridge interface")
 	fs.StringVar(&rc.WGIface, "wg-iface", rc.WGIface, "WireGuard interface")
 	fs.StringVar(&rc.VXIface, "vxlan-iface", rc.VXIface, "VXLAN interface")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return usageError{err.Error()}
+	}
+	if *sock == "" {
+		*sock = os.Getenv("WEFT_SOCKET")
+		if *sock == "" {
+			*sock = client.DefaultSocket
+		}
+	}
+	// A running peer first hands its address space to a live peer and exits.
+	c := client.New(*sock)
+	lctx, lcancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer lcancel()
+	if err := c.Do(lctx, http.MethodPost, "/leave", nil, nil); err == nil {
+		fmt.Println("weft: handed this peer's address space over; the peer is stopping")
+		for i := 0; i < 100 && socketAnswers(c); i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	} else if !errors.Is(err, client.ErrNotRunning) {
+		return fmt.Errorf("%w (stop the peer yourself to reset without handing its space over)", err)
 	}
 	r, err := router.New(router.Options{})
 	if err != nil {
@@ -231,9 +252,7 @@ func reset(args []string) error {
 	if err := r.ResetConfig(rc); err != nil {
 		return fmt.Errorf("reset datapath: %w", err)
 	}
-	if *sock != "" {
-		_ = os.Remove(*sock)
-	}
+	_ = os.Remove(*sock)
 	if *dataDir != "" {
 		if err := os.RemoveAll(*dataDir); err != nil {
 			return fmt.Errorf("remove %s: %w", *dataDir, err)
@@ -241,4 +260,11 @@ func reset(args []string) error {
 	}
 	fmt.Println("weft: removed bridge, tunnels, routes and nft table")
 	return nil
+}
+
+func socketAnswers(c *client.Client) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := c.Ready(ctx)
+	return err == nil
 }

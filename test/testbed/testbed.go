@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -275,7 +276,14 @@ func (h *Host) Launch(t testing.TB, args ...string) {
 		t.Fatalf("log file: %v", err)
 	}
 	fmt.Fprintf(logf, "\n==== launch %s %v\n", time.Now().Format(time.RFC3339Nano), args)
-	w := h.wrap(append([]string{Binary("weft"), "launch"}, append(h.LaunchArgs(), args...)...)...)
+	la := h.LaunchArgs()
+	if !slices.Contains(args, "--dns-upstream") {
+		// Never let a test forward DNS to the machine's real resolver: by
+		// default the peers' upstream is a closed port on the host's own
+		// loopback (forwarded queries get SERVFAIL at once).
+		la = append(la, "--dns-upstream", "127.0.0.1:1")
+	}
+	w := h.wrap(append([]string{Binary("weft"), "launch"}, append(la, args...)...)...)
 	cmd := exec.Command(w[0], w[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "WEFT_PASSWORD=")
