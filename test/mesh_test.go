@@ -211,3 +211,45 @@ func TestStatusWhenNotRunning(t *testing.T) {
 		t.Errorf("weft status error = %q; want it to say the peer is not running at %s", stderr, sock)
 	}
 }
+
+func TestResetHandsSpaceOver(t *testing.T) {
+	bed := testbed.New(t, 2)
+	bed.DumpLogsOnFailure(t)
+	h1, h2 := bed.Hosts[0], bed.Hosts[1]
+	h1.Launch(t, "--insecure")
+	h2.Launch(t, "--insecure", h1.Addr.String())
+	waitAlive(t, bed.Hosts, 2, 30*time.Second)
+	testbed.Eventually(t, 30*time.Second, "h2 to own space and have its bridge", func() error {
+		st, err := h2.Status()
+		if err != nil {
+			return err
+		}
+		if st.IPAM.Owned == 0 || st.IPAM.Allocated == 0 {
+			return fmt.Errorf("h2 owns %d, allocated %d", st.IPAM.Owned, st.IPAM.Allocated)
+		}
+		return nil
+	})
+	out := h2.MustRun(t, testbed.Binary("weft"), "reset", "--socket", h2.Socket)
+	t.Logf("weft reset: %s", out)
+	if code, ok := h2.Wait(30 * time.Second); !ok || code != 0 {
+		t.Errorf("h2 after reset: exited=%v code=%d; want a clean exit", ok, code)
+	}
+	testbed.Eventually(t, 30*time.Second, "h1 to own the whole range", func() error {
+		st, err := h1.Status()
+		if err != nil {
+			return err
+		}
+		if st.IPAM.Owned != 1<<20 {
+			return fmt.Errorf("h1 owns %d of %d", st.IPAM.Owned, 1<<20)
+		}
+		return nil
+	})
+	for _, dev := range []string{"weft", "weft-vx", "weft-wg"} {
+		if out, err := h2.Run("ip", "link", "show", dev); err == nil {
+			t.Errorf("%s still exists on h2 after reset: %s", dev, out)
+		}
+	}
+	if out, _ := h2.Run("ip", "route", "show", "proto", "157"); strings.TrimSpace(out) != "" {
+		t.Errorf("weft routes left on h2 after reset:\n%s", out)
+	}
+}
