@@ -1,7 +1,3 @@
-// Package test holds weft's multi-peer end-to-end tests. Each test builds
-// its own namespace test bed (package testbed), runs the real binaries in
-// it, and removes everything when it ends. They need root and skip
-// otherwise.
 package test
 
 import (
