@@ -139,7 +139,10 @@ func (d *Daemon) podList() []client.Pod {
 		if name == "" {
 			name = byContainer[a.ID]
 		}
-		id, ifname, _ := strings.Cut(a.ID, ":")
+		id, ifname, ok := strings.Cut(a.ID, ":")
+		if !ok {
+			ifname = "eth0" // the CNI plugin keys eth0 attachments by container ID alone
+		}
 		out = append(out, client.Pod{ContainerID: id, IfName: ifname, Name: name, Address: a.Addr.String()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ContainerID < out[j].ContainerID })

@@ -5,8 +5,7 @@
 #                          addresses and a ping matrix, and the status pages
 #   scripts/demo.sh down   stop everything and remove every namespace and link
 # Nothing is connected to the machine's real interfaces. The status pages are
-# forwarded to 127.0.0.1:16784+N in the root namespace (socat-free: a tiny
-# forwarder is `weft`'s own job... we use nsenter + the peers' listeners).
+# forwarded to 127.0.0.1:16784.. in the root namespace by `weft forward`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-3}
@@ -73,8 +72,20 @@ up() {
     "$BIN/weft" status --socket "$STATE/h$h/weft.sock" || true
   done
   if [ "${PODS:-1}" = 1 ]; then pods; fi
-  log "status pages (inside the host namespaces)"
-  for h in $(seq 1 $N); do echo "  h$h: http://192.168.77.$((10+h)):6784/  (curl via: ip netns exec $P-h$h curl ...)"; done
+  if [ "${PODS:-1}" = 1 ] && command -v dig >/dev/null; then
+    log "DNS: pod names resolve from every pod (asking its own host's bridge)"
+    gw=$(ip -n $P-h$N-p1 route show default | awk '{print $3}')
+    for h in $(seq 1 $N); do
+      printf '  from h%s-p1: pod1.h%s.weft.local -> %s\n' "$N" "$h" "$(ip netns exec $P-h$N-p1 dig +short +time=2 @"$gw" pod1.h$h.weft.local | tr '\n' ' ')"
+    done
+  fi
+  log "status pages (open them in this machine's browser)"
+  for h in $(seq 1 $N); do
+    port=$((16783+h))
+    "$BIN/weft" forward --netns /var/run/netns/$P-h$h --listen 127.0.0.1:$port --to 192.168.77.$((10+h)):6784 >"$STATE/h$h/forward.log" 2>&1 &
+    echo $! >"$STATE/h$h/forward.pid"
+    echo "  h$h: http://127.0.0.1:$port/"
+  done
   echo
   echo "The demo keeps running. Remove it with: make demo-down"
 }

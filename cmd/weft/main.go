@@ -47,6 +47,8 @@ func run(args []string) int {
 		err = launch(args[1:])
 	case "datapath":
 		err = datapath(args[1:])
+	case "forward":
+		err = forward(args[1:])
 	case "setup-cni":
 		err = setupCNI(args[1:])
 	case "reset":
