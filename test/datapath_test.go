@@ -420,3 +420,215 @@ func checkResetClean(t *testing.T, h *testbed.Host) {
 		t.Errorf("after weft reset %s still has WireGuard UAPI sockets: %v", h.Name, socks)
 	}
 }
+
+// TestDatapathHostLeaves is acceptance 5 over direct routes (whose gateway
+// names the owner's underlay address): a host that stops gracefully, and a
+// host killed and reclaimed with `weft rmpeer`, lose every route on the
+// others, and each range of the ring (moved by donation at join, by the
+// leave, or by the reclaim) routes to its current owner everywhere.
+func TestDatapathHostLeaves(t *testing.T) {
+	bed := testbed.New(t, 4)
+	bed.DumpLogsOnFailure(t)
+	launchTransport(t, bed, "direct")
+	h1, h2, h3, h4 := bed.Hosts[0], bed.Hosts[1], bed.Hosts[2], bed.Hosts[3]
+	pods := addPods(t, bed.Hosts, 1)
+	pingAll(t, pods, 60*time.Second)
+	waitRingRoutes(t, bed.Hosts, bed.Hosts)
+
+	// 1. Graceful stop of h4: its routes go; its range stays its own
+	// (it may come back with the same identity) until `weft rmpeer h4`
+	// on h2 reclaims it, and then routes to h2 everywhere.
+	owned4 := ownedBy(t, h1, h4.Name)
+	h4.Stop()
+	survivors := bed.Hosts[:3]
+	waitNoRoutesVia(t, survivors, h4)
+	waitRingRoutes(t, survivors, bed.Hosts)
+	reclaim(t, h2, h4, survivors)
+	waitRingRoutes(t, survivors, bed.Hosts)
+	checkMovedTo(t, h1, owned4, h2)
+	checkMovedTo(t, h3, owned4, h2)
+	pingAll(t, pods[:3], 30*time.Second)
+
+	// 2. kill -9 of h3, then `weft rmpeer h3` on h1: its ranges route to h1.
+	owned3 := ownedBy(t, h1, h3.Name)
+	h3.Kill()
+	testbed.Eventually(t, 60*time.Second, "h3 dead on h1", func() error {
+		if st, _ := peerState(t, h1, h3.Name); st != "dead" {
+			return fmt.Errorf("h1 sees h3 %q", st)
+		}
+		return nil
+	})
+	survivors = bed.Hosts[:2]
+	reclaim(t, h1, h3, survivors)
+	waitNoRoutesVia(t, survivors, h3)
+	waitRingRoutes(t, survivors, bed.Hosts)
+	checkMovedTo(t, h2, owned3, h1)
+	pingAll(t, pods[:2], 30*time.Second)
+}
+
+// reclaim runs `weft rmpeer gone` on h and waits until every host of
+// hosts sees none of gone's ranges in its ring.
+func reclaim(t *testing.T, h, gone *testbed.Host, hosts []*testbed.Host) {
+	t.Helper()
+	out, stderr, err := h.Weft("rmpeer", gone.Name)
+	if err != nil {
+		t.Fatalf("weft rmpeer %s on %s: %v: %s %s", gone.Name, h.Name, err, out, stderr)
+	}
+	t.Logf("weft rmpeer %s on %s: %s", gone.Name, h.Name, strings.TrimSpace(out))
+	testbed.Eventually(t, 60*time.Second, gone.Name+"'s ranges reclaimed everywhere", func() error {
+		for _, x := range hosts {
+			rs, err := ring(x)
+			if err != nil {
+				return err
+			}
+			for _, r := range rs {
+				if r.owner == gone.Name {
+					return fmt.Errorf("%s: %s-%s still owned by %s", x.Name, r.start, r.end, gone.Name)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// checkMovedTo checks that h routes the ranges rs (once another peer's)
+// via owner's underlay address.
+func checkMovedTo(t *testing.T, h *testbed.Host, rs []ringRange, owner *testbed.Host) {
+	t.Helper()
+	for _, r := range rs {
+		for _, a := range []netip.Addr{r.start.Next(), r.end.Prev()} { // neither is the range's network or broadcast
+			rt, err := h.RouteGet(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rt.Gateway != owner.Addr.String() {
+				t.Errorf("%s routes %s (reclaimed by %s) via %q dev %s; want via %s", h.Name, a, owner.Name, rt.Gateway, rt.Dev, owner.Addr)
+			}
+		}
+	}
+}
+
+type ringRange struct {
+	start, end netip.Addr
+	owner      string // owner's name
+}
+
+// ownedBy returns the ranges of the ring, as h sees it, owned by name.
+func ownedBy(t *testing.T, h *testbed.Host, name string) []ringRange {
+	t.Helper()
+	rs, err := ring(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []ringRange
+	for _, r := range rs {
+		if r.owner == name {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s owns nothing in %s's ring: %+v", name, h.Name, rs)
+	}
+	return out
+}
+
+func ring(h *testbed.Host) ([]ringRange, error) {
+	st, err := h.Status()
+	if err != nil {
+		return nil, err
+	}
+	var out []ringRange
+	for _, r := range st.IPAM.Ranges {
+		s, err1 := netip.ParseAddr(r.Start)
+		e, err2 := netip.ParseAddr(r.End)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("ring of %s: range %+v", h.Name, r)
+		}
+		out = append(out, ringRange{s, e, r.OwnerName})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s has an empty ring", h.Name)
+	}
+	return out, nil
+}
+
+// waitRingRoutes waits until every host of hosts routes the first and last
+// address of every range of its ring (but the network and broadcast
+// addresses of the whole range, which IPAM never hands out and the kernel
+// treats as the bridge subnet's) to the range's owner: the bridge when
+// it owns the range itself, else the owner's underlay address (direct). The
+// owner must be one of hosts; all lists every host ever in the bed.
+func waitRingRoutes(t *testing.T, hosts, all []*testbed.Host) {
+	t.Helper()
+	byName := map[string]*testbed.Host{}
+	for _, h := range all {
+		byName[h.Name] = h
+	}
+	live := map[string]bool{}
+	for _, h := range hosts {
+		live[h.Name] = true
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range hosts {
+				rs, _ := ring(h)
+				routes, _ := h.WeftRoutes()
+				t.Logf("%s: ring %v\nroutes %+v", h.Name, rs, routes)
+			}
+		}
+	})
+	testbed.Eventually(t, 60*time.Second, "every range routed to its owner", func() error {
+		for _, h := range hosts {
+			rs, err := ring(h)
+			if err != nil {
+				return err
+			}
+			lo, hi := rs[0].start, rs[len(rs)-1].end // network and broadcast: never pods
+			for _, r := range rs {
+				if !live[r.owner] {
+					continue // a departed owner's unreclaimed range: waitNoRoutesVia checks it
+				}
+				for _, a := range []netip.Addr{r.start, r.end} {
+					if a == lo {
+						a = a.Next()
+					} else if a == hi {
+						a = a.Prev()
+					}
+					rt, err := h.RouteGet(a)
+					if err != nil {
+						return err
+					}
+					if r.owner == h.Name {
+						if rt.Dev != "weft" && rt.Dev != "lo" { // lo: its bridge address
+							return fmt.Errorf("%s: own address %s goes to %s via %q", h.Name, a, rt.Dev, rt.Gateway)
+						}
+					} else if rt.Gateway != byName[r.owner].Addr.String() || rt.Dev != "eth0" {
+						return fmt.Errorf("%s: %s (owner %s) goes via %q dev %s; want via %s", h.Name, a, r.owner, rt.Gateway, rt.Dev, byName[r.owner].Addr)
+					}
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// waitNoRoutesVia waits until no host of hosts has a weft route via gone.
+func waitNoRoutesVia(t *testing.T, hosts []*testbed.Host, gone *testbed.Host) {
+	t.Helper()
+	start := time.Now()
+	testbed.Eventually(t, 60*time.Second, "no route via "+gone.Name, func() error {
+		for _, h := range hosts {
+			rs, err := h.WeftRoutes()
+			if err != nil {
+				return err
+			}
+			for _, r := range rs {
+				if r.Gateway == gone.Addr.String() {
+					return fmt.Errorf("%s: route %s via %s (%s)", h.Name, r.Dst, r.Gateway, gone.Name)
+				}
+			}
+		}
+		return nil
+	})
+	t.Logf("routes via %s gone from %d hosts after %v", gone.Name, len(hosts), time.Since(start).Round(time.Millisecond))
+}
