@@ -415,6 +415,7 @@ func TestIPAMRmpeer(t *testing.T) {
 	}
 	ring = ipamWaitRingsEqual(t, survivors, 30*time.Second)
 	sameRunOwner(t, ring, gone4, selfID(t, h1))
+	all.DropHost(h4.Name) // its addresses are free again
 	all.Add(allocateInto(t, h1, "reuse4", gone4, ownedNow(t, h1)))
 	checkUnique(t, all)
 
@@ -460,6 +461,7 @@ func TestIPAMRmpeer(t *testing.T) {
 	}
 	ring = ipamWaitRingsEqual(t, survivors, 30*time.Second)
 	sameRunOwner(t, ring, gone3, selfID(t, winner))
+	all.DropHost(h3.Name)
 	loser := h1
 	if winner == h1 {
 		loser = h2

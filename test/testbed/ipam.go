@@ -171,3 +171,13 @@ func RangesString(ranges []client.IPAMRange) string {
 	}
 	return b.String()
 }
+
+// DropHost forgets every allocation made on the named host (a dead peer's
+// allocations die with it once its space is reclaimed).
+func (a Allocations) DropHost(name string) {
+	for id, x := range a {
+		if x.Host == name {
+			delete(a, id)
+		}
+	}
+}
