@@ -362,6 +362,15 @@ func TestIPAMPartitionHeal(t *testing.T) {
 	t.Logf("both sides see the other unreachable %v after the cut", time.Since(cut).Round(time.Millisecond))
 	all.Add(allocateAll(t, hosts, "split", 30, 5))
 	checkUnique(t, all)
+	// The cut-off minority cannot reclaim the majority's space, even once
+	// it believes h1 dead.
+	h1 := hosts[0]
+	waitDeadEverywhere(t, hosts[2:], h1.Name)
+	if out, stderr, err := h3.Weft("rmpeer", h1.Name); err == nil {
+		t.Errorf("weft rmpeer %s on cut-off %s succeeded: %s", h1.Name, h3.Name, out)
+	} else {
+		t.Logf("rmpeer on the minority side refused: %s", strings.TrimSpace(stderr))
+	}
 
 	h3.Heal()
 	healed := time.Now()
