@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/weftmesh/weft/api"
 	"github.com/weftmesh/weft/cni/spool"
 	"github.com/weftmesh/weft/dns"
@@ -137,10 +138,15 @@ func (d *Daemon) build(log *slog.Logger) error {
 	if d.secret != "" {
 		gc.Secret = []byte(d.secret)
 	}
-	gc.Meta = peer.Meta{Version: Version, WGPort: d.cfg.WGPort, Transport: d.transportName(), Insecure: d.cfg.Insecure}
+	gc.Meta = peer.Meta{Version: Version, WGPort: d.cfg.WGPort, Transport: d.transportName(), Insecure: d.cfg.Insecure,
+		Joined: len(d.cfg.Peers) == 0}
 	if !d.cfg.Insecure {
 		gc.Meta.WGKey = pub
 	}
+	// Anti-entropy every 10 s instead of memberlist's 30 s: a ring or DNS
+	// delta broadcast while the mesh was still forming reaches peers that
+	// joined later only through push-pull (or the ring's own rebroadcast).
+	gc.Memberlist = func(c *memberlist.Config) { c.PushPullInterval = 10 * time.Second }
 	if d.cfg.Gossip != nil {
 		d.cfg.Gossip(&gc)
 	}
@@ -159,6 +165,8 @@ func (d *Daemon) build(log *slog.Logger) error {
 	}
 	ic.DBPath = filepath.Join(d.cfg.DataDir, "ipam.db")
 	ic.Self, ic.Name, ic.Logger = d.id.ID, d.id.Name, log
+	ic.BootstrapGate = d.bootstrapAllowed
+	ic.RebroadcastInterval = 5 * time.Second // own tokens only: a few hundred bytes
 	ringTr := &channelRef{}
 	if d.alloc, err = ipam.New(ic, ringTr); err != nil {
 		return err

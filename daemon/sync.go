@@ -62,6 +62,49 @@ func (d *Daemon) sync() {
 	}
 	d.syncDNSListen()
 	d.rememberSeen(peers)
+	d.markJoined(peers)
+}
+
+// markJoined publishes Joined once this peer has reached one of the peers
+// it was launched with.
+func (d *Daemon) markJoined(peers []peer.Info) {
+	if len(peers) == 0 || peers[0].Meta.Joined {
+		return // Peers lists this peer first
+	}
+	for _, p := range peers[1:] {
+		if p.State != peer.Alive {
+			continue
+		}
+		for _, t := range d.cfg.Peers {
+			host := t
+			if h, _, err := net.SplitHostPort(t); err == nil {
+				host = h
+			}
+			if host == p.Name || host == p.Addr.String() {
+				m := peers[0].Meta
+				m.Joined = true
+				if err := d.mesh.SetMeta(m); err != nil {
+					d.log.Warn("publish joined", "err", err)
+				}
+				return
+			}
+		}
+	}
+}
+
+// bootstrapAllowed is the IPAM bootstrap gate: a first division of the
+// ring may happen only once this peer and every peer it knows alive have
+// reached the peers they were launched with. An island of peers launched
+// against a peer that was not up yet (h3 → h2 while h2 starts; h4 → h3)
+// would otherwise divide a ring of its own and meet the real mesh with two
+// rings; with the gate it waits, meets the mesh, and adopts its ring.
+func (d *Daemon) bootstrapAllowed() bool {
+	for _, p := range d.mesh.Peers() {
+		if p.State == peer.Alive && !p.Meta.Joined {
+			return false
+		}
+	}
+	return true
 }
 
 // routerConfig is the datapath's full desired state.

@@ -37,6 +37,7 @@ type wireMeta struct {
 	Bridge    string   `json:"br,omitempty"`
 	Transport string   `json:"tr,omitempty"`
 	Insecure  bool     `json:"insec,omitempty"`
+	Joined    bool     `json:"jn,omitempty"`
 }
 
 // EncodeMeta encodes a peer's ID and metadata for memberlist.
@@ -45,7 +46,7 @@ func EncodeMeta(id peer.ID, m peer.Meta) ([]byte, error) {
 		return nil, fmt.Errorf("encode meta: %d endpoints, at most %d: %w", len(m.Endpoints), maxEndpoints, ErrTooLarge)
 	}
 	w := wireMeta{V: MetaVersion, ID: id, Version: m.Version, WGKey: m.WGKey, WGPort: m.WGPort,
-		Transport: m.Transport, Insecure: m.Insecure}
+		Transport: m.Transport, Insecure: m.Insecure, Joined: m.Joined}
 	for _, ep := range m.Endpoints {
 		w.Endpoints = append(w.Endpoints, ep.String())
 	}
@@ -85,7 +86,7 @@ func DecodeMeta(b []byte) (peer.ID, peer.Meta, error) {
 	if len(w.Endpoints) > maxEndpoints {
 		return 0, m, fmt.Errorf("decode meta: %d endpoints: %w", len(w.Endpoints), ErrBadMeta)
 	}
-	m = peer.Meta{Version: w.Version, WGKey: w.WGKey, WGPort: w.WGPort, Transport: w.Transport, Insecure: w.Insecure}
+	m = peer.Meta{Version: w.Version, WGKey: w.WGKey, WGPort: w.WGPort, Transport: w.Transport, Insecure: w.Insecure, Joined: w.Joined}
 	for _, s := range w.Endpoints {
 		ep, err := netip.ParseAddrPort(s)
 		if err != nil {

@@ -60,7 +60,11 @@ func (a *Allocator) bootstrapLoop(ctx context.Context) {
 		if ready {
 			return
 		}
-		switch a.cfg.Init.Mode {
+		mode := a.cfg.Init.Mode
+		if a.cfg.BootstrapGate != nil && !a.cfg.BootstrapGate() {
+			mode = InitObserver // not yet allowed to divide: only look for a ring
+		}
+		switch mode {
 		case InitConsensus:
 			a.tryConsensus(ctx)
 		case InitSeed:

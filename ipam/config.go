@@ -85,6 +85,13 @@ type Config struct {
 	RequestTimeout      time.Duration // wait for a Paxos quorum, a donation or a handoff ack
 	RebroadcastInterval time.Duration // re-broadcast of this peer's own tokens (0 = never)
 	NoSync              bool          // skip fsync in bbolt (tests only: loses durability)
+	// BootstrapGate, when set, must return true before this peer proposes
+	// or seeds a first division; until then it only asks peers for an
+	// existing ring. The daemon closes the gate until every known peer has
+	// joined the targets it was launched with, so that an island of peers
+	// that has not yet met the rest of the mesh never divides a ring of its
+	// own. nil = always open. Called from the bootstrap goroutine.
+	BootstrapGate func() bool
 }
 
 // DefaultConfig returns the defaults of weft launch.

@@ -87,4 +87,8 @@ type Meta struct {
 	Bridge    netip.Addr       // the peer's bridge address on the pod network, once it has one
 	Transport string           // transport the peer runs: wireguard, vxlan or direct
 	Insecure  bool             // the peer runs without a cluster secret
+	// Joined is true once the peer has reached one of the peers it was
+	// launched with (always true for a peer launched with none): until
+	// every known peer has, nobody divides a new address ring.
+	Joined bool
 }

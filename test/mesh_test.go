@@ -73,6 +73,11 @@ func TestMeshFormsFailsAndRejoins(t *testing.T) {
 	// 1. Every peer reports 5 alive within 10 s of the last launch (plus
 	// the time the CLI needs to be answered at all).
 	waitAlive(t, bed.Hosts, 5, 15*time.Second)
+	// Launched all at once against each other, the peers still form one
+	// address ring, never two.
+	ringStart := time.Now()
+	waitOneRing(t, bed.Hosts)
+	t.Logf("one ring on all 5 peers %v after they all saw each other", time.Since(ringStart).Round(time.Millisecond))
 
 	// 2. kill -9 a peer: the others report it dead within 30 s.
 	victim := bed.Hosts[2]
@@ -252,4 +257,32 @@ func TestResetHandsSpaceOver(t *testing.T) {
 	if out, _ := h2.Run("ip", "route", "show", "proto", "157"); strings.TrimSpace(out) != "" {
 		t.Errorf("weft routes left on h2 after reset:\n%s", out)
 	}
+}
+
+// waitOneRing waits until every host's IPAM is ready with the same ring.
+func waitOneRing(t *testing.T, hosts []*testbed.Host) {
+	t.Helper()
+	testbed.Eventually(t, 60*time.Second, "one ring on every peer", func() error {
+		var first string
+		for _, h := range hosts {
+			st, err := h.Status()
+			if err != nil {
+				return err
+			}
+			if st.IPAM.Status != "ready" {
+				return fmt.Errorf("%s: IPAM %s", h.Name, st.IPAM.Status)
+			}
+			var ring []string
+			for _, r := range st.IPAM.Ranges {
+				ring = append(ring, r.Start+"-"+r.End+"@"+r.Owner)
+			}
+			got := strings.Join(ring, ",")
+			if first == "" {
+				first = got
+			} else if got != first {
+				return fmt.Errorf("%s has ring %s; %s has %s (%d owners, status %s)", h.Name, got, hosts[0].Name, first, len(st.IPAM.Owners), st.IPAM.Status)
+			}
+		}
+		return nil
+	})
 }
