@@ -51,6 +51,9 @@ func (d *Daemon) sync() {
 	if d.dns != nil {
 		d.dns.SetPeers(peers)
 	}
+	if d.inRestartGrace(peers) {
+		return // keep the kernel as the last run left it until the mesh is found again
+	}
 	d.mu.Lock()
 	d.reconciles++
 	d.mu.Unlock()
@@ -101,6 +104,26 @@ func (d *Daemon) markJoined(peers []peer.Info) {
 func (d *Daemon) bootstrapAllowed() bool {
 	for _, p := range d.mesh.Peers() {
 		if p.State == peer.Alive && !p.Meta.Joined {
+			return false
+		}
+	}
+	return true
+}
+
+// restartGrace bounds how long a restarted peer leaves the datapath alone
+// while it has not found any other peer yet.
+const restartGrace = 5 * time.Second
+
+// inRestartGrace reports whether the router should not be touched yet: a
+// peer that has peers to rejoin but has not met any of them would otherwise
+// withdraw every remote route, neighbour and FDB entry a moment before
+// gossip brings them back (a restart must not cut pod traffic).
+func (d *Daemon) inRestartGrace(peers []peer.Info) bool {
+	if time.Since(d.started) > restartGrace || len(d.joinTargets()) == 0 {
+		return false
+	}
+	for _, p := range peers[1:] {
+		if p.State == peer.Alive {
 			return false
 		}
 	}
