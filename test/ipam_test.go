@@ -513,10 +513,22 @@ func TestIPAMRmpeer(t *testing.T) {
 			}
 		}
 	}
-	if winner == nil {
-		t.Fatalf("neither concurrent rmpeer took the space over: %+v", results)
-	}
 	ring = ipamWaitRingsEqual(t, survivors, 30*time.Second)
+	if winner == nil {
+		// Seen: the taker's proposer is preempted, the loser learns the
+		// decision and writes the taker's tokens for it; the taker retries,
+		// finds the dead peer owning nothing and exits 1 ("peer owns no
+		// space") although it took the space over (ipam/reclaim.go).
+		for _, h := range survivors {
+			if testbed.OwnerOf(ring, netip.MustParseAddr(gone3[0].Start)) == selfID(t, h) {
+				winner = h
+			}
+		}
+		if winner == nil {
+			t.Fatalf("neither concurrent rmpeer took the space over: %+v; ring %s", results, testbed.RangesString(ring))
+		}
+		bugs.add("concurrent rmpeer: %s took %s's space over but both commands exited non-zero: %+v", winner.Name, h3.Name, results)
+	}
 	sameRunOwner(t, ring, gone3, selfID(t, winner))
 	all.DropHost(h3.Name)
 	loser := h1
