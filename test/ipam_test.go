@@ -300,7 +300,7 @@ func TestIPAMConcurrentAllocationsAndDonation(t *testing.T) {
 	bed.DumpLogsOnFailure(t)
 	hosts := bed.Hosts
 	var bugs knownBugs
-	defer bugs.skipIfAny(t)
+	defer func() { bugs.skipIfAny(t) }()
 	ipamLaunch(t, hosts, "--ipalloc-init", "consensus=3")
 	ring := ipamWaitRingsEqual(t, hosts, 30*time.Second)
 	t.Logf("first division: %s", testbed.RangesString(ring))
@@ -378,7 +378,7 @@ func TestIPAMPartitionHeal(t *testing.T) {
 	bed.DumpLogsOnFailure(t)
 	hosts := bed.Hosts
 	var bugs knownBugs
-	defer bugs.skipIfAny(t)
+	defer func() { bugs.skipIfAny(t) }()
 	ipamLaunch(t, hosts, "--ipalloc-init", "consensus=3")
 	ipamWaitRingsEqual(t, hosts, 30*time.Second)
 	all := allocateAll(t, hosts, "before", 20, 5)
@@ -436,7 +436,7 @@ func TestIPAMRmpeer(t *testing.T) {
 	bed.DumpLogsOnFailure(t)
 	hosts := bed.Hosts
 	var bugs knownBugs
-	defer bugs.skipIfAny(t)
+	defer func() { bugs.skipIfAny(t) }()
 	h1, h2, h3, h4 := hosts[0], hosts[1], hosts[2], hosts[3]
 	ipamLaunch(t, hosts, "--ipalloc-init", "consensus=4")
 	ring := ipamWaitRingsEqual(t, hosts, 30*time.Second)
@@ -560,7 +560,7 @@ func TestIPAMRestartKeepsAllocations(t *testing.T) {
 	bed.DumpLogsOnFailure(t)
 	hosts := bed.Hosts
 	var bugs knownBugs
-	defer bugs.skipIfAny(t)
+	defer func() { bugs.skipIfAny(t) }()
 	h2 := hosts[1]
 	ipamLaunch(t, hosts, "--ipalloc-init", "consensus=2")
 	all := allocateAll(t, hosts[1:], "keep", 30, 5)
