@@ -40,7 +40,8 @@ type Daemon struct {
 	ipamCh *gossip.Channel
 	dnsCh  *gossip.Channel
 
-	kick chan struct{} // asks the sync loop to run now (cap 1)
+	kick   chan struct{} // asks the sync loop to run now (cap 1)
+	metaMu sync.Mutex    // serialises updateMeta
 
 	mu         sync.Mutex // guards following
 	bridge     netip.Prefix

@@ -84,9 +84,7 @@ func (d *Daemon) markJoined(peers []peer.Info) {
 				host = h
 			}
 			if host == p.Name || host == p.Addr.String() {
-				m := peers[0].Meta
-				m.Joined = true
-				if err := d.mesh.SetMeta(m); err != nil {
+				if err := d.updateMeta(func(m *peer.Meta) { m.Joined = true }); err != nil {
 					d.log.Warn("publish joined", "err", err)
 				}
 				return
@@ -181,9 +179,7 @@ func (d *Daemon) bridgeLoop(ctx context.Context) error {
 		d.bridge = p
 		d.mu.Unlock()
 		d.log.Info("bridge address", "bridge", d.cfg.Bridge, "addr", p)
-		meta := d.meta()
-		meta.Bridge = p.Addr()
-		if err := d.mesh.SetMeta(meta); err != nil {
+		if err := d.updateMeta(func(m *peer.Meta) { m.Bridge = p.Addr() }); err != nil {
 			d.log.Warn("publish bridge address", "err", err)
 		}
 		d.poke()
@@ -192,13 +188,16 @@ func (d *Daemon) bridgeLoop(ctx context.Context) error {
 	return nil
 }
 
-func (d *Daemon) meta() (m peer.Meta) {
-	for _, p := range d.mesh.Peers() {
-		if p.ID == d.id.ID {
-			return p.Meta
-		}
-	}
-	return m
+// updateMeta changes this peer's published metadata. Every change goes
+// through here, one at a time, and starts from the current metadata: two
+// writers each publishing a copy they took earlier would undo each other
+// (a Joined update once erased the bridge address).
+func (d *Daemon) updateMeta(change func(*peer.Meta)) error {
+	d.metaMu.Lock()
+	defer d.metaMu.Unlock()
+	m := d.mesh.Peers()[0].Meta // Peers lists this peer first
+	change(&m)
+	return d.mesh.SetMeta(m)
 }
 
 // syncDNSListen adds bridge:53 to the DNS listeners once the router has
