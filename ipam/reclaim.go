@@ -55,6 +55,7 @@ func (a *Allocator) Reclaim(ctx context.Context, id peer.ID) (int64, error) {
 	if id == a.cfg.Self {
 		return 0, fmt.Errorf("reclaim %s: %w", id, ErrSelf)
 	}
+	var first []Token // the dead peer's tokens when this reclaim started
 	for {
 		a.mu.Lock()
 		switch {
@@ -70,8 +71,19 @@ func (a *Allocator) Reclaim(ctx context.Context, id peer.ID) (int64, error) {
 		}
 		ts := a.ring.ownedBy(id)
 		if len(ts) == 0 {
+			if first != nil && a.ownsAllLocked(first) {
+				// Preempted while winning: the other proposer learned the
+				// decision and wrote our tokens before our retry. We took
+				// the space over all the same.
+				n := a.sizeLocked(first)
+				a.mu.Unlock()
+				return n, nil
+			}
 			a.mu.Unlock()
 			return 0, fmt.Errorf("reclaim %s: %w", id, ErrNothingToReclaim)
+		}
+		if first == nil {
+			first = ts
 		}
 		key := instanceKey{Kind: instReclaim, Dead: id, Hash: hashTokens(ts)}
 		electorate, live := a.electorateLocked(id)
