@@ -25,6 +25,13 @@ func (a *Allocator) handleDonateReqLocked(from peer.ID, m *message) error {
 		a.sendLocked(from, r)
 		return nil
 	}
+	if !a.aliveLocked(from) {
+		// We cannot answer a peer our membership does not know yet (the
+		// reply would be lost, and the requester would ask someone else
+		// while this space is already written as its): stay silent; it
+		// retries when its request times out, by when we know it.
+		return nil
+	}
 	give, ok := a.donationLocked(from)
 	if !ok {
 		r.Tokens = a.ring.ownedBy(a.cfg.Self)
