@@ -6,12 +6,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"github.com/weftmesh/weft/test/testbed"
 )
 
@@ -156,23 +154,10 @@ func TestMeshFormsFailsAndRejoins(t *testing.T) {
 // random bytes from inside namespace ns to addr.
 func sendGarbage(t *testing.T, ns, addr string, n int) {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // this thread enters ns and dies with it
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
+	err := testbed.InNS(ns, func() error {
 		u, err := net.Dial("udp", addr)
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
 		buf := make([]byte, 1500)
 		for i := 0; i < n; i++ {
@@ -183,7 +168,7 @@ func sendGarbage(t *testing.T, ns, addr string, n int) {
 			}
 			_, _ = u.Write(buf[:k])
 			if i%100 == 0 {
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(5 * time.Millisecond) // pace: garbage, not a flood
 			}
 		}
 		u.Close()
@@ -193,16 +178,15 @@ func sendGarbage(t *testing.T, ns, addr string, n int) {
 				continue
 			}
 			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-			k := 1 + i*37%4000
-			b := make([]byte, k)
+			b := make([]byte, 1+i*37%4000)
 			_, _ = rand.Read(b)
 			b[0] = byte(i % 16)
 			_, _ = c.Write(b)
 			c.Close()
 		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+		return nil
+	})
+	if err != nil {
 		t.Fatalf("send garbage: %v", err)
 	}
 }
