@@ -18,7 +18,7 @@ lint:
 	$(GO) vet $(PKGS)
 
 test: deps lint build
-	$(GO) test -race -timeout 25m $(PKGS)
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
 
 demo: build
 	bash scripts/demo.sh up
