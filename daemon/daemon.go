@@ -288,6 +288,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	start("sync", d.syncLoop)
 	<-ctx.Done()
 	wg.Wait()
+	if errors.Is(context.Cause(ctx), errLeft) {
+		// `weft reset` while running: with every goroutine gone, nothing
+		// can re-create what this removes.
+		if err := d.router.Reset(); err != nil {
+			d.log.Warn("reset datapath after leaving", "err", err)
+		}
+	}
 	err := d.alloc.Close()
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, errLeft) {
 		return cause
