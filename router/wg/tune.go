@@ -19,8 +19,10 @@ package wg
 //     queues (64 KiB elements, 1024-deep queues) let the heap of a datapath
 //     carrying iperf3 traffic grow to 430-480 MB RSS in 8 s, and with the
 //     GC left at GOGC=100 nothing gives it back. With the limit the GC
-//     starts earlier and empties the sync.Pools: 96-108 MB RSS after the
-//     same 8 s, at 1.23-1.32 Gbit/s TCP x4 against 1.36 without (noise).
+//     starts earlier and empties the sync.Pools. At 128 MiB: 96-108 MB RSS
+//     after the same 8 s, but on a quiet machine TCP x4 fell to 0.66x stock
+//     wireguard-go (0.96x with no limit, 0.91x at 256 MiB; 2-3 rounds each,
+//     scripts/bench-datapath.sh): 256 MiB is the compromise.
 //   - GOMAXPROCS: left at the number of CPUs. GOMAXPROCS=1 lost 30-50 % of
 //     the UDP rate (crypto no longer runs in parallel with the TUN reader).
 
@@ -50,7 +52,7 @@ func setTxQueueLen(name string, qlen int) error {
 
 // memoryLimit is the datapath's soft memory limit (bytes) unless the
 // environment sets GOMEMLIMIT.
-const memoryLimit = 128 << 20
+const memoryLimit = 256 << 20
 
 // tuneRuntime adjusts the Go runtime of the datapath process; see above.
 func tuneRuntime(logger *slog.Logger) {
