@@ -72,7 +72,7 @@ setup_bed() {
   # stock wireguard-go (UAPI in the root /var/run/wireguard: unique names bdwgA/bdwgB)
   go build -o "$W/wireguard-go" golang.zx2c4.com/wireguard
   for s in A B; do
-    nsx bd$s env LOG_LEVEL=error "$W/wireguard-go" -f bdwg$s > "$W/logs/bdwg$s.log" 2>&1 &
+    ip netns exec bd$s env LOG_LEVEL=error "$W/wireguard-go" -f bdwg$s > "$W/logs/bdwg$s.log" 2>&1 &
     echo "$! wg" >> "$W/pids"
     (umask 077; wg genkey > "$W/keys/$s"); wg pubkey < "$W/keys/$s" > "$W/keys/$s.pub"
   done
@@ -81,8 +81,8 @@ setup_bed() {
   nsx $B wg set bdwgB listen-port 51830 private-key "$W/keys/B" peer "$(cat "$W/keys/A.pub")" endpoint 10.97.0.1:51830 allowed-ips 10.101.0.1/32,10.244.1.0/24
   nsx $A ip addr add 10.101.0.1/24 dev bdwgA; nsx $A ip link set bdwgA mtu 1420 up
   nsx $B ip addr add 10.101.0.2/24 dev bdwgB; nsx $B ip link set bdwgB mtu 1420 up
-  nsx $B iperf3 -s > "$W/logs/iperf3-B.log" 2>&1 & echo "$! iperf3" >> "$W/pids"
-  nsx $PB iperf3 -s > "$W/logs/iperf3-PB.log" 2>&1 & echo "$! iperf3" >> "$W/pids"
+  ip netns exec $B iperf3 -s > "$W/logs/iperf3-B.log" 2>&1 & echo "$! iperf3" >> "$W/pids"
+  ip netns exec $PB iperf3 -s > "$W/logs/iperf3-PB.log" 2>&1 & echo "$! iperf3" >> "$W/pids"
 }
 
 # raw_path hostgw|vxlan|wg: how bdA/bdB route the remote raw pod range, and the pod MTU
@@ -138,7 +138,7 @@ weft_up() { # weft_up transport -> sets WPA WPB (pod netns) WDST (pod B address)
   done
   WDST=$(cat "$W/hB/pod.addr")
   WMTU=$(nsx bdwA ip -j link show eth0 | jq '.[0].mtu')
-  nsx bdwB iperf3 -s > "$W/logs/iperf3-w$tr.log" 2>&1 & echo "$! iperf3" >> "$W/pids"; echo $! > "$W/wiperf.pid"
+  ip netns exec bdwB iperf3 -s > "$W/logs/iperf3-w$tr.log" 2>&1 & echo "$! iperf3" >> "$W/pids"; echo $! > "$W/wiperf.pid"
   for _ in $(seq 100); do nsx bdwA ping -c 1 -W 1 -q "$WDST" > /dev/null 2>&1 && break; sleep 0.2; done
   log "weft-$tr up: pod $WDST, pod MTU $WMTU, $("$BIN/weft" --socket "$W/hA/weft.sock" status --json | jq -r '[.peers[] | select(.self|not) | .transport] | join(",")')"
 }

@@ -18,10 +18,16 @@ log() { printf '\033[1m== %s\033[0m\n' "$*"; }
 inhost() { local h=$1; shift; nsenter --net=/var/run/netns/$P-h$h -- unshare --mount --propagation private sh -c "mount --bind $STATE/h$h/wireguard /run/wireguard && exec \"\$@\"" sh "$@"; }
 
 down() {
+  local pids=()
   for pidf in "$STATE"/*/*.pid "$STATE"/h*/wireguard/*.pid; do
-    [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null || true
+    [ -f "$pidf" ] && pids+=("$(cat "$pidf")")
   done
-  sleep 0.5
+  [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 50); do  # peers leave the mesh gracefully: give them 10 s
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break; sleep 0.2
+  done
+  [ ${#pids[@]} -gt 0 ] && kill -9 "${pids[@]}" 2>/dev/null || true
   for ns in $(ip netns list | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$STATE"
   echo "demo removed"
@@ -53,7 +59,9 @@ up() {
     args=(--name h$h --data-dir "$STATE/h$h/data" --socket "$STATE/h$h/weft.sock" --http-addr 192.168.77.$((10+h)):6784 --transport "$TRANSPORT")
     [ "$h" -gt 1 ] && args+=(--password-file "$STATE/secret" 192.168.77.11)
     echo "  host h$h: weft launch ${args[*]}"
-    inhost $h "$BIN/weft" launch "${args[@]}" >"$STATE/h$h/weft.log" 2>&1 &
+    # inline (not the inhost function): nsenter, unshare and sh exec, so $! is weft itself
+    nsenter --net=/var/run/netns/$P-h$h -- unshare --mount --propagation private \
+      sh -c "mount --bind $STATE/h$h/wireguard /run/wireguard && exec \"\$@\"" sh "$BIN/weft" launch "${args[@]}" >"$STATE/h$h/weft.log" 2>&1 &
     echo $! >"$STATE/h$h/weft.pid"
     if [ "$h" -eq 1 ]; then
       for _ in $(seq 50); do [ -s "$STATE/h1/data/secret" ] && break; sleep 0.1; done
