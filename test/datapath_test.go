@@ -495,17 +495,22 @@ func reclaim(t *testing.T, h, gone *testbed.Host, hosts []*testbed.Host) {
 // via owner's underlay address.
 func checkMovedTo(t *testing.T, h *testbed.Host, rs []ringRange, owner *testbed.Host) {
 	t.Helper()
-	for _, r := range rs {
-		for _, a := range []netip.Addr{r.start.Next(), r.end.Prev()} { // neither is the range's network or broadcast
-			rt, err := h.RouteGet(a)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rt.Gateway != owner.Addr.String() {
-				t.Errorf("%s routes %s (reclaimed by %s) via %q dev %s; want via %s", h.Name, a, owner.Name, rt.Gateway, rt.Dev, owner.Addr)
+	// h learns of the move by gossip and its router applies it after a
+	// debounce: poll (waitRingRoutes checks only the ends of merged runs).
+	testbed.Eventually(t, 30*time.Second, "reclaimed ranges routed to "+owner.Name+" on "+h.Name, func() error {
+		for _, r := range rs {
+			for _, a := range []netip.Addr{r.start.Next(), r.end.Prev()} { // neither is the range's network or broadcast
+				rt, err := h.RouteGet(a)
+				if err != nil {
+					return err
+				}
+				if rt.Gateway != owner.Addr.String() {
+					return fmt.Errorf("%s routes %s (reclaimed by %s) via %q dev %s; want via %s", h.Name, a, owner.Name, rt.Gateway, rt.Dev, owner.Addr)
+				}
 			}
 		}
-	}
+		return nil
+	})
 }
 
 type ringRange struct {
