@@ -3,8 +3,9 @@ package cni
 // ADD, in order, each step undone on any later failure (newest first):
 //   1. parse config and CNI_ARGS, open the pod's netns   (nothing to undo)
 //   2. Allocate at the peer                               undo: Release
-//   3. find the bridge, create the veth pair on it        undo: delete veth
-//   4. address, link up, default route in the pod         (gone with the veth)
+//   3. find the bridge (the gateway), create the veth     undo: delete veth
+//   4. address, link up, gateway neighbour, default route in the pod,
+//      the host's route and neighbour to the pod          (gone with the veth)
 //   5. register POD.NAMESPACE in DNS                      (Release drops it)
 //   6. print the result in the config's spec version
 
@@ -82,8 +83,7 @@ func (p *Plugin) add(inv *invocation, args *skel.CmdArgs) (err error) {
 	inv.log.Debug("allocated", "id", id, "address", addr, "gateway", gw)
 
 	brName := bridgeName(inv.conf, alloc)
-	br, err := lookupBridge(brName)
-	if err != nil {
+	if _, err := lookupBridge(brName); err != nil {
 		return cniError(types.ErrTryAgainLater, "attach pod", err)
 	}
 	mtu := inv.conf.MTU
@@ -100,7 +100,7 @@ func (p *Plugin) add(inv *invocation, args *skel.CmdArgs) (err error) {
 		return cniError(types.ErrInternal, "attach pod", err)
 	}
 	defer pod.Close()
-	links, err := setupVeth(hostName, args.IfName, br, mtu, inv.conf.HairpinMode, pod, netNS.Fd())
+	links, err := setupVeth(hostName, args.IfName, mtu, pod, netNS.Fd())
 	undo = append(undo, func() {
 		if derr := deleteHostVeth(hostName); derr != nil {
 			inv.log.Error("rollback: delete veth", "veth", hostName, "err", derr)
@@ -109,8 +109,11 @@ func (p *Plugin) add(inv *invocation, args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return cniError(types.ErrInternal, "attach pod", err)
 	}
-	if err := configurePod(pod, links.podIndex, addr, gw); err != nil {
+	if err := configurePod(pod, links, addr, gw); err != nil {
 		return cniError(types.ErrInternal, "configure pod interface "+args.IfName, err)
+	}
+	if err := routeToPod(links, addr); err != nil {
+		return cniError(types.ErrInternal, "route to pod", err)
 	}
 
 	if podName != "" {

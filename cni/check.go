@@ -2,13 +2,16 @@ package cni
 
 // CHECK compares the live state with the prevResult of ADD: the pod's
 // interface exists and is up with the same MAC, addresses and routes; the
-// host end is attached to the bridge; the peer still has the allocation.
+// host end is up, routed (no bridge port) and the host routes the pod's
+// addresses to it; the peer still has the allocation.
 
 import (
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -53,7 +56,7 @@ func (p *Plugin) check(inv *invocation, args *skel.CmdArgs) error {
 		return cniError(types.ErrInternal, "check", fmt.Errorf("%w: peer allocated %s to %s, prevResult has %v", ErrCheckFailed, alloc.Address, id, want.addrs))
 	}
 
-	if err := checkHost(hostVethName(args.ContainerID, args.IfName), bridgeName(inv.conf, alloc)); err != nil {
+	if err := checkHost(hostVethName(args.ContainerID, args.IfName), bridgeName(inv.conf, alloc), want.addrs); err != nil {
 		return cniError(types.ErrInternal, "check host side", err)
 	}
 
@@ -107,10 +110,11 @@ func expectedPod(r *current.Result, ifName string) (*podState, error) {
 	return st, nil
 }
 
-// checkHost: the host end exists, is a veth, is up and is on the bridge.
-func checkHost(hostName, bridge string) error {
-	br, err := lookupBridge(bridge)
-	if err != nil {
+// checkHost: the bridge (the gateway) exists; the host end exists, is a
+// veth, is up, is not a bridge port, answers ARP by proxy, and the host
+// routes each of addrs to it.
+func checkHost(hostName, bridge string, addrs []netip.Prefix) error {
+	if _, err := lookupBridge(bridge); err != nil {
 		return err
 	}
 	l, err := netlink.LinkByName(hostName)
@@ -120,10 +124,35 @@ func checkHost(hostName, bridge string) error {
 	switch {
 	case l.Type() != "veth":
 		return fmt.Errorf("%w: %s is a %s, not a veth", ErrCheckFailed, hostName, l.Type())
-	case l.Attrs().MasterIndex != br.Attrs().Index:
-		return fmt.Errorf("%w: %s is not attached to bridge %s", ErrCheckFailed, hostName, bridge)
+	case l.Attrs().MasterIndex != 0:
+		return fmt.Errorf("%w: %s is enslaved to interface %d; weft's pods are routed", ErrCheckFailed, hostName, l.Attrs().MasterIndex)
 	case l.Attrs().Flags&net.FlagUp == 0:
 		return fmt.Errorf("%w: %s is down", ErrCheckFailed, hostName)
+	}
+	for _, s := range hostSysctls(hostName) {
+		b, err := os.ReadFile(s.path)
+		if err != nil || strings.TrimSpace(string(b)) != s.value {
+			return fmt.Errorf("%w: %s is %q, want %s", ErrCheckFailed, s.path, strings.TrimSpace(string(b)), s.value)
+		}
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: l.Attrs().Index},
+		netlink.RT_FILTER_OIF)
+	if err != nil {
+		return fmt.Errorf("list routes of %s: %w", hostName, err)
+	}
+	for _, a := range addrs {
+		host := netip.PrefixFrom(a.Addr(), a.Addr().BitLen())
+		found := false
+		for _, r := range routes {
+			if r.Dst != nil {
+				if p, ok := ipNetToPrefix(*r.Dst); ok && p == host {
+					found = true
+				}
+			}
+		}
+		if !found {
+			return fmt.Errorf("%w: no route %s dev %s on the host", ErrCheckFailed, host, hostName)
+		}
 	}
 	return nil
 }

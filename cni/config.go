@@ -24,7 +24,7 @@ type Config struct {
 	Socket      string `json:"socket"`      // path of the peer's unix control socket
 	Bridge      string `json:"bridge"`      // bridge name; empty = the peer's answer, else "weft"
 	MTU         int    `json:"mtu"`         // pod MTU in bytes; 0 = the peer's answer
-	HairpinMode bool   `json:"hairpinMode"` // let a pod reach itself through a service address
+	HairpinMode bool   `json:"hairpinMode"` // accepted for compatibility; routed pods always reach themselves through a service address
 	DataDir     string `json:"dataDir"`     // weft state directory (pending-release spool lives here)
 	LogFile     string `json:"logFile"`     // append JSON log lines here; empty = no log
 

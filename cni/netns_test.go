@@ -67,6 +67,11 @@ func newTestbed(tb testing.TB) *testbed {
 		if err := netlink.AddrAdd(br, a); err != nil {
 			return err
 		}
+		// kube-proxy's strict ARP: the host answers ARP only for addresses
+		// of the asking interface. Pods must reach their gateway anyway.
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/arp_ignore", []byte("1"), 0o644); err != nil {
+			return err
+		}
 		return netlink.LinkSetUp(br)
 	})
 	if err != nil {
@@ -221,8 +226,9 @@ func checkResultJSON(t *testing.T, v, out, netns, hostVeth, addr string) {
 	}
 }
 
-// checkKernel verifies the veth pair, bridge port, MTU, hairpin, the pod's
-// address and route, and that the pod reaches its gateway over TCP.
+// checkKernel verifies the routed veth pair (no bridge port, proxy ARP, the
+// host's route and neighbour to the pod), MTU, the pod's address, gateway
+// neighbour and route, and that the pod reaches its gateway over TCP.
 func checkKernel(t *testing.T, b *testbed, pod ns.NetNS, id, addr string) {
 	t.Helper()
 	var ln net.Listener
@@ -235,12 +241,26 @@ func checkKernel(t *testing.T, b *testbed, pod ns.NetNS, id, addr string) {
 		if err != nil {
 			return err
 		}
-		pi, err := netlink.LinkGetProtinfo(l)
+		if l.Type() != "veth" || l.Attrs().MasterIndex != 0 || l.Attrs().MTU != 1410 || br.Attrs().Index == l.Attrs().Index {
+			return fmt.Errorf("host veth %s: type %s master %d mtu %d; want a routed veth, mtu 1410", l.Attrs().Name, l.Type(), l.Attrs().MasterIndex, l.Attrs().MTU)
+		}
+		if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + l.Attrs().Name + "/proxy_arp"); err != nil || string(b) != "1\n" {
+			return fmt.Errorf("proxy_arp on %s = %q, %v", l.Attrs().Name, b, err)
+		}
+		pfx := netip.MustParsePrefix(addr)
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: l.Attrs().Index}, netlink.RT_FILTER_OIF)
 		if err != nil {
 			return err
 		}
-		if l.Type() != "veth" || l.Attrs().MasterIndex != br.Attrs().Index || l.Attrs().MTU != 1410 || !pi.Hairpin {
-			return fmt.Errorf("host veth %s: type %s master %d (bridge %d) mtu %d hairpin %v", l.Attrs().Name, l.Type(), l.Attrs().MasterIndex, br.Attrs().Index, l.Attrs().MTU, pi.Hairpin)
+		if len(routes) != 1 || routes[0].Dst.String() != pfx.Addr().String()+"/32" || routes[0].Protocol != PodRouteProtocol {
+			return fmt.Errorf("host routes via %s: %v; want %s/32 proto %d", l.Attrs().Name, routes, pfx.Addr(), PodRouteProtocol)
+		}
+		neighs, err := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		if len(neighs) != 1 || neighs[0].State != netlink.NUD_PERMANENT || !neighs[0].IP.Equal(net.IP(pfx.Addr().AsSlice())) {
+			return fmt.Errorf("host neighbours on %s: %v; want %s permanent", l.Attrs().Name, neighs, pfx.Addr())
 		}
 		ln, err = net.Listen("tcp", testGateway+":0")
 		return err
@@ -262,6 +282,10 @@ func checkKernel(t *testing.T, b *testbed, pod ns.NetNS, id, addr string) {
 		addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
 		if len(addrs) != 1 || addrs[0].IPNet.String() != addr || l.Attrs().MTU != 1410 {
 			return fmt.Errorf("pod eth0: addrs %v mtu %d; want %s mtu 1410", addrs, l.Attrs().MTU, addr)
+		}
+		neighs, _ := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+		if len(neighs) != 1 || !neighs[0].IP.Equal(net.ParseIP(testGateway)) || neighs[0].State != netlink.NUD_PERMANENT {
+			return fmt.Errorf("pod neighbours %v; want %s permanent", neighs, testGateway)
 		}
 		routes, _ := netlink.RouteList(l, netlink.FAMILY_V4)
 		if !hasRoute(routes, &types.Route{Dst: *defaultDst(netip.MustParseAddr(testGateway)), GW: net.ParseIP(testGateway)}) {
