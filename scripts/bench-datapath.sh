@@ -22,7 +22,10 @@
 #   weft-wireguard / stock-wg, weft-vxlan / raw-vxlan, weft-direct / raw-hostgw.
 # Names: netns bd*, links bd*, underlay 10.97.0.0/24, raw pods 10.244.1/2.0/24,
 # weft pods in weft's default 10.32.0.0/12. Traffic stays in these namespaces.
-# Usage: scripts/bench-datapath.sh [all|teardown]   (root; `make build` first)
+# Usage: scripts/bench-datapath.sh [all|teardown|report]   (root; `make build` first)
+#        scripts/bench-datapath.sh up [TRANSPORT]: build the bed, raw host-gw
+#        routes and weft with TRANSPORT (default direct), and leave it up for
+#        poking (pods bdPA/bdPB raw, bdwA/bdwB weft; `teardown` ends it)
 # Env:   REPS=1 DUR=10 UDUR=5 RATES="0.5 1.0" UDP_WIN=4M W=/tmp/bench-datapath
 #        CFGS="underlay raw-hostgw raw-vxlan stock-wg weft-direct weft-vxlan weft-wireguard"
 # =============================================================================
@@ -281,7 +284,9 @@ teardown() {
 case ${1:-all} in
   all)      [[ -x $BIN/weft && -x $BIN/weft-cni ]] || { echo "run make build first" >&2; exit 1; }
             trap teardown EXIT; teardown; setup_bed; run; report | tee "$W/report.md" ;;
+  up)       [[ -x $BIN/weft && -x $BIN/weft-cni ]] || { echo "run make build first" >&2; exit 1; }
+            teardown; setup_bed; raw_path hostgw > /dev/null; weft_up "${2:-direct}" ;;
   teardown) teardown ;;
   report)   report ;;
-  *) echo "usage: $0 all|teardown|report" >&2; exit 1 ;;
+  *) echo "usage: $0 all|up [TRANSPORT]|teardown|report" >&2; exit 1 ;;
 esac
