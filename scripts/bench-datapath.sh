@@ -9,6 +9,8 @@
 #                     transports wireguard (with a secret), vxlan and direct
 #                     (--insecure --transport X). Torn down with `weft reset`
 #                     between transports.
+#   weft-X-nomasq     the same with --no-masquerade: no nat table, so no
+#                     connection tracking (what the masquerade costs)
 #   raw baselines     in the same two hosts, built by hand like limits.sh:
 #     underlay        bdA -> bdB over the veth (no pods)
 #     raw-hostgw      pod bdPA -> bdA -route-> bdB -> pod bdPB, no encap (1500)
@@ -105,12 +107,13 @@ raw_path() {
 }
 
 # ---------------------------------------------------------------- weft
-weft_up() { # weft_up transport -> sets WPA WPB (pod netns) WDST (pod B address) WMTU
-  local tr=$1 h args
+weft_up() { # weft_up transport[-nomasq] -> sets WPA WPB (pod netns) WDST (pod B address) WMTU
+  local tr=${1%-nomasq} h args
   for h in A B; do
     rm -rf "$W/h$h/data"; mkdir -p "$W/h$h/data"
     args=(--name h$h --data-dir "$W/h$h/data" --socket "$W/h$h/weft.sock" --http-addr "" --advertise "$(addr $h)")
     [[ $tr != wireguard ]] && args+=(--insecure --transport "$tr")
+    [[ $1 == *-nomasq ]] && args+=(--no-masquerade)
     if [[ $h == B ]]; then
       [[ $tr == wireguard ]] && args+=(--password-file "$W/hA/data/secret")
       args+=(10.97.0.1)
@@ -252,7 +255,8 @@ print()
 print("Ratios of medians weft / baseline (ping: lower is better, the ratio is RTT weft/baseline)")
 print("| weft | baseline | " + " | ".join(tests) + " |")
 print("|---|---|" + "---|" * len(tests))
-for w, b in (("weft-wireguard", "stock-wg"), ("weft-vxlan", "raw-vxlan"), ("weft-direct", "raw-hostgw")):
+for w, b in (("weft-wireguard", "stock-wg"), ("weft-vxlan", "raw-vxlan"), ("weft-direct", "raw-hostgw"),
+             ("weft-wireguard-nomasq", "stock-wg"), ("weft-vxlan-nomasq", "raw-vxlan"), ("weft-direct-nomasq", "raw-hostgw")):
     if w not in cfgs or b not in cfgs: continue
     cells = []
     for t in tests:
