@@ -604,7 +604,8 @@ func waitRingRoutes(t *testing.T, hosts, all []*testbed.Host) {
 						return err
 					}
 					if r.owner == h.Name {
-						if rt.Dev != "weft" && rt.Dev != "lo" { // lo: its bridge address
+						// weft: unallocated; lo: its bridge address; wf*: a pod's veth
+						if rt.Dev != "weft" && rt.Dev != "lo" && !strings.HasPrefix(rt.Dev, "wf") {
 							return fmt.Errorf("%s: own address %s goes to %s via %q", h.Name, a, rt.Dev, rt.Gateway)
 						}
 					} else if rt.Gateway != byName[r.owner].Addr.String() || rt.Dev != "eth0" {
