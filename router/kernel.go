@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -64,11 +62,12 @@ type Kernel interface {
 	// SysctlSet writes a sysctl.
 	SysctlSet(key, value string) error
 
-	// NftGet returns what nft table "ip weft" holds; the zero NftRules
-	// means the table is absent.
-	NftGet() (NftRules, error)
-	// NftSet atomically (re)creates table "ip weft" with rules (not zero).
-	NftSet(rules NftRules) error
+	// NftGet returns the range masqueraded by nft table "ip weft"; an
+	// invalid prefix means the table is absent.
+	NftGet() (netip.Prefix, error)
+	// NftSet atomically (re)creates table "ip weft" masquerading traffic from
+	// rng to destinations outside it.
+	NftSet(rng netip.Prefix) error
 	// NftDelete removes table "ip weft"; a missing table is not an error.
 	NftDelete() error
 
@@ -182,41 +181,3 @@ var (
 	ErrNoWireGuard   = errors.New("no WireGuard device factory")
 	ErrClosed        = errors.New("router closed")
 )
-
-// NftRules is what weft's nft table "ip weft" holds.
-type NftRules struct {
-	// Masquerade: traffic from this range to destinations outside it
-	// leaves with the host's address. Invalid = no masquerade.
-	Masquerade netip.Prefix
-	// NotrackUDP: weft's own tunnel ports (VXLAN, WireGuard), ascending.
-	// Tunnel packets to and from them bypass connection tracking: nothing
-	// translates them, and the pod packets inside are tracked on their own
-	// (once the masquerade or kube-proxy switches conntrack on, every
-	// encapsulated packet would otherwise be tracked a second time, and on
-	// the receiving side one by one, before GRO).
-	NotrackUDP []uint16
-}
-
-// IsZero reports whether the rules need no table at all.
-func (n NftRules) IsZero() bool { return !n.Masquerade.IsValid() && len(n.NotrackUDP) == 0 }
-
-// Equal reports whether n and o are the same rules.
-func (n NftRules) Equal(o NftRules) bool {
-	return n.Masquerade == o.Masquerade && slices.Equal(n.NotrackUDP, o.NotrackUDP)
-}
-
-// String is the rules as transcripts show them.
-func (n NftRules) String() string {
-	var parts []string
-	if n.Masquerade.IsValid() {
-		parts = append(parts, fmt.Sprintf("masquerade saddr %v daddr != %v", n.Masquerade, n.Masquerade))
-	}
-	if len(n.NotrackUDP) > 0 {
-		ports := make([]string, len(n.NotrackUDP))
-		for i, p := range n.NotrackUDP {
-			ports[i] = strconv.Itoa(int(p))
-		}
-		parts = append(parts, "notrack udp "+strings.Join(ports, ","))
-	}
-	return strings.Join(parts, "; ")
-}

@@ -56,7 +56,7 @@ type plan struct {
 	wgPeers    []WGPeer // sorted by public key
 	transports map[peer.ID]string
 	sysctls    []sysctl
-	nft        NftRules
+	masq       netip.Prefix // invalid = no masquerade
 }
 
 // makePlan computes the desired state. u is the underlay device (zero when
@@ -87,16 +87,8 @@ func makePlan(cfg Config, u Underlay) plan {
 		p.sysctls = append(p.sysctls, sysctl{"net/ipv4/conf/" + cfg.WGIface + "/rp_filter", "2"})
 	}
 	if cfg.Masquerade {
-		p.nft.Masquerade = cfg.Range.Masked()
+		p.masq = cfg.Range.Masked()
 	}
-	if cfg.uses(TransportVXLAN) {
-		p.nft.NotrackUDP = append(p.nft.NotrackUDP, cfg.VXPort)
-	}
-	if cfg.uses(TransportWireGuard) {
-		p.nft.NotrackUDP = append(p.nft.NotrackUDP, cfg.WGPort)
-	}
-	slices.Sort(p.nft.NotrackUDP)
-	p.nft.NotrackUDP = slices.Compact(p.nft.NotrackUDP)
 	src := cfg.BridgeAddr.Addr()
 	routed := map[netip.Prefix]bool{}
 	addRoute := func(r Route) {

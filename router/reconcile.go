@@ -58,7 +58,7 @@ func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) 
 	if p.vxlan != nil {
 		errs = append(errs, r.ensureFDB(cfg.VXIface, p.fdbs), r.ensureNeigh(cfg.VXIface, p.neighs))
 	}
-	errs = append(errs, r.ensureRoutes(p.routes), r.ensureNft(p.nft))
+	errs = append(errs, r.ensureRoutes(p.routes), r.ensureNft(p.masq))
 	return p, errors.Join(errs...)
 }
 
@@ -239,21 +239,21 @@ func (r *Router) ensureFDB(dev string, want []FDB) error {
 	return errors.Join(errs...)
 }
 
-func (r *Router) ensureNft(want NftRules) error {
+func (r *Router) ensureNft(want netip.Prefix) error {
 	have, err := r.kernel.NftGet()
 	if err != nil {
 		return fmt.Errorf("nft get table weft: %w", err)
 	}
 	switch {
-	case have.Equal(want):
+	case have == want:
 		return nil
-	case want.IsZero():
+	case !want.IsValid():
 		err = r.kernel.NftDelete()
 	default:
 		err = r.kernel.NftSet(want)
 	}
 	if err != nil {
-		return fmt.Errorf("nft table weft (%v): %w", want, err)
+		return fmt.Errorf("nft masquerade %v: %w", want, err)
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ type Kernel struct {
 	neighs     map[string]router.Neigh // by dev+ip
 	fdbs       map[string]router.FDB   // by dev+mac
 	sysctls    map[string]string
-	nft        router.NftRules
+	nft        netip.Prefix
 	underlays  map[netip.Addr]router.Underlay
 	failRoutes error // returned by RouteReplace when set
 }
@@ -295,27 +295,27 @@ func (k *Kernel) SysctlSet(key, value string) error {
 	return nil
 }
 
-func (k *Kernel) NftGet() (router.NftRules, error) {
+func (k *Kernel) NftGet() (netip.Prefix, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.nft, nil
 }
 
-func (k *Kernel) NftSet(rules router.NftRules) error {
+func (k *Kernel) NftSet(rng netip.Prefix) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.nft = router.NftRules{Masquerade: rules.Masquerade, NotrackUDP: slices.Clone(rules.NotrackUDP)}
-	k.record("nft table ip weft: %v", rules)
+	k.nft = rng
+	k.record("nft table ip weft: masquerade saddr %v daddr != %v", rng, rng)
 	return nil
 }
 
 func (k *Kernel) NftDelete() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.nft.IsZero() {
+	if !k.nft.IsValid() {
 		return nil
 	}
-	k.nft = router.NftRules{}
+	k.nft = netip.Prefix{}
 	k.record("nft delete table ip weft")
 	return nil
 }

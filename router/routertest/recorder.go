@@ -93,9 +93,9 @@ func (r *Recorder) SysctlSet(key, value string) error {
 	return r.Kernel.SysctlSet(key, value)
 }
 
-func (r *Recorder) NftSet(rules router.NftRules) error {
-	r.record("nft table ip weft: %v", rules)
-	return r.Kernel.NftSet(rules)
+func (r *Recorder) NftSet(rng netip.Prefix) error {
+	r.record("nft table ip weft: masquerade saddr %v daddr != %v", rng, rng)
+	return r.Kernel.NftSet(rng)
 }
 
 func (r *Recorder) NftDelete() error {
