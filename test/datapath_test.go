@@ -147,6 +147,7 @@ func TestDatapathPodMatrix(t *testing.T) {
 				t.Logf("routes of %s: %+v", h.Name, rs)
 			}
 			checkInternet(t, bed, pods[0])
+			checkServiceDNAT(t, bed, pods)
 			if transport == "wireguard" {
 				checkEncrypted(t, bed, pods)
 				checkWGShow(t, bed)
@@ -187,6 +188,51 @@ func checkInternet(t *testing.T, bed *testbed.Bed, pod *testbed.Pod) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("internet server never got a connection")
+	}
+}
+
+// checkServiceDNAT does what kube-proxy does to a pod's traffic to a
+// service address, with the test's own nft table on h1: a ClusterIP DNAT'd
+// to a pod on h2 (the reply comes back over the mesh looking pod-to-pod and
+// must be translated back by h1's conntrack), and a hairpin (a service
+// whose backend is the calling pod itself, masqueraded like kube-proxy
+// does). Routed pod veths must carry both; nothing may bypass conntrack for
+// pod-to-pod packets.
+func checkServiceDNAT(t *testing.T, bed *testbed.Bed, pods []*testbed.Pod) {
+	t.Helper()
+	h1, client, backend := bed.Hosts[0], pods[0], pods[2] // h1p1 -> service -> h2p1
+	self := client.Addr.Addr().String()
+	serve := func(ns, addr string) {
+		l := testbed.ListenTCP(t, ns, addr)
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+				c.Close()
+			}
+		}()
+	}
+	serve(backend.NS, backend.Addr.Addr().String()+":8080")
+	serve(client.NS, self+":8081")
+	for _, cmd := range [][]string{
+		{"add", "table", "ip", "svctest"},
+		{"add", "chain", "ip", "svctest", "pre", "{ type nat hook prerouting priority dstnat; }"},
+		{"add", "rule", "ip", "svctest", "pre", "ip", "daddr", "10.96.0.10", "tcp", "dport", "80", "dnat", "to", backend.Addr.Addr().String() + ":8080"},
+		{"add", "rule", "ip", "svctest", "pre", "ip", "daddr", "10.96.0.11", "tcp", "dport", "80", "dnat", "to", self + ":8081"},
+		{"add", "chain", "ip", "svctest", "post", "{ type nat hook postrouting priority srcnat; }"},
+		{"add", "rule", "ip", "svctest", "post", "ip", "saddr", self, "ip", "daddr", self, "masquerade"},
+	} {
+		h1.MustRun(t, append([]string{"nft"}, cmd...)...)
+	}
+	defer h1.Run("nft", "delete", "table", "ip", "svctest")
+	for _, svc := range []string{"10.96.0.10", "10.96.0.11"} {
+		out, err := client.Exec("curl", "-sS", "-m", "10", "http://"+svc+"/")
+		if err != nil || out != "ok" {
+			t.Errorf("pod %s to service %s: %v: %q", client.NS, svc, err, out)
+		}
 	}
 }
 
