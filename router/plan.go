@@ -10,10 +10,13 @@ package router
 // L3 arrangement (the CNI plugin relies on it): pods get addr/<range length>
 // and a default route via the bridge address. The bridge holds the bridge
 // address with IFA_F_NOPREFIXROUTE (no connected /12 route: most of the
-// range is elsewhere) and proxy_arp=1 (proxy_delay=0): a pod ARPs for any
-// pod address on its bridge; a local pod answers for itself, and the host
-// answers for every address it routes through another device, i.e. remote
-// pods. Routes, all with src = bridge address and protocol RouteProtocol:
+// range is elsewhere). weft-cni attaches pods routed, not as bridge ports:
+// a /32 route to each pod over its veth (protocol 158, the plugin's, never
+// touched here) and proxy ARP on the host end, so the host answers the pod
+// for every address it routes elsewhere. The bridge keeps proxy_arp=1
+// (proxy_delay=0) for containers attached to it by hand: a local one
+// answers for itself, the host for the rest. Routes, all with src = bridge
+// address and protocol RouteProtocol:
 //
 //	each local range       dev weft (scope link)
 //	each remote range and
