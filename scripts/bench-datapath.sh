@@ -11,7 +11,9 @@
 #                     between transports.
 #   weft-X-nomasq     the same with --no-masquerade: no nat table, so no
 #                     connection tracking (what the masquerade costs)
-#   raw baselines     in the same two hosts, built by hand like limits.sh:
+#   raw baselines     in the same two hosts, built by hand like limits.sh
+#                     (raw-X-masq: with the same masquerade rule as weft's
+#                     in an nft table bdmasq, so conntrack is on):
 #     underlay        bdA -> bdB over the veth (no pods)
 #     raw-hostgw      pod bdPA -> bdA -route-> bdB -> pod bdPB, no encap (1500)
 #     raw-vxlan       pods over kernel VXLAN (VNI 42, port 4790), MTU 1450
@@ -106,6 +108,26 @@ raw_path() {
   echo $mtu
 }
 
+# raw_masq add|delete: the raw pods' egress masquerade, the same nat rule
+# weft installs (so the baseline pays for connection tracking too)
+raw_masq() {
+  local h
+  for h in $A $B; do
+    if [[ $1 == add ]]; then
+      nsx $h nft -f - <<'NFT'
+table ip bdmasq {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade
+  }
+}
+NFT
+    else
+      nsx $h nft delete table ip bdmasq 2>/dev/null || true
+    fi
+  done
+}
+
 # ---------------------------------------------------------------- weft
 weft_up() { # weft_up transport[-nomasq] -> sets WPA WPB (pod netns) WDST (pod B address) WMTU
   local tr=${1%-nomasq} h args
@@ -197,11 +219,12 @@ measure() { # cfg rep
   local cfg=$1 rep=$2 cns dst mtu r
   case $cfg in
     underlay)   cns=$A; dst=10.97.0.2; mtu=1500 ;;
-    raw-hostgw) cns=$PA; dst=10.244.2.2; mtu=$(raw_path hostgw) ;;
-    raw-vxlan)  cns=$PA; dst=10.244.2.2; mtu=$(raw_path vxlan) ;;
+    raw-hostgw*) cns=$PA; dst=10.244.2.2; mtu=$(raw_path hostgw) ;;
+    raw-vxlan*)  cns=$PA; dst=10.244.2.2; mtu=$(raw_path vxlan) ;;
     stock-wg)   cns=$PA; dst=10.244.2.2; mtu=$(raw_path wg) ;;
     weft-*)     weft_up "${cfg#weft-}"; cns=bdwA; dst=$WDST; mtu=$WMTU ;;
   esac
+  [[ $cfg == raw-*-masq ]] && raw_masq add
   ip netns exec "$cns" ping -c 3 -i 0.2 -W 2 -q "$dst" > /dev/null || log "WARN: $cfg: $dst does not answer"
   local win=(); [[ -n $UDP_WIN ]] && win=(-w "$UDP_WIN")
   ping_rtt "$cfg" "$rep" "$cns" "$dst"
@@ -211,6 +234,7 @@ measure() { # cfg rep
     iperf "$cfg" "$rep" "udp@${r}G" "$cns" "$dst" -t "$UDUR" -u -b "${r}G" -l $((mtu - 28)) "${win[@]}"
   done
   [[ $cfg == weft-* ]] && weft_down
+  [[ $cfg == raw-*-masq ]] && raw_masq delete
   return 0
 }
 
@@ -256,6 +280,7 @@ print("Ratios of medians weft / baseline (ping: lower is better, the ratio is RT
 print("| weft | baseline | " + " | ".join(tests) + " |")
 print("|---|---|" + "---|" * len(tests))
 for w, b in (("weft-wireguard", "stock-wg"), ("weft-vxlan", "raw-vxlan"), ("weft-direct", "raw-hostgw"),
+             ("weft-vxlan", "raw-vxlan-masq"), ("weft-direct", "raw-hostgw-masq"),
              ("weft-wireguard-nomasq", "stock-wg"), ("weft-vxlan-nomasq", "raw-vxlan"), ("weft-direct-nomasq", "raw-hostgw")):
     if w not in cfgs or b not in cfgs: continue
     cells = []
