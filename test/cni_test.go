@@ -336,16 +336,7 @@ func testContainerd(t *testing.T, secure bool) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = c.Write([]byte("db\n"))
-			c.Close()
-		}
-	}()
+	testbed.ServeReply(l, []byte("db\n"))
 	testbed.Eventually(t, 20*time.Second, "h1 to reach the db pod through hostPort 18080 on h2", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()

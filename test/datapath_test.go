@@ -203,17 +203,7 @@ func checkServiceDNAT(t *testing.T, bed *testbed.Bed, pods []*testbed.Pod) {
 	h1, client, backend := bed.Hosts[0], pods[0], pods[2] // h1p1 -> service -> h2p1
 	self := client.Addr.Addr().String()
 	serve := func(ns, addr string) {
-		l := testbed.ListenTCP(t, ns, addr)
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				_, _ = c.Write([]byte("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-				c.Close()
-			}
-		}()
+		testbed.ServeReply(testbed.ListenTCP(t, ns, addr), []byte("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"))
 	}
 	serve(backend.NS, backend.Addr.Addr().String()+":8080")
 	serve(client.NS, self+":8081")

@@ -83,3 +83,18 @@ func ListenTCP(t testing.TB, ns, addr string) net.Listener {
 	t.Cleanup(func() { r.l.Close() })
 	return r.l
 }
+
+// ServeReply answers every connection l accepts with reply and closes it,
+// until l is closed.
+func ServeReply(l net.Listener, reply []byte) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write(reply)
+			c.Close()
+		}
+	}()
+}
