@@ -46,7 +46,6 @@ type Daemon struct {
 	mu         sync.Mutex // guards following
 	bridge     netip.Prefix
 	dnsListen  []string
-	dnsBackoff time.Duration // next retry delay of a failing DNS listen
 	targets    targetsFile
 	pods       map[string]string // allocation ID -> POD.NAMESPACE
 	reconciles uint64

@@ -200,12 +200,9 @@ func (d *Daemon) updateMeta(change func(*peer.Meta)) error {
 	return d.mesh.SetMeta(m)
 }
 
-// dnsListenRetry is how soon a failed DNS listen is first tried again; the
-// delay doubles up to syncEvery while it keeps failing.
-const dnsListenRetry = 100 * time.Millisecond
-
-// syncDNSListen adds bridge:53 to the DNS listeners once the router has
-// put the address on the bridge.
+// syncDNSListen adds bridge:53 to the DNS listeners once the ring gave the
+// bridge its address; the DNS server binds it as soon as the router has put
+// it on the bridge.
 func (d *Daemon) syncDNSListen() {
 	if d.dns == nil {
 		return
@@ -222,20 +219,10 @@ func (d *Daemon) syncDNSListen() {
 		return
 	}
 	if err := d.dns.SetListen(want); err != nil {
-		// Usually the router has not put the address on the bridge yet
-		// (Set is debounced): try again soon, not at the next tick, so pods
-		// that start now are not refused for seconds.
-		d.mu.Lock()
-		d.dnsBackoff = min(max(2*d.dnsBackoff, dnsListenRetry), syncEvery)
-		delay := d.dnsBackoff
-		d.mu.Unlock()
-		d.log.Debug("dns listen (retrying)", "addrs", want, "err", err, "in", delay)
-		time.AfterFunc(delay, d.poke)
-		return
+		d.log.Debug("dns listen pending", "addrs", want, "err", err) // the server retries
 	}
 	d.mu.Lock()
 	d.dnsListen = want
-	d.dnsBackoff = 0
 	d.mu.Unlock()
 }
 

@@ -57,6 +57,8 @@ type Server struct {
 	wg         sync.WaitGroup                   // serving goroutines
 	forwarding chan struct{}                    // semaphore of queries being forwarded
 
+	rebind chan struct{} // SetListen left an address unbound: Run retries (cap 1)
+
 	lmu       sync.Mutex // guards following; taken before mu
 	desired   []string
 	listeners map[string]*listener
@@ -90,6 +92,7 @@ func New(cfg Config, tr Transport) (*Server, error) {
 		set:        newRecordSet(),
 		goneSince:  make(map[peer.ID]time.Time),
 		forwarding: make(chan struct{}, maxForwards),
+		rebind:     make(chan struct{}, 1),
 	}
 	var ups []netip.AddrPort
 	for _, u := range cfg.Upstreams {
@@ -128,10 +131,25 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	retry := time.NewTimer(0)
+	retry.Stop()
+	var backoff time.Duration
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.rebind:
+			backoff = 0
+			retry.Reset(rebindFirst)
+		case <-retry.C:
+			s.lmu.Lock()
+			err := s.applyListenLocked()
+			s.lmu.Unlock()
+			if err != nil {
+				backoff = min(max(2*backoff, rebindFirst), rebindMax)
+				s.log.Debug("listen (retrying)", "err", err, "in", backoff)
+				retry.Reset(backoff)
+			}
 		case now := <-tick.C:
 			if _, err := s.loadResolvConf(&rc); err != nil {
 				s.log.Debug("re-read resolv.conf", "err", err)
@@ -153,9 +171,18 @@ func (s *Server) shutdown() {
 	s.wg.Wait()
 }
 
+// Retrying an address SetListen could not bind (usually one the router has
+// not put on the bridge yet): first after rebindFirst, doubling up to
+// rebindMax, until it binds or is no longer wanted.
+const (
+	rebindFirst = 100 * time.Millisecond
+	rebindMax   = 2 * time.Second
+)
+
 // SetListen sets the addresses to serve (host:port, UDP and TCP each): it
 // binds the new ones and closes the removed ones. Before Run it only
-// records them. It returns the first bind error, having applied the rest.
+// records them. It returns the first bind error, having applied the rest;
+// Run keeps trying to bind what failed.
 func (s *Server) SetListen(addrs []string) error {
 	for _, a := range addrs {
 		if _, err := parseHostPort(a, 53); err != nil {
@@ -171,7 +198,14 @@ func (s *Server) SetListen(addrs []string) error {
 	if !s.running {
 		return nil
 	}
-	return s.applyListenLocked()
+	err := s.applyListenLocked()
+	if err != nil {
+		select {
+		case s.rebind <- struct{}{}:
+		default:
+		}
+	}
+	return err
 }
 
 func (s *Server) applyListenLocked() error {

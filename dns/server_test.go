@@ -356,3 +356,31 @@ func TestIPv6Listener(t *testing.T) {
 		}
 	}
 }
+
+// TestSetListenRetries: an address SetListen cannot bind yet (here: its
+// TCP port is taken; in a peer: the bridge address is not on the bridge
+// yet) is bound by Run as soon as it can be, without another SetListen.
+func TestSetListenRetries(t *testing.T) {
+	s := zoneServer(t)
+	runServer(t, s)
+	blocker, err := net.Listen("tcp", "127.0.0.3:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := blocker.Addr().String()
+	if err := s.SetListen([]string{spec}); err == nil {
+		t.Fatalf("SetListen(%s) with the port taken = nil; want the bind error", spec)
+	}
+	if got := s.ListenAddrs(); len(got) != 0 {
+		t.Fatalf("ListenAddrs = %v; want none while the port is taken", got)
+	}
+	blocker.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.ListenAddrs()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not bound 10 s after the port was freed", spec)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	exchange(t, "tcp", netip.MustParseAddrPort(spec), query("web.weft.local.", miekg.TypeA, false))
+}
