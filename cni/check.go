@@ -142,15 +142,7 @@ func checkHost(hostName, bridge string, addrs []netip.Prefix) error {
 	}
 	for _, a := range addrs {
 		host := netip.PrefixFrom(a.Addr(), a.Addr().BitLen())
-		found := false
-		for _, r := range routes {
-			if r.Dst != nil {
-				if p, ok := ipNetToPrefix(*r.Dst); ok && p == host {
-					found = true
-				}
-			}
-		}
-		if !found {
+		if !hasRoute(routes, &types.Route{Dst: *prefixToIPNet(host)}) {
 			return fmt.Errorf("%w: no route %s dev %s on the host", ErrCheckFailed, host, hostName)
 		}
 	}

@@ -169,7 +169,7 @@ func family(a netip.Addr) int {
 // gateway to the host end's MAC and routes everything via the gateway
 // (on-link when outside the pod's prefix).
 func configurePod(pod *netlink.Handle, l *podLinks, addr netip.Prefix, gw netip.Addr) error {
-	index := l.podIndex
+	index := l.podIndex // the pod end, in the pod's namespace
 	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}
 	ipn := prefixToIPNet(addr)
 	if err := pod.AddrAdd(link, &netlink.Addr{IPNet: ipn}); err != nil {

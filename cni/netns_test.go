@@ -158,7 +158,24 @@ func TestAddCheckDelDel(t *testing.T) {
 			if _, err := b.run("CHECK", &check); err != nil {
 				t.Fatalf("CHECK = %v", err)
 			}
-			// ... and fails once the pod's address is gone.
+			// ... fails while the host's route to the pod is gone ...
+			var podRoute netlink.Route
+			inNS(t, b.host, func() error {
+				rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: PodRouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+				if err != nil || len(rs) != 1 {
+					return fmt.Errorf("pod routes %v, %v; want 1", rs, err)
+				}
+				podRoute = rs[0]
+				return netlink.RouteDel(&podRoute)
+			})
+			if _, err := b.run("CHECK", &check); err == nil || !strings.Contains(err.Error(), "no route") {
+				t.Fatalf("CHECK without the host's route = %v; want 'no route'", err)
+			}
+			inNS(t, b.host, func() error { return netlink.RouteAdd(&podRoute) })
+			if _, err := b.run("CHECK", &check); err != nil {
+				t.Fatalf("CHECK after the route is back = %v", err)
+			}
+			// ... and once the pod's address is gone.
 			inNS(t, pod, func() error {
 				l, err := netlink.LinkByName("eth0")
 				if err != nil {
@@ -237,11 +254,7 @@ func checkKernel(t *testing.T, b *testbed, pod ns.NetNS, id, addr string) {
 		if err != nil {
 			return err
 		}
-		br, err := netlink.LinkByName(b.bridge)
-		if err != nil {
-			return err
-		}
-		if l.Type() != "veth" || l.Attrs().MasterIndex != 0 || l.Attrs().MTU != 1410 || br.Attrs().Index == l.Attrs().Index {
+		if l.Type() != "veth" || l.Attrs().MasterIndex != 0 || l.Attrs().MTU != 1410 {
 			return fmt.Errorf("host veth %s: type %s master %d mtu %d; want a routed veth, mtu 1410", l.Attrs().Name, l.Type(), l.Attrs().MasterIndex, l.Attrs().MTU)
 		}
 		if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + l.Attrs().Name + "/proxy_arp"); err != nil || string(b) != "1\n" {

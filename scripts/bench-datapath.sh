@@ -310,11 +310,11 @@ teardown() {
   set -e
 }
 
+need_build() { [[ -x $BIN/weft && -x $BIN/weft-cni ]] || { echo "run make build first" >&2; exit 1; }; }
+
 case ${1:-all} in
-  all)      [[ -x $BIN/weft && -x $BIN/weft-cni ]] || { echo "run make build first" >&2; exit 1; }
-            trap teardown EXIT; teardown; setup_bed; run; report | tee "$W/report.md" ;;
-  up)       [[ -x $BIN/weft && -x $BIN/weft-cni ]] || { echo "run make build first" >&2; exit 1; }
-            teardown; setup_bed; raw_path hostgw > /dev/null; weft_up "${2:-direct}" ;;
+  all)      need_build; trap teardown EXIT; teardown; setup_bed; run; report | tee "$W/report.md" ;;
+  up)       need_build; teardown; setup_bed; raw_path hostgw > /dev/null; weft_up "${2:-direct}" ;;
   teardown) teardown ;;
   report)   report ;;
   *) echo "usage: $0 all|up [TRANSPORT]|teardown|report" >&2; exit 1 ;;
