@@ -55,14 +55,16 @@ func (d *Daemon) Allocate(ctx context.Context, req client.AllocateRequest) (*cli
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	p, err := d.alloc.Allocate(ctx, req.ID)
+	// The pod's name is stored with its allocation, in one transaction: the
+	// name answers exactly as long as the allocation exists (sync.go).
+	p, err := d.alloc.AllocateNamed(ctx, req.ID, req.Pod)
 	if err != nil {
 		return nil, mapIPAMError(err)
 	}
-	if req.Pod != "" {
-		d.mu.Lock()
-		d.pods[req.ID] = req.Pod
-		d.mu.Unlock()
+	if req.Pod != "" && d.dns != nil {
+		if err := d.dns.Add(req.Pod, p.Addr(), req.ID); err != nil {
+			d.log.Warn("dns name of allocation", "id", req.ID, "name", req.Pod, "err", err)
+		}
 	}
 	return d.allocation(ctx, req.ID, p, true), nil
 }
@@ -135,9 +137,6 @@ func (d *Daemon) release(id string) error {
 	if err := d.alloc.Release(id); err != nil {
 		return err
 	}
-	d.mu.Lock()
-	delete(d.pods, id)
-	d.mu.Unlock()
 	if d.dns != nil {
 		return d.dns.RemoveContainer(id)
 	}
@@ -151,9 +150,6 @@ func (d *Daemon) GC(ctx context.Context, keep []string) (*client.GCResult, error
 		return nil, err
 	}
 	for _, id := range released {
-		d.mu.Lock()
-		delete(d.pods, id)
-		d.mu.Unlock()
 		if d.dns != nil {
 			_ = d.dns.RemoveContainer(id)
 		}
@@ -338,7 +334,8 @@ func (d *Daemon) Leave(ctx context.Context) error {
 	if err := d.alloc.Handoff(ctx); err != nil {
 		return fmt.Errorf("%w: hand over the address space: %v", api.ErrUnavailable, err)
 	}
-	d.log.Info("address space handed over; stopping")
+	d.log.Info("address space handed over; leaving the mesh")
+	d.mesh.Leaving()
 	d.mu.Lock()
 	stop := d.stop
 	d.mu.Unlock()

@@ -45,15 +45,18 @@ type Config struct {
 	DNSUpstream  []string      // forwarders; empty = /etc/resolv.conf
 	NoDNS        bool          // no DNS server at all
 	DNSTTL       time.Duration // TTL of local answers
-	MTU          int           // pod MTU; 0 = auto
-	WGPort       uint16        // WireGuard UDP port
-	WGIface      string        // WireGuard interface
-	VXIface      string        // VXLAN interface
-	VXPort       uint16        // VXLAN UDP port
-	Bridge       string        // bridge interface
-	NoMasquerade bool          // skip the egress nft table
-	Peers        []string      // PEER arguments: host or host:port
-	Logger       *slog.Logger  // nil = discard
+	// DNSTombstoneTTL is how long a removed name is remembered and
+	// gossiped; 0 = the DNS server's default.
+	DNSTombstoneTTL time.Duration
+	MTU             int          // pod MTU; 0 = auto
+	WGPort          uint16       // WireGuard UDP port
+	WGIface         string       // WireGuard interface
+	VXIface         string       // VXLAN interface
+	VXPort          uint16       // VXLAN UDP port
+	Bridge          string       // bridge interface
+	NoMasquerade    bool         // skip the egress nft table
+	Peers           []string     // PEER arguments: host or host:port
+	Logger          *slog.Logger // nil = discard
 	// DatapathCommand starts the userspace WireGuard process; nil = this
 	// executable's `datapath` subcommand.
 	DatapathCommand []string

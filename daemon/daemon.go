@@ -47,7 +47,7 @@ type Daemon struct {
 	bridge     netip.Prefix
 	dnsListen  []string
 	targets    targetsFile
-	pods       map[string]string // allocation ID -> POD.NAMESPACE
+	owners     map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
 	reconciles uint64
 	recErrors  uint64
 	stop       context.CancelCauseFunc // ends Run (Leave)
@@ -70,13 +70,16 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), started: time.Now(),
-		kick: make(chan struct{}, 1), pods: map[string]string{}}
+		kick: make(chan struct{}, 1)}
 	id, _, err := loadIdentity(cfg.DataDir, cfg.Name)
 	if err != nil {
 		return nil, err
 	}
 	d.id = id
 	if d.targets, err = loadTargets(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if d.owners, err = loadOwners(cfg.DataDir); err != nil {
 		return nil, err
 	}
 	if len(cfg.Peers) > 0 {
@@ -183,6 +186,9 @@ func (d *Daemon) build(log *slog.Logger) error {
 		dc.Range = d.cfg.IPAllocRange
 		dc.Self, dc.Logger = d.id.ID, log
 		dc.TTL = d.cfg.DNSTTL
+		if d.cfg.DNSTombstoneTTL > 0 {
+			dc.TombstoneTTL = d.cfg.DNSTombstoneTTL
+		}
 		dnsTr := &channelRef{}
 		if d.dns, err = dns.New(dc, dnsTr); err != nil {
 			return err

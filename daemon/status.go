@@ -15,7 +15,7 @@ import (
 
 // Status assembles this peer's view of the mesh (`weft status --json`).
 func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
-	peers := d.mesh.Peers()
+	peers := d.withKnownOwners(d.mesh.Peers())
 	names := map[peer.ID]string{}
 	for _, p := range peers {
 		names[p.ID] = p.Name
@@ -31,6 +31,11 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 		Peers:         []client.Peer{},
 		Pods:          []client.Pod{},
 		Problems:      []string{},
+	}
+	st.IPAM = d.ipamStatus(names)
+	owned := map[string]int64{}
+	for _, o := range st.IPAM.Owners {
+		owned[o.ID] = o.Owned
 	}
 	stats := d.router.Stats()
 	for _, p := range peers {
@@ -48,24 +53,53 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 				cp.LastHandshake = timeString(s.LastHandshake)
 				cp.RxBytes, cp.TxBytes = s.RxBytes, s.TxBytes
 			}
-			cp.Reason = linkReason(p, cp)
+			cp.Reason = linkReason(p, cp, owned[cp.ID])
 		}
 		st.Peers = append(st.Peers, cp)
 	}
-	st.IPAM = d.ipamStatus(names)
 	st.DNS = d.dnsStatus(names)
 	st.Pods = d.podList()
-	st.Problems = d.problems(st)
+	st.Problems = d.problems(st, peers, time.Now())
 	return st, nil
 }
 
-// linkReason says, in words, why a link to a peer is not healthy.
-func linkReason(p peer.Info, cp client.Peer) string {
+// withKnownOwners adds to the membership the ring owners that gossip does
+// not know (this peer restarted while they were down), as dead peers with
+// what was last known of them: they are listed until reclaimed.
+func (d *Daemon) withKnownOwners(peers []peer.Info) []peer.Info {
+	seen := map[peer.ID]bool{}
+	for _, p := range peers {
+		seen[p.ID] = true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, o := range d.owners {
+		if !seen[id] {
+			peers = append(peers, peer.Info{Name: o.Name, ID: id, Addr: o.Underlay, State: peer.Dead, LastSeen: o.LastSeen,
+				Meta: peer.Meta{WGKey: o.WGKey, WGPort: o.WGPort, Bridge: o.Bridge}})
+		}
+	}
+	return peers
+}
+
+// linkReason says, in words, why a link to a peer is not healthy. owned is
+// how many addresses the peer owns in the ring.
+func linkReason(p peer.Info, cp client.Peer, owned int64) string {
+	since := ""
+	if cp.LastSeen != "" {
+		since = " since " + cp.LastSeen
+	}
+	kept := ""
+	if owned > 0 {
+		kept = fmt.Sprintf("; it owns %d addresses, whose routes are kept: its pods stay reachable while its host runs", owned)
+	}
 	switch p.State {
+	case peer.Stopped:
+		return "control plane stopped" + since + kept
 	case peer.Dead:
-		return fmt.Sprintf("unreachable since %s (failure detector); 'weft rmpeer %s' reclaims its addresses if it is gone for good", cp.LastSeen, p.Name)
+		return "unreachable" + since + " (failure detector)" + kept
 	case peer.Left:
-		return "left the mesh"
+		return "left the mesh" + kept
 	case peer.Suspect:
 		return "not answering probes"
 	}
@@ -117,7 +151,7 @@ func (d *Daemon) dnsStatus(names map[peer.ID]string) client.DNSStatus {
 }
 
 // podList is this peer's allocations other than the bridge, with the pod
-// name from the CNI request or, after a restart, from its DNS record.
+// name stored with the allocation or, failing that, from its DNS record.
 func (d *Daemon) podList() []client.Pod {
 	byContainer := map[string]string{}
 	if d.dns != nil {
@@ -128,14 +162,12 @@ func (d *Daemon) podList() []client.Pod {
 			}
 		}
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	out := []client.Pod{}
-	for _, a := range d.alloc.Status().Allocations {
+	for _, a := range d.alloc.Allocations() {
 		if a.ID == ipam.BridgeID {
 			continue
 		}
-		name := d.pods[a.ID]
+		name := a.Name
 		if name == "" {
 			name = byContainer[a.ID]
 		}
@@ -149,8 +181,14 @@ func (d *Daemon) podList() []client.Pod {
 	return out
 }
 
+// rmpeerAdviceAfter is how long a ring owner must have been down before
+// status suggests `weft rmpeer`: a peer down that long is probably not
+// restarting, and its host may be gone. Before that, its pods are still
+// routed and reachable while its host runs, so reclaiming would be wrong.
+const rmpeerAdviceAfter = 5 * time.Minute
+
 // problems lists, in words, what an operator should look at.
-func (d *Daemon) problems(st *client.Status) []string {
+func (d *Daemon) problems(st *client.Status, peers []peer.Info, now time.Time) []string {
 	out := []string{}
 	if st.Insecure {
 		out = append(out, "running --insecure: gossip is not encrypted and pod traffic crosses the network in clear")
@@ -158,9 +196,14 @@ func (d *Daemon) problems(st *client.Status) []string {
 	if st.IPAM.Status != "ready" {
 		out = append(out, "IPAM "+st.IPAM.Status+": pods cannot get addresses yet")
 	}
+	byID := map[string]peer.Info{}
+	for _, p := range peers {
+		byID[p.ID.String()] = p
+	}
 	for _, o := range st.IPAM.Owners {
-		if !o.Reachable && o.Owned > 0 {
-			out = append(out, fmt.Sprintf("%d addresses owned by unreachable peer %s — run 'weft rmpeer %s' if it is gone", o.Owned, o.Name, o.Name))
+		p, known := byID[o.ID]
+		if msg := ownerProblem(o, p, known, now, d.started); msg != "" {
+			out = append(out, msg)
 		}
 	}
 	var joins []string
@@ -169,6 +212,43 @@ func (d *Daemon) problems(st *client.Status) []string {
 	}
 	sort.Strings(joins)
 	return append(out, joins...)
+}
+
+// ownerProblem says in words what it means that a ring owner is not up,
+// or "" when there is nothing to say: the owner is this peer, is up (or
+// only suspected), or has not been met yet by a peer that started a
+// moment ago. p is what this peer knows of the owner (known false: not
+// even its name).
+func ownerProblem(o client.IPAMOwner, p peer.Info, known bool, now, started time.Time) string {
+	if o.Owned == 0 || (known && p.State.Up()) {
+		return ""
+	}
+	name := o.Name
+	if name == "" {
+		name = o.ID
+	}
+	advice := fmt.Sprintf("; if its host is gone for good, 'weft rmpeer %s' reclaims them", name)
+	if !known || p.LastSeen.IsZero() {
+		if now.Sub(started) < rmpeerAdviceAfter {
+			return "" // not met yet: the mesh is still forming
+		}
+		return fmt.Sprintf("%d addresses are owned by %s, which this peer has not heard from since it started %s ago%s",
+			o.Owned, name, now.Sub(started).Round(time.Second), advice)
+	}
+	down := now.Sub(p.LastSeen).Round(time.Second)
+	what := "is unreachable"
+	switch p.State {
+	case peer.Stopped:
+		what = "is stopped (its control plane)"
+	case peer.Left:
+		what = "left the mesh"
+	}
+	msg := fmt.Sprintf("%s %s, last seen %s ago, and owns %d addresses: routes to them are kept, so its pods stay reachable while its host runs",
+		name, what, down, o.Owned)
+	if down >= rmpeerAdviceAfter {
+		msg += advice
+	}
+	return msg
 }
 
 func addrString(a netip.Addr) string {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftmesh/weft/dns"
 	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/peer"
 	"github.com/weftmesh/weft/router"
@@ -48,16 +50,20 @@ func (d *Daemon) poke() {
 func (d *Daemon) sync() {
 	peers := d.mesh.Peers()
 	d.alloc.SetPeers(peers)
+	ranges := d.alloc.Ranges()
 	if d.dns != nil {
 		d.dns.SetPeers(peers)
+		d.dns.SetOwners(slices.Collect(maps.Keys(ranges)))
+		d.syncOwnedNames()
 	}
+	known := d.learnOwners(peers, ranges)
 	if d.inRestartGrace(peers) {
 		return // keep the kernel as the last run left it until the mesh is found again
 	}
 	d.mu.Lock()
 	d.reconciles++
 	d.mu.Unlock()
-	if err := d.router.Set(d.routerConfig(peers)); err != nil {
+	if err := d.router.Set(d.routerConfig(peers, ranges, known)); err != nil {
 		d.mu.Lock()
 		d.recErrors++
 		d.mu.Unlock()
@@ -128,8 +134,9 @@ func (d *Daemon) inRestartGrace(peers []peer.Info) bool {
 	return true
 }
 
-// routerConfig is the datapath's full desired state.
-func (d *Daemon) routerConfig(peers []peer.Info) router.Config {
+// routerConfig is the datapath's full desired state: routes follow the
+// ring (see owners.go), so every ring owner is in it whatever its liveness.
+func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Prefix, known map[peer.ID]ownerInfo) router.Config {
 	rc := router.DefaultConfig()
 	rc.ID = d.id.ID
 	rc.Bridge = d.cfg.Bridge
@@ -144,18 +151,56 @@ func (d *Daemon) routerConfig(peers []peer.Info) router.Config {
 	d.mu.Lock()
 	rc.BridgeAddr = d.bridge
 	d.mu.Unlock()
-	ranges := d.alloc.Ranges()
 	rc.Local = ranges[d.id.ID]
-	for _, p := range peers {
-		if p.ID == d.id.ID || p.ID == 0 || p.State != peer.Alive && p.State != peer.Suspect {
-			continue
-		}
+	for _, p := range routePeers(d.id.ID, ranges, peers, known) {
 		rc.Peers = append(rc.Peers, router.Peer{
-			ID: p.ID, Name: p.Name, Underlay: p.Addr, WGPublicKey: p.Meta.WGKey, WGPort: p.Meta.WGPort,
-			Bridge: p.Meta.Bridge, Ranges: ranges[p.ID],
+			ID: p.ID, Name: p.Info.Name, Underlay: p.Info.Underlay, WGPublicKey: p.Info.WGKey, WGPort: p.Info.WGPort,
+			Bridge: p.Info.Bridge, Ranges: p.Ranges,
 		})
 	}
 	return rc
+}
+
+// learnOwners refreshes the owner table from the ring and gossip, and
+// persists it when it changed.
+func (d *Daemon) learnOwners(peers []peer.Info, ranges map[peer.ID][]netip.Prefix) map[peer.ID]ownerInfo {
+	d.mu.Lock()
+	next, changed := learnOwners(d.owners, d.id.ID, ranges, peers)
+	if changed {
+		d.owners = next
+	}
+	known := d.owners
+	d.mu.Unlock()
+	if changed {
+		if err := saveOwners(d.cfg.DataDir, next); err != nil {
+			d.log.Warn("save owners", "err", err)
+		}
+	}
+	return known
+}
+
+// syncOwnedNames makes this peer's DNS records agree with its allocations:
+// a pod's name lives exactly as long as its allocation.
+func (d *Daemon) syncOwnedNames() {
+	if d.dns == nil {
+		return
+	}
+	allocs := d.alloc.Allocations()
+	allocated := make(map[string]netip.Addr, len(allocs))
+	var want []dns.Owned
+	for _, a := range allocs {
+		allocated[a.ID] = a.Addr.Addr()
+		if a.Name != "" {
+			want = append(want, dns.Owned{Name: a.Name, Addr: a.Addr.Addr(), Container: a.ID})
+		}
+	}
+	added, removed, err := d.dns.SyncOwned(want, allocated)
+	if err != nil {
+		d.log.Warn("dns names of allocations", "err", err)
+	}
+	if added+removed > 0 {
+		d.log.Info("dns names follow allocations", "added", added, "removed", removed)
+	}
 }
 
 // bridgeLoop gets the bridge its address from the ring (it waits for the

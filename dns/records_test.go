@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -238,6 +239,124 @@ func TestMembershipHidesAndCollects(t *testing.T) {
 	if n := len(s.set.recs); n != 1 {
 		t.Errorf("old tombstone from a peer kept: %d records; want 1", n)
 	}
+}
+
+// TestOwnersStayVisible: records of a peer that is down but still owns
+// address space answer (its pods are routed and reachable while its host
+// runs); they hide once it owns nothing.
+func TestOwnersStayVisible(t *testing.T) {
+	s := newServer(t, testConfig(self), nil)
+	recs := []record{{Owner: other, Name: "theirs.weft.local.", Addr: mustAddr("10.32.0.2"), Container: "c1", Version: 7}}
+	if err := s.Merge(other, encodeRecords(kindDelta, recs)); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name    string
+		state   peer.State
+		owners  []peer.ID
+		visible bool
+	}{
+		{"alive owner", peer.Alive, []peer.ID{self, other}, true},
+		{"stopped owner", peer.Stopped, []peer.ID{self, other}, true},
+		{"dead owner", peer.Dead, []peer.ID{self, other}, true},
+		{"dead, space reclaimed", peer.Dead, []peer.ID{self}, false},
+		{"alive, owns nothing", peer.Alive, []peer.ID{self}, true},
+	}
+	for _, st := range steps {
+		s.SetPeers([]peer.Info{{ID: self, State: peer.Alive}, {ID: other, State: st.state}})
+		s.SetOwners(st.owners)
+		if got := len(s.Lookup("theirs")) == 1; got != st.visible {
+			t.Errorf("%s: Lookup(theirs) visible = %v; want %v", st.name, got, st.visible)
+		}
+	}
+	// Hidden (dead, reclaimed) for longer than DeadPeerTTL: collected.
+	s.SetPeers([]peer.Info{{ID: self, State: peer.Alive}, {ID: other, State: peer.Dead}})
+	s.SetOwners([]peer.ID{self})
+	s.collect(time.Now().Add(s.cfg.DeadPeerTTL + time.Minute))
+	if n := len(s.set.recs); n != 0 {
+		t.Errorf("records of a reclaimed dead peer after DeadPeerTTL: %d; want 0", n)
+	}
+}
+
+// TestSyncOwnedFollowsAllocations: a name answers only while the
+// allocation behind it exists, even when a stale copy of our own record
+// comes back by gossip (after a restart that applied a spooled release, or
+// a partition that outlived the tombstone).
+func TestSyncOwnedFollowsAllocations(t *testing.T) {
+	var tr recordingTransport
+	s := newServer(t, testConfig(self), &tr)
+	a1, a2 := mustAddr("10.32.0.5"), mustAddr("10.32.0.6")
+	if err := s.Add("manual", mustAddr("10.40.0.9"), ""); err != nil {
+		t.Fatal(err)
+	}
+	// Two pods allocated: both names appear.
+	want := []Owned{{Name: "p1.ns", Addr: a1, Container: "c1"}, {Name: "p2.ns", Addr: a2, Container: "c2"}}
+	added, removed, err := s.SyncOwned(want, map[string]netip.Addr{"c1": a1, "c2": a2})
+	if err != nil || added != 2 || removed != 0 {
+		t.Fatalf("SyncOwned(two pods) = %d, %d, %v; want 2, 0, nil", added, removed, err)
+	}
+	added, removed, _ = s.SyncOwned(want, map[string]netip.Addr{"c1": a1, "c2": a2})
+	if added+removed != 0 {
+		t.Errorf("SyncOwned twice changed %d, %d; want nothing", added, removed)
+	}
+	// A stale copy of a record of ours for a container we never had (or
+	// released while down) comes back by gossip from another peer.
+	stale := record{Owner: self, Name: "gone.ns.weft.local.", Addr: mustAddr("10.32.0.7"), Container: "c3",
+		Version: uint64(time.Now().Add(time.Hour).UnixNano())} // even stamped in our future
+	if err := s.Merge(other, encodeRecords(kindFull, []record{stale})); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Lookup("gone.ns")) != 1 {
+		t.Fatalf("stale record not merged")
+	}
+	// p2 released; the stale one has no allocation: both go, manual stays.
+	tr.reset()
+	added, removed, _ = s.SyncOwned(want[:1], map[string]netip.Addr{"c1": a1})
+	if added != 0 || removed != 2 {
+		t.Errorf("SyncOwned after release = %d added, %d removed; want 0, 2", added, removed)
+	}
+	for name, want := range map[string]int{"p1.ns": 1, "p2.ns": 0, "gone.ns": 0, "manual": 1} {
+		if got := len(s.Lookup(name)); got != want {
+			t.Errorf("Lookup(%s) = %d addresses; want %d", name, got, want)
+		}
+	}
+	// The tombstones were broadcast and beat the stale copy on any replica.
+	replica := newServer(t, testConfig(other), nil)
+	if err := replica.Merge(self, encodeRecords(kindFull, []record{stale})); err != nil {
+		t.Fatal(err)
+	}
+	for _, msg := range tr.messages() {
+		if err := replica.Merge(self, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := replica.Lookup("gone.ns"); len(got) != 0 {
+		t.Errorf("replica still answers the stale name: %v", got)
+	}
+}
+
+// recordingTransport keeps every broadcast.
+type recordingTransport struct {
+	mu   sync.Mutex
+	msgs [][]byte
+}
+
+func (r *recordingTransport) Broadcast(msg []byte) {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, slices.Clone(msg))
+	r.mu.Unlock()
+}
+
+func (r *recordingTransport) reset() {
+	r.mu.Lock()
+	r.msgs = nil
+	r.mu.Unlock()
+}
+
+func (r *recordingTransport) messages() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.msgs)
 }
 
 func TestMergeRejectsBadInput(t *testing.T) {

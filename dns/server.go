@@ -68,7 +68,8 @@ type Server struct {
 	mu        sync.Mutex // guards following
 	set       *recordSet
 	clock     uint64                // last version stamped on our records
-	members   map[peer.ID]bool      // alive peers; nil = membership unknown (all visible)
+	members   map[peer.ID]bool      // peers that are up; nil = membership unknown (all visible)
+	owners    map[peer.ID]bool      // peers that own address space in the ring
 	goneSince map[peer.ID]time.Time // when a known peer stopped being alive
 	full      []byte                // cached FullState; nil = re-encode
 }

@@ -3,6 +3,7 @@ package dns
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -12,9 +13,21 @@ import (
 
 // The record set's local operations and its gossip side: Add, Remove and
 // RemoveContainer change only our own records and broadcast them as a
-// delta; Merge applies what other peers send; SetPeers hides the records
-// of peers that are not alive. Every change drops the answer snapshot and
-// the cached full state, which are rebuilt on next use.
+// delta; SyncOwned makes our records agree with our allocations; Merge
+// applies what other peers send; SetPeers and SetOwners say whose records
+// are visible. Every change drops the answer snapshot and the cached full
+// state, which are rebuilt on next use.
+//
+// A name answers only while the allocation behind it exists. The owner of
+// a pod's address keeps the pod's name with its allocation (the daemon
+// stores both in the IPAM store, in one transaction) and SyncOwned turns
+// that into records: a record of ours for a container that has no
+// allocation any more, a copy that came back by gossip after a restart or
+// a partition included, is replaced by a tombstone stamped later than any
+// copy, so it loses everywhere. Records of a peer stay visible while the
+// peer is up or still owns address space (its pods are routed and
+// reachable while its host runs, even with its control plane down); they
+// hide when neither holds, and are collected after DeadPeerTTL.
 
 // deltaChunk bounds the records of one broadcast delta.
 const deltaChunk = 64
@@ -144,7 +157,7 @@ func (s *Server) zone() *zone {
 }
 
 func (s *Server) visibleLocked(owner peer.ID) bool {
-	return owner == s.cfg.Self || s.members == nil || s.members[owner]
+	return owner == s.cfg.Self || s.members == nil || s.members[owner] || s.owners[owner]
 }
 
 // Lookup returns the visible addresses of a name, sorted (IPv4 first).
@@ -218,36 +231,107 @@ func (s *Server) Merge(from peer.ID, msg []byte) error {
 	return nil
 }
 
-// SetPeers hands over the membership: records of peers that are not alive
-// (dead, left, or absent from peers) are hidden at once and deleted after
-// DeadPeerTTL; they reappear if the peer comes back. Suspect peers stay
-// visible: suspicion is memberlist's maybe, and is often refuted.
+// SetPeers hands over the membership: the records of peers that are up
+// (alive or suspect: suspicion is memberlist's maybe, and is often
+// refuted) are visible. Records of the others stay visible only while
+// SetOwners lists them.
 func (s *Server) SetPeers(peers []peer.Info) {
 	members := make(map[peer.ID]bool, len(peers))
 	for _, p := range peers {
-		if p.State == peer.Alive || p.State == peer.Suspect {
+		if p.State.Up() {
 			members[p.ID] = true
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
-	changed := s.members == nil || len(members) != len(s.members)
-	for id := range members {
-		changed = changed || !s.members[id]
-		delete(s.goneSince, id)
-	}
-	for id := range s.members {
-		if !members[id] {
-			if _, ok := s.goneSince[id]; !ok {
-				s.goneSince[id] = now
-			}
-		}
+	if s.members != nil && maps.Equal(members, s.members) {
+		return
 	}
 	s.members = members
-	if changed {
-		s.changedLocked()
+	s.visibilityChangedLocked()
+}
+
+// SetOwners hands over the peers that own address space in the ring: their
+// records stay visible whatever gossip says of them, until their space is
+// reclaimed or handed away.
+func (s *Server) SetOwners(owners []peer.ID) {
+	m := make(map[peer.ID]bool, len(owners))
+	for _, id := range owners {
+		m[id] = true
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if maps.Equal(m, s.owners) {
+		return
+	}
+	s.owners = m
+	s.visibilityChangedLocked()
+}
+
+// visibilityChangedLocked restarts the clock of owners that became
+// invisible (their records are collected DeadPeerTTL later) and drops the
+// answers.
+func (s *Server) visibilityChangedLocked() {
+	now := time.Now()
+	for k := range s.set.recs {
+		if s.visibleLocked(k.owner) {
+			delete(s.goneSince, k.owner)
+		} else if _, ok := s.goneSince[k.owner]; !ok {
+			s.goneSince[k.owner] = now
+		}
+	}
+	s.changedLocked()
+}
+
+// Owned is a record that one of this peer's allocations calls for.
+type Owned struct {
+	Name      string     // "pod.ns", or a name in the domain
+	Addr      netip.Addr // the allocation's address
+	Container string     // the allocation's ID
+}
+
+// SyncOwned makes this peer's records agree with its allocations: every
+// record in want exists, and every record of ours that names a container
+// (the pods' records) whose allocation is gone, or holds another address
+// now, is removed with a tombstone that beats every older copy. allocated
+// maps every allocation ID of this peer to its address. Records without a
+// container (`weft dns add`) are the operator's and stay. It returns how
+// many records it added and removed; both are broadcast.
+func (s *Server) SyncOwned(want []Owned, allocated map[string]netip.Addr) (added, removed int, err error) {
+	type key struct {
+		name      string
+		addr      netip.Addr
+		container string
+	}
+	wanted := make(map[key]bool, len(want))
+	for _, o := range want {
+		fqdn, err := canonicalName(o.Name, s.cfg.Domain)
+		if err != nil || !validAddr(o.Addr.Unmap()) || !validContainerID(o.Container) {
+			continue // not a name this server can hold; Add would say why
+		}
+		wanted[key{fqdn, o.Addr.Unmap(), o.Container}] = true
+	}
+	s.mu.Lock()
+	for k, v := range s.set.recs {
+		if k.owner == s.cfg.Self && !v.deleted {
+			delete(wanted, key{k.name, k.addr, v.container})
+		}
+	}
+	s.mu.Unlock()
+	for k := range wanted {
+		if err := s.Add(k.name, k.addr, k.container); err != nil {
+			return added, removed, err
+		}
+		added++
+	}
+	removed = s.tombstone(func(k recordKey, v recordVal) bool {
+		if v.container == "" {
+			return false
+		}
+		a, ok := allocated[v.container]
+		return !ok || a.Unmap() != k.addr
+	})
+	return added, removed, nil
 }
 
 // collect deletes old tombstones and the records of peers gone for longer

@@ -38,8 +38,8 @@ func (d delegate) NotifyMsg(b []byte) {
 	if f.origin == d.m.cfg.ID {
 		return // our own broadcast relayed back
 	}
-	if f.kind == kindBye {
-		d.m.heardBye(f.origin)
+	if f.kind == kindBye || f.kind == kindStop {
+		d.m.heardBye(f.origin, f.kind == kindStop)
 		return
 	}
 	c := d.m.channels[f.channel]

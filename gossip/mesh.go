@@ -34,6 +34,7 @@ type Mesh struct {
 	badFrames atomic.Uint64 // undecodable messages received
 	started   atomic.Bool
 	shut      atomic.Bool // Shutdown was called: Run must not leave
+	leaving   atomic.Bool // Leaving was called: Run says goodbye, not "stopping"
 
 	mu        sync.Mutex // guards following
 	metaBytes []byte
@@ -45,7 +46,8 @@ type Mesh struct {
 
 type entry struct {
 	info    peer.Info
-	saidBye bool             // the peer announced a graceful leave
+	saidBye  bool             // the peer announced that it leaves the mesh for good
+	saidStop bool             // the peer announced that its control plane stops
 	node    *memberlist.Node // last known memberlist node
 }
 
@@ -126,8 +128,9 @@ func (m *Mesh) Channel(name string, h Handler) *Channel {
 }
 
 // Run drives the channels, large broadcasts, reconnection of targets and
-// the liveness table until ctx is done; then it leaves the mesh gracefully
-// and shuts memberlist down. It returns after all its goroutines exit.
+// the liveness table until ctx is done; then it tells the others why it
+// goes (a stop, or a leave after Leaving), leaves memberlist gracefully and
+// shuts it down. It returns after all its goroutines exit.
 func (m *Mesh) Run(ctx context.Context) error {
 	m.started.Store(true)
 	var wg sync.WaitGroup
@@ -153,18 +156,28 @@ func (m *Mesh) Run(ctx context.Context) error {
 	if m.shut.Load() {
 		return nil // crashed on purpose (Shutdown): no goodbye
 	}
-	m.sayBye()
+	m.sayBye(m.leaving.Load())
 	if err := m.ml.Leave(2 * time.Second); err != nil {
 		m.log.Warn("leave", "err", err)
 	}
 	return m.ml.Shutdown()
 }
 
+// Leaving marks this peer as leaving the mesh for good (`weft reset`): when
+// Run ends, the others list it as "left" instead of "stopped". Without it,
+// the end of Run is a stop of the control plane: the peer still owns its
+// address space and its datapath keeps forwarding.
+func (m *Mesh) Leaving() { m.leaving.Store(true) }
+
 // sayBye tells every alive peer (best effort, by TCP, in parallel; each
-// send bounded by memberlist's TCP timeout) that this peer is leaving on
-// purpose, so they list it as "left" rather than "dead".
-func (m *Mesh) sayBye() {
-	f := appendFrame(nil, frame{kind: kindBye, channel: "mesh", origin: m.cfg.ID})
+// send bounded by memberlist's TCP timeout) why this peer goes, so they
+// list it as "left" (leave) or "stopped" (stop) rather than "dead".
+func (m *Mesh) sayBye(leave bool) {
+	kind := byte(kindStop)
+	if leave {
+		kind = kindBye
+	}
+	f := appendFrame(nil, frame{kind: kind, channel: "mesh", origin: m.cfg.ID})
 	var wg sync.WaitGroup
 	for _, n := range m.aliveNodes() {
 		wg.Add(1)
@@ -173,18 +186,31 @@ func (m *Mesh) sayBye() {
 	wg.Wait()
 }
 
-// heardBye marks the peer with that ID as leaving gracefully.
-func (m *Mesh) heardBye(id peer.ID) {
+// heardBye records that the peer with that ID goes: for good (a leave) or
+// only its control plane (a stop).
+func (m *Mesh) heardBye(id peer.ID, stop bool) {
 	m.mu.Lock()
 	for _, e := range m.peers {
-		if e.info.ID == id {
-			e.saidBye = true
-			if e.info.State == peer.Dead {
-				e.info.State = peer.Left // the leave overtook the goodbye
-			}
+		if e.info.ID != id {
+			continue
+		}
+		e.saidBye, e.saidStop = !stop, stop
+		if e.info.State == peer.Dead || e.info.State == peer.Left || e.info.State == peer.Stopped {
+			e.info.State = goneState(e) // the leave overtook the goodbye
 		}
 	}
 	m.mu.Unlock()
+}
+
+// goneState is the state of a peer that memberlist no longer lists.
+func goneState(e *entry) peer.State {
+	switch {
+	case e.saidBye:
+		return peer.Left
+	case e.saidStop:
+		return peer.Stopped
+	}
+	return peer.Dead
 }
 
 // Shutdown stops memberlist without a graceful leave (tests simulating a
@@ -404,16 +430,13 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 	// memberlist's Node.State is not maintained in event callbacks: the
 	// event itself says what happened. A leave is "left" when the peer said
 	// goodbye first (see Run), "dead" when the failure detector decided.
-	switch {
-	case ev != "leave":
+	if ev != "leave" {
 		e.info.State = peer.Alive
 		if ev == "join" {
-			e.saidBye = false // a new life
+			e.saidBye, e.saidStop = false, false // a new life
 		}
-	case e.saidBye:
-		e.info.State = peer.Left
-	default:
-		e.info.State = peer.Dead
+	} else {
+		e.info.State = goneState(e)
 	}
 	if e.info.State == peer.Alive {
 		e.info.LastSeen = time.Now()
@@ -482,7 +505,7 @@ func (m *Mesh) nodeByID(id peer.ID) *memberlist.Node {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, e := range m.peers {
-		if e.info.ID == id && e.node != nil && e.info.State != peer.Dead && e.info.State != peer.Left {
+		if e.info.ID == id && e.node != nil && (e.info.State == peer.Alive || e.info.State == peer.Suspect) {
 			return e.node
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -248,31 +249,38 @@ func TestChannelReplicates(t *testing.T) {
 }
 
 func TestDeadAndRejoin(t *testing.T) {
-	peers := startMesh(t, 4, nil)
-	waitFor(t, 20*time.Second, "4 alive", func() bool { return countState(peers[0], peer.Alive) == 4 })
-	// Peer 3 leaves gracefully.
+	peers := startMesh(t, 5, nil)
+	waitFor(t, 20*time.Second, "5 alive", func() bool { return countState(peers[0], peer.Alive) == 5 })
+	// gone waits until p000 sees name gone, and returns the state it shows.
+	gone := func(name string, want ...peer.State) peer.State {
+		t.Helper()
+		last := peer.State("")
+		waitFor(t, 20*time.Second, name+" seen gone", func() bool {
+			for _, i := range peers[0].mesh.Peers() {
+				if i.Name == name {
+					last = i.State
+					return slices.Contains(want, i.State)
+				}
+			}
+			return false
+		})
+		return last
+	}
+	// Peer 4 stops (SIGTERM): a stop, not a leave. "stopped" needs the
+	// notice to arrive; a lost one makes it "dead", also a peer that still
+	// owns its space. Never "left".
+	stopped := peers[4]
+	stopped.cancel()
+	<-stopped.done
+	stopped.cancel = nil
+	t.Logf("p000 sees the stopped p004 as %q", gone("p004", peer.Stopped, peer.Dead))
+	// Peer 3 leaves for good (`weft reset`).
 	victim := peers[3]
+	victim.mesh.Leaving()
 	victim.cancel()
 	<-victim.done // Run leaves gracefully; that is the "left" path
 	victim.cancel = nil
-	last := peer.State("")
-	defer func() {
-		if t.Failed() {
-			t.Logf("p000 last saw p003 %q", last)
-		}
-	}()
-	// "left" needs the goodbye to arrive; the leave itself is what must
-	// always be seen (a lost goodbye makes it "dead", which is also safe).
-	waitFor(t, 20*time.Second, "peer 3 seen gone", func() bool {
-		for _, i := range peers[0].mesh.Peers() {
-			if i.Name == "p003" {
-				last = i.State
-				return i.State == peer.Left || i.State == peer.Dead
-			}
-		}
-		return false
-	})
-	t.Logf("p000 sees the departed p003 as %q", last)
+	t.Logf("p000 sees the departed p003 as %q", gone("p003", peer.Left, peer.Dead))
 	if got := countState(peers[1], peer.Alive); got != 3 {
 		t.Errorf("alive after leave = %d; want 3", got)
 	}

@@ -27,7 +27,8 @@ const (
 	kindBroadcast = 1
 	kindUnicast   = 2
 	kindState     = 3
-	kindBye       = 4 // mesh-internal: the origin is leaving gracefully
+	kindBye       = 4 // mesh-internal: the origin is leaving the mesh for good
+	kindStop      = 5 // mesh-internal: the origin's control plane is stopping (it stays a member)
 	maxChanName   = 32
 	// MaxMessage bounds one channel message (broadcast or unicast).
 	MaxMessage = 1 << 20
@@ -64,7 +65,7 @@ func decodeFrame(b []byte) (frame, error) {
 		return f, fmt.Errorf("frame version %d: %w", b[0], ErrBadFrame)
 	}
 	f.kind = b[1]
-	if f.kind < kindBroadcast || f.kind > kindBye {
+	if f.kind < kindBroadcast || f.kind > kindStop {
 		return f, fmt.Errorf("frame kind %d: %w", f.kind, ErrBadFrame)
 	}
 	n := int(b[2])

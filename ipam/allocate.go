@@ -13,13 +13,27 @@ import (
 // releases it.
 const BridgeID = "weft:bridge"
 
+// maxNameLen bounds an allocation's name (a DNS name is at most 253).
+const maxNameLen = 255
+
 // Allocate returns the address for id, allocating one from this peer's
 // space if id has none. The same id always gets the same address. It
 // blocks while the ring awaits consensus or a donation is under way, until
 // ctx is done; it returns ErrNoSpace when no live peer has space to give.
 func (a *Allocator) Allocate(ctx context.Context, id string) (netip.Prefix, error) {
+	return a.AllocateNamed(ctx, id, "")
+}
+
+// AllocateNamed is Allocate that also stores name with the allocation, in
+// the same transaction (the pod's DNS name: the allocation and the name
+// live and die together). An existing allocation keeps its address and
+// takes the name if it is not empty.
+func (a *Allocator) AllocateNamed(ctx context.Context, id, name string) (netip.Prefix, error) {
 	if id == "" {
 		return netip.Prefix{}, fmt.Errorf("allocate: %w", ErrEmptyID)
+	}
+	if len(name) > maxNameLen {
+		return netip.Prefix{}, fmt.Errorf("allocate %q: name of %d bytes: %w", id, len(name), ErrBadConfig)
 	}
 	refused := map[peer.ID]bool{} // donors that failed us during this call
 	var pending peer.ID           // donor asked, reply awaited
@@ -40,7 +54,11 @@ func (a *Allocator) Allocate(ctx context.Context, id string) (netip.Prefix, erro
 			return netip.Prefix{}, fmt.Errorf("allocate %q: %w", id, ErrClosed)
 		}
 		if off, ok := a.allocs[id]; ok {
+			err := a.renameLocked(id, off, name)
 			a.mu.Unlock()
+			if err != nil {
+				return netip.Prefix{}, fmt.Errorf("allocate %q: %w", id, err)
+			}
 			return a.addr(off), nil
 		}
 		if a.leaving {
@@ -50,7 +68,7 @@ func (a *Allocator) Allocate(ctx context.Context, id string) (netip.Prefix, erro
 		wake := a.wake
 		if a.ring.Ready() {
 			if off, ok := a.findFreeLocked(); ok {
-				err := a.allocateLocked(id, off)
+				err := a.allocateLocked(id, off, name)
 				a.mu.Unlock()
 				if err != nil {
 					return netip.Prefix{}, fmt.Errorf("allocate %q: %w", id, err)
@@ -90,9 +108,9 @@ func (a *Allocator) Allocate(ctx context.Context, id string) (netip.Prefix, erro
 	}
 }
 
-// allocateLocked records id at off and updates the run's free count, both
-// in one transaction.
-func (a *Allocator) allocateLocked(id string, off uint32) error {
+// allocateLocked records id (and its name, if any) at off and updates the
+// run's free count, all in one transaction.
+func (a *Allocator) allocateLocked(id string, off uint32, name string) error {
 	i := a.ring.index(off)
 	t := &a.ring.Tokens[i]
 	old := *t
@@ -100,13 +118,34 @@ func (a *Allocator) allocateLocked(id string, off uint32) error {
 	t.Version++
 	a.allocs[id] = off
 	a.used[off] = id
-	if err := a.commitLocked(&batch{tokens: []Token{*t}, put: map[string]uint32{id: off}}, []Token{*t}); err != nil {
+	b := &batch{tokens: []Token{*t}, put: map[string]uint32{id: off}}
+	if name != "" {
+		b.names = map[string]string{id: name}
+	}
+	if err := a.commitLocked(b, []Token{*t}); err != nil {
 		*t = old
 		delete(a.allocs, id)
 		delete(a.used, off)
 		return err
 	}
+	if name != "" {
+		a.names[id] = name
+	}
 	a.cursor = off + 1
+	return nil
+}
+
+// renameLocked gives the existing allocation id at off the name, unless
+// name is empty or already its name.
+func (a *Allocator) renameLocked(id string, off uint32, name string) error {
+	if name == "" || a.names[id] == name {
+		return nil
+	}
+	b := &batch{put: map[string]uint32{id: off}, names: map[string]string{id: name}}
+	if err := a.commitLocked(b, nil); err != nil {
+		return err
+	}
+	a.names[id] = name
 	return nil
 }
 
@@ -173,6 +212,13 @@ func (a *Allocator) releaseLocked(ids []string) error {
 		delete(a.allocs, id)
 		delete(a.used, off)
 	}
+	savedNames := map[string]string{}
+	for _, id := range gone {
+		if n, ok := a.names[id]; ok {
+			savedNames[id] = n
+			delete(a.names, id)
+		}
+	}
 	oldRing := a.ring.Clone()
 	own := a.refreshFreeLocked()
 	b.tokens = own
@@ -180,6 +226,9 @@ func (a *Allocator) releaseLocked(ids []string) error {
 		a.ring = oldRing
 		for id, off := range saved {
 			a.allocs[id], a.used[off] = off, id
+		}
+		for id, n := range savedNames {
+			a.names[id] = n
 		}
 		return err
 	}

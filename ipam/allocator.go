@@ -50,6 +50,7 @@ type Allocator struct {
 	ring    Ring
 	allocs  map[string]uint32 // allocation id -> offset
 	used    map[uint32]string // offset -> allocation id
+	names   map[string]string // allocation id -> name (only named allocations; ids are in allocs)
 	peers   map[peer.ID]peer.Info
 	wake    chan struct{} // closed and replaced on every change waiters care about
 	leaving bool          // Handoff started: never allocate again
@@ -98,6 +99,7 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 		done:      make(chan struct{}),
 		ring:      ring,
 		allocs:    allocs,
+		names:     saved.names,
 		used:      make(map[uint32]string, len(allocs)),
 		peers:     map[peer.ID]peer.Info{},
 		wake:      make(chan struct{}),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -218,6 +219,52 @@ func TestAllocateReleaseRestart(t *testing.T) {
 	}
 	if st := a.Status(); st.Allocated != 3 {
 		t.Fatalf("Allocated after GC = %d; want 3", st.Allocated)
+	}
+}
+
+// TestNamedAllocations: a name given with an allocation is stored with it,
+// survives a restart, and goes with its release.
+func TestNamedAllocations(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 1, "10.32.0.0/12", consensus(1), 5)
+	defer c.close()
+	id := c.ids[0]
+	a := c.start(id)
+	ctx := ctxT(t, 10*time.Second)
+	steps := []struct {
+		id, name string
+	}{
+		{"c1", "p1.ns"},
+		{"c2", ""},
+		{"c2", "p2.ns"}, // an existing allocation takes a name
+		{"c1", ""},      // and keeps it when asked again without one
+		{"c3", "p3.ns"},
+	}
+	addrs := map[string]netip.Prefix{}
+	for _, st := range steps {
+		p, err := a.AllocateNamed(ctx, st.id, st.name)
+		if err != nil {
+			t.Fatalf("AllocateNamed(%q, %q) = %v", st.id, st.name, err)
+		}
+		if old, ok := addrs[st.id]; ok && old != p {
+			t.Fatalf("AllocateNamed(%q, %q) = %v; want the same address %v", st.id, st.name, p, old)
+		}
+		addrs[st.id] = p
+	}
+	if _, err := a.AllocateNamed(ctx, "c4", strings.Repeat("x", 300)); err == nil {
+		t.Errorf("AllocateNamed with a 300-byte name succeeded")
+	}
+	if err := a.Release("c3"); err != nil {
+		t.Fatal(err)
+	}
+	want := []ipam.Allocation{{ID: "c1", Addr: addrs["c1"], Name: "p1.ns"}, {ID: "c2", Addr: addrs["c2"], Name: "p2.ns"}}
+	cmpPrefix := cmp.Comparer(func(x, y netip.Prefix) bool { return x == y })
+	if d := cmp.Diff(want, a.Allocations(), cmpPrefix); d != "" {
+		t.Errorf("Allocations (-want +got):\n%s", d)
+	}
+	c.stopPeer(id)
+	a = c.start(id)
+	if d := cmp.Diff(want, a.Allocations(), cmpPrefix); d != "" {
+		t.Errorf("Allocations after restart (-want +got):\n%s", d)
 	}
 }
 

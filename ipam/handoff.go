@@ -42,7 +42,7 @@ func (a *Allocator) Handoff(ctx context.Context) error {
 			return fmt.Errorf("handoff: %w", err)
 		}
 		a.leaving = true
-		a.allocs, a.used = map[string]uint32{}, map[uint32]string{}
+		a.allocs, a.used, a.names = map[string]uint32{}, map[uint32]string{}, map[string]string{}
 		a.wakeLocked()
 	}
 	if !a.ring.Ready() || len(a.ring.ownedBy(a.cfg.Self)) == 0 {

@@ -45,6 +45,7 @@ type RunStatus struct {
 type Allocation struct {
 	ID   string
 	Addr netip.Prefix
+	Name string // the name given with the allocation (a pod's DNS name), if any
 }
 
 // Status returns a snapshot of the ring and this peer's allocations.
@@ -80,7 +81,7 @@ func (a *Allocator) Status() Status {
 		})
 	}
 	for id, off := range a.allocs {
-		s.Allocations = append(s.Allocations, Allocation{ID: id, Addr: a.addr(off)})
+		s.Allocations = append(s.Allocations, Allocation{ID: id, Addr: a.addr(off), Name: a.names[id]})
 	}
 	slices.SortFunc(s.Allocations, func(x, y Allocation) int { return strings.Compare(x.ID, y.ID) })
 	return s
@@ -107,5 +108,17 @@ func (a *Allocator) Ranges() map[peer.ID][]netip.Prefix {
 			out[r.Owner] = append(out[r.Owner], p)
 		}
 	}
+	return out
+}
+
+// Allocations returns this peer's allocations, sorted by ID.
+func (a *Allocator) Allocations() []Allocation {
+	a.mu.Lock()
+	out := make([]Allocation, 0, len(a.allocs))
+	for id, off := range a.allocs {
+		out = append(out, Allocation{ID: id, Addr: a.addr(off), Name: a.names[id]})
+	}
+	a.mu.Unlock()
+	slices.SortFunc(out, func(x, y Allocation) int { return strings.Compare(x.ID, y.ID) })
 	return out
 }

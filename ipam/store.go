@@ -45,6 +45,7 @@ type batch struct {
 	seed     uint64
 	tokens   []Token
 	put      map[string]uint32 // allocation id -> offset
+	names    map[string]string // allocation id -> name, for ids in put that have one
 	del      []string
 	delAll   bool // drop every allocation (handoff)
 	owners   bool // ownership changed (not only free counts): notify Changed
@@ -91,6 +92,7 @@ func (s *store) close() error { return s.db.Close() }
 type stored struct {
 	ring      Ring
 	allocs    map[string]uint32
+	names     map[string]string // allocation id -> name, for named allocations
 	acceptors map[instanceKey]*acceptorState
 	leaving   bool    // Handoff started before the last shutdown
 	target    peer.ID // the peer our tokens were offered to, if any
@@ -100,6 +102,7 @@ func (s *store) load(size uint64) (stored, error) {
 	st := stored{}
 	r := Ring{Size: size}
 	allocs := map[string]uint32{}
+	names := map[string]string{}
 	acc := map[instanceKey]*acceptorState{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keySeed); len(v) == 8 {
@@ -123,10 +126,16 @@ func (s *store) load(size uint64) (stored, error) {
 			return err
 		}
 		if err := tx.Bucket(bucketAllocs).ForEach(func(k, v []byte) error {
-			if len(v) != 4 {
+			// 4-byte offset, then the allocation's name (the pod's DNS
+			// name), if it has one: a record and its allocation are one
+			// key, added and removed in one transaction.
+			if len(v) < 4 || len(v) > 4+maxNameLen {
 				return fmt.Errorf("allocation record %q: %w", k, ErrBadMessage)
 			}
 			allocs[string(k)] = binary.BigEndian.Uint32(v)
+			if len(v) > 4 {
+				names[string(k)] = string(v[4:])
+			}
 			return nil
 		}); err != nil {
 			return err
@@ -143,7 +152,7 @@ func (s *store) load(size uint64) (stored, error) {
 	if err != nil {
 		return stored{}, fmt.Errorf("load ipam store: %w", err)
 	}
-	st.ring, st.allocs, st.acceptors = r, allocs, acc
+	st.ring, st.allocs, st.names, st.acceptors = r, allocs, names, acc
 	return st, nil
 }
 
@@ -192,7 +201,8 @@ func (s *store) commit(b *batch) error {
 			}
 		}
 		for id, off := range b.put {
-			if err := ab.Put([]byte(id), binary.BigEndian.AppendUint32(nil, off)); err != nil {
+			v := append(binary.BigEndian.AppendUint32(nil, off), b.names[id]...)
+			if err := ab.Put([]byte(id), v); err != nil {
 				return err
 			}
 		}

@@ -55,14 +55,22 @@ func ParseID(s string) (ID, error) {
 // State is a peer's liveness as seen by this peer's failure detector.
 type State string
 
-// The peer states. Dead peers stay listed until reclaimed or forgotten; Left
-// is a peer that announced a graceful leave.
+// The peer states. Dead peers stay listed until reclaimed or forgotten.
+// Stopped is a peer whose control plane said it was stopping (SIGTERM): it
+// still owns its address space and its datapath still forwards. Left is a
+// peer that left the mesh for good (`weft reset`) after handing its space
+// over.
 const (
 	Alive   State = "alive"
 	Suspect State = "suspect"
 	Dead    State = "dead"
+	Stopped State = "stopped"
 	Left    State = "left"
 )
+
+// Up reports whether the failure detector thinks the peer runs (alive or
+// only suspected).
+func (s State) Up() bool { return s == Alive || s == Suspect }
 
 // Info is everything this peer knows about another peer (or itself).
 type Info struct {

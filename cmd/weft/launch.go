@@ -96,6 +96,7 @@ func launch(args []string) error {
 	fs.Var(&dnsUpstream, "dns-upstream", "upstream DNS server (repeatable; default: /etc/resolv.conf)")
 	fs.BoolVar(&cfg.NoDNS, "no-dns", false, "do not run the DNS server")
 	fs.DurationVar(&cfg.DNSTTL, "dns-ttl", cfg.DNSTTL, "TTL of answers for pod names")
+	fs.DurationVar(&cfg.DNSTombstoneTTL, "dns-tombstone-ttl", 0, "how long a removed DNS name is remembered (0 = 30m; tests shorten it)")
 	fs.IntVar(&cfg.MTU, "mtu", 0, "pod MTU (0 = underlay MTU minus encapsulation)")
 	fs.UintVar(&wgPort, "wg-port", uint(cfg.WGPort), "WireGuard UDP port")
 	fs.StringVar(&cfg.WGIface, "wg-iface", cfg.WGIface, "WireGuard interface name")

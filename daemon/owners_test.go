@@ -1,0 +1,180 @@
+package daemon
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/weftmesh/weft/api/client"
+	"github.com/weftmesh/weft/peer"
+)
+
+var (
+	selfID = peer.ID(1)
+	h2ID   = peer.ID(2)
+	h3ID   = peer.ID(3)
+	h4ID   = peer.ID(4)
+)
+
+func pfx(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
+
+func info(id peer.ID, name, addr string, st peer.State, key string) peer.Info {
+	return peer.Info{ID: id, Name: name, Addr: netip.MustParseAddr(addr), State: st,
+		LastSeen: time.Date(2026, 12, 4, 6, 0, 0, 0, time.UTC),
+		Meta:     peer.Meta{WGKey: key, WGPort: 51820, Bridge: netip.MustParseAddr("10.40.0.1")}}
+}
+
+// TestRoutePeersFollowTheRing: every ring owner is routed whatever gossip
+// says of it; a peer that owns nothing is routed only while it is up.
+func TestRoutePeersFollowTheRing(t *testing.T) {
+	ranges := map[peer.ID][]netip.Prefix{selfID: pfx("10.32.0.0/13"), h2ID: pfx("10.40.0.0/14"), h3ID: pfx("10.44.0.0/14")}
+	known := map[peer.ID]ownerInfo{
+		h3ID: {Name: "h3", Underlay: netip.MustParseAddr("192.168.1.3"), WGKey: "k3-old", Bridge: netip.MustParseAddr("10.44.0.1")},
+	}
+	tests := []struct {
+		name  string
+		peers []peer.Info
+		known map[peer.ID]ownerInfo
+		want  []string // "name underlay key"
+	}{
+		{"all alive", []peer.Info{info(selfID, "h1", "192.168.1.1", peer.Alive, "k1"), info(h2ID, "h2", "192.168.1.2", peer.Alive, "k2"),
+			info(h3ID, "h3", "192.168.1.3", peer.Alive, "k3")}, nil,
+			[]string{"h2 192.168.1.2 k2", "h3 192.168.1.3 k3"}},
+		{"h2 stopped, h3 dead: both kept", []peer.Info{info(h2ID, "h2", "192.168.1.2", peer.Stopped, "k2"),
+			info(h3ID, "h3", "192.168.1.3", peer.Dead, "k3")}, nil,
+			[]string{"h2 192.168.1.2 k2", "h3 192.168.1.3 k3"}},
+		{"h3 unknown to gossip (restart while it was down): from the owner table", []peer.Info{info(h2ID, "h2", "192.168.1.2", peer.Alive, "k2")}, known,
+			[]string{"h2 192.168.1.2 k2", "h3 192.168.1.3 k3-old"}},
+		{"h3 dead in gossip and known: the table (gossip may hold a stale node)", []peer.Info{info(h2ID, "h2", "192.168.1.2", peer.Alive, "k2"),
+			info(h3ID, "h3", "192.168.1.3", peer.Dead, "k3")}, known,
+			[]string{"h2 192.168.1.2 k2", "h3 192.168.1.3 k3-old"}},
+		{"h4 alive with no space yet: routed; h4 dead with no space: not", []peer.Info{info(h2ID, "h2", "192.168.1.2", peer.Alive, "k2"),
+			info(h4ID, "h4", "192.168.1.4", peer.Alive, "k4")}, nil,
+			[]string{"h2 192.168.1.2 k2", "h4 192.168.1.4 k4"}},
+		{"h4 left with no space: gone", []peer.Info{info(h2ID, "h2", "192.168.1.2", peer.Alive, "k2"),
+			info(h4ID, "h4", "192.168.1.4", peer.Left, "k4")}, nil,
+			[]string{"h2 192.168.1.2 k2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, p := range routePeers(selfID, ranges, tt.peers, tt.known) {
+				got = append(got, p.Info.Name+" "+p.Info.Underlay.String()+" "+p.Info.WGKey)
+				if len(ranges[p.ID]) > 0 && !cmp.Equal(p.Ranges, ranges[p.ID], cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })) {
+					t.Errorf("%s ranges %v; want %v", p.Info.Name, p.Ranges, ranges[p.ID])
+				}
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("routePeers (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// TestLearnOwners: the table holds each ring owner's newest description,
+// keeps what it knew of owners that are down, forgets peers that own
+// nothing, and reports a change only when a persisted field moved.
+func TestLearnOwners(t *testing.T) {
+	ranges := map[peer.ID][]netip.Prefix{selfID: pfx("10.32.0.0/13"), h2ID: pfx("10.40.0.0/14"), h3ID: pfx("10.44.0.0/14")}
+	up := []peer.Info{info(selfID, "h1", "192.168.1.1", peer.Alive, "k1"), info(h2ID, "h2", "192.168.1.2", peer.Alive, "k2"),
+		info(h3ID, "h3", "192.168.1.3", peer.Alive, "k3")}
+	known, changed := learnOwners(nil, selfID, ranges, up)
+	if !changed || len(known) != 2 || known[h3ID].WGKey != "k3" {
+		t.Fatalf("first learn = %v, %v; want h2 and h3, changed", known, changed)
+	}
+	// Probes move LastSeen a little: no change to persist.
+	later := append([]peer.Info(nil), up...)
+	for i := range later {
+		later[i].LastSeen = later[i].LastSeen.Add(10 * time.Second)
+	}
+	if _, changed := learnOwners(known, selfID, ranges, later); changed {
+		t.Errorf("a 10 s LastSeen move reported as a change")
+	}
+	for i := range later {
+		later[i].LastSeen = later[i].LastSeen.Add(2 * time.Minute)
+	}
+	if _, changed := learnOwners(known, selfID, ranges, later); !changed {
+		t.Errorf("a 2 min LastSeen move not reported")
+	}
+	// h3 goes down and comes back with a new key while down in our view:
+	// the table keeps the last key learned while it was up.
+	down := []peer.Info{up[0], up[1], info(h3ID, "h3", "192.168.1.3", peer.Dead, "k3-new")}
+	next, changed := learnOwners(known, selfID, ranges, down)
+	if changed || next[h3ID].WGKey != "k3" {
+		t.Errorf("h3 down: key %q, changed %v; want k3 kept, no change", next[h3ID].WGKey, changed)
+	}
+	// h3's space is reclaimed: it leaves the table.
+	delete(ranges, h3ID)
+	next, changed = learnOwners(next, selfID, ranges, down)
+	if _, ok := next[h3ID]; ok || !changed {
+		t.Errorf("after reclaim: h3 still in the table (%v) or no change (%v)", ok, changed)
+	}
+}
+
+func TestOwnersFileRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	if got, err := loadOwners(dir); err != nil || len(got) != 0 {
+		t.Fatalf("loadOwners(empty dir) = %v, %v", got, err)
+	}
+	want := map[peer.ID]ownerInfo{h3ID: {Name: "h3", Underlay: netip.MustParseAddr("192.168.1.3"), WGKey: "k3", WGPort: 51820,
+		Bridge: netip.MustParseAddr("10.44.0.1"), LastSeen: time.Date(2026, 12, 4, 6, 0, 0, 0, time.UTC)}}
+	if err := saveOwners(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := loadOwners(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+		t.Errorf("owners round trip (-want +got):\n%s", d)
+	}
+}
+
+// TestOwnerProblem: status advises rmpeer only for an owner down long
+// enough that its host is probably gone; never for one that is up, and
+// not for one a peer that just started has not met yet.
+func TestOwnerProblem(t *testing.T) {
+	now := time.Date(2026, 12, 4, 6, 0, 0, 0, time.UTC)
+	owner := client.IPAMOwner{Name: "h3", ID: h3ID.String(), Owned: 131072}
+	seen := func(st peer.State, ago time.Duration) peer.Info {
+		return peer.Info{Name: "h3", ID: h3ID, State: st, LastSeen: now.Add(-ago)}
+	}
+	tests := []struct {
+		name       string
+		p          peer.Info
+		known      bool
+		uptime     time.Duration
+		wantEmpty  bool
+		wantRmpeer bool
+		wantWords  string
+	}{
+		{"alive", seen(peer.Alive, 0), true, time.Hour, true, false, ""},
+		{"suspect", seen(peer.Suspect, 5*time.Second), true, time.Hour, true, false, ""},
+		{"not met yet, new mesh", peer.Info{}, false, 10 * time.Second, true, false, ""},
+		{"not met after a long time", peer.Info{}, false, time.Hour, false, true, "has not heard from"},
+		{"stopped a minute ago", seen(peer.Stopped, time.Minute), true, time.Hour, false, false, "pods stay reachable"},
+		{"dead a minute ago", seen(peer.Dead, time.Minute), true, time.Hour, false, false, "routes to them are kept"},
+		{"dead for 10 min", seen(peer.Dead, 10*time.Minute), true, time.Hour, false, true, "unreachable"},
+		{"stopped for 10 min", seen(peer.Stopped, 10*time.Minute), true, time.Hour, false, true, "stopped"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ownerProblem(owner, tt.p, tt.known, now, now.Add(-tt.uptime))
+			if (got == "") != tt.wantEmpty {
+				t.Fatalf("ownerProblem = %q; want empty %v", got, tt.wantEmpty)
+			}
+			if strings.Contains(got, "weft rmpeer h3") != tt.wantRmpeer {
+				t.Errorf("ownerProblem = %q; want rmpeer advice %v", got, tt.wantRmpeer)
+			}
+			if !strings.Contains(got, tt.wantWords) {
+				t.Errorf("ownerProblem = %q; want it to say %q", got, tt.wantWords)
+			}
+		})
+	}
+	if got := ownerProblem(client.IPAMOwner{Name: "h3", Owned: 0}, seen(peer.Dead, time.Hour), true, now, now.Add(-time.Hour)); got != "" {
+		t.Errorf("an owner of nothing is a problem: %q", got)
+	}
+}
