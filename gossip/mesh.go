@@ -45,10 +45,10 @@ type Mesh struct {
 }
 
 type entry struct {
-	info    peer.Info
+	info     peer.Info
 	saidBye  bool             // the peer announced that it leaves the mesh for good
 	saidStop bool             // the peer announced that its control plane stops
-	node    *memberlist.Node // last known memberlist node
+	node     *memberlist.Node // last known memberlist node
 }
 
 // New creates the memberlist and binds its ports; it does not join anyone.
