@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/weftmesh/weft/api/client"
@@ -129,10 +130,16 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// splitHostPort splits the gossip listen address: "host:port", or a bare
+// host (an IP address, v6 with or without brackets) on the default
+// gossip port, as PEER arguments are.
 func splitHostPort(s string) (string, int, error) {
 	h, p, err := net.SplitHostPort(s)
 	if err != nil {
-		return "", 0, err
+		if a, aerr := netip.ParseAddr(strings.Trim(s, "[]")); aerr == nil {
+			return a.String(), gossip.DefaultPort, nil
+		}
+		return "", 0, fmt.Errorf("want host:port or an IP address: %w", err)
 	}
 	n, err := strconv.Atoi(p)
 	if err != nil || n < 0 || n > 65535 {

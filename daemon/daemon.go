@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/memberlist"
 	"github.com/weftmesh/weft/api"
 	"github.com/weftmesh/weft/cni/spool"
 	"github.com/weftmesh/weft/dns"
@@ -147,10 +146,6 @@ func (d *Daemon) build(log *slog.Logger) error {
 	if !d.cfg.Insecure {
 		gc.Meta.WGKey = pub
 	}
-	// Anti-entropy every 10 s instead of memberlist's 30 s: a ring or DNS
-	// delta broadcast while the mesh was still forming reaches peers that
-	// joined later only through push-pull (or the ring's own rebroadcast).
-	gc.Memberlist = func(c *memberlist.Config) { c.PushPullInterval = 10 * time.Second }
 	if d.cfg.Gossip != nil {
 		d.cfg.Gossip(&gc)
 	}
@@ -264,7 +259,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		// Join synchronously once, so that a mesh that refuses us at the
 		// handshake (wrong or missing secret) stops us with the reason.
 		if _, err := d.mesh.Join(d.cfg.Peers); err != nil {
-			if isHandshakeRefusal(err) {
+			if errors.Is(err, gossip.ErrRefused) {
 				d.closeAll()
 				return fmt.Errorf("%w: %v", ErrJoinRefused, err)
 			}
@@ -306,16 +301,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return cause
 	}
 	return err
-}
-
-func isHandshakeRefusal(err error) bool {
-	s := err.Error()
-	for _, k := range []string{"secret", "encrypt", "decrypt"} {
-		if containsFold(s, k) {
-			return true
-		}
-	}
-	return false
 }
 
 // joinTargets is what the mesh keeps trying: PEERs and `weft connect`

@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/weftmesh/weft/dns"
@@ -316,9 +314,3 @@ func (d *Daemon) transportName() string {
 	}
 	return "wireguard"
 }
-
-func containsFold(s, sub string) bool {
-	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
-}
-
-func itoa(n int) string { return strconv.Itoa(n) }

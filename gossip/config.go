@@ -26,7 +26,9 @@ type Config struct {
 	Meta           peer.Meta     // initial metadata; change with SetMeta
 	Logger         *slog.Logger  // nil = discard
 	ReconnectEvery time.Duration // how often unreachable targets are retried
-	RefreshEvery   time.Duration // how often the peer table polls memberlist for suspects
+	// PushPullInterval is memberlist's full-state anti-entropy period (it
+	// stretches it as the mesh grows). 0 = memberlist's LAN default (30 s).
+	PushPullInterval time.Duration
 	// Memberlist, when non-nil, is called on the memberlist configuration
 	// after weft has filled it in: tests shrink timers and swap the
 	// transport (MockNetwork) here.
@@ -43,13 +45,21 @@ func DefaultConfig() Config {
 		BindAddr:       "0.0.0.0",
 		BindPort:       DefaultPort,
 		ReconnectEvery: 5 * time.Second,
-		InboxSize:      4096,
+		// Anti-entropy every 10 s instead of memberlist's 30 s: a ring or
+		// DNS delta broadcast while the mesh was still forming reaches
+		// peers that joined later only through push-pull (or the ring's
+		// own rebroadcast).
+		PushPullInterval: 10 * time.Second,
+		InboxSize:        4096,
 	}
 }
 
 var (
 	// ErrNoPeerJoined means no target answered a join.
 	ErrNoPeerJoined = errors.New("no peer could be joined")
+	// ErrRefused means a target refused this peer at the handshake: the
+	// cluster secrets differ, or one side runs without one.
+	ErrRefused = errors.New("refused at the handshake")
 	// ErrUnknownPeer is returned by SendTo for a peer not alive in the table.
 	ErrUnknownPeer = errors.New("unknown or unreachable peer")
 	// ErrTooLarge is returned for a message over MaxMessage bytes.
@@ -75,7 +85,7 @@ func (c Config) Validate() error {
 	if c.Secret != nil && len(c.Secret) < 16 {
 		return errors.New("gossip config: cluster secret shorter than 16 bytes")
 	}
-	if c.ReconnectEvery <= 0 || c.InboxSize <= 0 {
+	if c.ReconnectEvery <= 0 || c.InboxSize <= 0 || c.PushPullInterval < 0 {
 		return errors.New("gossip config: timers and inbox size must be positive")
 	}
 	return nil

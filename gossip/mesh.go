@@ -98,6 +98,9 @@ func New(cfg Config) (*Mesh, error) {
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}
+	if cfg.PushPullInterval > 0 {
+		mc.PushPullInterval = cfg.PushPullInterval
+	}
 	if cfg.Memberlist != nil {
 		cfg.Memberlist(mc)
 	}
@@ -244,15 +247,24 @@ func (m *Mesh) Join(addrs []string) (int, error) {
 	for _, a := range addrs {
 		hp := withDefaultPort(a, m.cfg.BindPort)
 		k, err := m.ml.Join([]string{hp})
+		var why string
+		var refused bool
+		if err != nil {
+			why, refused = explainJoinError(err, m.cfg.Secret != nil)
+		}
 		m.mu.Lock()
 		if err != nil {
-			m.joinErr[a] = explainJoinError(err, m.cfg.Secret != nil)
+			m.joinErr[a] = why
 		} else {
 			delete(m.joinErr, a)
 		}
 		m.mu.Unlock()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("join %s: %s", hp, explainJoinError(err, m.cfg.Secret != nil)))
+		switch {
+		case refused:
+			errs = append(errs, fmt.Errorf("join %s: %w: %s", hp, ErrRefused, why))
+			continue
+		case err != nil:
+			errs = append(errs, fmt.Errorf("join %s: %s", hp, why))
 			continue
 		}
 		n += k
@@ -267,24 +279,24 @@ func (m *Mesh) Join(addrs []string) (int, error) {
 // sentence. A remote that cannot decrypt our push-pull (wrong or missing
 // secret) just drops the connection, so a reset or EOF during the exchange
 // is reported as the likely secret mismatch it almost always is.
-func explainJoinError(err error, haveSecret bool) string {
+func explainJoinError(err error, haveSecret bool) (why string, refused bool) {
 	s := strings.Join(strings.Fields(err.Error()), " ") // memberlist's multi-line errors on one line
 	switch {
 	case strings.Contains(s, "remote state is encrypted and encryption is not configured"):
-		return s + " (the mesh uses a cluster secret: pass --password-file or WEFT_PASSWORD)"
+		return s + " (the mesh uses a cluster secret: pass --password-file or WEFT_PASSWORD)", true
 	case strings.Contains(s, "Encryption is configured but remote state is not encrypted"):
-		return s + " (the remote peer runs --insecure but this peer has a cluster secret)"
+		return s + " (the remote peer runs --insecure but this peer has a cluster secret)", true
 	case strings.Contains(s, "No installed keys could decrypt"), strings.Contains(s, "decrypt"):
-		return s + " (wrong cluster secret: check --password-file / WEFT_PASSWORD)"
+		return s + " (wrong cluster secret: check --password-file / WEFT_PASSWORD)", true
 	case strings.Contains(s, "EOF"), strings.Contains(s, "connection reset"), strings.Contains(s, "broken pipe"):
 		if haveSecret {
-			return s + " (the remote peer closed the connection during the encrypted handshake: wrong cluster secret? check --password-file / WEFT_PASSWORD)"
+			return s + " (the remote peer closed the connection during the encrypted handshake: wrong cluster secret? check --password-file / WEFT_PASSWORD)", true
 		}
-		return s + " (the remote peer closed the connection: it probably requires a cluster secret; pass --password-file or WEFT_PASSWORD)"
+		return s + " (the remote peer closed the connection: it probably requires a cluster secret; pass --password-file or WEFT_PASSWORD)", true
 	case strings.Contains(s, "connection refused"), strings.Contains(s, "i/o timeout"), strings.Contains(s, "no route"):
-		return s + " (is weft running there and the gossip port reachable?)"
+		return s + " (is weft running there and the gossip port reachable?)", false
 	}
-	return s
+	return s, false
 }
 
 func withDefaultPort(a string, port int) string {
@@ -351,11 +363,20 @@ func (m *Mesh) reconnect() {
 		}
 	}
 	m.mu.Unlock()
+	// In parallel: an unreachable target holds its join for memberlist's
+	// TCP timeout (10 s), and must not delay the others after a partition
+	// heals.
+	var wg sync.WaitGroup
 	for _, t := range try {
-		if _, err := m.Join([]string{t}); err != nil {
-			m.log.Warn("cannot join target", "target", t, "err", err)
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := m.Join([]string{t}); err != nil {
+				m.log.Warn("cannot join target", "target", t, "err", err)
+			}
+		}()
 	}
+	wg.Wait()
 }
 
 // SetMeta publishes new metadata for this peer.

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -330,6 +331,9 @@ func TestSecretMismatchNeverJoins(t *testing.T) {
 				t.Fatalf("Join with %s secret succeeded", tc.name)
 			}
 			t.Logf("join error: %v", err)
+			if !errors.Is(err, ErrRefused) {
+				t.Errorf("join error %q is not ErrRefused", err)
+			}
 			if !strings.Contains(err.Error(), "secret") {
 				t.Errorf("join error %q does not name the secret", err)
 			}

@@ -21,35 +21,25 @@ const MetaVersion = 1
 // MetaMaxSize is memberlist's limit for node metadata.
 const MetaMaxSize = 512
 
-// maxEndpoints bounds the endpoints a peer may publish.
-const maxEndpoints = 4
-
 // ErrBadMeta is wrapped by every metadata decoding error.
 var ErrBadMeta = errors.New("bad peer metadata")
 
 type wireMeta struct {
-	V         int      `json:"v"`
-	ID        peer.ID  `json:"id"`
-	Version   string   `json:"ver,omitempty"`
-	WGKey     string   `json:"wg,omitempty"`
-	WGPort    uint16   `json:"wgp,omitempty"`
-	Endpoints []string `json:"ep,omitempty"`
-	Bridge    string   `json:"br,omitempty"`
-	Transport string   `json:"tr,omitempty"`
-	Insecure  bool     `json:"insec,omitempty"`
-	Joined    bool     `json:"jn,omitempty"`
+	V         int     `json:"v"`
+	ID        peer.ID `json:"id"`
+	Version   string  `json:"ver,omitempty"`
+	WGKey     string  `json:"wg,omitempty"`
+	WGPort    uint16  `json:"wgp,omitempty"`
+	Bridge    string  `json:"br,omitempty"`
+	Transport string  `json:"tr,omitempty"`
+	Insecure  bool    `json:"insec,omitempty"`
+	Joined    bool    `json:"jn,omitempty"`
 }
 
 // EncodeMeta encodes a peer's ID and metadata for memberlist.
 func EncodeMeta(id peer.ID, m peer.Meta) ([]byte, error) {
-	if len(m.Endpoints) > maxEndpoints {
-		return nil, fmt.Errorf("encode meta: %d endpoints, at most %d: %w", len(m.Endpoints), maxEndpoints, ErrTooLarge)
-	}
 	w := wireMeta{V: MetaVersion, ID: id, Version: m.Version, WGKey: m.WGKey, WGPort: m.WGPort,
 		Transport: m.Transport, Insecure: m.Insecure, Joined: m.Joined}
-	for _, ep := range m.Endpoints {
-		w.Endpoints = append(w.Endpoints, ep.String())
-	}
 	if m.Bridge.IsValid() {
 		w.Bridge = m.Bridge.String()
 	}
@@ -83,17 +73,7 @@ func DecodeMeta(b []byte) (peer.ID, peer.Meta, error) {
 	if w.ID == 0 {
 		return 0, m, fmt.Errorf("decode meta: zero peer ID: %w", ErrBadMeta)
 	}
-	if len(w.Endpoints) > maxEndpoints {
-		return 0, m, fmt.Errorf("decode meta: %d endpoints: %w", len(w.Endpoints), ErrBadMeta)
-	}
 	m = peer.Meta{Version: w.Version, WGKey: w.WGKey, WGPort: w.WGPort, Transport: w.Transport, Insecure: w.Insecure, Joined: w.Joined}
-	for _, s := range w.Endpoints {
-		ep, err := netip.ParseAddrPort(s)
-		if err != nil {
-			return 0, peer.Meta{}, fmt.Errorf("decode meta: endpoint %q: %w", s, ErrBadMeta)
-		}
-		m.Endpoints = append(m.Endpoints, ep)
-	}
 	if w.Bridge != "" {
 		a, err := netip.ParseAddr(w.Bridge)
 		if err != nil {

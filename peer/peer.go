@@ -88,13 +88,12 @@ type Info struct {
 // Meta is what a peer publishes about itself through gossip (memberlist node
 // metadata). It is small and bounded: the encoded form must fit in 512 bytes.
 type Meta struct {
-	Version   string           // weft version of the peer
-	WGKey     string           // WireGuard public key, base64; empty when insecure
-	WGPort    uint16           // WireGuard UDP port
-	Endpoints []netip.AddrPort // underlay endpoints for the datapath (at most 4)
-	Bridge    netip.Addr       // the peer's bridge address on the pod network, once it has one
-	Transport string           // transport the peer runs: wireguard, vxlan or direct
-	Insecure  bool             // the peer runs without a cluster secret
+	Version   string     // weft version of the peer
+	WGKey     string     // WireGuard public key, base64; empty when insecure
+	WGPort    uint16     // WireGuard UDP port
+	Bridge    netip.Addr // the peer's bridge address on the pod network, once it has one
+	Transport string     // transport the peer runs: wireguard, vxlan or direct
+	Insecure  bool       // the peer runs without a cluster secret
 	// Joined is true once the peer has reached one of the peers it was
 	// launched with (always true for a peer launched with none): until
 	// every known peer has, nobody divides a new address ring.

@@ -179,5 +179,4 @@ var (
 	ErrNotFound      = errors.New("not found")
 	ErrInvalidConfig = errors.New("invalid router config")
 	ErrNoWireGuard   = errors.New("no WireGuard device factory")
-	ErrClosed        = errors.New("router closed")
 )
