@@ -16,6 +16,7 @@ import (
 	"log/slog"
 
 	"github.com/weftmesh/weft/api/client"
+	"github.com/weftmesh/weft/internal/version"
 )
 
 // Backend is what the server serves; the daemon implements it. Every method
@@ -76,7 +77,7 @@ func DefaultConfig() Config {
 		Socket:   client.DefaultSocket, // unix path
 		HTTPAddr: "127.0.0.1:6784",     // host:port, read-only
 		Logger:   nil,                  // discard
-		Version:  "dev",                // free text
+		Version:  version.Version,      // free text
 	}
 }
 

@@ -23,10 +23,13 @@ import (
 
 	"github.com/weftmesh/weft/api/client"
 	"github.com/weftmesh/weft/gossip"
+	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/ipam"
+	"github.com/weftmesh/weft/router/wg"
 )
 
-// Version is weft's version, set at build time with -ldflags -X.
-var Version = "0.1.0-dev"
+// Version is weft's version (internal/version, set at build time).
+var Version = version.Version
 
 // Config is everything `weft launch` takes.
 type Config struct {
@@ -75,11 +78,11 @@ func DefaultConfig() Config {
 		HTTPAddr:       "127.0.0.1:6784",
 		Listen:         "0.0.0.0:6783",
 		Transport:      "auto",
-		IPAllocRange:   netip.MustParsePrefix("10.32.0.0/12"),
+		IPAllocRange:   ipam.DefaultConfig().Range,
 		DNSDomain:      "weft.local.",
 		DNSTTL:         5 * time.Second,
 		WGPort:         51820,
-		WGIface:        "weft-wg",
+		WGIface:        wg.DefaultConfig().Name,
 		VXIface:        "weft-vx",
 		VXPort:         4789,
 		Bridge:         "weft",

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/peer"
+	"github.com/weftmesh/weft/router/wg"
 )
 
 // Transports, the values of Config.Transport.
@@ -58,12 +59,12 @@ func DefaultConfig() Config {
 		ID:           0,
 		Bridge:       "weft",
 		BridgeAddr:   netip.Prefix{},
-		Range:        netip.MustParsePrefix("10.32.0.0/12"),
+		Range:        netip.Prefix{}, // the pod range: the caller's (ipam owns its default)
 		Local:        nil,
 		Transport:    TransportAuto,
 		Underlay:     netip.Addr{},
 		MTU:          0,
-		WGIface:      "weft-wg",
+		WGIface:      wg.DefaultConfig().Name,
 		WGPort:       51820,
 		WGPrivateKey: "",
 		WGKeepalive:  25 * time.Second,

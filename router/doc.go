@@ -8,7 +8,7 @@
 //
 //	r, _ := router.New(router.Options{Logger: log})
 //	cfg := router.DefaultConfig()
-//	cfg.BridgeAddr, cfg.Local, cfg.Peers = bridge, owned, peers
+//	cfg.Range, cfg.BridgeAddr, cfg.Local, cfg.Peers = podRange, bridge, owned, peers
 //	_ = r.Set(cfg)       // reconcile now; again on every change
 //	go r.Run(ctx)        // debounce churn, resync drift every 10 s
 //

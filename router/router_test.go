@@ -41,6 +41,7 @@ func testPeers() []router.Peer {
 func testConfig(transport string, insecure bool) router.Config {
 	cfg := router.DefaultConfig()
 	cfg.ID = 0xa
+	cfg.Range = pfx("10.32.0.0/12")
 	cfg.BridgeAddr = pfx("10.32.0.1/12")
 	cfg.Local = []netip.Prefix{pfx("10.32.0.0/14")}
 	cfg.Transport = transport

@@ -307,6 +307,7 @@ func newRoutedBed(t *testing.T, n, offLink int, transport string, opts router.Op
 		base := netip.AddrFrom4([4]byte{10, byte(32 + 4*i), 0, 0})
 		cfg := router.DefaultConfig()
 		cfg.ID = peer.ID(0x1000 + i)
+		cfg.Range = netip.MustParsePrefix("10.32.0.0/12")
 		cfg.BridgeAddr = netip.PrefixFrom(base.Next(), 12)
 		cfg.Local = []netip.Prefix{netip.PrefixFrom(base, 14)}
 		cfg.Transport = transport

@@ -175,7 +175,7 @@ func launch(args []string) error {
 // device; it outlives `weft launch` so restarts never cut pod traffic.
 func datapath(args []string) error {
 	fs := flag.NewFlagSet("weft datapath", flag.ContinueOnError)
-	iface := fs.String("iface", "weft-wg", "interface")
+	iface := fs.String("iface", wg.DefaultConfig().Name, "interface")
 	mtu := fs.Int("mtu", 1420, "MTU")
 	logLevel := fs.String("log-level", "info", "log level")
 	if err := fs.Parse(args); err != nil {
