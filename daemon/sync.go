@@ -75,26 +75,33 @@ func (d *Daemon) sync() {
 // markJoined publishes Joined once this peer has reached one of the peers
 // it was launched with.
 func (d *Daemon) markJoined(peers []peer.Info) {
-	if len(peers) == 0 || peers[0].Meta.Joined {
+	if len(peers) == 0 || peers[0].Meta.Joined || !reachedTarget(peers[1:], d.cfg.Peers) {
 		return // Peers lists this peer first
 	}
-	for _, p := range peers[1:] {
+	if err := d.updateMeta(func(m *peer.Meta) { m.Joined = true }); err != nil {
+		d.log.Warn("publish joined", "err", err)
+	}
+}
+
+// reachedTarget reports whether one of the alive peers (this one not
+// included) is one of the launch targets, named by host name or address,
+// with or without a port.
+func reachedTarget(others []peer.Info, targets []string) bool {
+	for _, p := range others {
 		if p.State != peer.Alive {
 			continue
 		}
-		for _, t := range d.cfg.Peers {
+		for _, t := range targets {
 			host := t
 			if h, _, err := net.SplitHostPort(t); err == nil {
 				host = h
 			}
-			if host == p.Name || host == p.Addr.String() {
-				if err := d.updateMeta(func(m *peer.Meta) { m.Joined = true }); err != nil {
-					d.log.Warn("publish joined", "err", err)
-				}
-				return
+			if host == p.Name || (p.Addr.IsValid() && host == p.Addr.String()) {
+				return true
 			}
 		}
 	}
+	return false
 }
 
 // bootstrapAllowed is the IPAM bootstrap gate: a first division of the
@@ -103,8 +110,11 @@ func (d *Daemon) markJoined(peers []peer.Info) {
 // against a peer that was not up yet (h3 → h2 while h2 starts; h4 → h3)
 // would otherwise divide a ring of its own and meet the real mesh with two
 // rings; with the gate it waits, meets the mesh, and adopts its ring.
-func (d *Daemon) bootstrapAllowed() bool {
-	for _, p := range d.mesh.Peers() {
+func (d *Daemon) bootstrapAllowed() bool { return allJoined(d.mesh.Peers()) }
+
+// allJoined reports whether every alive peer has published Joined.
+func allJoined(peers []peer.Info) bool {
+	for _, p := range peers {
 		if p.State == peer.Alive && !p.Meta.Joined {
 			return false
 		}
@@ -118,13 +128,20 @@ const restartGrace = 5 * time.Second
 
 // inRestartGrace reports whether the router should not be touched yet: a
 // peer that has peers to rejoin but has not met any of them would otherwise
-// withdraw every remote route, neighbour and FDB entry a moment before
-// gossip brings them back (a restart must not cut pod traffic).
+// withdraw the WireGuard peers of those that own no space yet, a moment
+// before gossip brings them back (ring owners are routed from owners.json
+// anyway).
 func (d *Daemon) inRestartGrace(peers []peer.Info) bool {
-	if time.Since(d.started) > restartGrace || len(d.joinTargets()) == 0 {
+	return inRestartGrace(time.Since(d.started), len(d.joinTargets()) > 0, peers)
+}
+
+// inRestartGrace is the decision: up for less than restartGrace, with
+// peers to rejoin, none of which is alive yet (peers[0] is this peer).
+func inRestartGrace(up time.Duration, haveTargets bool, peers []peer.Info) bool {
+	if up > restartGrace || !haveTargets {
 		return false
 	}
-	for _, p := range peers[1:] {
+	for _, p := range peers[min(1, len(peers)):] {
 		if p.State == peer.Alive {
 			return false
 		}
