@@ -71,7 +71,7 @@ type Config struct {
 	Version string
 }
 
-// DefaultConfig returns the defaults of DESIGN.md.
+// DefaultConfig returns the defaults of docs/design.md.
 func DefaultConfig() Config {
 	return Config{
 		Socket:   client.DefaultSocket, // unix path

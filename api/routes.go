@@ -73,7 +73,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rr, ok := rt.routes[r.URL.Path]
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no API route %s; see DESIGN.md for the routes", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no API route %s; see docs/design.md for the routes", r.URL.Path))
 		return
 	}
 	if rt.readOnly && rr.mutating {

@@ -70,7 +70,7 @@ type Config struct {
 	Gossip func(*gossip.Config)
 }
 
-// DefaultConfig returns the defaults of DESIGN.md.
+// DefaultConfig returns the defaults of docs/design.md.
 func DefaultConfig() Config {
 	return Config{
 		DataDir:        "/var/lib/weft",

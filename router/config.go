@@ -53,7 +53,7 @@ type Peer struct {
 	Ranges      []netip.Prefix // ranges the peer owns
 }
 
-// DefaultConfig returns the defaults of DESIGN.md.
+// DefaultConfig returns the defaults of docs/design.md.
 func DefaultConfig() Config {
 	return Config{
 		ID:           0,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # =============================================================================
 # bench-datapath.sh - weft's pod-to-pod datapath with real peers, next to raw
-# baselines built in the same run the way ../shared/bench/limits.sh builds them
+# baselines built by hand in the same run (the baselines of docs/baselines.md)
 # =============================================================================
 # Two "hosts" (netns bdA, bdB) joined by one veth, the underlay (MTU 1500).
 #   weft-<transport>  `weft launch` in each host (private /run/wireguard per

@@ -5,7 +5,7 @@
 # Two network namespaces joined by a veth (the "underlay", MTU 1500) carry two
 # WireGuard tunnels side by side, both MTU 1420, both configured with `wg set`:
 #   stock  the upstream wireguard-go command (same module version weft vendors,
-#          built from the module cache), started like ../shared/bench/limits.sh
+#          built from the module cache), started the way docs/baselines.md
 #          does it: `wireguard-go -f IFACE`
 #   weft   weft's datapath process (router/wg.RunDatapath), started as
 #          `weft datapath --iface IFACE --mtu 1420` ($WEFT_BIN), or, without

@@ -34,7 +34,7 @@ func goList(t *testing.T) []listed {
 	return pkgs
 }
 
-// TestPackageDocs: every package says what it owns (STYLE.md rule 1).
+// TestPackageDocs: every package says what it owns (docs/style.md rule 1).
 func TestPackageDocs(t *testing.T) {
 	for _, p := range goList(t) {
 		if strings.TrimSpace(p.Doc) == "" {
@@ -43,7 +43,7 @@ func TestPackageDocs(t *testing.T) {
 	}
 }
 
-// TestDependencyRules guards the one-way dependencies of STYLE.md rule 2.
+// TestDependencyRules guards the one-way dependencies of docs/style.md rule 2.
 func TestDependencyRules(t *testing.T) {
 	const mod = "github.com/weftmesh/weft/"
 	forbidden := map[string][]string{

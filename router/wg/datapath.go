@@ -12,7 +12,7 @@ package wg
 // encrypt workers → UDP send with UDP_SEGMENT; UDP receive with UDP_GRO →
 // decrypt workers → TUN write with GRO coalescing. tun.CreateTUN and
 // conn.NewDefaultBind negotiate these offloads; without them throughput
-// falls by ~3/4 (shared/LIMITS.md), so the TUN is never created any other way.
+// falls by ~3/4 (docs/baselines.md), so the TUN is never created any other way.
 
 import (
 	"context"
