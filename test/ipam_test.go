@@ -168,7 +168,8 @@ type knownBugs []string
 
 func (k *knownBugs) add(format string, args ...any) { *k = append(*k, fmt.Sprintf(format, args...)) }
 
-func (k knownBugs) skipIfAny(t *testing.T) {
+// failIfAny fails the test with every regression collected.
+func (k knownBugs) failIfAny(t *testing.T) {
 	t.Helper()
 	if len(k) > 0 {
 		t.Errorf("regression of earlier bug(s):\n%s", strings.Join(k, "\n"))
@@ -297,7 +298,7 @@ func TestIPAMConcurrentAllocationsAndDonation(t *testing.T) {
 	bed.DumpLogsOnFailure(t)
 	hosts := bed.Hosts
 	var bugs knownBugs
-	defer func() { bugs.skipIfAny(t) }()
+	defer func() { bugs.failIfAny(t) }()
 	ipamLaunch(t, hosts, "--ipalloc-init", "consensus=3")
 	ring := ipamWaitRingsEqual(t, hosts, 30*time.Second)
 	t.Logf("first division: %s", testbed.RangesString(ring))
@@ -375,7 +376,7 @@ func TestIPAMPartitionHeal(t *testing.T) {
 	bed.DumpLogsOnFailure(t)
 	hosts := bed.Hosts
 	var bugs knownBugs
-	defer func() { bugs.skipIfAny(t) }()
+	defer func() { bugs.failIfAny(t) }()
 	ipamLaunch(t, hosts, "--ipalloc-init", "consensus=3")
 	ipamWaitRingsEqual(t, hosts, 30*time.Second)
 	all := allocateAll(t, hosts, "before", 20, 5)
@@ -433,7 +434,7 @@ func TestIPAMRmpeer(t *testing.T) {
 	bed.DumpLogsOnFailure(t)
 	hosts := bed.Hosts
 	var bugs knownBugs
-	defer func() { bugs.skipIfAny(t) }()
+	defer func() { bugs.failIfAny(t) }()
 	h1, h2, h3, h4 := hosts[0], hosts[1], hosts[2], hosts[3]
 	ipamLaunch(t, hosts, "--ipalloc-init", "consensus=4")
 	ring := ipamWaitRingsEqual(t, hosts, 30*time.Second)
@@ -557,7 +558,7 @@ func TestIPAMRestartKeepsAllocations(t *testing.T) {
 	bed.DumpLogsOnFailure(t)
 	hosts := bed.Hosts
 	var bugs knownBugs
-	defer func() { bugs.skipIfAny(t) }()
+	defer func() { bugs.failIfAny(t) }()
 	h2 := hosts[1]
 	ipamLaunch(t, hosts, "--ipalloc-init", "consensus=2")
 	all := allocateAll(t, hosts[1:], "keep", 30, 5)
