@@ -3,7 +3,7 @@ package cni
 // ADD, in order, each step undone on any later failure (newest first):
 //   1. parse config and CNI_ARGS, open the pod's netns   (nothing to undo)
 //   2. Allocate at the peer                               undo: Release
-//   3. find the bridge (the gateway), create the veth     undo: delete veth
+//   3. find the gateway bridge, create the veth           undo: delete veth
 //   4. address, link up, gateway neighbour, default route in the pod,
 //      the host's route and neighbour to the pod          (gone with the veth)
 //   5. register POD.NAMESPACE in DNS                      (Release drops it)

@@ -22,7 +22,7 @@ type Config struct {
 	types.PluginConf
 
 	Socket      string `json:"socket"`      // path of the peer's unix control socket
-	Bridge      string `json:"bridge"`      // bridge name; empty = the peer's answer, else "weft"
+	Bridge      string `json:"bridge"`      // gateway bridge (holds the pods' gateway address); empty = the peer's answer, else "weft"
 	MTU         int    `json:"mtu"`         // pod MTU in bytes; 0 = the peer's answer
 	HairpinMode bool   `json:"hairpinMode"` // accepted for compatibility; routed pods always reach themselves through a service address
 	DataDir     string `json:"dataDir"`     // weft state directory (pending-release spool lives here)
@@ -35,7 +35,7 @@ type Config struct {
 
 // Defaults that are not a field's zero value.
 const (
-	DefaultBridge  = "weft"          // bridge name when neither config nor peer names one
+	DefaultBridge  = "weft"          // gateway bridge when neither config nor peer names one
 	DefaultDataDir = "/var/lib/weft" // weft's state directory
 	minMTU         = 68              // bytes; the IPv4 minimum
 	maxMTU         = 65535           // bytes; the veth maximum

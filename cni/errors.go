@@ -11,7 +11,8 @@ import (
 )
 
 var (
-	// ErrBridgeMissing means the bridge pods attach to does not exist yet.
+	// ErrBridgeMissing means the gateway bridge (the device holding the pods'
+	// gateway address; pods are routed, not attached to it) does not exist yet.
 	ErrBridgeMissing = errors.New("bridge missing")
 	// ErrBadAllocation means the peer answered with an unusable allocation.
 	ErrBadAllocation = errors.New("bad allocation from peer")
