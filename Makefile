@@ -2,12 +2,14 @@
 GO      ?= go
 BIN     := bin
 PKGS    := ./...
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/weftmesh/weft/internal/version.Version=$(VERSION)
 
 .PHONY: build test demo demo-down bench lint clean deps
 
 build:
-	$(GO) build -o $(BIN)/weft ./cmd/weft
-	$(GO) build -o $(BIN)/weft-cni ./cmd/weft-cni
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft ./cmd/weft
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft-cni ./cmd/weft-cni
 
 deps:
 	bash scripts/deps.sh
@@ -16,6 +18,7 @@ deps:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) mod tidy -diff
 
 test: deps lint build
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
