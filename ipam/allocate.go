@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/weftmesh/weft/peer"
@@ -43,7 +45,7 @@ func (a *Allocator) AllocateNamed(ctx context.Context, id, name string) (netip.P
 	defer func() {
 		if pendingReq != 0 {
 			a.mu.Lock()
-			delete(a.replies, pendingReq)
+			a.reqs.drop(pendingReq)
 			a.mu.Unlock()
 		}
 	}()
@@ -53,7 +55,7 @@ func (a *Allocator) AllocateNamed(ctx context.Context, id, name string) (netip.P
 			a.mu.Unlock()
 			return netip.Prefix{}, fmt.Errorf("allocate %q: %w", id, ErrClosed)
 		}
-		if off, ok := a.allocs[id]; ok {
+		if off, ok := a.allocs.byID[id]; ok {
 			err := a.renameLocked(id, off, name)
 			a.mu.Unlock()
 			if err != nil {
@@ -61,7 +63,7 @@ func (a *Allocator) AllocateNamed(ctx context.Context, id, name string) (netip.P
 			}
 			return a.addr(off), nil
 		}
-		if a.leaving {
+		if a.handoff.leaving {
 			a.mu.Unlock()
 			return netip.Prefix{}, fmt.Errorf("allocate %q: %w", id, ErrLeaving)
 		}
@@ -82,10 +84,10 @@ func (a *Allocator) AllocateNamed(ctx context.Context, id, name string) (netip.P
 					return netip.Prefix{}, fmt.Errorf("allocate %q: %w", id, ErrNoSpace)
 				}
 				if pendingReq != 0 {
-					delete(a.replies, pendingReq)
+					a.reqs.drop(pendingReq)
 				}
 				pending = donor
-				pendingReq, pendingCh = a.newReqLocked()
+				pendingReq, pendingCh = a.reqs.add()
 				a.sendLocked(donor, &message{Kind: kindDonateReq, ReqID: pendingReq})
 				deadline = time.After(a.cfg.RequestTimeout)
 				a.log.Debug("asking for space", "donor", donor)
@@ -108,6 +110,89 @@ func (a *Allocator) AllocateNamed(ctx context.Context, id, name string) (netip.P
 	}
 }
 
+// allocations are this peer's allocations: container IDs, their
+// addresses (as offsets into the range) and their names. Guarded by
+// Allocator.mu.
+//
+// byID and byOff are inverse maps: one address per ID, one ID per
+// address. names holds a non-empty name for some IDs of byID, none other.
+// After every successful store commit the three equal the store's allocs
+// bucket: callers change them together with the batch that persists the
+// change and undo the change when the commit fails. Every offset lies in a
+// run the ring gives this peer (see Allocator.ring). cursor is only a
+// hint: the offset after the last allocation, where findFreeLocked starts.
+type allocations struct {
+	byID   map[string]uint32 // allocation id -> offset
+	byOff  map[uint32]string // offset -> allocation id
+	names  map[string]string // allocation id -> name
+	cursor uint32
+}
+
+// newAllocations indexes persisted allocations (byID and names as the
+// store loaded them).
+func newAllocations(byID map[string]uint32, names map[string]string) allocations {
+	s := allocations{byID: byID, byOff: make(map[uint32]string, len(byID)), names: names}
+	for id, off := range byID {
+		s.byOff[off] = id
+	}
+	return s
+}
+
+// put records id at off, with name if it is not empty.
+func (s *allocations) put(id string, off uint32, name string) {
+	s.byID[id], s.byOff[off] = off, id
+	if name != "" {
+		s.names[id] = name
+	}
+}
+
+// drop forgets id and returns what it held.
+func (s *allocations) drop(id string) (off uint32, name string, ok bool) {
+	off, ok = s.byID[id]
+	if !ok {
+		return 0, "", false
+	}
+	name = s.names[id]
+	delete(s.byID, id)
+	delete(s.byOff, off)
+	delete(s.names, id)
+	return off, name, true
+}
+
+// reset forgets every allocation (Handoff).
+func (s *allocations) reset() {
+	s.byID, s.byOff, s.names = map[string]uint32{}, map[uint32]string{}, map[string]string{}
+}
+
+// perToken counts the allocations in each run of r, by token index.
+func (s *allocations) perToken(r *Ring) map[int]uint32 {
+	n := map[int]uint32{}
+	for off := range s.byOff {
+		n[r.index(off)]++
+	}
+	return n
+}
+
+// sortedOffsets returns the allocated offsets in increasing order.
+func (s *allocations) sortedOffsets() []uint32 {
+	offs := make([]uint32, 0, len(s.byOff))
+	for off := range s.byOff {
+		offs = append(offs, off)
+	}
+	slices.Sort(offs)
+	return offs
+}
+
+// list returns the allocations sorted by ID, with addresses from addr.
+func (s *allocations) list(addr func(uint32) netip.Prefix) []Allocation {
+	out := make([]Allocation, 0, len(s.byID))
+	for id, off := range s.byID {
+		out = append(out, Allocation{ID: id, Addr: addr(off), Name: s.names[id]})
+	}
+	slices.SortFunc(out, func(x, y Allocation) int { return strings.Compare(x.ID, y.ID) })
+	return out
+}
+
 // allocateLocked records id (and its name, if any) at off and updates the
 // run's free count, all in one transaction.
 func (a *Allocator) allocateLocked(id string, off uint32, name string) error {
@@ -116,36 +201,31 @@ func (a *Allocator) allocateLocked(id string, off uint32, name string) error {
 	old := *t
 	t.Free = max(t.Free, 1) - 1
 	t.Version++
-	a.allocs[id] = off
-	a.used[off] = id
+	a.allocs.put(id, off, name)
 	b := &batch{tokens: []Token{*t}, put: map[string]uint32{id: off}}
 	if name != "" {
 		b.names = map[string]string{id: name}
 	}
 	if err := a.commitLocked(b, []Token{*t}); err != nil {
 		*t = old
-		delete(a.allocs, id)
-		delete(a.used, off)
+		a.allocs.drop(id)
 		return err
 	}
-	if name != "" {
-		a.names[id] = name
-	}
-	a.cursor = off + 1
+	a.allocs.cursor = off + 1
 	return nil
 }
 
 // renameLocked gives the existing allocation id at off the name, unless
 // name is empty or already its name.
 func (a *Allocator) renameLocked(id string, off uint32, name string) error {
-	if name == "" || a.names[id] == name {
+	if name == "" || a.allocs.names[id] == name {
 		return nil
 	}
 	b := &batch{put: map[string]uint32{id: off}, names: map[string]string{id: name}}
 	if err := a.commitLocked(b, nil); err != nil {
 		return err
 	}
-	a.names[id] = name
+	a.allocs.names[id] = name
 	return nil
 }
 
@@ -173,7 +253,7 @@ func (a *Allocator) pickDonorLocked(refused map[peer.ID]bool) peer.ID {
 func (a *Allocator) Lookup(id string) (netip.Prefix, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	off, ok := a.allocs[id]
+	off, ok := a.allocs.byID[id]
 	if !ok {
 		return netip.Prefix{}, false
 	}
@@ -194,41 +274,31 @@ func (a *Allocator) Release(id string) error {
 }
 
 func (a *Allocator) releaseLocked(ids []string) error {
-	b := &batch{}
 	var gone []string
 	for _, id := range ids {
-		if _, ok := a.allocs[id]; ok {
+		if _, ok := a.allocs.byID[id]; ok {
 			gone = append(gone, id)
 		}
 	}
 	if len(gone) == 0 {
 		return nil
 	}
-	b.del = gone
-	saved := map[string]uint32{}
-	for _, id := range gone {
-		off := a.allocs[id]
-		saved[id] = off
-		delete(a.allocs, id)
-		delete(a.used, off)
+	type undo struct {
+		id, name string
+		off      uint32
 	}
-	savedNames := map[string]string{}
+	var saved []undo
 	for _, id := range gone {
-		if n, ok := a.names[id]; ok {
-			savedNames[id] = n
-			delete(a.names, id)
+		if off, name, ok := a.allocs.drop(id); ok {
+			saved = append(saved, undo{id: id, name: name, off: off})
 		}
 	}
 	oldRing := a.ring.Clone()
 	own := a.refreshFreeLocked()
-	b.tokens = own
-	if err := a.commitLocked(b, own); err != nil {
+	if err := a.commitLocked(&batch{del: gone, tokens: own}, own); err != nil {
 		a.ring = oldRing
-		for id, off := range saved {
-			a.allocs[id], a.used[off] = off, id
-		}
-		for id, n := range savedNames {
-			a.names[id] = n
+		for _, s := range saved {
+			a.allocs.put(s.id, s.off, s.name)
 		}
 		return err
 	}
@@ -248,7 +318,7 @@ func (a *Allocator) GC(keep []string) ([]string, error) {
 		k[id] = true
 	}
 	var gone []string
-	for id := range a.allocs {
+	for id := range a.allocs.byID {
 		if !k[id] {
 			gone = append(gone, id)
 		}

@@ -36,38 +36,51 @@ type outMsg struct {
 
 // Allocator is one peer's share of the IPAM ring. Its methods are safe for
 // concurrent use.
+//
+// Its state is split by concern, each part declared, with its invariants,
+// in the file that uses it: allocations (allocate.go), paxosState
+// (paxos.go), bootstrapState (bootstrap.go), requests (donate.go) and
+// handoffState (handoff.go). Reclaim keeps no state of its own beyond its
+// Paxos instances (see reclaim.go). The ring itself is the pure CRDT of
+// ring.go; the fields here tie it to the store and to the rest.
 type Allocator struct {
 	cfg     Config
 	tr      Transport
 	log     *slog.Logger
-	st      *store
+	st      *store                 // committed to only under mu (see store.commit)
 	changed chan struct{}          // cap 1, see Changed
 	full    atomic.Pointer[[]byte] // encoded FullState, refreshed on every change
 	out     chan outMsg            // unicasts for the sender goroutine
 	done    chan struct{}          // closed by Close
 
-	mu      sync.Mutex // guards following
-	ring    Ring
-	allocs  map[string]uint32 // allocation id -> offset
-	used    map[uint32]string // offset -> allocation id
-	names   map[string]string // allocation id -> name (only named allocations; ids are in allocs)
-	peers   map[peer.ID]peer.Info
-	wake    chan struct{} // closed and replaced on every change waiters care about
-	leaving bool          // Handoff started: never allocate again
-	// handoffTarget is the peer our tokens were offered to, which may have
-	// taken them: later Handoff calls offer to it alone.
-	handoffTarget peer.ID
-	closed        bool
-	heard         map[peer.ID]bool // peers that spoke bootstrap Paxos to us
-	acceptors     map[instanceKey]*acceptorState
-	proposals     map[instanceKey]*proposal // our rounds in flight
-	maxBallot     uint32                    // highest ballot N seen
-	nextReq       uint64
-	replies       map[uint64]chan *message // donation/handoff replies awaited
-	cursor        uint32                   // next offset to try in findFreeLocked
-	// foreignPrepare is when another peer last sent a bootstrap Prepare: we
-	// hold back our own rounds for a while to let it finish (fewer duels).
-	foreignPrepare time.Time
+	// mu is the one lock of the Allocator, on purpose: almost every
+	// operation reads or writes the ring together with another part (an
+	// allocation writes a token's free count and the allocations in one
+	// store transaction, a merge checks the allocations, an acceptor step
+	// reads the ring and writes the Paxos state, a donation reads the
+	// allocations and writes the ring), and store commits must be
+	// serialised anyway. Locks per part would need a lock order for each
+	// such pair and would buy nothing: no one holds mu while waiting for
+	// the network or a timer (unicasts are queued, broadcasts never block),
+	// only during a store commit. The parts' types and their methods do not
+	// lock: they expect the caller to hold mu.
+	mu     sync.Mutex // guards following
+	closed bool       // Close ran: every call returns ErrClosed
+	// ring is this peer's view of the CRDT. Every change is persisted by
+	// commitLocked, or rolled back when the commit fails. Once Ready it
+	// stays Ready with the same Seed. Every allocation lies in a run it
+	// gives this peer: a merge that would take such a run away is refused
+	// (ErrClaimOnAllocated), a donation gives free spans only, and Handoff
+	// drops the allocations before giving anything away.
+	ring  Ring
+	peers map[peer.ID]peer.Info // the last SetPeers
+	wake  chan struct{}         // closed and replaced on every change waiters care about
+
+	allocs  allocations    // this peer's allocations (allocate.go)
+	paxos   paxosState     // acceptor memory and our rounds in flight (paxos.go)
+	boot    bootstrapState // what other bootstrap proposers are doing (bootstrap.go)
+	reqs    requests       // donation and handoff replies awaited (donate.go)
+	handoff handoffState   // leaving, and to whom (handoff.go)
 }
 
 // New opens the store at cfg.DBPath and loads the persisted ring and
@@ -87,42 +100,32 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 	}
 	size := uint64(1) << (32 - cfg.Range.Bits())
 	saved, err := st.load(size)
-	ring, allocs, acc := saved.ring, saved.allocs, saved.acceptors
 	if err != nil {
 		st.close()
 		return nil, err
 	}
 	a := &Allocator{
 		cfg: cfg, tr: tr, log: log, st: st,
-		changed:   make(chan struct{}, 1),
-		out:       make(chan outMsg, 1024),
-		done:      make(chan struct{}),
-		ring:      ring,
-		allocs:    allocs,
-		names:     saved.names,
-		used:      make(map[uint32]string, len(allocs)),
-		peers:     map[peer.ID]peer.Info{},
-		wake:      make(chan struct{}),
-		heard:     map[peer.ID]bool{cfg.Self: true},
-		acceptors: acc,
-		proposals: map[instanceKey]*proposal{},
-		replies:   map[uint64]chan *message{},
-		nextReq:   rand.Uint64(),
-		leaving:   saved.leaving,
+		changed: make(chan struct{}, 1),
+		out:     make(chan outMsg, 1024),
+		done:    make(chan struct{}),
+		ring:    saved.ring,
+		peers:   map[peer.ID]peer.Info{},
+		wake:    make(chan struct{}),
+		allocs:  newAllocations(saved.allocs, saved.names),
+		paxos:   newPaxosState(saved.acceptors),
+		boot:    bootstrapState{heard: map[peer.ID]bool{cfg.Self: true}},
+		reqs:    requests{next: rand.Uint64(), replies: map[uint64]chan *message{}},
 		// A handoff interrupted by a restart resumes with the same peer.
-		handoffTarget: saved.target,
+		handoff: handoffState{leaving: saved.leaving, target: saved.target},
 	}
-	for id, off := range allocs {
-		a.used[off] = id
-		if ring.Ready() && ring.Owner(off) != cfg.Self {
+	for id, off := range a.allocs.byID {
+		if a.ring.Ready() && a.ring.Owner(off) != cfg.Self {
 			log.Warn("persisted allocation outside our space", "id", id, "addr", a.addr(off))
 		}
 	}
-	for _, s := range acc {
-		a.maxBallot = max(a.maxBallot, s.Promised.N, s.Accepted.N)
-	}
 	a.refreshFullLocked()
-	log.Info("ipam opened", "range", cfg.Range, "tokens", len(ring.Tokens), "allocations", len(allocs))
+	log.Info("ipam opened", "range", cfg.Range, "tokens", len(a.ring.Tokens), "allocations", len(a.allocs.byID))
 	return a, nil
 }
 
@@ -312,12 +315,7 @@ func (a *Allocator) Merge(from peer.ID, msg []byte) error {
 		if len(m.Tokens) > 0 {
 			_, err = a.mergeTokensLocked(from, m)
 		}
-		if ch, ok := a.replies[m.ReqID]; ok {
-			select {
-			case ch <- m:
-			default:
-			}
-		}
+		a.reqs.deliver(m)
 	case kindHandoff:
 		err = a.handleHandoffLocked(from, m)
 	}
@@ -325,11 +323,4 @@ func (a *Allocator) Merge(from peer.ID, msg []byte) error {
 		return fmt.Errorf("merge from %s: %w", from, err)
 	}
 	return nil
-}
-
-func (a *Allocator) newReqLocked() (uint64, chan *message) {
-	a.nextReq++
-	ch := make(chan *message, 1)
-	a.replies[a.nextReq] = ch
-	return a.nextReq, ch
 }

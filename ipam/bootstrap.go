@@ -36,6 +36,24 @@ import (
 
 var bootstrapKey = instanceKey{Kind: instBootstrap}
 
+// bootstrapState is what this peer learned of other bootstrap proposers.
+// Guarded by Allocator.mu. Neither field bears on safety: heard only feeds
+// the status line, and foreignPrepare only holds our own rounds back for a
+// while, so that two proposers duel less.
+type bootstrapState struct {
+	heard          map[peer.ID]bool // peers that spoke bootstrap Paxos to us, self included
+	foreignPrepare time.Time        // when another peer last sent a bootstrap Prepare
+}
+
+// heardFrom notes a bootstrap message from another peer (a Prepare if
+// prepare).
+func (b *bootstrapState) heardFrom(id peer.ID, prepare bool) {
+	b.heard[id] = true
+	if prepare {
+		b.foreignPrepare = time.Now()
+	}
+}
+
 func (a *Allocator) bootstrapLoop(ctx context.Context) {
 	// Launch peers usually start together: a random first pause spreads
 	// their first proposals so that one usually wins without a duel.
@@ -93,7 +111,7 @@ func (a *Allocator) quorum() int { return a.cfg.Init.Quorum/2 + 1 }
 func (a *Allocator) tryConsensus(ctx context.Context) {
 	a.mu.Lock()
 	live := a.liveLocked()
-	busy := time.Since(a.foreignPrepare) < 2*a.cfg.BootstrapInterval
+	busy := time.Since(a.boot.foreignPrepare) < 2*a.cfg.BootstrapInterval
 	a.mu.Unlock()
 	if busy {
 		return // another proposer is running a round; let it finish
@@ -202,5 +220,5 @@ func (a *Allocator) statusLocked() string {
 	case a.cfg.Init.Mode == InitSeed:
 		return fmt.Sprintf("awaiting seed peers %v", a.cfg.Init.Seeds)
 	}
-	return fmt.Sprintf("awaiting consensus (known %d of quorum %d)", len(a.heard), a.quorum())
+	return fmt.Sprintf("awaiting consensus (known %d of quorum %d)", len(a.boot.heard), a.quorum())
 }

@@ -19,9 +19,44 @@ import (
 	"github.com/weftmesh/weft/peer"
 )
 
+// requests are this peer's donation requests (Allocate) and handoff offers
+// (handoffTo) awaiting a reply, by request ID. Guarded by Allocator.mu.
+//
+// An ID is in replies from before its request is sent until its requester
+// stops waiting for it (the requester drops it, at the latest when it
+// returns); a reply whose ID is not there (late, duplicated or forged) is
+// ignored. Each channel has capacity 1 and deliver never blocks, so Merge
+// never waits for a requester. IDs start at a random value, so that a
+// reply to a request made before a restart is unlikely to match a new one.
+type requests struct {
+	next    uint64
+	replies map[uint64]chan *message
+}
+
+// add registers a new request and returns its ID and reply channel.
+func (r *requests) add() (uint64, chan *message) {
+	r.next++
+	ch := make(chan *message, 1)
+	r.replies[r.next] = ch
+	return r.next, ch
+}
+
+// drop forgets request id.
+func (r *requests) drop(id uint64) { delete(r.replies, id) }
+
+// deliver hands reply m to its waiting requester, if any.
+func (r *requests) deliver(m *message) {
+	if ch, ok := r.replies[m.ReqID]; ok {
+		select {
+		case ch <- m:
+		default:
+		}
+	}
+}
+
 func (a *Allocator) handleDonateReqLocked(from peer.ID, m *message) error {
 	r := &message{Kind: kindDonateReply, ReqID: m.ReqID}
-	if !a.ring.Ready() || a.leaving {
+	if !a.ring.Ready() || a.handoff.leaving {
 		a.sendLocked(from, r)
 		return nil
 	}

@@ -27,11 +27,25 @@ import (
 	"github.com/weftmesh/weft/peer"
 )
 
+// handoffState is this peer's leave. Guarded by Allocator.mu.
+//
+// leaving is set only after the store has persisted it (together with
+// dropping every allocation) and is never cleared, not even by a restart:
+// a leaving peer allocates nothing, donates nothing and takes no handoff.
+// target is the peer our tokens were offered to, which may have taken
+// them: it is set and persisted before the offer is sent, and cleared only
+// when the offer certainly was not taken (the send failed, or the peer
+// refused). While it is set, Handoff offers to target alone.
+type handoffState struct {
+	leaving bool
+	target  peer.ID
+}
+
 // Handoff gives all of this peer's ranges to a live peer. Afterwards the
 // allocator allocates nothing (ErrLeaving), whatever the outcome.
 func (a *Allocator) Handoff(ctx context.Context) error {
 	a.mu.Lock()
-	if !a.leaving {
+	if !a.handoff.leaving {
 		// Persist the decision first, our allocations dropped with it: if
 		// we restart before an offer is confirmed, we come back leaving
 		// and with nothing that would make us refuse the recipient's
@@ -41,8 +55,8 @@ func (a *Allocator) Handoff(ctx context.Context) error {
 			a.mu.Unlock()
 			return fmt.Errorf("handoff: %w", err)
 		}
-		a.leaving = true
-		a.allocs, a.used, a.names = map[string]uint32{}, map[uint32]string{}, map[string]string{}
+		a.handoff.leaving = true
+		a.allocs.reset()
 		a.wakeLocked()
 	}
 	if !a.ring.Ready() || len(a.ring.ownedBy(a.cfg.Self)) == 0 {
@@ -50,12 +64,12 @@ func (a *Allocator) Handoff(ctx context.Context) error {
 		return nil
 	}
 	var cands []peer.ID
-	if a.handoffTarget != 0 {
+	if a.handoff.target != 0 {
 		// An earlier offer may have been taken without our hearing of it:
 		// offering the same tokens to another peer could give them two
 		// owners, so we only ever retry the same peer (merging the same
 		// tokens twice is a no-op for it).
-		cands = []peer.ID{a.handoffTarget}
+		cands = []peer.ID{a.handoff.target}
 	} else {
 		for _, id := range a.liveLocked() {
 			if id != a.cfg.Self {
@@ -93,19 +107,19 @@ func (a *Allocator) handoffTo(ctx context.Context, to peer.ID) (ok, refused bool
 		give[i].Free = a.capacity(uint64(give[i].Start), a.ring.end(j))
 	}
 	give = a.withBoundsLocked(give)
-	req, ch := a.newReqLocked()
+	req, ch := a.reqs.add()
 	m := &message{Kind: kindHandoff, Range: a.cfg.Range, Seed: a.ring.Seed, ReqID: req, Tokens: give}
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
-		delete(a.replies, req)
+		a.reqs.drop(req)
 		a.mu.Unlock()
 	}()
 
 	sctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
 	defer cancel()
 	a.mu.Lock()
-	a.handoffTarget = to // from now on the offer may have been taken
+	a.handoff.target = to // from now on the offer may have been taken
 	err = a.st.commit(&batch{leaving: &to})
 	a.mu.Unlock()
 	if err != nil {
@@ -142,7 +156,7 @@ func (a *Allocator) handoffTo(ctx context.Context, to peer.ID) (ok, refused bool
 func (a *Allocator) clearHandoffTarget() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.handoffTarget = 0
+	a.handoff.target = 0
 	none := peer.ID(0)
 	if err := a.st.commit(&batch{leaving: &none}); err != nil {
 		a.log.Warn("handoff: persist", "err", err)
@@ -151,7 +165,7 @@ func (a *Allocator) clearHandoffTarget() {
 
 func (a *Allocator) handleHandoffLocked(from peer.ID, m *message) error {
 	ack := &message{Kind: kindHandoffAck, ReqID: m.ReqID}
-	if !a.ring.Ready() || a.leaving {
+	if !a.ring.Ready() || a.handoff.leaving {
 		a.sendLocked(from, ack)
 		return nil
 	}

@@ -37,18 +37,51 @@ type proposal struct {
 	replies chan reply
 }
 
+// paxosState is this peer's part in every Paxos instance, as acceptor and
+// as proposer. Guarded by Allocator.mu.
+//
+// acceptors is what our acceptor promised and accepted, per instance. An
+// entry changes only after the store has persisted its new value, and
+// before the reply that depends on it is sent, so a restart never makes
+// the acceptor go back on a promise (New loads them again). maxBallot is
+// at least every ballot number stored in acceptors, received in a Prepare,
+// Accept or Nack, or used by us: our next ballot (maxBallot+1) beats every
+// ballot we know of. proposals holds our latest round per instance; a round
+// removes its entry when it ends, unless a later round replaced it.
+type paxosState struct {
+	acceptors map[instanceKey]*acceptorState
+	proposals map[instanceKey]*proposal
+	maxBallot uint32
+}
+
+// newPaxosState resumes from the acceptor states loaded from the store.
+func newPaxosState(acc map[instanceKey]*acceptorState) paxosState {
+	p := paxosState{acceptors: acc, proposals: map[instanceKey]*proposal{}}
+	for _, s := range acc {
+		p.seen(s.Promised.N)
+		p.seen(s.Accepted.N)
+	}
+	return p
+}
+
+// seen raises maxBallot to ballot number n.
+func (p *paxosState) seen(n uint32) { p.maxBallot = max(p.maxBallot, n) }
+
+// next returns a ballot of ours above every ballot we know of.
+func (p *paxosState) next(self peer.ID) ballot {
+	p.maxBallot++
+	return ballot{N: p.maxBallot, P: self}
+}
+
 // acceptorStepLocked runs the acceptor for m (Prepare or Accept) and
 // returns the reply to send, or nil.
 func (a *Allocator) acceptorStepLocked(from peer.ID, m *message) (*message, error) {
-	a.maxBallot = max(a.maxBallot, m.Ballot.N)
+	a.paxos.seen(m.Ballot.N)
 	nack := &message{Kind: kindNack, Key: m.Key, Ballot: m.Ballot}
 	switch m.Key.Kind {
 	case instBootstrap:
 		if from != a.cfg.Self && m.Ballot.N > 0 {
-			a.heard[from] = true
-			if m.Kind == kindPrepare {
-				a.foreignPrepare = time.Now()
-			}
+			a.boot.heardFrom(from, m.Kind == kindPrepare)
 		}
 		if a.ring.Ready() {
 			nack.Flags = flagHasRing
@@ -75,7 +108,7 @@ func (a *Allocator) acceptorStepLocked(from peer.ID, m *message) (*message, erro
 	default:
 		return nil, ErrBadMessage
 	}
-	s := a.acceptors[m.Key]
+	s := a.paxos.acceptors[m.Key]
 	if s == nil {
 		s = &acceptorState{}
 	}
@@ -101,7 +134,7 @@ func (a *Allocator) acceptorStepLocked(from peer.ID, m *message) (*message, erro
 	if err := a.st.commit(&batch{acceptor: &key, accState: next}); err != nil {
 		return nil, err
 	}
-	a.acceptors[m.Key] = &next
+	a.paxos.acceptors[m.Key] = &next
 	return out, nil
 }
 
@@ -119,12 +152,12 @@ func (a *Allocator) handleAcceptorLocked(from peer.ID, m *message) error {
 
 func (a *Allocator) handleProposerReplyLocked(from peer.ID, m *message) {
 	if m.Key.Kind == instBootstrap && m.Kind == kindPromise {
-		a.heard[from] = true
+		a.boot.heardFrom(from, false)
 	}
 	if m.Kind == kindNack {
-		a.maxBallot = max(a.maxBallot, m.Accepted.N)
+		a.paxos.seen(m.Accepted.N)
 	}
-	p, ok := a.proposals[m.Key]
+	p, ok := a.paxos.proposals[m.Key]
 	if !ok || p.ballot != m.Ballot {
 		return
 	}
@@ -160,17 +193,16 @@ func (a *Allocator) paxosRound(ctx context.Context, key instanceKey, participant
 		a.mu.Unlock()
 		return nil, ErrClosed
 	}
-	a.maxBallot++
-	p := &proposal{ballot: ballot{N: a.maxBallot, P: a.cfg.Self}, replies: make(chan reply, 4*len(participants)+4)}
-	a.proposals[key] = p
+	p := &proposal{ballot: a.paxos.next(a.cfg.Self), replies: make(chan reply, 4*len(participants)+4)}
+	a.paxos.proposals[key] = p
 	for _, to := range participants {
 		a.deliverLocked(p, to, &message{Kind: kindPrepare, Key: key, Ballot: p.ballot})
 	}
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
-		if a.proposals[key] == p {
-			delete(a.proposals, key)
+		if a.paxos.proposals[key] == p {
+			delete(a.paxos.proposals, key)
 		}
 		a.mu.Unlock()
 	}()

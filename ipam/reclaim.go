@@ -37,6 +37,10 @@ package ipam
 // that within seconds). A dead peer's write that surfaces only after a
 // majority promised could give two keys for the same tokens; run rmpeer
 // once the peer has been dead for longer than a push-pull interval.
+//
+// Reclaim keeps no state of its own in the Allocator: a call's progress is
+// in its local variables, and what must outlive it (acceptor promises and
+// acceptances, the ballot to beat) is the instance's entry in paxosState.
 
 import (
 	"context"
@@ -214,7 +218,7 @@ func (a *Allocator) handleChosenLocked(from peer.ID, m *message) error {
 	if m.Key.Kind != instReclaim || len(m.Value) != 1 || m.Value[0] != a.cfg.Self {
 		return nil
 	}
-	s := a.acceptors[m.Key]
+	s := a.paxos.acceptors[m.Key]
 	if s == nil || len(s.Value) != 1 || s.Value[0] != a.cfg.Self {
 		// We only act on a choice our own acceptor has seen accepted, so a
 		// forged kindChosen cannot make us write a dead peer's tokens.

@@ -39,19 +39,10 @@ func (a *Allocator) capacity(s, e uint64) uint32 {
 	return uint32(n)
 }
 
-// usedPerToken counts our allocations per token index.
-func (a *Allocator) usedPerTokenLocked(r *Ring) map[int]uint32 {
-	n := map[int]uint32{}
-	for off := range a.used {
-		n[r.index(off)]++
-	}
-	return n
-}
-
 // refreshFreeLocked recomputes the free count of every token we own and
 // bumps the version of those whose count changed. It returns them.
 func (a *Allocator) refreshFreeLocked() []Token {
-	used := a.usedPerTokenLocked(&a.ring)
+	used := a.allocs.perToken(&a.ring)
 	var changed []Token
 	for i := range a.ring.Tokens {
 		t := &a.ring.Tokens[i]
@@ -121,7 +112,7 @@ func (a *Allocator) mergeTokensLocked(from peer.ID, m *message) ([]Token, error)
 	if !next.Ready() {
 		return nil, fmt.Errorf("merged ring does not start at the range's start: %w", ErrBadMessage)
 	}
-	for id, off := range a.allocs {
+	for id, off := range a.allocs.byID {
 		if o := next.Owner(off); o != a.cfg.Self {
 			return nil, fmt.Errorf("owner %s for %s, allocated to %q here: %w", o, a.addr(off).Addr(), id, ErrClaimOnAllocated)
 		}
@@ -163,7 +154,7 @@ func (a *Allocator) findFreeLocked() (uint32, bool) {
 	}
 	// Start at the run holding the cursor so successive allocations do not
 	// rescan the allocated prefix; wrap once around the ring.
-	first := max(a.ring.index(a.cursor), 0)
+	first := max(a.ring.index(a.allocs.cursor), 0)
 	for k := 0; k <= len(ts); k++ {
 		i := (first + k) % len(ts)
 		t := ts[i]
@@ -172,15 +163,15 @@ func (a *Allocator) findFreeLocked() (uint32, bool) {
 		}
 		s, e := uint64(t.Start), a.ring.end(i)
 		from := s
-		if k == 0 && uint64(a.cursor) > s && uint64(a.cursor) < e {
-			from = uint64(a.cursor)
+		if k == 0 && uint64(a.allocs.cursor) > s && uint64(a.allocs.cursor) < e {
+			from = uint64(a.allocs.cursor)
 		}
 		for pass := 0; pass < 2; pass++ {
 			for off := from; off < e; off++ {
 				if a.reserved(off) {
 					continue
 				}
-				if _, taken := a.used[uint32(off)]; !taken {
+				if _, taken := a.allocs.byOff[uint32(off)]; !taken {
 					return uint32(off), true
 				}
 			}
@@ -194,11 +185,7 @@ func (a *Allocator) findFreeLocked() (uint32, bool) {
 // token index of each, largest first.
 func (a *Allocator) freeSpansLocked() [][3]uint64 {
 	var spans [][3]uint64
-	offs := make([]uint32, 0, len(a.used))
-	for off := range a.used {
-		offs = append(offs, off)
-	}
-	slices.Sort(offs)
+	offs := a.allocs.sortedOffsets()
 	for i, t := range a.ring.Tokens {
 		if t.Owner != a.cfg.Self {
 			continue

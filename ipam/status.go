@@ -52,7 +52,7 @@ type Allocation struct {
 func (a *Allocator) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := Status{Range: a.cfg.Range, Status: a.statusLocked(), Allocated: int64(len(a.allocs))}
+	s := Status{Range: a.cfg.Range, Status: a.statusLocked(), Allocated: int64(len(a.allocs.byID))}
 	owners := map[peer.ID]*OwnerStatus{}
 	for i, t := range a.ring.Tokens {
 		size := int64(a.ring.end(i) - uint64(t.Start))
@@ -80,10 +80,9 @@ func (a *Allocator) Status() Status {
 			Free: int64(r.Free), Reachable: a.aliveLocked(r.Owner),
 		})
 	}
-	for id, off := range a.allocs {
-		s.Allocations = append(s.Allocations, Allocation{ID: id, Addr: a.addr(off), Name: a.names[id]})
+	if len(a.allocs.byID) > 0 { // else nil: JSON null, not []
+		s.Allocations = a.allocs.list(a.addr)
 	}
-	slices.SortFunc(s.Allocations, func(x, y Allocation) int { return strings.Compare(x.ID, y.ID) })
 	return s
 }
 
@@ -114,11 +113,6 @@ func (a *Allocator) Ranges() map[peer.ID][]netip.Prefix {
 // Allocations returns this peer's allocations, sorted by ID.
 func (a *Allocator) Allocations() []Allocation {
 	a.mu.Lock()
-	out := make([]Allocation, 0, len(a.allocs))
-	for id, off := range a.allocs {
-		out = append(out, Allocation{ID: id, Addr: a.addr(off), Name: a.names[id]})
-	}
-	a.mu.Unlock()
-	slices.SortFunc(out, func(x, y Allocation) int { return strings.Compare(x.ID, y.ID) })
-	return out
+	defer a.mu.Unlock()
+	return a.allocs.list(a.addr)
 }
