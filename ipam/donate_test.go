@@ -1,0 +1,136 @@
+package ipam
+
+import (
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/weftmesh/weft/peer"
+	"pgregory.net/rapid"
+)
+
+// TestDonationBlock draws rings over a /24 (runs of any length at any
+// start, some ours) and allocations in our runs, and checks the block
+// donationLocked gives: one CIDR-aligned block inside one run of ours,
+// with no allocated address in it, at least one allocatable address given
+// and one kept, written at a version that wins, and sized from the
+// largest free span: at most two thirds of it, and more than a sixth (a
+// block of at least half that size fits any span's alignment).
+func TestDonationBlock(t *testing.T) {
+	const self, to = peer.ID(1), peer.ID(9)
+	cfg := DefaultConfig()
+	cfg.Range = netip.MustParsePrefix("10.9.8.0/24")
+	cfg.Self = self
+	cfg.NoSync = true
+	cfg.DBPath = filepath.Join(t.TempDir(), "ipam.db")
+	a, err := New(cfg, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	const size = 256
+	rapid.Check(t, func(rt *rapid.T) {
+		r := Ring{Size: size, Seed: 7}
+		starts := rapid.SliceOfNDistinct(rapid.IntRange(1, size-1), 0, 6, rapid.ID[int]).Draw(rt, "starts")
+		starts = append(starts, 0)
+		slices.Sort(starts)
+		for _, s := range starts {
+			r.Tokens = append(r.Tokens, Token{
+				Start:   uint32(s),
+				Owner:   rapid.SampledFrom([]peer.ID{self, self, 2, 3}).Draw(rt, "owner"),
+				Version: uint32(rapid.IntRange(1, 5).Draw(rt, "version")),
+			})
+		}
+		allocs := map[string]uint32{}
+		for i, t := range r.Tokens {
+			for off := uint64(t.Start); off < r.end(i); off++ {
+				if t.Owner == self && off != 0 && off != size-1 && rapid.IntRange(0, 9).Draw(rt, "used") < 3 {
+					allocs[fmt.Sprint(off)] = uint32(off)
+				}
+			}
+		}
+		a.mu.Lock()
+		a.ring, a.allocs = r, newAllocations(allocs, map[string]string{})
+		give, ok := a.donationLocked(to)
+		a.mu.Unlock()
+
+		free := func(off uint64) bool {
+			_, used := a.allocs.byOff[uint32(off)]
+			return r.Owner(uint32(off)) == self && off != 0 && off != size-1 && !used
+		}
+		// The largest free span, counted in allocatable addresses.
+		var longest uint64
+		for i, t := range r.Tokens {
+			var cur uint64
+			for off := uint64(t.Start); off < r.end(i); off++ {
+				if free(off) {
+					cur++
+					longest = max(longest, cur)
+				} else {
+					cur = 0
+				}
+			}
+		}
+		if !ok {
+			if longest >= 2 {
+				rt.Fatalf("no donation with a free span of %d (ring %v, allocations %v)", longest, r.Tokens, allocs)
+			}
+			return
+		}
+		if longest < 2 {
+			rt.Fatalf("donation %v with no free span of 2 or more", give)
+		}
+		if give[0].Owner != to || (len(give) == 2 && give[1].Owner != self) || len(give) > 2 {
+			rt.Fatalf("donation tokens %v; want one for %s, then at most one of ours", give, to)
+		}
+		ti := r.index(give[0].Start)
+		if r.Tokens[ti].Owner != self {
+			rt.Fatalf("donation %v inside a run of %s", give, r.Tokens[ti].Owner)
+		}
+		cs, ce := uint64(give[0].Start), r.end(ti)
+		if len(give) == 2 {
+			ce = uint64(give[1].Start)
+		}
+		if ce > r.end(ti) || ce <= cs {
+			rt.Fatalf("donated block [%d, %d) leaves its run [%d, %d)", cs, ce, r.Tokens[ti].Start, r.end(ti))
+		}
+		sz := ce - cs
+		if bits.OnesCount64(sz) != 1 || cs%sz != 0 {
+			rt.Fatalf("donated block [%d, %d) is not CIDR-aligned", cs, ce)
+		}
+		given := 0
+		for off := cs; off < ce; off++ {
+			if _, used := a.allocs.byOff[uint32(off)]; used {
+				rt.Fatalf("donated block [%d, %d) holds allocated offset %d", cs, ce, off)
+			}
+			if off != 0 && off != size-1 {
+				given++
+			}
+		}
+		if given == 0 || uint32(given) != give[0].Free {
+			rt.Fatalf("donated block [%d, %d): %d allocatable, token says %d free", cs, ce, given, give[0].Free)
+		}
+		for _, g := range give {
+			if i := r.index(g.Start); i >= 0 && r.Tokens[i].Start == g.Start && !r.Tokens[i].less(g) {
+				rt.Fatalf("donation token %v does not win over %v", g, r.Tokens[i])
+			}
+		}
+		// The span's reserved edges may be in the block, so compare with
+		// up to two more addresses than the allocatable count.
+		if 3*sz > 2*(longest+2) || 6*sz <= longest {
+			rt.Fatalf("donated %d addresses of a largest free span of %d", sz, longest)
+		}
+		kept := 0
+		for off := uint64(0); off < size; off++ {
+			if free(off) && (off < cs || off >= ce) {
+				kept++
+			}
+		}
+		if kept == 0 {
+			rt.Fatalf("donation [%d, %d) leaves the donor no free address", cs, ce)
+		}
+	})
+}
