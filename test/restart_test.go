@@ -34,9 +34,15 @@ import (
 // (memberlist marks a silent peer dead within ~30 s on the test bed).
 const downFor = 60 * time.Second
 
-// restartLossMax is issue 12's bound on pings lost around a restart: 1 s
-// of pings at 10 ms.
-const restartLossMax = 100
+// restartLossMax is issue 12's bound on the pings lost around a restart:
+// 1 s of pings (100 at 10 ms; ping's real interval is often longer, so
+// the bound is on time: lost pings times the window's mean interval).
+const restartLossMax = time.Second
+
+// settle is how long the ping runs on after a relaunched mesh is ready,
+// so that a disruption the restart causes a little later still falls in
+// the restart's window.
+const settle = 10 * time.Second
 
 // TestRestartKeepsPodTraffic is issue 12's acceptance 1, for wireguard and
 // vxlan: a pod on h1 pings a pod on h3 every 10 ms while (a) h3's peer is
@@ -71,7 +77,7 @@ func TestRestartKeepsPodTraffic(t *testing.T) {
 			relaunchA := time.Now()
 			h3.Launch(t, relaunchArgs(transport)...)
 			waitReady(t, bed.Hosts, transport)
-			time.Sleep(2 * time.Second) // scenario pacing: traffic after the restart
+			time.Sleep(settle) // scenario pacing: traffic after the restart
 
 			// (b) kill -9 of h3, and (c) h1 restarted while h3 is down.
 			killB := time.Now()
@@ -97,30 +103,33 @@ func TestRestartKeepsPodTraffic(t *testing.T) {
 			relaunchB := time.Now()
 			h3.Launch(t, relaunchArgs(transport)...)
 			waitReady(t, bed.Hosts, transport)
-			time.Sleep(2 * time.Second) // scenario pacing: traffic after the restart
+			time.Sleep(settle) // scenario pacing: traffic after the restart
 			end := time.Now()
 			rec := ping.stop(t)
 
 			for _, w := range []struct {
 				what     string
 				from, to time.Time
-				max      int // most pings this window may lose
+				max      time.Duration // most ping time this window may lose
 			}{
 				{"before any fault", start, stopA, 0},
 				{"h3 stopped (SIGTERM), down 60 s", stopA, relaunchA, 0},
-				{"h3 relaunched after SIGTERM", relaunchA, killB, restartLossMax - 1},
+				{"h3 relaunched after SIGTERM", relaunchA, killB, restartLossMax},
 				{"h3 killed (-9), down", killB, restartC, 0},
-				{"h1 restarted while h3 is down, h3 still down", restartC, relaunchB, restartLossMax - 1},
-				{"h3 relaunched after kill -9", relaunchB, end, restartLossMax - 1},
+				{"h1 restarted while h3 is down, h3 still down", restartC, relaunchB, restartLossMax},
+				{"h3 relaunched after kill -9", relaunchB, end, restartLossMax},
 			} {
+				d := w.to.Sub(w.from)
 				sent, lost := rec.window(w.from, w.to)
-				t.Logf("%s: %s (%v): %d sent, %d lost (%v of pings)", transport, w.what, w.to.Sub(w.from).Round(time.Millisecond),
-					sent, len(lost), (time.Duration(len(lost)) * 10 * time.Millisecond))
-				if sent < int(w.to.Sub(w.from)/(20*time.Millisecond)) {
-					t.Errorf("%s: %s: only %d pings sent in %v; the ping did not run at 10 ms", transport, w.what, sent, w.to.Sub(w.from).Round(time.Millisecond))
+				if sent < int(d/(40*time.Millisecond)) || sent == 0 {
+					t.Errorf("%s: %s: only %d pings sent in %v; the ping did not run at 10 ms", transport, w.what, sent, d.Round(time.Millisecond))
+					continue
 				}
-				if len(lost) > w.max {
-					t.Errorf("%s: %s: lost %d pings (seq %s); want at most %d", transport, w.what, len(lost), seqRanges(lost), w.max)
+				lostTime := d * time.Duration(len(lost)) / time.Duration(sent)
+				t.Logf("%s: %s (%v): %d sent, %d lost (%v of pings)", transport, w.what, d.Round(time.Millisecond),
+					sent, len(lost), lostTime.Round(time.Millisecond))
+				if len(lost) > 0 && lostTime >= w.max {
+					t.Errorf("%s: %s: lost %d pings (%v; seq %s); want less than %v", transport, w.what, len(lost), lostTime.Round(time.Millisecond), seqRanges(lost), w.max)
 				}
 			}
 			t.Logf("%s: in all %d sent, %d received", transport, rec.sent, rec.recv)
@@ -261,6 +270,14 @@ func TestRestartDNSNamesFollowAllocations(t *testing.T) {
 		for _, r := range []resolver{peers[0], peers[2]} {
 			if a, err := r.dig(gone2Name); err == nil {
 				t.Logf("%s at the end of the partition: %s %s %v", r.what, gone2Name, a.Status, a.Addrs)
+			}
+			// h2 is dead to them but owns its space: its live pods' names answer.
+			a, err := r.dig(keepName)
+			if err == nil {
+				err = wantAddrs(keep.Addr.Addr())(a)
+			}
+			if err != nil {
+				t.Errorf("%s at the end of the partition: %s: %v", r.what, keepName, err)
 			}
 		}
 		h2.Heal()
