@@ -42,7 +42,7 @@ type outMsg struct {
 // (paxos.go), bootstrapState (bootstrap.go), requests (donate.go) and
 // handoffState (handoff.go). Reclaim keeps no state of its own beyond its
 // Paxos instances (see reclaim.go). The ring itself is the pure CRDT of
-// ring.go; the fields here tie it to the store and to the rest.
+// ring.go: the Allocator feeds it, persists it and reads it.
 type Allocator struct {
 	cfg     Config
 	tr      Transport
@@ -65,11 +65,12 @@ type Allocator struct {
 	// only during a store commit. The parts' types and their methods do not
 	// lock: they expect the caller to hold mu.
 	mu     sync.Mutex // guards following
-	closed bool       // Close ran: every call returns ErrClosed
+	closed bool       // Close ran: Allocate, Release, GC, Merge and Reclaim return ErrClosed
 	// ring is this peer's view of the CRDT. Every change is persisted by
 	// commitLocked, or rolled back when the commit fails. Once Ready it
 	// stays Ready with the same Seed. Every allocation lies in a run it
-	// gives this peer: a merge that would take such a run away is refused
+	// gives this peer (New warns about a persisted one that does not): a
+	// merge that would take such a run away is refused
 	// (ErrClaimOnAllocated), a donation gives free spans only, and Handoff
 	// drops the allocations before giving anything away.
 	ring  Ring
