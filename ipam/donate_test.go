@@ -134,3 +134,25 @@ func TestDonationBlock(t *testing.T) {
 		}
 	})
 }
+
+func TestCapacity(t *testing.T) {
+	a := &Allocator{ring: Ring{Size: 16}}
+	for _, tc := range []struct {
+		name string
+		s, e uint64
+		want uint32
+	}{
+		{"whole range", 0, 16, 14},
+		{"first address only", 0, 1, 0},
+		{"last address only", 15, 16, 0},
+		{"first two", 0, 2, 1},
+		{"last two", 14, 16, 1},
+		{"middle", 4, 8, 4},
+		{"lower half", 0, 8, 7},
+		{"upper half", 8, 16, 7},
+	} {
+		if got := a.capacity(tc.s, tc.e); got != tc.want {
+			t.Errorf("%s: capacity(%d, %d) = %d; want %d", tc.name, tc.s, tc.e, got, tc.want)
+		}
+	}
+}

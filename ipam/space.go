@@ -27,13 +27,14 @@ func (a *Allocator) addr(off uint32) netip.Prefix {
 // addresses of the whole range.
 func (a *Allocator) reserved(off uint64) bool { return off == 0 || off == a.ring.Size-1 }
 
-// capacity is the number of allocatable addresses in [s, e).
+// capacity is the number of allocatable addresses in [s, e), s < e: the
+// reserved first and last addresses of the range do not count.
 func (a *Allocator) capacity(s, e uint64) uint32 {
 	n := e - s
 	if s == 0 {
 		n--
 	}
-	if e == a.ring.Size && e-1 > s {
+	if e == a.ring.Size {
 		n--
 	}
 	return uint32(n)
