@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/api/client"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/test/testbed"
 )
 
@@ -173,8 +174,8 @@ func TestRestartRmpeerAndReset(t *testing.T) {
 	for _, h := range survivors {
 		for _, r := range gone3 {
 			for _, s := range []string{r.Start, r.End} {
-				if got := ownerIn(t, h, netip.MustParseAddr(s)); got != h1.Name {
-					t.Errorf("%s: %s (h3's before rmpeer) owned by %q; want h1", h.Name, s, got)
+				if got, err := ownerIn(h, netip.MustParseAddr(s)); err != nil || got != h1.Name {
+					t.Errorf("%s: %s (h3's before rmpeer) owned by %q (%v); want h1", h.Name, s, got, err)
 				}
 			}
 		}
@@ -200,11 +201,15 @@ func TestRestartRmpeerAndReset(t *testing.T) {
 		t.Errorf("h4 after weft reset: exited=%v code=%d; want a clean exit", ok, code)
 	}
 	rest := []*testbed.Host{h1, h2}
-	testbed.Eventually(t, 60*time.Second, "h4's space owned by h1 or h2 everywhere", func() error {
+	testutil.Eventually(t, 60*time.Second, "h4's space owned by h1 or h2 everywhere", func() error {
 		for _, h := range rest {
 			for _, r := range gone4 {
 				for _, s := range []string{r.Start, r.End} {
-					if got := ownerIn(t, h, netip.MustParseAddr(s)); got != h1.Name && got != h2.Name {
+					got, err := ownerIn(h, netip.MustParseAddr(s))
+					if err != nil {
+						return err
+					}
+					if got != h1.Name && got != h2.Name {
 						return fmt.Errorf("%s: %s (h4's before its reset) owned by %q", h.Name, s, got)
 					}
 				}
@@ -326,7 +331,7 @@ func startPing(t *testing.T, src *testbed.Pod, dst netip.Addr) *pinger {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command("nsenter", "--net=/var/run/netns/"+src.NS, "--",
+	p.cmd = exec.Command("nsenter", "--net="+testutil.NetNSPath(src.NS), "--",
 		"ping", "-D", "-O", "-i", "0.01", "-W", "1", dst.String())
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {
@@ -466,20 +471,12 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// poll is testbed.Eventually that returns the last error instead of
-// failing the test, so that a scenario goes on and reports every window.
+// poll is testutil.Poll whose error says how long it waited.
 func poll(d time.Duration, cond func() error) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v: %w", d, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := testutil.Poll(d, cond); err != nil {
+		return fmt.Errorf("after %v: %w", d, err)
 	}
+	return nil
 }
 
 // waitPeerState waits until every host of hosts lists peer name in one of
@@ -525,20 +522,17 @@ func rangesOf(t *testing.T, h *testbed.Host, name string) []client.IPAMRange {
 }
 
 // ownerIn returns the name of the owner of a in h's ring ("" if none).
-func ownerIn(t *testing.T, h *testbed.Host, a netip.Addr) string {
-	t.Helper()
-	st, err := h.Status()
+func ownerIn(h *testbed.Host, a netip.Addr) (string, error) {
+	rs, err := ring(h)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	for _, r := range st.IPAM.Ranges {
-		s, err1 := netip.ParseAddr(r.Start)
-		e, err2 := netip.ParseAddr(r.End)
-		if err1 == nil && err2 == nil && s.Compare(a) <= 0 && a.Compare(e) <= 0 {
-			return r.OwnerName
+	for _, r := range rs {
+		if r.start.Compare(a) <= 0 && a.Compare(r.end) <= 0 {
+			return r.owner, nil
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // wgKeys returns each host's WireGuard public key, by peer name.
@@ -598,7 +592,7 @@ func waitWGRingRoutes(t *testing.T, hosts []*testbed.Host, keys map[string]strin
 	for n, k := range keys {
 		names[k] = n
 	}
-	testbed.Eventually(t, 60*time.Second, "every run routed to its owner's WireGuard peer", func() error {
+	testutil.Eventually(t, 60*time.Second, "every run routed to its owner's WireGuard peer", func() error {
 		for _, h := range hosts {
 			rs, err := ring(h)
 			if err != nil {
