@@ -2,9 +2,10 @@
 // control socket (CLI, CNI plugin) and its read-only part on a TCP listener
 // (status page, /status, /metrics, lookups). It owns routing, request
 // decoding, error mapping, the embedded status page and the Prometheus
-// metrics; the daemon implements Backend and owns everything behind it.
+// metrics; the daemon implements the Backends and owns everything behind
+// them.
 //
-//	srv, err := api.New(api.Config{Socket: "/run/weft/weft.sock", HTTPAddr: "127.0.0.1:6784"}, backend)
+//	srv, err := api.New(api.Config{Socket: "/run/weft/weft.sock", HTTPAddr: "127.0.0.1:6784"}, api.All(daemon))
 //	if err != nil { return err }
 //	return srv.Run(ctx) // until ctx is done, then graceful shutdown
 package api
@@ -19,35 +20,114 @@ import (
 	"github.com/weftmesh/weft/internal/version"
 )
 
-// Backend is what the server serves; the daemon implements it. Every method
-// may be called concurrently from many requests. Blocking methods honour
-// ctx (the request's context). Errors wrap the sentinels below to choose the
-// HTTP status; their text is shown to the operator, so it should say what to
-// do. Returned values are owned by the caller.
-type Backend interface {
+// The server's dependencies are four small interfaces, one per group of
+// routes, so that a handler sees only what it uses and a test fakes only
+// what it exercises. For all of them: every method may be called
+// concurrently from many requests; blocking methods honour ctx (the
+// request's context, cancelled when the client goes away); errors wrap the
+// sentinels below to choose the HTTP status, and their text is shown to the
+// operator, so it should say what to do; returned values are owned by the
+// caller (the server may modify them).
+
+// Reporter reports this peer's state: the status page, /status and its
+// parts, /ready and /metrics.
+type Reporter interface {
+	// Status is a snapshot of the peer and its view of the mesh. It is
+	// called once per /status request and once per /metrics scrape (with a
+	// 5 s deadline), so it should not wait on other peers. ErrUnavailable
+	// while the peer is starting.
 	Status(ctx context.Context) (*client.Status, error)
+	// Ready says whether pods can be served now (CNI STATUS); the reason
+	// when not. It must answer at once.
 	Ready(ctx context.Context) client.Ready
-	Allocate(ctx context.Context, req client.AllocateRequest) (*client.Allocation, error)
-	Lookup(ctx context.Context, id string) (*client.Allocation, error)
-	Release(ctx context.Context, id string) error
-	GC(ctx context.Context, keep []string) (*client.GCResult, error)
-	DNSAdd(ctx context.Context, req client.DNSRequest) error
-	DNSRemove(ctx context.Context, req client.DNSRequest) error
-	DNSLookup(ctx context.Context, name string) (*client.DNSLookup, error)
-	Connect(ctx context.Context, peers []string) error
-	Forget(ctx context.Context, peers []string) error
-	Rmpeer(ctx context.Context, name string) (*client.RmpeerResult, error)
-	// Leave hands this peer's address space to a live peer and stops the
-	// peer (`weft reset` while the peer runs). It returns once the space
-	// is handed over; the peer exits right after.
-	Leave(ctx context.Context) error
 	// Counters returns monotonic counters of the subsystems by name without
 	// the weft_ prefix, e.g. "dns_queries_total", "reconcile_runs_total".
 	// It must not block: it is called at every /metrics scrape.
 	Counters() map[string]float64
 }
 
-// Sentinels a Backend wraps to choose the HTTP status of an error.
+// Addresses holds the pods' addresses: /ip/allocate, /ip/lookup,
+// /ip/release and /ip/gc.
+type Addresses interface {
+	// Allocate returns the address of req.ID, allocating one if it has
+	// none: the same ID always gets the same address. It may block until
+	// the ring is ready or another peer donates space (within ctx);
+	// ErrUnavailable when there is no space or the wait ran out,
+	// ErrBadRequest for a reserved ID.
+	Allocate(ctx context.Context, req client.AllocateRequest) (*client.Allocation, error)
+	// Lookup returns id's allocation without allocating; ErrNotFound when
+	// there is none. It does not block.
+	Lookup(ctx context.Context, id string) (*client.Allocation, error)
+	// Release frees id's address and the DNS records of that container.
+	// Idempotent: releasing an unknown ID is not an error.
+	Release(ctx context.Context, id string) error
+	// GC releases every allocation of this peer whose ID is not in keep
+	// (never the bridge's) and lists what it released.
+	GC(ctx context.Context, keep []string) (*client.GCResult, error)
+}
+
+// Names holds the DNS records: /dns/add, /dns/remove and /dns/lookup.
+// None of the methods waits on other peers; records replicate afterwards.
+// ErrUnavailable when DNS is off on this peer.
+type Names interface {
+	// DNSAdd registers req.Name → req.Address (req.ContainerID, if set,
+	// ties the record to that container's release). ErrBadRequest for an
+	// address or name that is not valid.
+	DNSAdd(ctx context.Context, req client.DNSRequest) error
+	// DNSRemove removes this peer's records: a container's, every address
+	// of a name, or one name → address pair (see client.DNSRequest).
+	// ErrNotFound when nothing matches a name.
+	DNSRemove(ctx context.Context, req client.DNSRequest) error
+	// DNSLookup answers from the replicated record set; ErrNotFound when
+	// the name has no address.
+	DNSLookup(ctx context.Context, name string) (*client.DNSLookup, error)
+}
+
+// Membership changes the mesh: /connect, /forget, /rmpeer and /leave.
+type Membership interface {
+	// Connect adds peers (host or host:port) to the persistent join
+	// targets and joins them now, blocking for the join (within ctx).
+	// ErrUnavailable when none answers: the targets are kept and retried.
+	Connect(ctx context.Context, peers []string) error
+	// Forget removes join targets and forgets departed peers of those
+	// names. It does not block.
+	Forget(ctx context.Context, peers []string) error
+	// Rmpeer takes the address space of the dead peer name over; it blocks
+	// while a majority agrees (within ctx). ErrConflict when the peer is
+	// alive or suspect, ErrNotFound when it owns no space, ErrUnavailable
+	// without a quorum.
+	Rmpeer(ctx context.Context, name string) (*client.RmpeerResult, error)
+	// Leave hands this peer's address space to a live peer and stops the
+	// peer (`weft reset` while the peer runs). It returns once the space
+	// is handed over; the peer exits right after. ErrUnavailable when no
+	// live peer takes the space.
+	Leave(ctx context.Context) error
+}
+
+// Backend is all four parts: what the daemon implements.
+type Backend interface {
+	Reporter
+	Addresses
+	Names
+	Membership
+}
+
+// Backends are what a Server serves, one field per part. A nil field turns
+// its routes into 503 answers that name the missing part; the status page
+// itself needs none (it reads /status).
+type Backends struct {
+	Reporter   Reporter   // /status, /status/*, /ready, /metrics' gauges and counters
+	Addresses  Addresses  // /ip/*
+	Names      Names      // /dns/*
+	Membership Membership // /connect, /forget, /rmpeer, /leave
+}
+
+// All serves every part from b.
+func All(b Backend) Backends {
+	return Backends{Reporter: b, Addresses: b, Names: b, Membership: b}
+}
+
+// Sentinels a backend wraps to choose the HTTP status of an error.
 var (
 	ErrNotFound    = errors.New("not found")             // 404
 	ErrBadRequest  = errors.New("bad request")           // 400

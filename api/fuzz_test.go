@@ -27,7 +27,7 @@ func FuzzRequestBody(f *testing.F) {
 	f.Add("/rmpeer", []byte(`[]`))
 	cfg := api.DefaultConfig()
 	cfg.Socket, cfg.HTTPAddr = "", "127.0.0.1:0"
-	srv, err := api.New(cfg, apitest.NewFake())
+	srv, err := api.New(cfg, api.All(apitest.NewFake()))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,15 +1,20 @@
 package api
 
+// Handlers, grouped by the backend part they use. Each takes only that
+// part; routes binds it (routes.go).
+
 import (
+	"context"
 	"net/http"
 
 	"github.com/weftmesh/weft/api/client"
 )
 
-// status fetches the Backend's status and makes its slices non-nil, so
-// that the JSON has [] rather than null and scripts can iterate blindly.
-func (s *Server) status(r *http.Request) (*client.Status, error) {
-	st, err := s.backend.Status(r.Context())
+// status fetches b's status and makes its slices non-nil, so that the
+// JSON has [] rather than null and scripts can iterate blindly. An empty
+// version becomes the server's.
+func status(ctx context.Context, b Reporter, version string) (*client.Status, error) {
+	st, err := b.Status(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -35,60 +40,37 @@ func (s *Server) status(r *http.Request) (*client.Status, error) {
 		st.DNS.Listen = []string{}
 	}
 	if st.Version == "" {
-		st.Version = s.cfg.Version
+		st.Version = version
 	}
 	return st, nil
 }
 
-func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
-	st, err := s.status(r)
-	if err != nil {
-		return err
+// handleStatus answers /status, or the part of it that part picks
+// (/status/peers, /status/ipam, /status/dns).
+func handleStatus(version string, part func(*client.Status) any) handler[Reporter] {
+	return func(b Reporter, w http.ResponseWriter, r *http.Request) error {
+		st, err := status(r.Context(), b, version)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, part(st))
+		return nil
 	}
-	writeJSON(w, http.StatusOK, st)
-	return nil
-}
-
-func (s *Server) handleStatusPeers(w http.ResponseWriter, r *http.Request) error {
-	st, err := s.status(r)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, st.Peers)
-	return nil
-}
-
-func (s *Server) handleStatusIPAM(w http.ResponseWriter, r *http.Request) error {
-	st, err := s.status(r)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, st.IPAM)
-	return nil
-}
-
-func (s *Server) handleStatusDNS(w http.ResponseWriter, r *http.Request) error {
-	st, err := s.status(r)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, st.DNS)
-	return nil
 }
 
 // handleReady always answers 200 with the Ready document (the client
 // decodes only 2xx answers); "ready": false carries the reason.
-func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, s.backend.Ready(r.Context()))
+func handleReady(b Reporter, w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, b.Ready(r.Context()))
 	return nil
 }
 
-func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) error {
+func handleLookup(b Addresses, w http.ResponseWriter, r *http.Request) error {
 	id := r.URL.Query().Get("id")
 	if err := required("id", id); err != nil {
 		return badRequest("query parameter \"id\" is required: GET /ip/lookup?id=CONTAINER-ID")
 	}
-	a, err := s.backend.Lookup(r.Context(), id)
+	a, err := b.Lookup(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -96,23 +78,7 @@ func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) handleDNSLookup(w http.ResponseWriter, r *http.Request) error {
-	name := r.URL.Query().Get("name")
-	if err := required("name", name); err != nil {
-		return badRequest("query parameter \"name\" is required: GET /dns/lookup?name=web")
-	}
-	l, err := s.backend.DNSLookup(r.Context(), name)
-	if err != nil {
-		return err
-	}
-	if l.Addresses == nil {
-		l.Addresses = []string{}
-	}
-	writeJSON(w, http.StatusOK, l)
-	return nil
-}
-
-func (s *Server) handleAllocate(w http.ResponseWriter, r *http.Request) error {
+func handleAllocate(b Addresses, w http.ResponseWriter, r *http.Request) error {
 	var req client.AllocateRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
@@ -120,7 +86,7 @@ func (s *Server) handleAllocate(w http.ResponseWriter, r *http.Request) error {
 	if err := required("id", req.ID); err != nil {
 		return err
 	}
-	a, err := s.backend.Allocate(r.Context(), req)
+	a, err := b.Allocate(r.Context(), req)
 	if err != nil {
 		return err
 	}
@@ -128,7 +94,7 @@ func (s *Server) handleAllocate(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) error {
+func handleRelease(b Addresses, w http.ResponseWriter, r *http.Request) error {
 	var req client.ReleaseRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
@@ -136,19 +102,19 @@ func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	if err := required("id", req.ID); err != nil {
 		return err
 	}
-	if err := s.backend.Release(r.Context(), req.ID); err != nil {
+	if err := b.Release(r.Context(), req.ID); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, req)
 	return nil
 }
 
-func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) error {
+func handleGC(b Addresses, w http.ResponseWriter, r *http.Request) error {
 	var req client.GCRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
 	}
-	res, err := s.backend.GC(r.Context(), req.Keep)
+	res, err := b.GC(r.Context(), req.Keep)
 	if err != nil {
 		return err
 	}
@@ -159,7 +125,23 @@ func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) handleDNSAdd(w http.ResponseWriter, r *http.Request) error {
+func handleDNSLookup(b Names, w http.ResponseWriter, r *http.Request) error {
+	name := r.URL.Query().Get("name")
+	if err := required("name", name); err != nil {
+		return badRequest("query parameter \"name\" is required: GET /dns/lookup?name=web")
+	}
+	l, err := b.DNSLookup(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if l.Addresses == nil {
+		l.Addresses = []string{}
+	}
+	writeJSON(w, http.StatusOK, l)
+	return nil
+}
+
+func handleDNSAdd(b Names, w http.ResponseWriter, r *http.Request) error {
 	var req client.DNSRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
@@ -170,14 +152,14 @@ func (s *Server) handleDNSAdd(w http.ResponseWriter, r *http.Request) error {
 	if err := required("address", req.Address); err != nil {
 		return err
 	}
-	if err := s.backend.DNSAdd(r.Context(), req); err != nil {
+	if err := b.DNSAdd(r.Context(), req); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, req)
 	return nil
 }
 
-func (s *Server) handleDNSRemove(w http.ResponseWriter, r *http.Request) error {
+func handleDNSRemove(b Names, w http.ResponseWriter, r *http.Request) error {
 	var req client.DNSRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
@@ -185,14 +167,23 @@ func (s *Server) handleDNSRemove(w http.ResponseWriter, r *http.Request) error {
 	if req.Name == "" && req.ContainerID == "" {
 		return badRequest("\"name\" or \"container_id\" is required")
 	}
-	if err := s.backend.DNSRemove(r.Context(), req); err != nil {
+	if err := b.DNSRemove(r.Context(), req); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, req)
 	return nil
 }
 
-func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) error {
+// handleConnect and handleForget take the same body.
+func handleConnect(b Membership, w http.ResponseWriter, r *http.Request) error {
+	return peersRequest(w, r, b.Connect)
+}
+
+func handleForget(b Membership, w http.ResponseWriter, r *http.Request) error {
+	return peersRequest(w, r, b.Forget)
+}
+
+func peersRequest(w http.ResponseWriter, r *http.Request, do func(context.Context, []string) error) error {
 	var req client.PeersRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
@@ -200,29 +191,14 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) error {
 	if len(req.Peers) == 0 {
 		return badRequest("\"peers\" must list at least one host or host:port")
 	}
-	if err := s.backend.Connect(r.Context(), req.Peers); err != nil {
+	if err := do(r.Context(), req.Peers); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, req)
 	return nil
 }
 
-func (s *Server) handleForget(w http.ResponseWriter, r *http.Request) error {
-	var req client.PeersRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
-	if len(req.Peers) == 0 {
-		return badRequest("\"peers\" must list at least one host or host:port")
-	}
-	if err := s.backend.Forget(r.Context(), req.Peers); err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, req)
-	return nil
-}
-
-func (s *Server) handleRmpeer(w http.ResponseWriter, r *http.Request) error {
+func handleRmpeer(b Membership, w http.ResponseWriter, r *http.Request) error {
 	var req client.RmpeerRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
@@ -230,7 +206,7 @@ func (s *Server) handleRmpeer(w http.ResponseWriter, r *http.Request) error {
 	if err := required("name", req.Name); err != nil {
 		return err
 	}
-	res, err := s.backend.Rmpeer(r.Context(), req.Name)
+	res, err := b.Rmpeer(r.Context(), req.Name)
 	if err != nil {
 		return err
 	}
@@ -238,8 +214,8 @@ func (s *Server) handleRmpeer(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) handleLeave(w http.ResponseWriter, r *http.Request) error {
-	if err := s.backend.Leave(r.Context()); err != nil {
+func handleLeave(b Membership, w http.ResponseWriter, r *http.Request) error {
+	if err := b.Leave(r.Context()); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"left": true})

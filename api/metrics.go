@@ -1,9 +1,9 @@
 package api
 
 // Metrics come from three places: a status collector that turns one
-// Backend.Status call per scrape into gauges (so they can never drift from
+// Reporter.Status call per scrape into gauges (so they can never drift from
 // what /status says), the subsystems' monotonic counters from
-// Backend.Counters, and histograms the router observes for the CNI-facing
+// Reporter.Counters, and histograms the router observes for the CNI-facing
 // routes. Everything is registered in the server's own Registry, never the
 // global one, so two servers in one process (tests) do not collide.
 
@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// scrapeTimeout bounds the Backend.Status call of one scrape.
+// scrapeTimeout bounds the Reporter.Status call of one scrape.
 const scrapeTimeout = 5 * time.Second
 
 type metrics struct {
@@ -30,7 +30,9 @@ type metrics struct {
 	handler     http.Handler
 }
 
-func newMetrics(b Backend) *metrics {
+// newMetrics registers the collectors; b may be nil (then weft_status_up
+// is 0 and there are no subsystem counters).
+func newMetrics(b Reporter) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		cniRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -61,14 +63,14 @@ func (m *metrics) observeCNI(op string, code int, d time.Duration) {
 	m.cniDuration.WithLabelValues(op).Observe(d.Seconds())
 }
 
-func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {
-	s.metrics.handler.ServeHTTP(w, r)
+func (m *metrics) serve(w http.ResponseWriter, r *http.Request) error {
+	m.handler.ServeHTTP(w, r)
 	return nil
 }
 
-// statusCollector computes the mesh gauges from Backend.Status at scrape time.
+// statusCollector computes the mesh gauges from Reporter.Status at scrape time.
 type statusCollector struct {
-	b Backend
+	b Reporter // nil = no status
 
 	up, info, uptime        *prometheus.Desc
 	peers, connections      *prometheus.Desc
@@ -77,7 +79,7 @@ type statusCollector struct {
 	dnsRecords, pods        *prometheus.Desc
 }
 
-func newStatusCollector(b Backend) *statusCollector {
+func newStatusCollector(b Reporter) *statusCollector {
 	d := prometheus.NewDesc
 	return &statusCollector{
 		b:             b,
@@ -103,6 +105,10 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.b == nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
 	st, err := c.b.Status(ctx)
@@ -158,14 +164,17 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.pods, float64(len(st.Pods)))
 }
 
-// counterCollector exports Backend.Counters as weft_NAME counters. It is an
-// unchecked collector (Describe sends nothing) because the subsystems
+// counterCollector exports Reporter.Counters as weft_NAME counters. It is
+// an unchecked collector (Describe sends nothing) because the subsystems
 // choose the names.
-type counterCollector struct{ b Backend }
+type counterCollector struct{ b Reporter } // nil = no counters
 
 func (counterCollector) Describe(chan<- *prometheus.Desc) {}
 
 func (c counterCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.b == nil {
+		return
+	}
 	counters := c.b.Counters()
 	for _, name := range sortedKeys(counters) {
 		full := "weft_" + name

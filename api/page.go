@@ -11,7 +11,8 @@ import (
 //go:embed ui/index.html
 var ui embed.FS
 
-func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) error {
+// handlePage serves the page; it needs no backend (it reads /status).
+func handlePage(w http.ResponseWriter, r *http.Request) error {
 	b, err := ui.ReadFile("ui/index.html")
 	if err != nil {
 		return err

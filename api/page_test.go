@@ -69,7 +69,7 @@ func TestStatusPageLargeMesh(t *testing.T) {
 	}
 	cfg := api.DefaultConfig()
 	cfg.Socket, cfg.HTTPAddr = "", "127.0.0.1:0"
-	srv, err := api.New(cfg, bigMesh{apitest.NewFake()})
+	srv, err := api.New(cfg, api.All(bigMesh{apitest.NewFake()}))
 	if err != nil {
 		t.Fatal(err)
 	}

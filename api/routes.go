@@ -2,9 +2,10 @@ package api
 
 // Request pipeline: router.ServeHTTP finds the route by exact path, refuses
 // what the listener does not serve (403 for mutating paths over TCP, 405 for
-// a wrong method), decodes the JSON body (at most 1 MiB), calls the Backend,
-// and writes JSON; errors are client.Error bodies whose status comes from
-// the Backend's sentinel.
+// a wrong method), decodes the JSON body (at most 1 MiB), calls the one
+// backend part the route uses (503 when the server has none), and writes
+// JSON; errors are client.Error bodies whose status comes from the
+// backend's sentinel.
 
 import (
 	"context"
@@ -28,37 +29,63 @@ type route struct {
 	mutating bool
 	// cniOp names the operation in the CNI request metrics; "" = not counted.
 	cniOp  string
-	handle func(s *Server, w http.ResponseWriter, r *http.Request) error
+	handle handlerFunc
 }
 
-// routes is the API. It is a function, not a package variable, so the table
-// stays immutable.
-func routes() map[string]route {
-	get := func(h func(*Server, http.ResponseWriter, *http.Request) error) route {
+// handlerFunc serves one request; a returned error becomes a client.Error
+// answer whose status comes from its sentinel (errorStatus).
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// handler serves one request with the one backend part B it uses.
+type handler[B any] func(b B, w http.ResponseWriter, r *http.Request) error
+
+// bind gives h its part b, or, when the server has no such part, answers
+// every request with ErrUnavailable (503) naming the missing part.
+func bind[B any](b B, part string, h handler[B]) handlerFunc {
+	if any(b) == nil {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			return fmt.Errorf("%s: %w: this API server has no %s backend", r.URL.Path, ErrUnavailable, part)
+		}
+	}
+	return func(w http.ResponseWriter, r *http.Request) error { return h(b, w, r) }
+}
+
+// routes is the API over the server's backends, each handler bound to the
+// part it uses. It is built per listener, not kept in a package variable,
+// so the table stays immutable.
+func (s *Server) routes() map[string]route {
+	b, version := s.backends, s.cfg.Version
+	get := func(h handlerFunc) route {
 		return route{method: http.MethodGet, handle: h}
 	}
-	post := func(op string, h func(*Server, http.ResponseWriter, *http.Request) error) route {
+	post := func(op string, h handlerFunc) route {
 		return route{method: http.MethodPost, mutating: true, cniOp: op, handle: h}
 	}
+	status := func(part func(*client.Status) any) handlerFunc {
+		return bind(b.Reporter, "Reporter", handleStatus(version, part))
+	}
+	ips := func(h handler[Addresses]) handlerFunc { return bind(b.Addresses, "Addresses", h) }
+	dns := func(h handler[Names]) handlerFunc { return bind(b.Names, "Names", h) }
+	mesh := func(h handler[Membership]) handlerFunc { return bind(b.Membership, "Membership", h) }
 	return map[string]route{
-		"/":             get((*Server).handlePage),
-		"/status":       get((*Server).handleStatus),
-		"/status/peers": get((*Server).handleStatusPeers),
-		"/status/ipam":  get((*Server).handleStatusIPAM),
-		"/status/dns":   get((*Server).handleStatusDNS),
-		"/ready":        get((*Server).handleReady),
-		"/ip/lookup":    get((*Server).handleLookup),
-		"/dns/lookup":   get((*Server).handleDNSLookup),
-		"/metrics":      get((*Server).handleMetrics),
-		"/ip/allocate":  post("allocate", (*Server).handleAllocate),
-		"/ip/release":   post("release", (*Server).handleRelease),
-		"/ip/gc":        post("gc", (*Server).handleGC),
-		"/dns/add":      post("dns_add", (*Server).handleDNSAdd),
-		"/dns/remove":   post("dns_remove", (*Server).handleDNSRemove),
-		"/connect":      post("", (*Server).handleConnect),
-		"/forget":       post("", (*Server).handleForget),
-		"/rmpeer":       post("", (*Server).handleRmpeer),
-		"/leave":        post("", (*Server).handleLeave),
+		"/":             get(handlePage),
+		"/status":       get(status(func(st *client.Status) any { return st })),
+		"/status/peers": get(status(func(st *client.Status) any { return st.Peers })),
+		"/status/ipam":  get(status(func(st *client.Status) any { return st.IPAM })),
+		"/status/dns":   get(status(func(st *client.Status) any { return st.DNS })),
+		"/ready":        get(bind(b.Reporter, "Reporter", handleReady)),
+		"/ip/lookup":    get(ips(handleLookup)),
+		"/dns/lookup":   get(dns(handleDNSLookup)),
+		"/metrics":      get(s.metrics.serve),
+		"/ip/allocate":  post("allocate", ips(handleAllocate)),
+		"/ip/release":   post("release", ips(handleRelease)),
+		"/ip/gc":        post("gc", ips(handleGC)),
+		"/dns/add":      post("dns_add", dns(handleDNSAdd)),
+		"/dns/remove":   post("dns_remove", dns(handleDNSRemove)),
+		"/connect":      post("", mesh(handleConnect)),
+		"/forget":       post("", mesh(handleForget)),
+		"/rmpeer":       post("", mesh(handleRmpeer)),
+		"/leave":        post("", mesh(handleLeave)),
 	}
 }
 
@@ -90,7 +117,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
-	if err := rr.handle(rt.s, rec, r); err != nil {
+	if err := rr.handle(rec, r); err != nil {
 		code := errorStatus(err)
 		if code >= 500 && code != http.StatusServiceUnavailable {
 			rt.s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -123,7 +150,7 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 	return r.ResponseWriter.Write(b)
 }
 
-// errorStatus maps a Backend error to its HTTP status.
+// errorStatus maps a backend error to its HTTP status.
 func errorStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrNotFound):

@@ -19,10 +19,10 @@ import (
 // listener. Both listeners are opened by New, so a caller learns about a
 // busy port or socket before it starts anything else.
 type Server struct {
-	cfg     Config
-	backend Backend
-	log     *slog.Logger
-	metrics *metrics
+	cfg      Config
+	backends Backends
+	log      *slog.Logger
+	metrics  *metrics
 
 	unixLn net.Listener // nil when Config.Socket is ""
 	tcpLn  net.Listener // nil when Config.HTTPAddr is ""
@@ -41,20 +41,21 @@ const (
 	shutdownTimeout   = 5 * time.Second
 )
 
-// New opens the listeners of cfg; Run serves them.
-func New(cfg Config, b Backend) (*Server, error) {
+// New opens the listeners of cfg; Run serves them with b. At least one
+// part of b must be set; the routes of a nil part answer 503.
+func New(cfg Config, b Backends) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if b == nil {
-		return nil, fmt.Errorf("api new: %w: nil Backend", ErrBadRequest)
+	if b.Reporter == nil && b.Addresses == nil && b.Names == nil && b.Membership == nil {
+		return nil, fmt.Errorf("api new: %w: no backends (api.All(daemon) serves them all)", ErrBadRequest)
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, backend: b, log: log.With("component", "api")}
-	s.metrics = newMetrics(b)
+	s := &Server{cfg: cfg, backends: b, log: log.With("component", "api")}
+	s.metrics = newMetrics(b.Reporter)
 	if cfg.HTTPAddr != "" {
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
@@ -87,7 +88,7 @@ func (s *Server) HTTPAddr() net.Addr {
 // is false (the control socket), only GET/HEAD of read-only routes when it
 // is true (TCP). Run uses it; tests may mount it on httptest servers.
 func (s *Server) Handler(readOnly bool) http.Handler {
-	return &router{s: s, readOnly: readOnly, routes: routes()}
+	return &router{s: s, readOnly: readOnly, routes: s.routes()}
 }
 
 // Run serves both listeners until ctx is done, then shuts down gracefully

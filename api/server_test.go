@@ -52,7 +52,7 @@ func startServer(t *testing.T) *testServer {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Version = "0.1.0-test"
 	fake := apitest.NewFake()
-	srv, err := api.New(cfg, fake)
+	srv, err := api.New(cfg, api.All(fake))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -488,12 +488,12 @@ func TestSocketTakeover(t *testing.T) {
 	}
 	stale.SetUnlinkOnClose(false)
 	stale.Close()
-	s1, err := api.New(cfg, apitest.NewFake())
+	s1, err := api.New(cfg, api.All(apitest.NewFake()))
 	if err != nil {
 		t.Fatalf("New over a stale socket: %v", err)
 	}
 	// A live one is not.
-	if _, err := api.New(cfg, apitest.NewFake()); !errors.Is(err, api.ErrSocketInUse) {
+	if _, err := api.New(cfg, api.All(apitest.NewFake())); !errors.Is(err, api.ErrSocketInUse) {
 		t.Errorf("New over a live socket: %v; want ErrSocketInUse", err)
 	}
 	if err := s1.Close(); err != nil {
@@ -503,7 +503,7 @@ func TestSocketTakeover(t *testing.T) {
 	if err := os.WriteFile(sock, []byte("precious"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := api.New(cfg, apitest.NewFake()); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := api.New(cfg, api.All(apitest.NewFake())); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("New over a regular file: %v; want a 'not a socket' error", err)
 	}
 	if b, _ := os.ReadFile(sock); string(b) != "precious" {
@@ -514,7 +514,7 @@ func TestSocketTakeover(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	cfg := api.DefaultConfig()
 	cfg.Socket, cfg.HTTPAddr = "", ""
-	if _, err := api.New(cfg, apitest.NewFake()); !errors.Is(err, api.ErrBadRequest) {
+	if _, err := api.New(cfg, api.All(apitest.NewFake())); !errors.Is(err, api.ErrBadRequest) {
 		t.Errorf("New with no listener: %v; want ErrBadRequest", err)
 	}
 	if err := api.DefaultConfig().Validate(); err != nil {

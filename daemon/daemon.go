@@ -207,7 +207,7 @@ func (d *Daemon) build(log *slog.Logger) error {
 
 	ac := api.DefaultConfig()
 	ac.Socket, ac.HTTPAddr, ac.Logger, ac.Version = d.cfg.Socket, d.cfg.HTTPAddr, log, Version
-	if d.api, err = api.New(ac, d); err != nil {
+	if d.api, err = api.New(ac, api.All(d)); err != nil {
 		return err
 	}
 	return nil

@@ -3,7 +3,7 @@
 // daemon.
 //
 //	f := apitest.NewFake()
-//	srv, _ := api.New(cfg, f)
+//	srv, _ := api.New(cfg, api.All(f))
 //	go srv.Run(ctx)
 //	apitest.CheckPage(t, "http://"+srv.HTTPAddr().String()+"/", 3, outDir)
 package apitest
