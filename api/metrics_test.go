@@ -2,16 +2,19 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/weftmesh/weft/api"
+	"github.com/weftmesh/weft/api/apitest"
 )
 
 func scrape(t *testing.T, ts *testServer) map[string]*dto.MetricFamily {
@@ -68,16 +71,17 @@ func TestMetrics(t *testing.T) {
 	ts.do(t, false, http.MethodPost, "/ip/allocate", `{}`)
 	ts.do(t, false, http.MethodPost, "/ip/release", `{"id":"m0"}`)
 	ts.do(t, false, http.MethodPost, "/dns/add", `{"name":"m1","address":"10.32.0.9"}`)
+	ts.calls()
 
 	fams := scrape(t, ts)
-	st, _ := ts.fake.Status(context.Background())
+	st := ts.fakes.Reporter.Snapshot
 	tests := []struct {
 		name   string
 		labels []string
 		want   float64
 	}{
 		{"weft_status_up", nil, 1},
-		{"weft_info", []string{"name=h1", "id=8f3a9c2e11d0b7a4", "transport=wireguard"}, 1},
+		{"weft_info", []string{"name=h1", "id=8f3a9c2e11d0b7a4", "version=0.1.0-test", "transport=wireguard"}, 1},
 		{"weft_peers", []string{"state=alive"}, 2},
 		{"weft_peers", []string{"state=dead"}, 1},
 		{"weft_peers", []string{"state=suspect"}, 0},
@@ -85,12 +89,13 @@ func TestMetrics(t *testing.T) {
 		{"weft_peer_rx_bytes", []string{"peer=h2"}, 18_734_112},
 		{"weft_peer_tx_bytes", []string{"peer=h3"}, 2_990_001},
 		{"weft_ipam_addresses", []string{"kind=owned"}, 1 << 19},
-		{"weft_ipam_addresses", []string{"kind=allocated"}, float64(st.IPAM.Allocated)},
-		{"weft_ipam_addresses", []string{"kind=free"}, float64(st.IPAM.Free)},
+		{"weft_ipam_addresses", []string{"kind=allocated"}, 3},
+		{"weft_ipam_addresses", []string{"kind=free"}, 1<<19 - 3},
 		{"weft_ipam_unreachable_share", nil, 0.25},
 		{"weft_dns_records", nil, float64(len(st.DNS.Entries))},
 		{"weft_pods", nil, float64(len(st.Pods))},
 		{"weft_dns_queries_total", nil, 1532},
+		{"weft_reconcile_runs_total", nil, 211},
 		{"weft_reconcile_errors_total", nil, 1},
 		{"weft_cni_requests_total", []string{"op=allocate", "code=200"}, 3},
 		{"weft_cni_requests_total", []string{"op=allocate", "code=400"}, 1},
@@ -110,7 +115,7 @@ func TestMetrics(t *testing.T) {
 	if up := value(fams, "weft_uptime_seconds"); !(up > 3*3600 && up < 4*3600) {
 		t.Errorf("weft_uptime_seconds = %v; want about 3 h 25 min", up)
 	}
-	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total", "weft_reconcile_runs_total"} {
+	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total"} {
 		if _, ok := fams[name]; !ok {
 			t.Errorf("/metrics lacks %s", name)
 		}
@@ -118,24 +123,49 @@ func TestMetrics(t *testing.T) {
 	if h := fams["weft_cni_request_duration_seconds"]; h == nil || h.GetType() != dto.MetricType_HISTOGRAM {
 		t.Errorf("weft_cni_request_duration_seconds is not a histogram: %v", h)
 	}
-	// Counters are monotonic across scrapes.
-	before := value(fams, "weft_reconcile_runs_total")
-	if after := value(scrape(t, ts), "weft_reconcile_runs_total"); !(after > before) {
-		t.Errorf("weft_reconcile_runs_total went %v -> %v; want it to grow (the fake counts scrapes)", before, after)
+	// Nothing is cached: every scrape asks the backend once more.
+	if got, want := ts.calls(), []string{"Counters", "Status"}; !cmp.Equal(got, want) {
+		t.Errorf("one scrape called %q; want %q", got, want)
+	}
+	scrape(t, ts)
+	if got, want := ts.calls(), []string{"Counters", "Status"}; !cmp.Equal(got, want) {
+		t.Errorf("a second scrape called %q; want %q", got, want)
 	}
 }
 
-func TestMetricsWhenStatusFails(t *testing.T) {
-	ts := startServer(t)
-	ts.fake.SetError("Status", fmt.Errorf("status: starting"))
-	fams := scrape(t, ts)
-	if up := value(fams, "weft_status_up"); up != 0 {
-		t.Errorf("weft_status_up = %v; want 0 when Status fails", up)
+// TestMetricsWithoutStatus: without a status the gauges are missing and
+// weft_status_up says so; the counters do not depend on Status.
+func TestMetricsWithoutStatus(t *testing.T) {
+	failing := func(f *apitest.Fakes) api.Backends {
+		f.SetError("Status", fmt.Errorf("status: starting"))
+		return f.Backends()
 	}
-	if _, ok := fams["weft_peers"]; ok {
-		t.Errorf("weft_peers present although Status failed")
+	noReporter := func(f *apitest.Fakes) api.Backends { return api.Backends{Addresses: f.Addresses} }
+	tests := []struct {
+		name         string
+		parts        func(*apitest.Fakes) api.Backends
+		wantCounters bool
+	}{
+		{"status fails", failing, true},
+		{"no reporter", noReporter, false},
 	}
-	if v := value(fams, "weft_dns_queries_total"); v != 1532 {
-		t.Errorf("weft_dns_queries_total = %v; want 1532 (counters do not depend on Status)", v)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fams := scrape(t, startWith(t, tc.parts))
+			if up := value(fams, "weft_status_up"); up != 0 {
+				t.Errorf("weft_status_up = %v; want 0", up)
+			}
+			for _, name := range []string{"weft_info", "weft_peers", "weft_ipam_addresses"} {
+				if _, ok := fams[name]; ok {
+					t.Errorf("%s present without a status", name)
+				}
+			}
+			if _, ok := fams["go_goroutines"]; !ok {
+				t.Errorf("/metrics lacks go_goroutines")
+			}
+			if v := value(fams, "weft_dns_queries_total"); tc.wantCounters != (v == 1532) {
+				t.Errorf("weft_dns_queries_total = %v; want 1532: %v", v, tc.wantCounters)
+			}
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,8 +15,8 @@ import (
 	"github.com/weftmesh/weft/api/client"
 )
 
-// TestStatusPageInBrowser loads the page from the fake-backed server in
-// headless Chromium; see apitest.CheckPage.
+// TestStatusPageInBrowser loads the page from a server with the fake mesh
+// in headless Chromium; see apitest.CheckPage.
 func TestStatusPageInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
@@ -41,53 +40,32 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 }
 
-// bigMesh is the fake with 20 more peers, some suspect, one left.
-type bigMesh struct{ *apitest.Fake }
-
-func (b bigMesh) Status(ctx context.Context) (*client.Status, error) {
-	st, err := b.Fake.Status(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for i := range 20 {
-		p := client.Peer{Name: fmt.Sprintf("node-%02d", i+4), ID: fmt.Sprintf("%016x", 0x1000+i), Address: fmt.Sprintf("192.168.50.%d", i+4),
-			State: "alive", Transport: "wireguard", Endpoint: fmt.Sprintf("192.168.50.%d:51820", i+4), RxBytes: int64(i) << 20, TxBytes: int64(i) << 19}
-		switch i % 7 {
-		case 3:
-			p.State, p.Reason = "suspect", "missed 3 probes"
-		case 5:
-			p.State = "left"
-		}
-		st.Peers = append(st.Peers, p)
-	}
-	return st, nil
-}
-
 func TestStatusPageLargeMesh(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
-	cfg := api.DefaultConfig()
-	cfg.Socket, cfg.HTTPAddr = "", "127.0.0.1:0"
-	srv, err := api.New(cfg, api.All(bigMesh{apitest.NewFake()}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
+	// 20 more peers, some suspect, one left.
+	ts := startWith(t, func(f *apitest.Fakes) api.Backends {
+		st := &f.Reporter.Snapshot
+		for i := range 20 {
+			p := client.Peer{Name: fmt.Sprintf("node-%02d", i+4), ID: fmt.Sprintf("%016x", 0x1000+i), Address: fmt.Sprintf("192.168.50.%d", i+4),
+				State: "alive", Transport: "wireguard", Endpoint: fmt.Sprintf("192.168.50.%d:51820", i+4), RxBytes: int64(i) << 20, TxBytes: int64(i) << 19}
+			switch i % 7 {
+			case 3:
+				p.State, p.Reason = "suspect", "missed 3 probes"
+			case 5:
+				p.State = "left"
+			}
+			st.Peers = append(st.Peers, p)
 		}
-	}()
+		return f.Backends()
+	})
 	out := apitest.OutDir(t)
 	if os.Getenv("WEFT_TEST_OUT") != "" {
 		out = filepath.Join(out, "large-mesh")
 		os.MkdirAll(out, 0o755)
 	}
-	rep := apitest.CheckPage(t, "http://"+srv.HTTPAddr().String()+"/", 23, out)
+	rep := apitest.CheckPage(t, ts.base+"/", 23, out)
 	suspect := slices.ContainsFunc(rep.Problems, func(p string) bool { return strings.Contains(p, "node-07 is suspect") })
 	if slices.ContainsFunc(rep.Problems, func(p string) bool { return strings.Contains(p, "node-09") }) {
 		t.Errorf("page problems = %q; a peer that left is not a problem", rep.Problems)

@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,17 +29,27 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// cfgVersion is the servers' Config.Version; the fake status has its own.
+const cfgVersion = "0.0.0-config"
+
 // testServer is a running Server on a fresh socket and a loopback port.
 type testServer struct {
 	srv    *api.Server
-	fake   *apitest.Fake
+	fakes  *apitest.Fakes
 	socket string
 	unix   *http.Client
 	tcp    *http.Client
 	base   string // http://127.0.0.1:PORT
 }
 
+// startServer serves every fake.
 func startServer(t *testing.T) *testServer {
+	return startWith(t, (*apitest.Fakes).Backends)
+}
+
+// startWith serves the parts that parts picks; it may also change the
+// fakes' canned answers, before the server starts.
+func startWith(t *testing.T, parts func(*apitest.Fakes) api.Backends) *testServer {
 	t.Helper()
 	// Unix socket paths are limited to 108 bytes; t.TempDir can be longer.
 	dir, err := os.MkdirTemp("", "weftapi")
@@ -50,9 +60,9 @@ func startServer(t *testing.T) *testServer {
 	cfg := api.DefaultConfig()
 	cfg.Socket = filepath.Join(dir, "run", "weft.sock")
 	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.Version = "0.1.0-test"
-	fake := apitest.NewFake()
-	srv, err := api.New(cfg, api.All(fake))
+	cfg.Version = cfgVersion
+	fakes := apitest.New()
+	srv, err := api.New(cfg, parts(fakes))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -60,7 +70,7 @@ func startServer(t *testing.T) *testServer {
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	ts := &testServer{
-		srv: srv, fake: fake, socket: cfg.Socket,
+		srv: srv, fakes: fakes, socket: cfg.Socket,
 		unix: &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
@@ -88,9 +98,9 @@ func startServer(t *testing.T) *testServer {
 	return ts
 }
 
-// do sends method path body over the socket (unix) or TCP and returns the
-// status and the body.
-func (ts *testServer) do(t *testing.T, overTCP bool, method, path, body string) (int, []byte) {
+// send sends method path body over the socket (unix) or TCP and returns
+// the answer, its body read.
+func (ts *testServer) send(t *testing.T, overTCP bool, method, path, body string) (*http.Response, []byte) {
 	t.Helper()
 	c, base := ts.unix, "http://weft"
 	if overTCP {
@@ -113,7 +123,22 @@ func (ts *testServer) do(t *testing.T, overTCP bool, method, path, body string) 
 	if err != nil {
 		t.Fatalf("%s %s: read body: %v", method, path, err)
 	}
+	return resp, b
+}
+
+// do is send for the status code and the body.
+func (ts *testServer) do(t *testing.T, overTCP bool, method, path, body string) (int, []byte) {
+	t.Helper()
+	resp, b := ts.send(t, overTCP, method, path, body)
 	return resp.StatusCode, b
+}
+
+// calls returns the backend calls since the last calls, sorted: the
+// metrics collectors call concurrently.
+func (ts *testServer) calls() []string {
+	c := ts.fakes.Take()
+	slices.Sort(c)
+	return c
 }
 
 func decode[T any](t *testing.T, b []byte) T {
@@ -125,213 +150,237 @@ func decode[T any](t *testing.T, b []byte) T {
 	return v
 }
 
+// jsonDiff compares the JSON document got with want encoded, both decoded
+// generically, so that null and [] differ.
+func jsonDiff(t *testing.T, got []byte, want any) string {
+	t.Helper()
+	w, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmp.Diff(decode[any](t, w), decode[any](t, got))
+}
+
+// apiRoutes is every route with a valid request, the backend part it
+// needs and the call it makes with that request.
+var apiRoutes = []struct {
+	method, path, body string
+	part               string // "" = none
+	call               string // as the fakes record it; "" = none or several
+}{
+	{"GET", "/", "", "", ""},
+	{"GET", "/metrics", "", "", ""}, // Status and Counters, when there is a Reporter
+	{"GET", "/status", "", "Reporter", "Status"},
+	{"GET", "/status/peers", "", "Reporter", "Status"},
+	{"GET", "/status/ipam", "", "Reporter", "Status"},
+	{"GET", "/status/dns", "", "Reporter", "Status"},
+	{"GET", "/ready", "", "Reporter", "Ready"},
+	{"GET", "/ip/lookup?id=c1", "", "Addresses", "Lookup c1"},
+	{"GET", "/dns/lookup?name=web", "", "Names", "DNSLookup web"},
+	{"POST", "/ip/allocate", `{"id":"c2","ifname":"eth0"}`, "Addresses", "Allocate {ID:c2 IfName:eth0 Pod:}"},
+	{"POST", "/ip/release", `{"id":"c1"}`, "Addresses", "Release c1"},
+	{"POST", "/ip/gc", `{"keep":["c1"]}`, "Addresses", "GC [c1]"},
+	{"POST", "/dns/add", `{"name":"evil","address":"10.32.9.9"}`, "Names", "DNSAdd {Name:evil Address:10.32.9.9 ContainerID:}"},
+	{"POST", "/dns/remove", `{"container_id":"c1"}`, "Names", "DNSRemove {Name: Address: ContainerID:c1}"},
+	{"POST", "/connect", `{"peers":["10.0.0.66"]}`, "Membership", "Connect [10.0.0.66]"},
+	{"POST", "/forget", `{"peers":["192.168.50.2"]}`, "Membership", "Forget [192.168.50.2]"},
+	{"POST", "/rmpeer", `{"name":"h3"}`, "Membership", "Rmpeer h3"},
+	{"POST", "/leave", "", "Membership", "Leave"},
+}
+
+// anyOf makes a client method's answer comparable in one table.
+func anyOf[T any](v T, err error) (any, error) { return v, err }
+
 func TestClientRoundTrip(t *testing.T) {
 	ts := startServer(t)
+	f := ts.fakes
 	ctx := context.Background()
 	c := client.New(ts.socket)
-
-	st, err := c.Status(ctx)
-	if err != nil {
-		t.Fatalf("Status: %v", err)
+	alloc := func(id string) *client.Allocation { a := f.Addresses.Allocation; a.ID = id; return &a }
+	post := func(path string, in, out any) func() (any, error) {
+		return func() (any, error) { return out, c.Do(ctx, http.MethodPost, path, in, out) }
 	}
-	if st.Name != "h1" || st.ID != apitest.SelfID || len(st.Peers) != 3 || len(st.IPAM.Ranges) != 4 {
-		t.Errorf("Status = name %q id %q, %d peers, %d ranges; want h1 %s, 3 peers, 4 ranges", st.Name, st.ID, len(st.Peers), len(st.IPAM.Ranges), apitest.SelfID)
+	peers := &client.PeersRequest{Peers: []string{"192.168.50.9"}}
+	tests := []struct {
+		name      string
+		do        func() (any, error)
+		want      any
+		wantCalls []string
+	}{
+		{"status", func() (any, error) { return anyOf(c.Status(ctx)) }, &f.Reporter.Snapshot, []string{"Status"}},
+		{"ready", func() (any, error) { return anyOf(c.Ready(ctx)) }, &client.Ready{Ready: true}, []string{"Ready"}},
+		{"allocate", func() (any, error) {
+			return anyOf(c.Allocate(ctx, client.AllocateRequest{ID: "ctr-1", IfName: "eth0", Pod: "x.default"}))
+		}, alloc("ctr-1"), []string{"Allocate {ID:ctr-1 IfName:eth0 Pod:x.default}"}},
+		{"lookup", func() (any, error) { return anyOf(c.Lookup(ctx, "ctr-1")) }, alloc("ctr-1"), []string{"Lookup ctr-1"}},
+		{"release", func() (any, error) { return nil, c.Release(ctx, "ctr-1") }, nil, []string{"Release ctr-1"}},
+		{"gc", func() (any, error) { return anyOf(c.GC(ctx, []string{"a", "b"})) },
+			&client.GCResult{Released: f.Addresses.Released}, []string{"GC [a b]"}},
+		{"dns add", func() (any, error) {
+			return nil, c.DNSAdd(ctx, client.DNSRequest{Name: "x", Address: "10.32.0.9", ContainerID: "ctr-1"})
+		}, nil, []string{"DNSAdd {Name:x Address:10.32.0.9 ContainerID:ctr-1}"}},
+		{"dns remove", func() (any, error) {
+			return nil, c.DNSRemove(ctx, client.DNSRequest{Name: "web", Address: "10.32.0.2"})
+		}, nil, []string{"DNSRemove {Name:web Address:10.32.0.2 ContainerID:}"}},
+		{"dns lookup", func() (any, error) { return anyOf(c.DNSLookup(ctx, "x.weft.local")) },
+			&client.DNSLookup{Name: "x.weft.local", Addresses: f.Names.Answer}, []string{"DNSLookup x.weft.local"}},
+		// The routes the client has no method for.
+		{"rmpeer", post("/rmpeer", client.RmpeerRequest{Name: "h3"}, &client.RmpeerResult{}),
+			&client.RmpeerResult{Name: "h3", Reclaimed: f.Membership.Reclaimed}, []string{"Rmpeer h3"}},
+		{"connect", post("/connect", peers, &client.PeersRequest{}), peers, []string{"Connect [192.168.50.9]"}},
+		{"forget", post("/forget", peers, &client.PeersRequest{}), peers, []string{"Forget [192.168.50.9]"}},
+		{"leave", post("/leave", nil, &map[string]bool{}), &map[string]bool{"left": true}, []string{"Leave"}},
 	}
-	r, err := c.Ready(ctx)
-	if err != nil || !r.Ready {
-		t.Errorf("Ready = %+v, %v; want ready", r, err)
-	}
-
-	a, err := c.Allocate(ctx, client.AllocateRequest{ID: "ctr-1", IfName: "eth0", Pod: "x.default"})
-	if err != nil {
-		t.Fatalf("Allocate: %v", err)
-	}
-	again, err := c.Allocate(ctx, client.AllocateRequest{ID: "ctr-1"})
-	if err != nil || again.Address != a.Address {
-		t.Errorf("Allocate again = %v, %v; want %s", again, err, a.Address)
-	}
-	got, err := c.Lookup(ctx, "ctr-1")
-	if err != nil {
-		t.Fatalf("Lookup: %v", err)
-	}
-	if diff := cmp.Diff(a, got); diff != "" {
-		t.Errorf("Lookup(ctr-1) differs from Allocate (-alloc +lookup):\n%s", diff)
-	}
-	addr := strings.SplitN(a.Address, "/", 2)[0]
-	if err := c.DNSAdd(ctx, client.DNSRequest{Name: "x", Address: addr, ContainerID: "ctr-1"}); err != nil {
-		t.Fatalf("DNSAdd: %v", err)
-	}
-	l, err := c.DNSLookup(ctx, "x.weft.local")
-	if err != nil || !cmp.Equal(l.Addresses, []string{addr}) {
-		t.Errorf("DNSLookup(x) = %+v, %v; want [%s]", l, err, addr)
-	}
-	if err := c.Release(ctx, "ctr-1"); err != nil {
-		t.Fatalf("Release: %v", err)
-	}
-	if err := c.Release(ctx, "ctr-1"); err != nil {
-		t.Errorf("second Release: %v; want idempotent", err)
-	}
-	if _, err := c.Lookup(ctx, "ctr-1"); !errors.Is(err, client.ErrNotFound) {
-		t.Errorf("Lookup after Release: %v; want ErrNotFound", err)
-	}
-	if _, err := c.DNSLookup(ctx, "x"); !errors.Is(err, client.ErrNotFound) {
-		t.Errorf("DNSLookup after Release: %v; want ErrNotFound (records go with the container)", err)
-	}
-	gc, err := c.GC(ctx, []string{"4b1d2c3e5f60718293a4b5c6d7e8f901"})
-	if err != nil || !cmp.Equal(gc.Released, []string{"9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b"}) {
-		t.Errorf("GC = %+v, %v; want the api pod released", gc, err)
-	}
-
-	// The routes the client has no method for.
-	var rm client.RmpeerResult
-	if err := c.Do(ctx, http.MethodPost, "/rmpeer", client.RmpeerRequest{Name: "h3"}, &rm); err != nil || rm.Reclaimed != 1<<18 {
-		t.Errorf("rmpeer h3 = %+v, %v; want 262144 reclaimed", rm, err)
-	}
-	if err := c.Do(ctx, http.MethodPost, "/connect", client.PeersRequest{Peers: []string{"192.168.50.9"}}, nil); err != nil {
-		t.Errorf("connect: %v", err)
-	}
-	if err := c.Do(ctx, http.MethodPost, "/forget", client.PeersRequest{Peers: []string{"192.168.50.2"}}, nil); err != nil {
-		t.Errorf("forget: %v", err)
-	}
-	if got, want := ts.fake.Targets(), []string{"192.168.50.9"}; !cmp.Equal(got, want) {
-		t.Errorf("targets after connect+forget = %v; want %v", got, want)
-	}
-	if err := c.DNSRemove(ctx, client.DNSRequest{Name: "web"}); err != nil {
-		t.Errorf("DNSRemove: %v", err)
-	}
-	if _, err := c.DNSLookup(ctx, "web"); !errors.Is(err, client.ErrNotFound) {
-		t.Errorf("DNSLookup(web) after remove: %v; want ErrNotFound", err)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.do()
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("%s answer differs (-want +got):\n%s", tc.name, diff)
+			}
+			if got := ts.calls(); !cmp.Equal(got, tc.wantCalls) {
+				t.Errorf("%s called %q; want %q", tc.name, got, tc.wantCalls)
+			}
+		})
 	}
 }
 
 func TestReadRoutes(t *testing.T) {
 	ts := startServer(t)
+	snap := ts.fakes.Reporter.Snapshot
 	tests := []struct {
-		name, path, wantType string
-		check                func(t *testing.T, b []byte)
+		path, wantType string
+		want           any    // the JSON answer
+		wantIn         string // or a part of a non-JSON answer
+		wantCalls      []string
 	}{
-		{"status", "/status", "application/json", func(t *testing.T, b []byte) {
-			st := decode[client.Status](t, b)
-			if len(st.Peers) != 3 || st.DNS.Domain != "weft.local." || len(st.Pods) != 2 {
-				t.Errorf("status: %d peers, domain %q, %d pods; want 3, weft.local., 2", len(st.Peers), st.DNS.Domain, len(st.Pods))
-			}
-		}},
-		{"peers", "/status/peers", "application/json", func(t *testing.T, b []byte) {
-			ps := decode[[]client.Peer](t, b)
-			var names []string
-			for _, p := range ps {
-				names = append(names, p.Name+":"+p.State)
-			}
-			if want := []string{"h1:alive", "h2:alive", "h3:dead"}; !cmp.Equal(names, want) {
-				t.Errorf("peers = %v; want %v", names, want)
-			}
-		}},
-		{"ipam", "/status/ipam", "application/json", func(t *testing.T, b []byte) {
-			s := decode[client.IPAMStatus](t, b)
-			if s.Range != apitest.Range || s.Owned != 1<<19 || s.Allocated != 3 || s.Free != 1<<19-3 {
-				t.Errorf("ipam = %+v; want range %s owned 524288 allocated 3", s, apitest.Range)
-			}
-		}},
-		{"dns", "/status/dns", "application/json", func(t *testing.T, b []byte) {
-			if s := decode[client.DNSStatus](t, b); len(s.Entries) != 5 {
-				t.Errorf("dns entries = %d; want 5", len(s.Entries))
-			}
-		}},
-		{"ready", "/ready", "application/json", func(t *testing.T, b []byte) {
-			if r := decode[client.Ready](t, b); !r.Ready {
-				t.Errorf("ready = %+v; want ready", r)
-			}
-		}},
-		{"lookup", "/ip/lookup?id=4b1d2c3e5f60718293a4b5c6d7e8f901", "application/json", func(t *testing.T, b []byte) {
-			if a := decode[client.Allocation](t, b); a.Address != "10.32.0.2/12" || a.Gateway != "10.32.0.1" {
-				t.Errorf("lookup = %+v; want 10.32.0.2/12 via 10.32.0.1", a)
-			}
-		}},
-		{"dns lookup", "/dns/lookup?name=web", "application/json", func(t *testing.T, b []byte) {
-			if l := decode[client.DNSLookup](t, b); !cmp.Equal(l.Addresses, []string{"10.32.0.2"}) {
-				t.Errorf("dns lookup = %+v; want [10.32.0.2]", l)
-			}
-		}},
-		{"page", "/", "text/html; charset=utf-8", func(t *testing.T, b []byte) {
-			if !bytes.Contains(b, []byte("<html")) {
-				t.Errorf("page is not HTML: %.100q", b)
-			}
-		}},
-		{"metrics", "/metrics", "text/plain", func(t *testing.T, b []byte) {
-			if !bytes.Contains(b, []byte("weft_peers{")) {
-				t.Errorf("metrics lack weft_peers")
-			}
-		}},
+		{"/status", "application/json", snap, "", []string{"Status"}},
+		{"/status/peers", "application/json", snap.Peers, "", []string{"Status"}},
+		{"/status/ipam", "application/json", snap.IPAM, "", []string{"Status"}},
+		{"/status/dns", "application/json", snap.DNS, "", []string{"Status"}},
+		{"/ready", "application/json", client.Ready{Ready: true}, "", []string{"Ready"}},
+		{"/ip/lookup?id=4b1d", "application/json", client.Allocation{ID: "4b1d", Address: "10.32.0.2/12", Gateway: "10.32.0.1",
+			Bridge: "weft", MTU: 1360, DNS: ts.fakes.Addresses.Allocation.DNS}, "", []string{"Lookup 4b1d"}},
+		{"/dns/lookup?name=web", "application/json", client.DNSLookup{Name: "web", Addresses: []string{"10.32.0.2"}}, "", []string{"DNSLookup web"}},
+		{"/", "text/html; charset=utf-8", nil, "<html", nil},
+		{"/metrics", "text/plain", nil, `weft_peers{state="alive"} 2`, []string{"Counters", "Status"}},
 	}
 	for _, tc := range tests {
 		for _, overTCP := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/tcp=%v", tc.name, overTCP), func(t *testing.T) {
-				code, b := ts.do(t, overTCP, http.MethodGet, tc.path, "")
-				if code != http.StatusOK {
-					t.Fatalf("GET %s = %d %s; want 200", tc.path, code, b)
+			t.Run(fmt.Sprintf("%s/tcp=%v", tc.path, overTCP), func(t *testing.T) {
+				resp, b := ts.send(t, overTCP, http.MethodGet, tc.path, "")
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("GET %s = %d %s; want 200", tc.path, resp.StatusCode, b)
 				}
-				tc.check(t, b)
+				if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, tc.wantType) {
+					t.Errorf("GET %s Content-Type = %q; want %q", tc.path, ct, tc.wantType)
+				}
+				if tc.want != nil {
+					if diff := jsonDiff(t, b, tc.want); diff != "" {
+						t.Errorf("GET %s differs (-want +got):\n%s", tc.path, diff)
+					}
+				} else if !strings.Contains(string(b), tc.wantIn) {
+					t.Errorf("GET %s = %.200q; want it to contain %q", tc.path, b, tc.wantIn)
+				}
+				if got := ts.calls(); !cmp.Equal(got, tc.wantCalls) {
+					t.Errorf("GET %s called %q; want %q", tc.path, got, tc.wantCalls)
+				}
 				if code, hb := ts.do(t, overTCP, http.MethodHead, tc.path, ""); code != http.StatusOK || len(hb) != 0 {
 					t.Errorf("HEAD %s = %d with %d body bytes; want 200, empty", tc.path, code, len(hb))
 				}
+				ts.calls()
 			})
 		}
 	}
 }
 
-// postRoutes are every mutating route with a valid body.
-var postRoutes = []struct{ path, body string }{
-	{"/ip/allocate", `{"id":"tcp-ctr"}`},
-	{"/ip/release", `{"id":"4b1d2c3e5f60718293a4b5c6d7e8f901"}`},
-	{"/ip/gc", `{"keep":[]}`},
-	{"/dns/add", `{"name":"evil","address":"10.32.9.9"}`},
-	{"/dns/remove", `{"name":"web"}`},
-	{"/connect", `{"peers":["10.0.0.66"]}`},
-	{"/forget", `{"peers":["192.168.50.2"]}`},
-	{"/rmpeer", `{"name":"h3"}`},
+// TestEmptyAnswers: a backend's nil slices and empty version are sent as
+// [] and the server's version, so that scripts can iterate blindly.
+func TestEmptyAnswers(t *testing.T) {
+	ts := startWith(t, func(f *apitest.Fakes) api.Backends {
+		f.Reporter.Snapshot = client.Status{Name: "bare"}
+		f.Addresses.Released, f.Names.Answer = nil, nil
+		return f.Backends()
+	})
+	bare := client.Status{Name: "bare", Version: cfgVersion, Peers: []client.Peer{}, Pods: []client.Pod{}, Problems: []string{},
+		IPAM: client.IPAMStatus{Owners: []client.IPAMOwner{}, Ranges: []client.IPAMRange{}},
+		DNS:  client.DNSStatus{Listen: []string{}, Entries: []client.DNSEntry{}}}
+	tests := []struct {
+		method, path, body string
+		want               any
+	}{
+		{"GET", "/status", "", bare},
+		{"GET", "/status/peers", "", bare.Peers},
+		{"GET", "/status/ipam", "", bare.IPAM},
+		{"GET", "/status/dns", "", bare.DNS},
+		{"GET", "/dns/lookup?name=web", "", client.DNSLookup{Name: "web", Addresses: []string{}}},
+		{"POST", "/ip/gc", `{"keep":[]}`, client.GCResult{Released: []string{}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			code, b := ts.do(t, false, tc.method, tc.path, tc.body)
+			if diff := jsonDiff(t, b, tc.want); code != http.StatusOK || diff != "" {
+				t.Errorf("%s %s = %d, differs (-want +got):\n%s", tc.method, tc.path, code, diff)
+			}
+		})
+	}
 }
 
 func TestTCPIsReadOnly(t *testing.T) {
 	ts := startServer(t)
-	before, _ := ts.fake.Status(context.Background())
 	methods := []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
-	for _, r := range postRoutes {
+	for _, r := range apiRoutes {
+		if r.method != http.MethodPost {
+			continue
+		}
 		for _, m := range methods {
 			t.Run(strings.TrimPrefix(r.path, "/")+"/"+m, func(t *testing.T) {
-				code, b := ts.do(t, true, m, r.path, r.body)
-				if code != http.StatusForbidden {
+				if code, b := ts.do(t, true, m, r.path, r.body); code != http.StatusForbidden {
 					t.Errorf("TCP %s %s = %d %s; want 403", m, r.path, code, b)
 				}
-			})
-		}
-	}
-	readOnly := []string{"/", "/status", "/status/peers", "/status/ipam", "/status/dns", "/metrics", "/ready", "/ip/lookup?id=x", "/dns/lookup?name=x"}
-	for _, p := range readOnly {
-		for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-			t.Run("readonly"+p+"/"+m, func(t *testing.T) {
-				code, b := ts.do(t, true, m, p, `{"id":"x"}`)
-				if code != http.StatusMethodNotAllowed {
-					t.Errorf("TCP %s %s = %d %s; want 405", m, p, code, b)
+				if got := ts.calls(); got != nil {
+					t.Errorf("TCP %s %s called %q; want no backend call", m, r.path, got)
 				}
 			})
 		}
 	}
-	after, _ := ts.fake.Status(context.Background())
-	before.UptimeSeconds, after.UptimeSeconds = 0, 0
-	if diff := cmp.Diff(before, after); diff != "" {
-		t.Errorf("TCP requests changed the state (-before +after):\n%s", diff)
+	for _, r := range apiRoutes {
+		if r.method != http.MethodGet {
+			continue
+		}
+		for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			t.Run("readonly"+r.path+"/"+m, func(t *testing.T) {
+				if code, b := ts.do(t, true, m, r.path, `{"id":"x"}`); code != http.StatusMethodNotAllowed {
+					t.Errorf("TCP %s %s = %d %s; want 405", m, r.path, code, b)
+				}
+				if got := ts.calls(); got != nil {
+					t.Errorf("TCP %s %s called %q; want no backend call", m, r.path, got)
+				}
+			})
+		}
 	}
 }
 
 func TestSocketServesMutations(t *testing.T) {
 	ts := startServer(t)
-	for _, r := range postRoutes {
+	for _, r := range apiRoutes {
+		if r.method != http.MethodPost {
+			continue
+		}
 		t.Run(strings.TrimPrefix(r.path, "/"), func(t *testing.T) {
 			if code, b := ts.do(t, false, http.MethodPost, r.path, r.body); code != http.StatusOK {
 				t.Errorf("unix POST %s = %d %s; want 200", r.path, code, b)
 			}
+			if got := ts.calls(); !cmp.Equal(got, []string{r.call}) {
+				t.Errorf("unix POST %s %s called %q; want %q", r.path, r.body, got, r.call)
+			}
 			if code, _ := ts.do(t, false, http.MethodGet, r.path, ""); code != http.StatusMethodNotAllowed {
 				t.Errorf("unix GET %s = %d; want 405", r.path, code)
+			}
+			if got := ts.calls(); got != nil {
+				t.Errorf("unix GET %s called %q; want no backend call", r.path, got)
 			}
 		})
 	}
@@ -359,6 +408,8 @@ func TestSocketMode(t *testing.T) {
 	}
 }
 
+// TestBadRequests: requests the server refuses itself, without calling
+// the backend.
 func TestBadRequests(t *testing.T) {
 	ts := startServer(t)
 	tests := []struct {
@@ -370,10 +421,13 @@ func TestBadRequests(t *testing.T) {
 		{"wrong type", "/ip/allocate", `{"id":5}`, `field "id" must be a JSON string`},
 		{"trailing", "/ip/release", `{"id":"a"}{"id":"b"}`, "data after the JSON object"},
 		{"missing id", "/ip/allocate", `{"ifname":"eth0"}`, `"id" is required`},
+		{"release no id", "/ip/release", `{}`, `"id" is required`},
+		{"gc not a list", "/ip/gc", `{"keep":"a"}`, `field "keep" must be a JSON []string`},
+		{"dns add no name", "/dns/add", `{"address":"10.32.0.9"}`, `"name" is required`},
 		{"dns add no address", "/dns/add", `{"name":"web"}`, `"address" is required`},
-		{"dns add bad address", "/dns/add", `{"name":"web","address":"nope"}`, "not an IP address"},
 		{"dns remove nothing", "/dns/remove", `{}`, `"name" or "container_id" is required`},
 		{"connect nobody", "/connect", `{"peers":[]}`, "at least one"},
+		{"forget nobody", "/forget", `{}`, "at least one"},
 		{"rmpeer no name", "/rmpeer", `{"name":" "}`, `"name" is required`},
 		{"lookup no id", "/ip/lookup", ``, `"id" is required`},
 		{"dns lookup no name", "/dns/lookup", ``, `"name" is required`},
@@ -388,6 +442,9 @@ func TestBadRequests(t *testing.T) {
 			e := decode[client.Error](t, b)
 			if code != http.StatusBadRequest || !strings.Contains(e.Error, tc.wantMsg) {
 				t.Errorf("%s %s %.40q = %d %q; want 400 containing %q", method, tc.path, tc.body, code, e.Error, tc.wantMsg)
+			}
+			if got := ts.calls(); got != nil {
+				t.Errorf("%s %s %.40q called %q; want no backend call", method, tc.path, tc.body, got)
 			}
 		})
 	}
@@ -418,10 +475,14 @@ func TestBodyLimit(t *testing.T) {
 	if e := decode[client.Error](t, b); resp.StatusCode != http.StatusBadRequest || !strings.Contains(e.Error, "larger than 1048576 bytes") {
 		t.Errorf("2 MiB body = %d %q; want 400 larger than 1048576 bytes", resp.StatusCode, e.Error)
 	}
+	if got := ts.calls(); got != nil {
+		t.Errorf("a 2 MiB body called %q; want no backend call", got)
+	}
 }
 
 func TestErrorMapping(t *testing.T) {
 	ts := startServer(t)
+	f := ts.fakes
 	tests := []struct {
 		name     string
 		err      error
@@ -432,15 +493,32 @@ func TestErrorMapping(t *testing.T) {
 		{"conflict", fmt.Errorf("allocate: %w: busy", api.ErrConflict), 409},
 		{"unavailable", fmt.Errorf("allocate: %w: no space, add a peer", api.ErrUnavailable), 503},
 		{"deadline", fmt.Errorf("allocate: %w", context.DeadlineExceeded), 503},
+		{"canceled", fmt.Errorf("allocate: %w", context.Canceled), 503},
 		{"other", errors.New("allocate: disk on fire"), 500},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ts.fake.SetError("Allocate", tc.err)
-			defer ts.fake.SetError("Allocate", nil)
+			f.SetError("Allocate", tc.err)
+			defer f.SetError("Allocate", nil)
 			code, b := ts.do(t, false, http.MethodPost, "/ip/allocate", `{"id":"e"}`)
 			if e := decode[client.Error](t, b); code != tc.wantCode || e.Error != tc.err.Error() {
 				t.Errorf("allocate with %v = %d %q; want %d with the error's text", tc.err, code, e.Error, tc.wantCode)
+			}
+		})
+	}
+	// Every route answers its backend's error, whichever it is.
+	for _, r := range apiRoutes {
+		method, _, _ := strings.Cut(r.call, " ")
+		if method == "" || method == "Ready" {
+			continue
+		}
+		t.Run("route"+r.path, func(t *testing.T) {
+			err := fmt.Errorf("%s: %w: try again", method, api.ErrConflict)
+			f.SetError(method, err)
+			defer f.SetError(method, nil)
+			code, b := ts.do(t, false, r.method, r.path, r.body)
+			if e := decode[client.Error](t, b); code != http.StatusConflict || e.Error != err.Error() {
+				t.Errorf("%s %s with %s failing = %d %q; want 409 %q", r.method, r.path, method, code, e.Error, err)
 			}
 		})
 	}
@@ -449,26 +527,61 @@ func TestErrorMapping(t *testing.T) {
 			t.Errorf("GET /nope = %d; want 404", code)
 		}
 	})
-	t.Run("rmpeer live peer", func(t *testing.T) {
-		if code, b := ts.do(t, false, http.MethodPost, "/rmpeer", `{"name":"h2"}`); code != http.StatusConflict {
-			t.Errorf("rmpeer h2 = %d %s; want 409", code, b)
-		}
-	})
-	t.Run("status error", func(t *testing.T) {
-		ts.fake.SetError("Status", fmt.Errorf("status: %w: starting", api.ErrUnavailable))
-		defer ts.fake.SetError("Status", nil)
-		if code, _ := ts.do(t, true, http.MethodGet, "/status", ""); code != http.StatusServiceUnavailable {
-			t.Errorf("GET /status with failing backend = %d; want 503", code)
+	t.Run("client sentinel", func(t *testing.T) {
+		f.SetError("Lookup", fmt.Errorf("lookup x: %w", api.ErrNotFound))
+		defer f.SetError("Lookup", nil)
+		if _, err := client.New(ts.socket).Lookup(context.Background(), "x"); !errors.Is(err, client.ErrNotFound) {
+			t.Errorf("Lookup of a missing ID: %v; want client.ErrNotFound", err)
 		}
 	})
 	t.Run("not ready", func(t *testing.T) {
-		ts.fake.SetNotReady("IPAM awaiting consensus")
-		defer ts.fake.SetNotReady("")
+		f.SetError("Ready", errors.New("IPAM awaiting consensus"))
+		defer f.SetError("Ready", nil)
 		r, err := client.New(ts.socket).Ready(context.Background())
 		if err != nil || r.Ready || r.Reason != "IPAM awaiting consensus" {
 			t.Errorf("Ready = %+v, %v; want not ready with the reason", r, err)
 		}
 	})
+}
+
+// TestMissingBackend: a server without a part answers its routes 503,
+// naming the part, and serves the others.
+func TestMissingBackend(t *testing.T) {
+	for _, part := range []string{"Reporter", "Addresses", "Names", "Membership"} {
+		t.Run(part, func(t *testing.T) {
+			ts := startWith(t, func(f *apitest.Fakes) api.Backends {
+				b := f.Backends()
+				switch part {
+				case "Reporter":
+					b.Reporter = nil
+				case "Addresses":
+					b.Addresses = nil
+				case "Names":
+					b.Names = nil
+				case "Membership":
+					b.Membership = nil
+				}
+				return b
+			})
+			for _, r := range apiRoutes {
+				code, b := ts.do(t, false, r.method, r.path, r.body)
+				calls := ts.calls()
+				if r.part != part {
+					if code != http.StatusOK {
+						t.Errorf("%s %s without %s = %d %s; want 200", r.method, r.path, part, code, b)
+					}
+					continue
+				}
+				want := "this API server has no " + part + " backend"
+				if e := decode[client.Error](t, b); code != http.StatusServiceUnavailable || !strings.Contains(e.Error, want) {
+					t.Errorf("%s %s without %s = %d %q; want 503 containing %q", r.method, r.path, part, code, e.Error, want)
+				}
+				if calls != nil {
+					t.Errorf("%s %s without %s called %q", r.method, r.path, part, calls)
+				}
+			}
+		})
+	}
 }
 
 func TestSocketTakeover(t *testing.T) {
@@ -480,6 +593,7 @@ func TestSocketTakeover(t *testing.T) {
 	sock := filepath.Join(dir, "weft.sock")
 	cfg := api.DefaultConfig()
 	cfg.Socket, cfg.HTTPAddr = sock, ""
+	b := apitest.New().Backends()
 
 	// A stale socket (bound, then its listener gone) is replaced.
 	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
@@ -488,12 +602,12 @@ func TestSocketTakeover(t *testing.T) {
 	}
 	stale.SetUnlinkOnClose(false)
 	stale.Close()
-	s1, err := api.New(cfg, api.All(apitest.NewFake()))
+	s1, err := api.New(cfg, b)
 	if err != nil {
 		t.Fatalf("New over a stale socket: %v", err)
 	}
 	// A live one is not.
-	if _, err := api.New(cfg, api.All(apitest.NewFake())); !errors.Is(err, api.ErrSocketInUse) {
+	if _, err := api.New(cfg, b); !errors.Is(err, api.ErrSocketInUse) {
 		t.Errorf("New over a live socket: %v; want ErrSocketInUse", err)
 	}
 	if err := s1.Close(); err != nil {
@@ -503,7 +617,7 @@ func TestSocketTakeover(t *testing.T) {
 	if err := os.WriteFile(sock, []byte("precious"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := api.New(cfg, api.All(apitest.NewFake())); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := api.New(cfg, b); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("New over a regular file: %v; want a 'not a socket' error", err)
 	}
 	if b, _ := os.ReadFile(sock); string(b) != "precious" {
@@ -512,10 +626,25 @@ func TestSocketTakeover(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	cfg := api.DefaultConfig()
-	cfg.Socket, cfg.HTTPAddr = "", ""
-	if _, err := api.New(cfg, api.All(apitest.NewFake())); !errors.Is(err, api.ErrBadRequest) {
-		t.Errorf("New with no listener: %v; want ErrBadRequest", err)
+	noListener := api.DefaultConfig()
+	noListener.Socket, noListener.HTTPAddr = "", ""
+	tcpOnly := api.DefaultConfig()
+	tcpOnly.Socket, tcpOnly.HTTPAddr = "", "127.0.0.1:0"
+	tests := []struct {
+		name string
+		cfg  api.Config
+		b    api.Backends
+	}{
+		{"no listener", noListener, apitest.New().Backends()},
+		{"no backends", tcpOnly, api.Backends{}},
+	}
+	for _, tc := range tests {
+		if srv, err := api.New(tc.cfg, tc.b); !errors.Is(err, api.ErrBadRequest) {
+			t.Errorf("New with %s: %v; want ErrBadRequest", tc.name, err)
+			if srv != nil {
+				srv.Close()
+			}
+		}
 	}
 	if err := api.DefaultConfig().Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
