@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // Containerd is one containerd running inside a host.
@@ -63,7 +65,7 @@ func (h *Host) StartContainerd(t testing.TB, binDir, confDir string) *Containerd
 	c.done = make(chan struct{})
 	go func() { _ = c.cmd.Wait(); logf.Close(); close(c.done) }()
 	t.Cleanup(func() { c.teardown(t) })
-	Eventually(t, 30*time.Second, "containerd on "+h.Name+" to answer", func() error {
+	testutil.Eventually(t, 30*time.Second, "containerd on "+h.Name+" to answer", func() error {
 		select {
 		case <-c.done:
 			b, _ := os.ReadFile(filepath.Join(c.Dir, "containerd.log"))
@@ -76,7 +78,7 @@ func (h *Host) StartContainerd(t testing.TB, binDir, confDir string) *Containerd
 	if out, err := c.ctr("images", "import", image); err != nil {
 		t.Fatalf("import pause image: %v: %s", err, out)
 	}
-	Eventually(t, 30*time.Second, "CRI on "+h.Name+" to list the pause image", func() error {
+	testutil.Eventually(t, 30*time.Second, "CRI on "+h.Name+" to list the pause image", func() error {
 		out, err := c.Crictl("images", "-q")
 		if err != nil {
 			return err
@@ -312,8 +314,7 @@ func dirExists(p string) bool {
 // removeCgroup removes a cgroup directory tree, children first, retrying
 // briefly while the killed processes leave it.
 func removeCgroup(dir string) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	_ = testutil.Poll(10*time.Second, func() error {
 		var dirs []string
 		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -321,17 +322,14 @@ func removeCgroup(dir string) {
 			}
 			return nil
 		})
-		failed := false
+		var failed error
 		for i := len(dirs) - 1; i >= 0; i-- {
 			if err := syscall.Rmdir(dirs[i]); err != nil && !os.IsNotExist(err) {
-				failed = true
+				failed = err
 			}
 		}
-		if !failed || time.Now().After(deadline) {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return failed
+	})
 }
 
 func tail(s string, n int) string {

@@ -18,7 +18,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -31,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // Bed is one test bed.
@@ -41,8 +42,6 @@ type Bed struct {
 	Dir    string  // per-bed state directory
 	Subnet netip.Prefix
 	t      testing.TB
-	mu     sync.Mutex // guards following
-	extra  []string   // further namespaces to delete (pods, internet host)
 }
 
 // Host is one machine of the bed.
@@ -61,46 +60,31 @@ type Host struct {
 	logs   *os.File
 }
 
-// Root skips the test unless it runs as root (namespaces need it).
-func Root(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces")
-	}
-	for _, tool := range []string{"ip", "nsenter", "unshare", "mount"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (make deps)", tool)
-		}
-	}
-}
-
 var subnetSeq struct {
 	sync.Mutex
 	n int
 }
 
-// New creates the switch and n hosts.
+// New creates the switch and n hosts. Namespaces are deleted in the
+// reverse order of their creation, each host's processes killed first.
 func New(t testing.TB, n int) *Bed {
 	t.Helper()
-	Root(t)
-	var r [2]byte
+	testutil.Root(t, "ip", "nsenter", "unshare", "mount")
+	var r [1]byte
 	_, _ = rand.Read(r[:])
 	subnetSeq.Lock()
 	subnetSeq.n++
 	third := (int(r[0]) + subnetSeq.n*7) % 250
 	subnetSeq.Unlock()
 	b := &Bed{
-		Prefix: "wb" + hex.EncodeToString(r[:]),
+		Prefix: testutil.Prefix("wb"),
 		Dir:    t.TempDir(),
 		Subnet: netip.MustParsePrefix(fmt.Sprintf("192.168.%d.0/24", third)),
 		t:      t,
 	}
 	b.Switch = b.Prefix + "-sw"
-	t.Cleanup(b.destroy)
-	b.mustIP("netns", "add", b.Switch)
-	b.mustIP("-n", b.Switch, "link", "add", "br0", "type", "bridge")
-	b.mustIP("-n", b.Switch, "link", "set", "br0", "up")
-	b.mustIP("-n", b.Switch, "link", "set", "lo", "up")
+	testutil.NetNS(t, b.Switch)
+	b.mustIP("-n", b.Switch, "link", "add", "br0", "up", "type", "bridge")
 	for i := 1; i <= n; i++ {
 		b.AddHost()
 	}
@@ -108,10 +92,14 @@ func New(t testing.TB, n int) *Bed {
 }
 
 // AddHost adds one more host to the bed (e.g. a host joining later).
-func (b *Bed) AddHost() *Host {
+func (b *Bed) AddHost() *Host { return b.addHost(b.Subnet, "br0") }
+
+// addHost adds a host on underlay subnet, its veth a port of the switch's
+// bridge.
+func (b *Bed) addHost(subnet netip.Prefix, bridge string) *Host {
 	i := len(b.Hosts) + 1
 	h := &Host{bed: b, Index: i, Name: fmt.Sprintf("h%d", i), NS: fmt.Sprintf("%s-h%d", b.Prefix, i),
-		Addr: b.Subnet.Addr().Next().Next().Next().Next().Next().Next().Next().Next().Next().Next()}
+		Addr: subnet.Addr().Next().Next().Next().Next().Next().Next().Next().Next().Next().Next()}
 	for j := 0; j < i; j++ {
 		h.Addr = h.Addr.Next()
 	}
@@ -122,16 +110,14 @@ func (b *Bed) AddHost() *Host {
 			b.t.Fatalf("mkdir: %v", err)
 		}
 	}
-	veth, sw := fmt.Sprintf("%s-h%d", b.Prefix, i), fmt.Sprintf("%s-s%d", b.Prefix, i)
-	b.mustIP("netns", "add", h.NS)
-	b.mustIP("link", "add", veth, "type", "veth", "peer", "name", sw)
-	b.mustIP("link", "set", veth, "netns", h.NS)
-	b.mustIP("link", "set", sw, "netns", b.Switch)
-	b.mustIP("-n", b.Switch, "link", "set", sw, "master", "br0", "up")
-	b.mustIP("-n", h.NS, "link", "set", veth, "name", "eth0")
-	b.mustIP("-n", h.NS, "addr", "add", fmt.Sprintf("%s/%d", h.Addr, b.Subnet.Bits()), "dev", "eth0")
+	testutil.NetNS(b.t, h.NS)
+	b.t.Cleanup(func() { h.Kill(); h.killDatapaths() }) // before its namespace goes
+	// Both ends are made in their namespaces: moving a link costs the
+	// kernel a grace period.
+	b.mustIP("link", "add", "eth0", "netns", h.NS, "type", "veth", "peer", "name", h.SwitchPort(), "netns", b.Switch)
+	b.mustIP("-n", b.Switch, "link", "set", h.SwitchPort(), "master", bridge, "up")
+	b.mustIP("-n", h.NS, "addr", "add", fmt.Sprintf("%s/%d", h.Addr, subnet.Bits()), "dev", "eth0")
 	b.mustIP("-n", h.NS, "link", "set", "eth0", "up")
-	b.mustIP("-n", h.NS, "link", "set", "lo", "up")
 	b.Hosts = append(b.Hosts, h)
 	return h
 }
@@ -139,11 +125,7 @@ func (b *Bed) AddHost() *Host {
 // AddNamespace creates a bare namespace the bed will delete (pods, servers).
 func (b *Bed) AddNamespace(name string) string {
 	full := b.Prefix + "-" + name
-	b.mustIP("netns", "add", full)
-	b.mustIP("-n", full, "link", "set", "lo", "up")
-	b.mu.Lock()
-	b.extra = append(b.extra, full)
-	b.mu.Unlock()
+	testutil.NetNS(b.t, full)
 	return full
 }
 
@@ -153,9 +135,7 @@ func (b *Bed) AddInternet() (string, netip.Addr) {
 	ns := b.AddNamespace("inet")
 	addr := b.Subnet.Addr().Next().Next().Next() // .3
 	veth, sw := b.Prefix+"-in", b.Prefix+"-si"
-	b.mustIP("link", "add", veth, "type", "veth", "peer", "name", sw)
-	b.mustIP("link", "set", veth, "netns", ns)
-	b.mustIP("link", "set", sw, "netns", b.Switch)
+	b.mustIP("link", "add", veth, "netns", ns, "type", "veth", "peer", "name", sw, "netns", b.Switch)
 	b.mustIP("-n", b.Switch, "link", "set", sw, "master", "br0", "up")
 	b.mustIP("-n", ns, "addr", "add", fmt.Sprintf("%s/%d", addr, b.Subnet.Bits()), "dev", veth)
 	b.mustIP("-n", ns, "link", "set", veth, "up")
@@ -171,29 +151,12 @@ func (b *Bed) mustIP(args ...string) {
 
 // Cut takes the host's link to the switch down (a partition).
 func (h *Host) Cut() {
-	h.bed.mustIP("-n", h.bed.Switch, "link", "set", fmt.Sprintf("%s-s%d", h.bed.Prefix, h.Index), "down")
+	h.bed.mustIP("-n", h.bed.Switch, "link", "set", h.SwitchPort(), "down")
 }
 
 // Heal brings the host's link back.
 func (h *Host) Heal() {
-	h.bed.mustIP("-n", h.bed.Switch, "link", "set", fmt.Sprintf("%s-s%d", h.bed.Prefix, h.Index), "up")
-}
-
-func (b *Bed) destroy() {
-	for _, h := range b.Hosts {
-		h.Kill()
-		h.killDatapaths()
-	}
-	b.mu.Lock()
-	extra := b.extra
-	b.mu.Unlock()
-	for _, ns := range extra {
-		_ = exec.Command("ip", "netns", "del", ns).Run()
-	}
-	for _, h := range b.Hosts {
-		_ = exec.Command("ip", "netns", "del", h.NS).Run()
-	}
-	_ = exec.Command("ip", "netns", "del", b.Switch).Run()
+	h.bed.mustIP("-n", h.bed.Switch, "link", "set", h.SwitchPort(), "up")
 }
 
 // killDatapaths ends the userspace WireGuard processes this host started
@@ -381,20 +344,12 @@ func (b *Bed) DumpLogsOnFailure(t testing.TB) {
 	})
 }
 
-// Eventually polls cond until it holds or d passes.
+// Eventually is testutil.Eventually, kept while tests still call it here.
+//
+// Deprecated: use testutil.Eventually.
 func Eventually(t testing.TB, d time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %v", d, what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, what, cond)
 }
 
 var build struct {
