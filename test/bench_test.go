@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/test/testbed"
 )
 
@@ -21,7 +22,7 @@ func BenchmarkPeerIdle(b *testing.B) {
 		h1 := bed.Hosts[0]
 		h1.Launch(b)
 		var secret string
-		testbed.Eventually(b, 20*time.Second, "secret", func() error {
+		testutil.Eventually(b, 20*time.Second, "secret", func() error {
 			s, err := os.ReadFile(h1.Dir + "/data/secret")
 			secret = bed.Dir + "/secret"
 			if err == nil {
@@ -32,7 +33,7 @@ func BenchmarkPeerIdle(b *testing.B) {
 		for j, h := range bed.Hosts[1:] {
 			h.Launch(b, "--password-file", secret, bed.Hosts[j].Addr.String())
 		}
-		testbed.Eventually(b, 60*time.Second, "5 alive", func() error {
+		testutil.Eventually(b, 60*time.Second, "5 alive", func() error {
 			for _, h := range bed.Hosts {
 				if n, err := h.AliveCount(); err != nil || n != 5 {
 					return fmt.Errorf("%s: %d %v", h.Name, n, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/weftmesh/weft/api/client"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/test/testbed"
 )
 
@@ -38,7 +39,7 @@ func ipamOf(h *testbed.Host) (client.IPAMStatus, error) {
 func waitIPAMReady(t *testing.T, hosts []*testbed.Host) []int64 {
 	t.Helper()
 	counts := make([]int64, len(hosts))
-	testbed.Eventually(t, 60*time.Second, "IPAM ready with a bridge address everywhere", func() error {
+	testutil.Eventually(t, 60*time.Second, "IPAM ready with a bridge address everywhere", func() error {
 		for i, h := range hosts {
 			st, err := ipamOf(h)
 			if err != nil {
@@ -60,7 +61,7 @@ func waitIPAMReady(t *testing.T, hosts []*testbed.Host) []int64 {
 // wantAllocated waits until h's allocated count is want.
 func wantAllocated(t *testing.T, h *testbed.Host, want int64, what string) {
 	t.Helper()
-	testbed.Eventually(t, 30*time.Second, what, func() error {
+	testutil.Eventually(t, 30*time.Second, what, func() error {
 		st, err := ipamOf(h)
 		if err != nil {
 			return err
@@ -88,7 +89,7 @@ func podsOn(h *testbed.Host) (map[string]client.Pod, error) {
 // wantLinks waits until h's links are exactly base (no veth left behind).
 func wantLinks(t *testing.T, h *testbed.Host, base []string, what string) {
 	t.Helper()
-	testbed.Eventually(t, 30*time.Second, what, func() error {
+	testutil.Eventually(t, 30*time.Second, what, func() error {
 		links, err := h.Veths()
 		if err != nil {
 			return err
@@ -322,7 +323,7 @@ func testContainerd(t *testing.T, secure bool) {
 		}
 	}
 
-	testbed.Eventually(t, 30*time.Second, "pods to ping each other across hosts", func() error {
+	testutil.Eventually(t, 30*time.Second, "pods to ping each other across hosts", func() error {
 		if err := pods[0].Ping(pods[1].IP); err != nil {
 			return err
 		}
@@ -337,7 +338,7 @@ func testContainerd(t *testing.T, secure bool) {
 	}
 	defer l.Close()
 	testbed.ServeReply(l, []byte("db\n"))
-	testbed.Eventually(t, 20*time.Second, "h1 to reach the db pod through hostPort 18080 on h2", func() error {
+	testutil.Eventually(t, 20*time.Second, "h1 to reach the db pod through hostPort 18080 on h2", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		c, err := testbed.DialIn(ctx, h1.NS, "tcp", netip.AddrPortFrom(h2.Addr, 18080).String())
@@ -475,15 +476,7 @@ func TestCNIConcurrentPods(t *testing.T) {
 		if err := p.Ping(pods[i].gw); err != nil {
 			return err
 		}
-		var err error
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) {
-			if err = p.Ping(remote.Addr.Addr()); err == nil {
-				return nil
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		return err
+		return testutil.Poll(30*time.Second, func() error { return p.Ping(remote.Addr.Addr()) })
 	})
 	for _, err := range errs {
 		if err != nil {

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/test/testbed"
 )
 
@@ -44,7 +46,7 @@ func relaunchArgs(transport string) []string {
 // ready, and it reaches each other peer with the wanted transport.
 func waitReady(t *testing.T, hosts []*testbed.Host, transport string) {
 	t.Helper()
-	testbed.Eventually(t, 90*time.Second, fmt.Sprintf("%d peers alive, IPAM ready, transport %s", len(hosts), transport), func() error {
+	testutil.Eventually(t, 90*time.Second, fmt.Sprintf("%d peers alive, IPAM ready, transport %s", len(hosts), transport), func() error {
 		for _, h := range hosts {
 			st, err := h.Status()
 			if err != nil {
@@ -102,14 +104,7 @@ func pingAll(t *testing.T, pods []*testbed.Pod, within time.Duration) int {
 				if dst == src {
 					continue
 				}
-				var err error
-				deadline := time.Now().Add(within)
-				for {
-					if err = src.Ping(dst.Addr.Addr()); err == nil || time.Now().After(deadline) {
-						break
-					}
-					time.Sleep(300 * time.Millisecond)
-				}
+				err := testutil.Poll(within, func() error { return src.Ping(dst.Addr.Addr()) })
 				mu.Lock()
 				pairs++
 				if err != nil {
@@ -239,7 +234,7 @@ func checkEncrypted(t *testing.T, bed *testbed.Bed, pods []*testbed.Pod) {
 		out, _ := h2.Run("timeout", "-s", "INT", "8", "tcpdump", "-i", "eth0", "-n", "-U", "-s", "128", "-w", pcap)
 		capDone <- out
 	}()
-	testbed.Eventually(t, 20*time.Second, "tcpdump to start writing", func() error {
+	testutil.Eventually(t, 20*time.Second, "tcpdump to start writing", func() error {
 		if _, err := os.Stat(pcap); err != nil {
 			return err
 		}
@@ -258,13 +253,13 @@ func checkEncrypted(t *testing.T, bed *testbed.Bed, pods []*testbed.Pod) {
 		out   string
 		err   error
 	)
-	for i := 0; i < 20 && !tcpOK; i++ { // the server may not listen yet
+	_ = testutil.Poll(5*time.Second, func() error { // the server may not listen yet
 		out, err = src.Exec("iperf3", "-c", dst.Addr.Addr().String(), "-n", "1M")
-		tcpOK = err == nil && strings.Contains(out, "receiver")
-		if !tcpOK {
-			time.Sleep(200 * time.Millisecond)
+		if tcpOK = err == nil && strings.Contains(out, "receiver"); !tcpOK {
+			return errors.New("no transfer")
 		}
-	}
+		return nil
+	})
 	if !tcpOK {
 		t.Errorf("no TCP transfer between pods during the capture: %v: %s", err, out)
 	}
@@ -395,7 +390,7 @@ func TestDatapathRestartKeepsPodTraffic(t *testing.T) {
 			}
 			h1.MustRun(t, "ip", "route", "del", victim.Dst, "proto", "157")
 			deleted := time.Now()
-			testbed.Eventually(t, 20*time.Second, "route "+victim.Dst+" back on "+h1.Name, func() error {
+			testutil.Eventually(t, 20*time.Second, "route "+victim.Dst+" back on "+h1.Name, func() error {
 				rs, err := h1.WeftRoutes()
 				if err != nil {
 					return err
@@ -478,7 +473,7 @@ func TestDatapathHostLeaves(t *testing.T) {
 	owned4 := ownedBy(t, h1, h4.Name)
 	h4.Stop()
 	survivors := bed.Hosts[:3]
-	testbed.Eventually(t, 60*time.Second, "h4 stopped on h1", func() error {
+	testutil.Eventually(t, 60*time.Second, "h4 stopped on h1", func() error {
 		if st, _ := peerState(t, h1, h4.Name); st != "stopped" && st != "dead" {
 			return fmt.Errorf("h1 sees h4 %q; want stopped (or dead)", st)
 		}
@@ -496,7 +491,7 @@ func TestDatapathHostLeaves(t *testing.T) {
 	// 2. kill -9 of h3, then `weft rmpeer h3` on h1: its ranges route to h1.
 	owned3 := ownedBy(t, h1, h3.Name)
 	h3.Kill()
-	testbed.Eventually(t, 60*time.Second, "h3 dead on h1", func() error {
+	testutil.Eventually(t, 60*time.Second, "h3 dead on h1", func() error {
 		if st, _ := peerState(t, h1, h3.Name); st != "dead" {
 			return fmt.Errorf("h1 sees h3 %q", st)
 		}
@@ -519,7 +514,7 @@ func reclaim(t *testing.T, h, gone *testbed.Host, hosts []*testbed.Host) {
 		t.Fatalf("weft rmpeer %s on %s: %v: %s %s", gone.Name, h.Name, err, out, stderr)
 	}
 	t.Logf("weft rmpeer %s on %s: %s", gone.Name, h.Name, strings.TrimSpace(out))
-	testbed.Eventually(t, 60*time.Second, gone.Name+"'s ranges reclaimed everywhere", func() error {
+	testutil.Eventually(t, 60*time.Second, gone.Name+"'s ranges reclaimed everywhere", func() error {
 		for _, x := range hosts {
 			rs, err := ring(x)
 			if err != nil {
@@ -541,7 +536,7 @@ func checkMovedTo(t *testing.T, h *testbed.Host, rs []ringRange, owner *testbed.
 	t.Helper()
 	// h learns of the move by gossip and its router applies it after a
 	// debounce: poll (waitRingRoutes checks only the ends of merged runs).
-	testbed.Eventually(t, 30*time.Second, "reclaimed ranges routed to "+owner.Name+" on "+h.Name, func() error {
+	testutil.Eventually(t, 30*time.Second, "reclaimed ranges routed to "+owner.Name+" on "+h.Name, func() error {
 		for _, r := range rs {
 			for _, a := range []netip.Addr{r.start.Next(), r.end.Prev()} { // neither is the range's network or broadcast
 				rt, err := h.RouteGet(a)
@@ -624,7 +619,7 @@ func waitRingRoutes(t *testing.T, hosts, all []*testbed.Host) {
 			}
 		}
 	})
-	testbed.Eventually(t, 60*time.Second, "every range routed to its owner", func() error {
+	testutil.Eventually(t, 60*time.Second, "every range routed to its owner", func() error {
 		for _, h := range hosts {
 			rs, err := ring(h)
 			if err != nil {
@@ -664,7 +659,7 @@ func waitRingRoutes(t *testing.T, hosts, all []*testbed.Host) {
 func waitNoRoutesVia(t *testing.T, hosts []*testbed.Host, gone *testbed.Host) {
 	t.Helper()
 	start := time.Now()
-	testbed.Eventually(t, 60*time.Second, "no route via "+gone.Name, func() error {
+	testutil.Eventually(t, 60*time.Second, "no route via "+gone.Name, func() error {
 		for _, h := range hosts {
 			rs, err := h.WeftRoutes()
 			if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/weftmesh/weft/api/client"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/test/testbed"
 )
 
@@ -41,7 +42,7 @@ func ipamLaunch(t *testing.T, hosts []*testbed.Host, args ...string) {
 // ipamWaitReady waits until every host's ring is ready and it owns space.
 func ipamWaitReady(t *testing.T, hosts []*testbed.Host, within time.Duration) {
 	t.Helper()
-	testbed.Eventually(t, within, "every ring ready with space", func() error {
+	testutil.Eventually(t, within, "every ring ready with space", func() error {
 		for _, h := range hosts {
 			st, err := h.IPAMStatus()
 			if err != nil {
@@ -79,7 +80,7 @@ func ringsEqual(hosts []*testbed.Host) ([]client.IPAMRange, error) {
 func ipamWaitRingsEqual(t *testing.T, hosts []*testbed.Host, within time.Duration) []client.IPAMRange {
 	t.Helper()
 	var ring []client.IPAMRange
-	testbed.Eventually(t, within, "rings equal on every host", func() (err error) {
+	testutil.Eventually(t, within, "rings equal on every host", func() (err error) {
 		ring, err = ringsEqual(hosts)
 		return err
 	})
@@ -189,8 +190,7 @@ func bridges(t *testing.T, hosts []*testbed.Host, bugs *knownBugs) testbed.Alloc
 		}
 		out["bridge-"+h.Name] = testbed.Allocation{Host: h.Name, Addr: p.Addr()}
 		var inStatus string
-		deadline := time.Now().Add(15 * time.Second)
-		for time.Now().Before(deadline) {
+		err = testutil.Poll(15*time.Second, func() error {
 			if st, err := h.Status(); err == nil {
 				for _, q := range st.Peers {
 					if q.Self {
@@ -198,12 +198,12 @@ func bridges(t *testing.T, hosts []*testbed.Host, bugs *knownBugs) testbed.Alloc
 					}
 				}
 			}
-			if inStatus == p.Addr().String() {
-				break
+			if inStatus != p.Addr().String() {
+				return fmt.Errorf("status shows bridge %q", inStatus)
 			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if inStatus != p.Addr().String() {
+			return nil
+		})
+		if err != nil {
 			// Once a lost update of the peer's gossip metadata (a stale
 			// copy published with Joined=true erased Bridge).
 			bugs.add("%s: status shows its bridge as %q 15 s after it was allocated %s (its metadata lost the bridge address)", h.Name, inStatus, p.Addr())
@@ -215,7 +215,7 @@ func bridges(t *testing.T, hosts []*testbed.Host, bugs *knownBugs) testbed.Alloc
 // waitDeadEverywhere waits until every survivor reports victim dead.
 func waitDeadEverywhere(t *testing.T, survivors []*testbed.Host, victim string) {
 	t.Helper()
-	testbed.Eventually(t, 90*time.Second, victim+" dead on every survivor", func() error {
+	testutil.Eventually(t, 90*time.Second, victim+" dead on every survivor", func() error {
 		for _, h := range survivors {
 			if st, _ := peerState(t, h, victim); st != "dead" {
 				return fmt.Errorf("%s sees %s %q", h.Name, victim, st)
@@ -342,13 +342,7 @@ func TestIPAMConcurrentAllocationsAndDonation(t *testing.T) {
 	// next donor, and the first donated block reaches h4 only with a later
 	// push-pull (LAN interval 30 s; up to 45 s seen). So allow 120 s.
 	start = time.Now()
-	var lastErr error
-	for time.Since(start) < 10*time.Second {
-		if _, lastErr = ringsEqual(hosts); lastErr == nil {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	lastErr := testutil.Poll(10*time.Second, func() error { _, err := ringsEqual(hosts); return err })
 	if lastErr != nil {
 		t.Logf("known bug: rings of 4 hosts differ 10 s after h4's allocations: %v", lastErr)
 		for _, h := range hosts {
@@ -388,7 +382,7 @@ func TestIPAMPartitionHeal(t *testing.T) {
 	// Both sides keep allocating at once, and again once each side sees
 	// the other unreachable.
 	all.Add(allocateAll(t, hosts, "cut", 20, 5))
-	testbed.Eventually(t, 90*time.Second, "each side to see the other's space unreachable", func() error {
+	testutil.Eventually(t, 90*time.Second, "each side to see the other's space unreachable", func() error {
 		for _, h := range hosts {
 			st, err := h.IPAMStatus()
 			if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/test/testbed"
 )
 
@@ -20,7 +21,7 @@ func launchSecureMesh(t *testing.T, bed *testbed.Bed) string {
 	h1 := bed.Hosts[0]
 	h1.Launch(t)
 	secret := filepath.Join(bed.Dir, "secret")
-	testbed.Eventually(t, 20*time.Second, "h1 to create the secret", func() error {
+	testutil.Eventually(t, 20*time.Second, "h1 to create the secret", func() error {
 		b, err := os.ReadFile(filepath.Join(h1.Dir, "data", "secret"))
 		if err != nil {
 			return err
@@ -35,7 +36,7 @@ func launchSecureMesh(t *testing.T, bed *testbed.Bed) string {
 
 func waitAlive(t *testing.T, hosts []*testbed.Host, want int, within time.Duration) {
 	t.Helper()
-	testbed.Eventually(t, within, fmt.Sprintf("every peer to see %d alive", want), func() error {
+	testutil.Eventually(t, within, fmt.Sprintf("every peer to see %d alive", want), func() error {
 		for _, h := range hosts {
 			n, err := h.AliveCount()
 			if err != nil {
@@ -82,7 +83,7 @@ func TestMeshFormsFailsAndRejoins(t *testing.T) {
 	victim := bed.Hosts[2]
 	_, oldID := peerState(t, bed.Hosts[0], victim.Name)
 	victim.Kill()
-	testbed.Eventually(t, 30*time.Second, victim.Name+" reported dead everywhere", func() error {
+	testutil.Eventually(t, 30*time.Second, victim.Name+" reported dead everywhere", func() error {
 		for _, h := range bed.Hosts {
 			if h == victim {
 				continue
@@ -209,7 +210,7 @@ func TestResetHandsSpaceOver(t *testing.T) {
 	h1.Launch(t, "--insecure")
 	h2.Launch(t, "--insecure", h1.Addr.String())
 	waitAlive(t, bed.Hosts, 2, 30*time.Second)
-	testbed.Eventually(t, 30*time.Second, "h2 to own space and have its bridge", func() error {
+	testutil.Eventually(t, 30*time.Second, "h2 to own space and have its bridge", func() error {
 		st, err := h2.Status()
 		if err != nil {
 			return err
@@ -224,7 +225,7 @@ func TestResetHandsSpaceOver(t *testing.T) {
 	if code, ok := h2.Wait(30 * time.Second); !ok || code != 0 {
 		t.Errorf("h2 after reset: exited=%v code=%d; want a clean exit", ok, code)
 	}
-	testbed.Eventually(t, 30*time.Second, "h1 to own the whole range", func() error {
+	testutil.Eventually(t, 30*time.Second, "h1 to own the whole range", func() error {
 		st, err := h1.Status()
 		if err != nil {
 			return err
@@ -247,7 +248,7 @@ func TestResetHandsSpaceOver(t *testing.T) {
 // waitOneRing waits until every host's IPAM is ready with the same ring.
 func waitOneRing(t *testing.T, hosts []*testbed.Host) {
 	t.Helper()
-	testbed.Eventually(t, 60*time.Second, "one ring on every peer", func() error {
+	testutil.Eventually(t, 60*time.Second, "one ring on every peer", func() error {
 		var first string
 		for _, h := range hosts {
 			st, err := h.Status()

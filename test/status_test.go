@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/weftmesh/weft/api/apitest"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/test/testbed"
 )
 
@@ -110,7 +111,7 @@ func launchSecureMeshWith(t *testing.T, bed *testbed.Bed, extra ...string) {
 	h1 := bed.Hosts[0]
 	h1.Launch(t, extra...)
 	secret := filepath.Join(bed.Dir, "secret")
-	testbed.Eventually(t, 20*time.Second, "h1 to create the secret", func() error {
+	testutil.Eventually(t, 20*time.Second, "h1 to create the secret", func() error {
 		b, err := os.ReadFile(filepath.Join(h1.Dir, "data", "secret"))
 		if err != nil {
 			return err
@@ -141,7 +142,7 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 	// Traffic over WireGuard to both other peers: handshakes and bytes.
 	for _, h := range []*testbed.Host{h2, h3} {
 		b := bridgeOf(t, h)
-		testbed.Eventually(t, 30*time.Second, "pod on h1 to ping "+h.Name+"'s bridge", func() error { return p1.Ping(b) })
+		testutil.Eventually(t, 30*time.Second, "pod on h1 to ping "+h.Name+"'s bridge", func() error { return p1.Ping(b) })
 	}
 	// A DNS query on h1, for the query counters.
 	ns1, err := p1.Nameserver()
@@ -150,7 +151,7 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 	}
 	waitDig(t, 20*time.Second, []resolver{{"pod on h1", p1.Exec, ns1}}, "web.weft.local", wantAddrs(netip.MustParseAddr("10.32.200.2")))
 	for _, h := range bed.Hosts {
-		testbed.Eventually(t, 20*time.Second, h.Name+" to list both DNS records", func() error {
+		testutil.Eventually(t, 20*time.Second, h.Name+" to list both DNS records", func() error {
 			st, err := h.Status()
 			if err != nil {
 				return err
@@ -256,7 +257,7 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 
 	t.Run("status over TCP equals weft status --json", func(t *testing.T) {
 		for _, h := range bed.Hosts {
-			testbed.Eventually(t, 20*time.Second, h.Name+": GET /status to match the CLI", func() error {
+			testutil.Eventually(t, 20*time.Second, h.Name+": GET /status to match the CLI", func() error {
 				code, body := get(t, h, "/status")
 				if code != http.StatusOK {
 					return fmt.Errorf("GET /status: %d %s", code, body)
@@ -328,7 +329,7 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 	t.Run("a dead peer is a problem in words", func(t *testing.T) {
 		h3.Kill()
 		killed := time.Now()
-		testbed.Eventually(t, 45*time.Second, "h1 to report h3 dead", func() error {
+		testutil.Eventually(t, 45*time.Second, "h1 to report h3 dead", func() error {
 			if st, _ := peerState(t, h1, h3.Name); st != "dead" {
 				return fmt.Errorf("h3 is %q", st)
 			}
