@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/weftmesh/weft/gossip/gossiptest"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/peer"
 )
 
@@ -65,7 +66,7 @@ func convergeOnce(b *testing.B, n int, deadline time.Duration) {
 		go func() { _ = m.Run(ctx); done <- struct{}{} }()
 	}
 	least := 0
-	for time.Since(start) < deadline {
+	_ = testutil.Poll(deadline, func() error { // not converging is what seen-fraction reports
 		least = n
 		for _, m := range meshes {
 			alive := 0
@@ -76,11 +77,8 @@ func convergeOnce(b *testing.B, n int, deadline time.Duration) {
 			}
 			least = min(least, alive)
 		}
-		if least == n {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return wantCount("least alive seen by a peer", least, n)
+	})
 	took := time.Since(start)
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)

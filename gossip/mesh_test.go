@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/weftmesh/weft/gossip/gossiptest"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/peer"
 	"go.uber.org/goleak"
 )
@@ -155,15 +156,12 @@ func (p *testPeer) stop() {
 	p.cancel = nil
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
+// wantCount is nil when got is want, else an error naming what.
+func wantCount(what string, got, want int) error {
+	if got != want {
+		return fmt.Errorf("%s = %d; want %d", what, got, want)
 	}
+	return nil
 }
 
 func countState(p *testPeer, st peer.State) int {
@@ -188,12 +186,12 @@ func TestMeshConverges50(t *testing.T) {
 		c.PushPullInterval = 2 * time.Second
 	})
 	least := 0
-	waitFor(t, 150*time.Second, "50 peers to see 50 alive", func() bool {
+	testutil.Eventually(t, 150*time.Second, "50 peers to see 50 alive", func() error {
 		least = n
 		for _, p := range peers {
 			least = min(least, countState(p, peer.Alive))
 		}
-		return least == n
+		return wantCount("least alive seen by a peer", least, n)
 	})
 	defer func() {
 		if t.Failed() {
@@ -211,7 +209,7 @@ func TestMeshConverges50(t *testing.T) {
 
 func TestChannelReplicates(t *testing.T) {
 	peers := startMesh(t, 5, nil)
-	waitFor(t, 20*time.Second, "5 alive", func() bool { return countState(peers[4], peer.Alive) == 5 })
+	testutil.Eventually(t, 20*time.Second, "5 alive", func() error { return wantCount("alive", countState(peers[4], peer.Alive), 5) })
 	for i, p := range peers {
 		v := fmt.Sprintf("item-%d", i)
 		p.set.add(v)
@@ -221,49 +219,51 @@ func TestChannelReplicates(t *testing.T) {
 	big := strings.Repeat("x", 5000)
 	peers[0].set.add(big)
 	peers[0].ch.Broadcast([]byte(big))
-	waitFor(t, 20*time.Second, "all sets to hold 6 items", func() bool {
+	testutil.Eventually(t, 20*time.Second, "all sets to hold 6 items", func() error {
 		for _, p := range peers {
-			if p.set.len() != 6 {
-				return false
+			if err := wantCount(p.mesh.cfg.Name+" items", p.set.len(), 6); err != nil {
+				return err
 			}
 		}
-		return true
+		return nil
 	})
 	// Unicast.
 	if err := peers[1].ch.SendTo(context.Background(), peers[2].mesh.cfg.ID, []byte("direct")); err != nil {
 		t.Fatalf("SendTo: %v", err)
 	}
-	waitFor(t, 10*time.Second, "unicast delivered", func() bool { return peers[2].set.len() == 7 })
+	testutil.Eventually(t, 10*time.Second, "unicast delivered", func() error { return wantCount("items", peers[2].set.len(), 7) })
 	// State added without a broadcast arrives by push-pull anti-entropy.
 	peers[3].set.add("quiet")
-	waitFor(t, 20*time.Second, "push-pull to spread 'quiet'", func() bool {
+	testutil.Eventually(t, 20*time.Second, "push-pull to spread 'quiet'", func() error {
 		for _, p := range []*testPeer{peers[0], peers[4]} {
 			p.set.mu.Lock()
 			ok := p.set.items["quiet"]
 			p.set.mu.Unlock()
 			if !ok {
-				return false
+				return fmt.Errorf("%s lacks it", p.mesh.cfg.Name)
 			}
 		}
-		return true
+		return nil
 	})
 }
 
 func TestDeadAndRejoin(t *testing.T) {
 	peers := startMesh(t, 5, nil)
-	waitFor(t, 20*time.Second, "5 alive", func() bool { return countState(peers[0], peer.Alive) == 5 })
+	testutil.Eventually(t, 20*time.Second, "5 alive", func() error { return wantCount("alive", countState(peers[0], peer.Alive), 5) })
 	// gone waits until p000 sees name gone, and returns the state it shows.
 	gone := func(name string, want ...peer.State) peer.State {
 		t.Helper()
 		last := peer.State("")
-		waitFor(t, 20*time.Second, name+" seen gone", func() bool {
+		testutil.Eventually(t, 20*time.Second, name+" seen gone", func() error {
 			for _, i := range peers[0].mesh.Peers() {
 				if i.Name == name {
-					last = i.State
-					return slices.Contains(want, i.State)
+					if last = i.State; !slices.Contains(want, i.State) {
+						return fmt.Errorf("state %q; want one of %q", i.State, want)
+					}
+					return nil
 				}
 			}
-			return false
+			return errors.New("not listed")
 		})
 		return last
 	}
@@ -288,13 +288,16 @@ func TestDeadAndRejoin(t *testing.T) {
 	// Peer 2 crashes: its memberlist stops without a goodbye.
 	crashed := peers[2]
 	crashed.mesh.Shutdown() // Run is stopped only at cleanup: no goodbye was said
-	waitFor(t, 20*time.Second, "peer 2 seen dead", func() bool {
+	testutil.Eventually(t, 20*time.Second, "peer 2 seen dead", func() error {
 		for _, i := range peers[0].mesh.Peers() {
 			if i.Name == "p002" {
-				return i.State == peer.Dead
+				if i.State != peer.Dead {
+					return fmt.Errorf("state %q", i.State)
+				}
+				return nil
 			}
 		}
-		return false
+		return errors.New("not listed")
 	})
 	// The departed peer stays listed until forgotten.
 	peers[0].mesh.Forget("p003")
