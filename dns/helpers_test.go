@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	miekg "github.com/miekg/dns"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/peer"
 	"go.uber.org/goleak"
 )
@@ -60,23 +62,17 @@ func runServer(t *testing.T, s *Server) netip.AddrPort {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	var addrs []netip.AddrPort
-	waitFor(t, 5*time.Second, "server listening", func() bool {
-		addrs = s.ListenAddrs()
-		return len(addrs) == 1
-	})
-	return addrs[0]
+	testutil.Eventually(t, 5*time.Second, "server listening", listening(s, 1))
+	return s.ListenAddrs()[0]
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
+// listening is a condition for testutil.Eventually: s serves n addresses.
+func listening(s *Server, n int) func() error {
+	return func() error {
+		if got := s.ListenAddrs(); len(got) != n {
+			return fmt.Errorf("listening on %v; want %d addresses", got, n)
 		}
-		time.Sleep(5 * time.Millisecond)
+		return nil
 	}
 }
 
@@ -182,12 +178,6 @@ func runBenchServer(b *testing.B, s *Server) netip.AddrPort {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	b.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(5 * time.Second)
-	for len(s.ListenAddrs()) == 0 {
-		if time.Now().After(deadline) {
-			b.Fatal("server did not start")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(b, 5*time.Second, "server to start", listening(s, 1))
 	return s.ListenAddrs()[0]
 }

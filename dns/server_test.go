@@ -14,6 +14,7 @@ import (
 
 	miekg "github.com/miekg/dns"
 	"github.com/weftmesh/weft/dns/dnstest"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/peer"
 )
 
@@ -136,7 +137,7 @@ func TestNeverForwardsToItself(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, 5*time.Second, "listening", func() bool { return len(s.ListenAddrs()) == 1 })
+	testutil.Eventually(t, 5*time.Second, "listening", listening(s, 1))
 	resp := exchange(t, "udp", s.ListenAddrs()[0], query("example.com.", miekg.TypeA, false))
 	if resp.Rcode != miekg.RcodeServerFailure {
 		t.Errorf("rcode = %s; want SERVFAIL (the only upstream is ourselves)", miekg.RcodeToString[resp.Rcode])
@@ -184,10 +185,13 @@ func TestMalformedFlood(t *testing.T) {
 			t.Fatalf("write: %v", err)
 		}
 	}
-	waitFor(t, 10*time.Second, "an answer after the flood", func() bool {
+	testutil.Eventually(t, 10*time.Second, "an answer after the flood", func() error {
 		c := &miekg.Client{Net: "udp", Timeout: 500 * time.Millisecond}
 		resp, _, err := c.Exchange(query("web.weft.local.", miekg.TypeA, false), addr.String())
-		return err == nil && len(resp.Answer) == 2
+		if err == nil && len(resp.Answer) != 2 {
+			err = fmt.Errorf("answers %v; want 2", resp.Answer)
+		}
+		return err
 	})
 	if st := s.Stats(); st.Errors == 0 {
 		t.Errorf("Stats.Errors = 0 after the flood; want malformed packets counted")
@@ -234,9 +238,7 @@ func TestSetListen(t *testing.T) {
 // changes. resolv.conf cannot name a port, so the test upstreams listen on
 // port 53 of random loopback addresses, which needs root.
 func TestResolvConfReload(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to bind port 53 on loopback")
-	}
+	testutil.Root(t) // to bind port 53 on loopback
 	answering := func(ip string) (netip.Addr, func()) {
 		a := netip.AddrFrom4([4]byte{127, byte(100 + rand.IntN(100)), byte(rand.IntN(256)), byte(1 + rand.IntN(250))})
 		srv := &miekg.Server{Addr: a.String() + ":53", Net: "udp", Handler: miekg.HandlerFunc(func(w miekg.ResponseWriter, r *miekg.Msg) {
@@ -270,18 +272,21 @@ func TestResolvConfReload(t *testing.T) {
 	cfg.ResolvConf = path
 	s := newServer(t, cfg, nil)
 	addr := runServer(t, s)
-	answerIs := func(ip string) func() bool {
-		return func() bool {
+	answerIs := func(ip string) func() error {
+		return func() error {
 			c := &miekg.Client{Net: "udp", Timeout: time.Second}
 			resp, _, err := c.Exchange(query("example.com.", miekg.TypeA, false), addr.String())
-			return err == nil && len(resp.Answer) == 1 && resp.Answer[0].(*miekg.A).A.String() == ip
+			if err == nil && (len(resp.Answer) != 1 || resp.Answer[0].(*miekg.A).A.String() != ip) {
+				err = fmt.Errorf("answers %v; want %s", resp.Answer, ip)
+			}
+			return err
 		}
 	}
-	waitFor(t, 5*time.Second, "answer from the first upstream", answerIs("192.0.2.1"))
+	testutil.Eventually(t, 5*time.Second, "answer from the first upstream", answerIs("192.0.2.1"))
 	if err := os.WriteFile(path, []byte("# changed\nnameserver "+a2.String()+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "answer from the second upstream after the change", answerIs("192.0.2.2"))
+	testutil.Eventually(t, 5*time.Second, "answer from the second upstream after the change", answerIs("192.0.2.2"))
 }
 
 // TestReplicatedAnswers: a name added on one server is answered by the
@@ -375,12 +380,6 @@ func TestSetListenRetries(t *testing.T) {
 		t.Fatalf("ListenAddrs = %v; want none while the port is taken", got)
 	}
 	blocker.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(s.ListenAddrs()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not bound 10 s after the port was freed", spec)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, spec+" to be bound after the port was freed", listening(s, 1))
 	exchange(t, "tcp", netip.MustParseAddrPort(spec), query("web.weft.local.", miekg.TypeA, false))
 }
