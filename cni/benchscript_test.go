@@ -15,7 +15,7 @@ func TestBenchScript(t *testing.T) {
 	}
 	b := newTestbed(t)
 	cmd := exec.Command("../scripts/bench-cni.sh")
-	cmd.Env = append(os.Environ(), "WEFT_SOCKET="+b.peer.socket, "WEFT_NETNS="+b.host.Path(), "WEFT_CNI="+binary(t))
+	cmd.Env = append(os.Environ(), "WEFT_SOCKET="+b.peer.socket, "WEFT_NETNS="+b.host, "WEFT_CNI="+binary(t))
 	out, err := cmd.CombinedOutput()
 	t.Logf("bench-cni.sh:\n%s", out)
 	if err != nil {

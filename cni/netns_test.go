@@ -1,7 +1,8 @@
 package cni
 
 // Kernel tests (root only): a throwaway "host" namespace with a real bridge,
-// throwaway pod namespaces, the fake peer on a unix socket, and the plugin's
+// throwaway pod namespaces (testutil.NetNS; a namespace is its path here,
+// as for the runtime), the fake peer on a unix socket, and the plugin's
 // command methods run inside the host namespace as the runtime would run
 // the binary there.
 
@@ -16,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,42 +25,35 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 const testGateway = "10.32.0.1"
 
 type testbed struct {
-	host   ns.NetNS
+	prefix string       // of the namespace names
+	pods   atomic.Int32 // pod namespaces made
+	host   string       // the host namespace's path
 	bridge string
 	peer   *fakePeer
 	data   string
 }
 
-func requireRoot(tb testing.TB) {
+// newPod creates a pod namespace that lives until tb's test ends and
+// returns its path.
+func (b *testbed) newPod(tb testing.TB) string {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root for network namespaces")
-	}
-}
-
-func newNS(tb testing.TB) ns.NetNS {
-	tb.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		tb.Fatalf("new netns: %v", err)
-	}
-	tb.Cleanup(func() { n.Close(); _ = testutils.UnmountNS(n) })
-	return n
+	return testutil.NetNS(tb, fmt.Sprintf("%s-p%d", b.prefix, b.pods.Add(1)))
 }
 
 func newTestbed(tb testing.TB) *testbed {
 	tb.Helper()
-	requireRoot(tb)
-	b := &testbed{host: newNS(tb), bridge: "weft", data: tb.TempDir()}
-	err := b.host.Do(func(ns.NetNS) error {
+	testutil.Root(tb)
+	b := &testbed{prefix: testutil.Prefix("wc"), bridge: "weft", data: tb.TempDir()}
+	b.host = testutil.NetNS(tb, b.prefix+"-host")
+	err := testutil.InNetNS(b.host, func() error {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: b.bridge}}
 		if err := netlink.LinkAdd(br); err != nil {
 			return err
@@ -91,16 +86,16 @@ func (b *testbed) run(cmd string, args *skel.CmdArgs) (string, error) {
 	p := New(&out, nil)
 	f := map[string]func(*skel.CmdArgs) error{"ADD": p.Add, "DEL": p.Del, "CHECK": p.Check, "STATUS": p.Status, "GC": p.GC}[cmd]
 	var cerr error
-	if err := b.host.Do(func(ns.NetNS) error { cerr = f(args); return nil }); err != nil {
+	if err := testutil.InNetNS(b.host, func() error { cerr = f(args); return nil }); err != nil {
 		return "", err
 	}
 	return out.String(), cerr
 }
 
 // inHost / inNS run fn inside a namespace and fail the test on error.
-func inNS(tb testing.TB, n ns.NetNS, fn func() error) {
+func inNS(tb testing.TB, path string, fn func() error) {
 	tb.Helper()
-	if err := n.Do(func(ns.NetNS) error { return fn() }); err != nil {
+	if err := testutil.InNetNS(path, fn); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -111,7 +106,7 @@ func randomID() string {
 	return hex.EncodeToString(b)
 }
 
-func weftVeths(tb testing.TB, n ns.NetNS) []string {
+func weftVeths(tb testing.TB, n string) []string {
 	tb.Helper()
 	var names []string
 	inNS(tb, n, func() error {
@@ -130,9 +125,9 @@ func TestAddCheckDelDel(t *testing.T) {
 	b := newTestbed(t)
 	for _, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {
 		t.Run(v, func(t *testing.T) {
-			pod := newNS(t)
+			pod := b.newPod(t)
 			id := randomID()
-			args := &skel.CmdArgs{ContainerID: id, Netns: pod.Path(), IfName: "eth0",
+			args := &skel.CmdArgs{ContainerID: id, Netns: pod, IfName: "eth0",
 				Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID=u1", StdinData: b.conf(v, "")}
 			out, err := b.run("ADD", args)
 			if err != nil {
@@ -143,7 +138,7 @@ func TestAddCheckDelDel(t *testing.T) {
 			if addr == "" {
 				t.Fatalf("peer has no allocation for %s: %v", id, allocs)
 			}
-			checkResultJSON(t, v, out, pod.Path(), hostVethName(id, "eth0"), addr)
+			checkResultJSON(t, v, out, pod, hostVethName(id, "eth0"), addr)
 			if d := dns["web.default"]; d.Address != strings.Split(addr, "/")[0] || d.ContainerID != id {
 				t.Errorf("DNS record = %+v; want web.default → %s for %s", d, addr, id)
 			}
@@ -246,7 +241,7 @@ func checkResultJSON(t *testing.T, v, out, netns, hostVeth, addr string) {
 // checkKernel verifies the routed veth pair (no bridge port, proxy ARP, the
 // host's route and neighbour to the pod), MTU, the pod's address, gateway
 // neighbour and route, and that the pod reaches its gateway over TCP.
-func checkKernel(t *testing.T, b *testbed, pod ns.NetNS, id, addr string) {
+func checkKernel(t *testing.T, b *testbed, pod, id, addr string) {
 	t.Helper()
 	var ln net.Listener
 	inNS(t, b.host, func() error {
@@ -324,28 +319,28 @@ func TestAddFailureRollsBack(t *testing.T) {
 	b := newTestbed(t)
 	tests := []struct {
 		name        string
-		extra       string                           // extra config JSON
-		setup       func(t testing.TB, pod ns.NetNS) // before ADD
-		netns       func(ns.NetNS) string
+		extra       string                         // extra config JSON
+		setup       func(t testing.TB, pod string) // before ADD
+		netns       func(pod string) string
 		failDNS     bool
 		wantCode    uint
 		wantRelease bool // an address was allocated, so it must be released
 	}{
 		{name: "bridge missing", extra: `,"bridge":"nobridge0"`, wantCode: types.ErrTryAgainLater, wantRelease: true},
-		{name: "netns bogus", netns: func(ns.NetNS) string { return "/tmp/not-a-netns-weft" }, wantCode: types.ErrInvalidNetNS},
+		{name: "netns bogus", netns: func(string) string { return "/tmp/not-a-netns-weft" }, wantCode: types.ErrInvalidNetNS},
 		{name: "peer not running", extra: `,"socket":"/nonexistent-weft/weft.sock"`, wantCode: types.ErrTryAgainLater},
 		{name: "dns fails", failDNS: true, wantCode: types.ErrInternal, wantRelease: true},
-		{name: "eth0 taken in pod", wantCode: types.ErrInternal, wantRelease: true, setup: func(t testing.TB, pod ns.NetNS) {
+		{name: "eth0 taken in pod", wantCode: types.ErrInternal, wantRelease: true, setup: func(t testing.TB, pod string) {
 			inNS(t, pod, func() error { return netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}}) })
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pod := newNS(t)
+			pod := b.newPod(t)
 			if tt.setup != nil {
 				tt.setup(t, pod)
 			}
-			path := pod.Path()
+			path := pod
 			if tt.netns != nil {
 				path = tt.netns(pod)
 			}
@@ -383,16 +378,16 @@ func TestAddFailureRollsBack(t *testing.T) {
 func TestConcurrentPods(t *testing.T) {
 	b := newTestbed(t)
 	const n = 30
-	pods := make([]ns.NetNS, n)
+	pods := make([]string, n)
 	for i := range pods {
-		pods[i] = newNS(t)
+		pods[i] = b.newPod(t)
 	}
 	ids := make([]string, n)
 	errs := make(chan error, n)
 	for i := range n {
 		ids[i] = randomID()
 		go func() {
-			_, err := b.run("ADD", &skel.CmdArgs{ContainerID: ids[i], Netns: pods[i].Path(), IfName: "eth0", StdinData: b.conf("1.0.0", "")})
+			_, err := b.run("ADD", &skel.CmdArgs{ContainerID: ids[i], Netns: pods[i], IfName: "eth0", StdinData: b.conf("1.0.0", "")})
 			errs <- err
 		}()
 	}
@@ -411,7 +406,7 @@ func TestConcurrentPods(t *testing.T) {
 	}
 	for i := range n {
 		go func() {
-			_, err := b.run("DEL", &skel.CmdArgs{ContainerID: ids[i], Netns: pods[i].Path(), IfName: "eth0", StdinData: b.conf("1.0.0", "")})
+			_, err := b.run("DEL", &skel.CmdArgs{ContainerID: ids[i], Netns: pods[i], IfName: "eth0", StdinData: b.conf("1.0.0", "")})
 			errs <- err
 		}()
 	}
@@ -427,10 +422,10 @@ func TestConcurrentPods(t *testing.T) {
 
 func BenchmarkAddDel(bm *testing.B) {
 	b := newTestbed(bm)
-	pod := newNS(bm)
+	pod := b.newPod(bm)
 	conf := b.conf("1.0.0", "")
 	for bm.Loop() {
-		args := &skel.CmdArgs{ContainerID: randomID(), Netns: pod.Path(), IfName: "eth0",
+		args := &skel.CmdArgs{ContainerID: randomID(), Netns: pod, IfName: "eth0",
 			Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=bench", StdinData: conf}
 		if _, err := b.run("ADD", args); err != nil {
 			bm.Fatalf("ADD = %v", err)
