@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/router"
 )
 
@@ -41,7 +42,7 @@ func TestBenchPodToPod(t *testing.T) {
 	if os.Getenv("WEFT_ROUTER_BENCH") == "" {
 		t.Skip("set WEFT_ROUTER_BENCH=1 to run the datapath benchmark")
 	}
-	needRoot(t)
+	testutil.Root(t, "iperf3")
 	dur := envInt("WEFT_BENCH_DURATION", 5)
 	rounds := envInt("WEFT_BENCH_ROUNDS", 3)
 
@@ -113,7 +114,7 @@ func envInt(name string, def int) int {
 // nsRun runs argv in namespace ns and fails the test on error.
 func nsRun(t *testing.T, ns string, argv ...string) string {
 	t.Helper()
-	out, err := exec.Command("nsenter", append([]string{"--net=" + nsPath(ns)}, argv...)...).CombinedOutput()
+	out, err := exec.Command("nsenter", append([]string{"--net=" + testutil.NetNSPath(ns)}, argv...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s: %v: %v: %s", ns, argv, err, out)
 	}
@@ -133,7 +134,7 @@ func weftPath(t *testing.T, name, transport string) benchPath {
 	}
 	src := b.addPod(b.hosts[0], netip.MustParseAddr("10.32.0.5"))
 	dst := b.addPod(b.hosts[1], netip.MustParseAddr("10.36.0.5"))
-	eventually(t, 10*time.Second, func() error { return ping(src.ns, dst.addr) })
+	testutil.Eventually(t, 10*time.Second, "the pods to ping each other", func() error { return ping(src.ns, dst.addr) })
 	return benchPath{name: name, src: src.ns, dst: dst.ns, dstAddr: dst.addr, udpLen: b.hosts[0].r.MTU() - 28}
 }
 
@@ -148,40 +149,40 @@ func rawPath(t *testing.T, name string, vxlan bool) benchPath {
 	}
 	for i, hn := range b.hosts {
 		other := b.hosts[1-i]
-		nsRun(t, hn.ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-		p := b.newNS(fmt.Sprintf("%s-h%dp1", b.prefix, hn.n))
-		b.veth(hn.ns, "rp", p, "eth0", "", 1500)
-		nsRun(t, hn.ns, "ip", "addr", "add", fmt.Sprintf("10.244.%d.1/24", hn.n), "dev", "rp")
-		nsRun(t, p, "ip", "addr", "add", fmt.Sprintf("10.244.%d.2/24", hn.n), "dev", "eth0")
+		nsRun(t, hn.NS, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+		p := b.AddNamespace(fmt.Sprintf("h%dp1", hn.Index))
+		b.veth(hn.NS, "rp", p, "eth0", "", 1500)
+		nsRun(t, hn.NS, "ip", "addr", "add", fmt.Sprintf("10.244.%d.1/24", hn.Index), "dev", "rp")
+		nsRun(t, p, "ip", "addr", "add", fmt.Sprintf("10.244.%d.2/24", hn.Index), "dev", "eth0")
 		nsRun(t, p, "ip", "link", "set", "eth0", "up")
-		nsRun(t, p, "ip", "route", "add", "default", "via", fmt.Sprintf("10.244.%d.1", hn.n), "mtu", strconv.Itoa(mtu))
-		remote := fmt.Sprintf("10.244.%d.0/24", other.n)
+		nsRun(t, p, "ip", "route", "add", "default", "via", fmt.Sprintf("10.244.%d.1", hn.Index), "mtu", strconv.Itoa(mtu))
+		remote := fmt.Sprintf("10.244.%d.0/24", other.Index)
 		if vxlan {
-			nsRun(t, hn.ns, "ip", "link", "add", "rvx", "type", "vxlan", "id", "42", "dstport", "4789",
-				"remote", other.underlay.String(), "local", hn.underlay.String(), "dev", "eth0")
-			nsRun(t, hn.ns, "ip", "addr", "add", fmt.Sprintf("10.100.0.%d/24", hn.n), "dev", "rvx")
-			nsRun(t, hn.ns, "ip", "link", "set", "rvx", "mtu", "1450", "up")
-			nsRun(t, hn.ns, "ip", "route", "add", remote, "via", fmt.Sprintf("10.100.0.%d", other.n), "dev", "rvx")
+			nsRun(t, hn.NS, "ip", "link", "add", "rvx", "type", "vxlan", "id", "42", "dstport", "4789",
+				"remote", other.Addr.String(), "local", hn.Addr.String(), "dev", "eth0")
+			nsRun(t, hn.NS, "ip", "addr", "add", fmt.Sprintf("10.100.0.%d/24", hn.Index), "dev", "rvx")
+			nsRun(t, hn.NS, "ip", "link", "set", "rvx", "mtu", "1450", "up")
+			nsRun(t, hn.NS, "ip", "route", "add", remote, "via", fmt.Sprintf("10.100.0.%d", other.Index), "dev", "rvx")
 		} else {
-			nsRun(t, hn.ns, "ip", "route", "add", remote, "via", other.underlay.String(), "dev", "eth0")
+			nsRun(t, hn.NS, "ip", "route", "add", remote, "via", other.Addr.String(), "dev", "eth0")
 		}
 	}
-	src, dst := fmt.Sprintf("%s-h1p1", b.prefix), fmt.Sprintf("%s-h2p1", b.prefix)
+	src, dst := b.Prefix+"-h1p1", b.Prefix+"-h2p1"
 	dstAddr := netip.MustParseAddr("10.244.2.2")
-	eventually(t, 10*time.Second, func() error { return ping(src, dstAddr) })
+	testutil.Eventually(t, 10*time.Second, "the pods to ping each other", func() error { return ping(src, dstAddr) })
 	return benchPath{name: name, src: src, dst: dst, dstAddr: dstAddr, udpLen: mtu - 28}
 }
 
 // measure runs iperf3 TCP x1, TCP x4, UDP at 1 Gbit/s offered and ping.
 func measure(t *testing.T, p benchPath, dur int) benchResult {
 	t.Helper()
-	srv := exec.Command("nsenter", "--net="+nsPath(p.dst), "iperf3", "-s", "-p", "5201")
+	srv := exec.Command("nsenter", "--net="+testutil.NetNSPath(p.dst), "iperf3", "-s", "-p", "5201")
 	if err := srv.Start(); err != nil {
 		t.Fatalf("iperf3 server: %v", err)
 	}
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	eventually(t, 5*time.Second, func() error {
-		return inNS(nsPath(p.src), func() error {
+	testutil.Eventually(t, 5*time.Second, "the iperf3 server to listen", func() error {
+		return testutil.InNetNS(testutil.NetNSPath(p.src), func() error {
 			c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(p.dstAddr, 5201).String(), time.Second)
 			if err == nil {
 				c.Close()
@@ -191,7 +192,7 @@ func measure(t *testing.T, p benchPath, dur int) benchResult {
 	})
 	time.Sleep(200 * time.Millisecond) // iperf3 rejects a test that starts while it closes the probe connection
 	iperf := func(args ...string) map[string]any {
-		argv := append([]string{"--net=" + nsPath(p.src), "iperf3", "-c", p.dstAddr.String(), "-p", "5201",
+		argv := append([]string{"--net=" + testutil.NetNSPath(p.src), "iperf3", "-c", p.dstAddr.String(), "-p", "5201",
 			"-t", strconv.Itoa(dur), "-J"}, args...)
 		out, err := exec.Command("nsenter", argv...).Output()
 		var js map[string]any

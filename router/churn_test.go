@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/peer"
 	"github.com/weftmesh/weft/router"
 )
@@ -192,11 +194,18 @@ func TestResyncRepairsDrift(t *testing.T) {
 
 	f.k.DeleteRouteByHand(pfx("10.40.0.0/14"))
 	f.k.DeleteNeighByHand("weft-vx", addr("10.40.0.1"))
-	waitFor(t, 5*time.Second, "route and neighbour restored", func() bool {
-		return cmp.Equal(f.k.Routes(), want)
+	testutil.Eventually(t, 5*time.Second, "route and neighbour restored", func() error {
+		if diff := cmp.Diff(want, f.k.Routes()); diff != "" {
+			return fmt.Errorf("routes (-want +got):\n%s", diff)
+		}
+		return nil
 	})
-	waitFor(t, 5*time.Second, "neighbour restored", func() bool {
-		return slices.Contains(f.take(), "neigh replace 10.40.0.1 lladdr "+router.VTEPMAC(0xc).String()+" dev weft-vx")
+	neigh := "neigh replace 10.40.0.1 lladdr " + router.VTEPMAC(0xc).String() + " dev weft-vx"
+	testutil.Eventually(t, 5*time.Second, "neighbour restored", func() error {
+		if !slices.Contains(f.take(), neigh) {
+			return fmt.Errorf("no %q in the transcript yet", neigh)
+		}
+		return nil
 	})
 
 	// While Run runs, Set is debounced: a burst of changes ends in the last state.
@@ -207,7 +216,12 @@ func TestResyncRepairsDrift(t *testing.T) {
 			t.Fatalf("Set: %v", err)
 		}
 	}
-	waitFor(t, 5*time.Second, "debounced MTU", func() bool { return f.r.MTU() == 1404 })
+	testutil.Eventually(t, 5*time.Second, "debounced MTU", func() error {
+		if got := f.r.MTU(); got != 1404 {
+			return fmt.Errorf("MTU() = %d; want 1404", got)
+		}
+		return nil
+	})
 }
 
 func TestResetTranscript(t *testing.T) {
@@ -373,17 +387,6 @@ func TestVTEPMAC(t *testing.T) {
 			t.Fatalf("VTEPMAC(%v) = VTEPMAC(%v) = %v", id, other, mac)
 		}
 		seen[mac.String()] = id
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/peer"
 	"github.com/weftmesh/weft/router"
 	"github.com/weftmesh/weft/router/routertest"
@@ -37,22 +38,22 @@ func TestKernelPodsPing(t *testing.T) {
 			}
 			for _, o := range b.hosts[1:] {
 				if got := b.hosts[0].r.PeerTransport(o.cfg.ID); got != want {
-					t.Errorf("PeerTransport(h%d) = %q; want %q", o.n, got, want)
+					t.Errorf("PeerTransport(h%d) = %q; want %q", o.Index, got, want)
 				}
 			}
 			// The host itself reaches remote pods from its bridge address.
-			if err := ping(b.hosts[0].ns, b.hosts[2].pods[0].addr); err != nil {
+			if err := ping(b.hosts[0].NS, b.hosts[2].pods[0].addr); err != nil {
 				t.Errorf("host to remote pod: %v", err)
 			}
 			// Applying the same config again issues no mutation: what the
 			// real kernel reports equals the plan.
 			for _, hn := range b.hosts {
-				t.Logf("host %d transcript:\n%s", hn.n, strings.Join(hn.rec.Take(), "\n"))
+				t.Logf("host %d transcript:\n%s", hn.Index, strings.Join(hn.rec.Take(), "\n"))
 				if err := hn.r.Set(hn.cfg); err != nil {
 					t.Fatalf("repeated Set: %v", err)
 				}
 				if got := hn.rec.Take(); len(got) != 0 {
-					t.Errorf("host %d: repeated Set mutated the kernel: %q", hn.n, got)
+					t.Errorf("host %d: repeated Set mutated the kernel: %q", hn.Index, got)
 				}
 			}
 			// A relaunched control plane (a fresh Router, as after kill -9)
@@ -78,7 +79,7 @@ func TestKernelPodsPing(t *testing.T) {
 // assertTxPackets checks that traffic went out through dev on hn.
 func assertTxPackets(t *testing.T, b *bed, hn *host, dev string) {
 	t.Helper()
-	b.handle(hn.ns, func(h *netlink.Handle) error {
+	b.handle(hn.NS, func(h *netlink.Handle) error {
 		l, err := h.LinkByName(dev)
 		if err != nil {
 			return err
@@ -106,7 +107,7 @@ func TestKernelAutoInsecureMixed(t *testing.T) {
 		want string
 	}{{h1, h2, "direct"}, {h1, h3, "vxlan"}, {h3, h1, "vxlan"}, {h3, h2, "vxlan"}} {
 		if got := c.from.r.PeerTransport(c.to.cfg.ID); got != c.want {
-			t.Errorf("h%d PeerTransport(h%d) = %q; want %q", c.from.n, c.to.n, got, c.want)
+			t.Errorf("h%d PeerTransport(h%d) = %q; want %q", c.from.Index, c.to.Index, got, c.want)
 		}
 	}
 	assertTxPackets(t, b, h3, h3.cfg.VXIface)
@@ -141,7 +142,7 @@ func TestKernelDriftRepairAndLeave(t *testing.T) {
 	// Delete h2's range route and its neighbour by hand on h1.
 	dst := h2.cfg.Local[0]
 	deleted := 0
-	b.handle(h1.ns, func(h *netlink.Handle) error {
+	b.handle(h1.NS, func(h *netlink.Handle) error {
 		rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: router.RouteProtocol},
 			netlink.RT_FILTER_PROTOCOL)
 		if err != nil {
@@ -167,14 +168,14 @@ func TestKernelDriftRepairAndLeave(t *testing.T) {
 		t.Fatalf("deleted %d routes to %v; want 1", deleted, dst)
 	}
 	start := time.Now()
-	eventually(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, "route restored", func() error {
 		if !hasRoute(t, h1, dst) {
 			return fmt.Errorf("route %v not restored", dst)
 		}
 		return nil
 	})
 	t.Logf("route restored after %v (resync 200ms)", time.Since(start))
-	eventually(t, 5*time.Second, func() error { return ping(h1.pods[0].ns, h2.pods[0].addr) })
+	testutil.Eventually(t, 5*time.Second, "h1's pod to ping h2's", func() error { return ping(h1.pods[0].ns, h2.pods[0].addr) })
 
 	// h2 leaves: h1 drops its routes (debounced Set while Run runs).
 	cfg := h1.cfg
@@ -187,7 +188,7 @@ func TestKernelDriftRepairAndLeave(t *testing.T) {
 	if err := h1.r.Set(cfg); err != nil {
 		t.Fatalf("Set: %v", err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, "departed peer's route removed", func() error {
 		if hasRoute(t, h1, dst) {
 			return fmt.Errorf("route %v of the departed peer still present", dst)
 		}
@@ -216,13 +217,10 @@ func TestKernelMasqueradeAndReset(t *testing.T) {
 	b := newBed(t, 2, router.TransportDirect, router.Options{})
 	h1 := b.hosts[0]
 	p := b.addPod(h1, netip.MustParseAddr("10.32.0.5"))
-	inet := b.newNS(b.prefix + "-inet")
-	b.veth(b.sw, "vinet", inet, "eth0", "br0", 1500)
-	server := netip.MustParseAddr("192.168.77.100")
-	b.addrUp(inet, "eth0", netip.PrefixFrom(server, 24), netip.Addr{})
+	inet, server := b.AddInternet()
 
 	var ln net.Listener
-	if err := inNS(nsPath(inet), func() (err error) { ln, err = net.Listen("tcp4", server.String()+":0"); return }); err != nil {
+	if err := testutil.InNetNS(testutil.NetNSPath(inet), func() (err error) { ln, err = net.Listen("tcp4", server.String()+":0"); return }); err != nil {
 		t.Fatalf("listen in internet namespace: %v", err)
 	}
 	defer ln.Close()
@@ -237,8 +235,8 @@ func TestKernelMasqueradeAndReset(t *testing.T) {
 		c.Close()
 	}()
 	var conn net.Conn
-	eventually(t, 10*time.Second, func() error {
-		return inNS(nsPath(p.ns), func() (err error) {
+	testutil.Eventually(t, 10*time.Second, "the pod to connect to the internet server", func() error {
+		return testutil.InNetNS(testutil.NetNSPath(p.ns), func() (err error) {
 			conn, err = net.DialTimeout("tcp4", ln.Addr().String(), time.Second)
 			return err
 		})
@@ -246,15 +244,15 @@ func TestKernelMasqueradeAndReset(t *testing.T) {
 	conn.Close()
 	select {
 	case got := <-seen:
-		if got != h1.underlay.String() {
-			t.Errorf("server saw %s; want the host's underlay address %v", got, h1.underlay)
+		if got != h1.Addr.String() {
+			t.Errorf("server saw %s; want the host's underlay address %v", got, h1.Addr)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatalf("server saw no connection")
 	}
 
 	// The standard tool reads the table back.
-	nft := nsRun(t, h1.ns, "nft", "list", "table", "ip", "weft")
+	nft := nsRun(t, h1.NS, "nft", "list", "table", "ip", "weft")
 	t.Logf("nft list table ip weft:\n%s", nft)
 	for _, want := range []string{"hook postrouting", "ip saddr 10.32.0.0/12 ip daddr != 10.32.0.0/12", "masquerade"} {
 		if !strings.Contains(nft, want) {
@@ -269,14 +267,14 @@ func TestKernelMasqueradeAndReset(t *testing.T) {
 		}
 		for _, name := range []string{hn.cfg.Bridge, hn.cfg.VXIface, hn.cfg.WGIface} {
 			if _, err := hn.kernel.LinkGet(name); !errors.Is(err, router.ErrNotFound) {
-				t.Errorf("host %d: link %s after Reset: %v", hn.n, name, err)
+				t.Errorf("host %d: link %s after Reset: %v", hn.Index, name, err)
 			}
 		}
 		if rs := routesOf(t, hn); len(rs) != 0 {
-			t.Errorf("host %d: routes after Reset: %v", hn.n, rs)
+			t.Errorf("host %d: routes after Reset: %v", hn.Index, rs)
 		}
 		if m, err := hn.kernel.NftGet(); err != nil || m.IsValid() {
-			t.Errorf("host %d: nft table after Reset: %v, %v", hn.n, m, err)
+			t.Errorf("host %d: nft table after Reset: %v, %v", hn.Index, m, err)
 		}
 	}
 }
@@ -286,7 +284,7 @@ func TestKernelThousandPeers(t *testing.T) {
 	// the cost of a full reconcile and of a no-op resync in the kernel.
 	b := newUnderlay(t, 1, 0)
 	hn := b.hosts[0]
-	k, err := router.NewNetlinkKernel(router.NetlinkOptions{NetNSPath: nsPath(hn.ns)})
+	k, err := router.NewNetlinkKernel(router.NetlinkOptions{NetNSPath: hn.NSPath()})
 	if err != nil {
 		t.Fatalf("NewNetlinkKernel: %v", err)
 	}
@@ -298,7 +296,7 @@ func TestKernelThousandPeers(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = r.Reset(); k.Close() })
 	cfg := router.DefaultConfig()
-	cfg.ID, cfg.Transport, cfg.Insecure, cfg.Underlay = 1, router.TransportVXLAN, true, hn.underlay
+	cfg.ID, cfg.Transport, cfg.Insecure, cfg.Underlay = 1, router.TransportVXLAN, true, hn.Addr
 	cfg.Range, cfg.BridgeAddr = netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.0.0.1/8")
 	cfg.Local = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/18")}
 	for i := 1; i <= 1000; i++ {

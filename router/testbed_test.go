@@ -1,16 +1,12 @@
 package router_test
 
-// A throwaway test bed for kernel tests (root only): a "switch" namespace
-// with a bridge, host namespaces joined to it by veths (the underlay
-// 192.168.77.0/24 exists only inside these namespaces), a real Router per
-// host, "pods" (namespaces with a veth into the host's weft bridge,
-// addr/12 and a default route via the bridge address), and an "internet"
-// namespace on the underlay.
+// The bed of the kernel tests (root only): test/testbed's switch and host
+// namespaces (the underlay exists only inside them), a real Router per
+// host, and "pods" (namespaces with a veth into the host's weft bridge,
+// addr/12 and a default route via the bridge address).
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -18,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -28,10 +23,12 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/peer"
 	"github.com/weftmesh/weft/router"
 	"github.com/weftmesh/weft/router/routertest"
 	"github.com/weftmesh/weft/router/wg"
+	"github.com/weftmesh/weft/test/testbed"
 )
 
 const datapathArg = "router-test-datapath"
@@ -51,29 +48,21 @@ func datapathMain(args []string) int {
 	return 0
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-}
-
+// bed is test/testbed's bed (a switch and hosts, no weft processes) with a
+// Router on each host.
 type bed struct {
-	t      *testing.T
-	prefix string // unique per run: "wt" + 4 hex
-	sw     string // switch namespace name
-	hosts  []*host
+	*testbed.Bed
+	t     *testing.T
+	hosts []*host
 }
 
 type host struct {
-	n        int
-	ns       string
-	underlay netip.Addr
-	kernel   *router.NetlinkKernel
-	rec      *routertest.Recorder // records the router's mutations of kernel
-	r        *router.Router
-	cfg      router.Config
-	pods     []pod
+	*testbed.Host
+	kernel *router.NetlinkKernel
+	rec    *routertest.Recorder // records the router's mutations of kernel
+	r      *router.Router
+	cfg    router.Config
+	pods   []pod
 }
 
 type pod struct {
@@ -81,79 +70,10 @@ type pod struct {
 	addr netip.Addr
 }
 
-func nsPath(name string) string { return "/var/run/netns/" + name }
-
-// inNS runs fn on a locked thread inside namespace path.
-func inNS(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
-
-func (b *bed) newNS(name string) string {
-	b.t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.NewNamed(name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		ns.Close()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		b.t.Fatalf("netns add %s: %v", name, err)
-	}
-	b.t.Cleanup(func() { _ = netns.DeleteNamed(name) })
-	// loopback up
-	b.handle(name, func(h *netlink.Handle) error {
-		lo, err := h.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return h.LinkSetUp(lo)
-	})
-	return name
-}
-
 // handle runs fn with a netlink handle in namespace name.
 func (b *bed) handle(name string, fn func(*netlink.Handle) error) {
 	b.t.Helper()
-	ns, err := netns.GetFromPath(nsPath(name))
+	ns, err := netns.GetFromPath(testutil.NetNSPath(name))
 	if err != nil {
 		b.t.Fatalf("open netns %s: %v", name, err)
 	}
@@ -171,7 +91,7 @@ func (b *bed) handle(name string, fn func(*netlink.Handle) error) {
 // veth creates a veth pair: aName in namespace a, bName in namespace b.
 func (b *bed) veth(a, aName, bns, bName string, master string, mtu int) {
 	b.t.Helper()
-	peerNS, err := netns.GetFromPath(nsPath(bns))
+	peerNS, err := netns.GetFromPath(testutil.NetNSPath(bns))
 	if err != nil {
 		b.t.Fatalf("open netns %s: %v", bns, err)
 	}
@@ -199,7 +119,7 @@ func (b *bed) veth(a, aName, bns, bName string, master string, mtu int) {
 }
 
 // addrUp gives dev in ns an address, brings it up, and adds a default route
-// via gw if valid.
+// via gw.
 func (b *bed) addrUp(ns, dev string, a netip.Prefix, gw netip.Addr) {
 	b.t.Helper()
 	b.handle(ns, func(h *netlink.Handle) error {
@@ -213,60 +133,21 @@ func (b *bed) addrUp(ns, dev string, a netip.Prefix, gw netip.Addr) {
 		if err := h.LinkSetUp(l); err != nil {
 			return err
 		}
-		if gw.IsValid() {
-			return h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()})
-		}
-		return nil
+		return h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()})
 	})
 }
 
-// newUnderlay builds the switch and n hosts with underlay addresses
-// 192.168.77.<i>/24 on their eth0, and nothing else. The last offLink hosts
-// sit on a second subnet, 192.168.78.<i>/24, that the switch namespace
-// routes (gateways .254 on both sides).
+// newUnderlay builds the switch and n hosts with underlay addresses on
+// their eth0 (testbed.New), and nothing else. The last offLink hosts sit on
+// a second subnet that the switch namespace routes (testbed.AddRoutedHost).
 func newUnderlay(t *testing.T, n, offLink int) *bed {
 	t.Helper()
-	needRoot(t)
-	var rb [2]byte
-	_, _ = rand.Read(rb[:])
-	b := &bed{t: t, prefix: "wt" + hex.EncodeToString(rb[:])}
-	b.sw = b.newNS(b.prefix + "-sw")
-	b.handle(b.sw, func(h *netlink.Handle) error {
-		attrs := netlink.NewLinkAttrs()
-		attrs.Name = "br0"
-		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
-			return err
-		}
-		l, err := h.LinkByName("br0")
-		if err != nil {
-			return err
-		}
-		return h.LinkSetUp(l)
-	})
-	b.addrUp(b.sw, "br0", netip.MustParsePrefix("192.168.77.254/24"), netip.Addr{})
-	if offLink > 0 {
-		b.handle(b.sw, func(h *netlink.Handle) error {
-			attrs := netlink.NewLinkAttrs()
-			attrs.Name = "br1"
-			return h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs})
-		})
-		b.addrUp(b.sw, "br1", netip.MustParsePrefix("192.168.78.254/24"), netip.Addr{})
-		if err := inNS(nsPath(b.sw), func() error {
-			return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
-		}); err != nil {
-			t.Fatalf("switch ip_forward: %v", err)
-		}
+	b := &bed{Bed: testbed.New(t, n-offLink), t: t}
+	for range offLink {
+		b.AddRoutedHost()
 	}
-	for i := range n {
-		subnet, br := byte(77), "br0"
-		if i >= n-offLink {
-			subnet, br = 78, "br1"
-		}
-		hn := &host{n: i + 1, ns: b.newNS(fmt.Sprintf("%s-h%d", b.prefix, i+1)),
-			underlay: netip.AddrFrom4([4]byte{192, 168, subnet, byte(i + 1)})}
-		b.veth(b.sw, fmt.Sprintf("v%d", i+1), hn.ns, "eth0", br, 1500)
-		b.addrUp(hn.ns, "eth0", netip.PrefixFrom(hn.underlay, 24), netip.AddrFrom4([4]byte{192, 168, subnet, 254}))
-		b.hosts = append(b.hosts, hn)
+	for _, h := range b.Hosts {
+		b.hosts = append(b.hosts, &host{Host: h})
 	}
 	return b
 }
@@ -290,7 +171,7 @@ func newRoutedBed(t *testing.T, n, offLink int, transport string, opts router.Op
 			t.Fatalf("generate key: %v", err)
 		}
 		pubs[i] = key.pub
-		k, err := router.NewNetlinkKernel(router.NetlinkOptions{NetNSPath: nsPath(hn.ns)})
+		k, err := router.NewNetlinkKernel(router.NetlinkOptions{NetNSPath: hn.NSPath()})
 		if err != nil {
 			t.Fatalf("NewNetlinkKernel: %v", err)
 		}
@@ -312,14 +193,14 @@ func newRoutedBed(t *testing.T, n, offLink int, transport string, opts router.Op
 		cfg.Local = []netip.Prefix{netip.PrefixFrom(base, 14)}
 		cfg.Transport = transport
 		cfg.Insecure = transport != router.TransportWireGuard
-		cfg.Underlay = hn.underlay
-		cfg.WGIface = b.prefix + fmt.Sprintf("-wg%d", i+1) // /var/run/wireguard is shared by all namespaces
+		cfg.Underlay = hn.Addr
+		cfg.WGIface = b.Prefix + fmt.Sprintf("-wg%d", i+1) // /var/run/wireguard is shared by all namespaces
 		cfg.WGPrivateKey = key.priv
 		cfg.VNI = 42
 		hn.cfg = cfg
 		t.Cleanup(func() {
 			if err := r.Reset(); err != nil {
-				t.Errorf("cleanup Reset host %d: %v", hn.n, err)
+				t.Errorf("cleanup Reset host %d: %v", hn.Index, err)
 			}
 			k.Close()
 		})
@@ -329,14 +210,14 @@ func newRoutedBed(t *testing.T, n, offLink int, transport string, opts router.Op
 			if o == hn {
 				continue
 			}
-			hn.cfg.Peers = append(hn.cfg.Peers, router.Peer{ID: o.cfg.ID, Name: fmt.Sprintf("h%d", o.n),
-				Underlay: o.underlay, WGPublicKey: pubs[o.n-1], WGPort: 51820,
+			hn.cfg.Peers = append(hn.cfg.Peers, router.Peer{ID: o.cfg.ID, Name: o.Name,
+				Underlay: o.Addr, WGPublicKey: pubs[o.Index-1], WGPort: 51820,
 				Bridge: o.cfg.BridgeAddr.Addr(), Ranges: o.cfg.Local})
 		}
 	}
 	for _, hn := range b.hosts {
 		if err := hn.r.Set(hn.cfg); err != nil {
-			t.Fatalf("host %d Set: %v", hn.n, err)
+			t.Fatalf("host %d Set: %v", hn.Index, err)
 		}
 	}
 	return b
@@ -355,8 +236,8 @@ func wgGenerateKey() (keyPair, error) {
 // addPod attaches a pod with address a (in the host's local range) to host hn.
 func (b *bed) addPod(hn *host, a netip.Addr) pod {
 	b.t.Helper()
-	p := pod{ns: b.newNS(fmt.Sprintf("%s-h%dp%d", b.prefix, hn.n, len(hn.pods)+1)), addr: a}
-	b.veth(hn.ns, fmt.Sprintf("vp%d", len(hn.pods)+1), p.ns, "eth0", hn.cfg.Bridge, hn.r.MTU())
+	p := pod{ns: b.AddNamespace(fmt.Sprintf("h%dp%d", hn.Index, len(hn.pods)+1)), addr: a}
+	b.veth(hn.NS, fmt.Sprintf("vp%d", len(hn.pods)+1), p.ns, "eth0", hn.cfg.Bridge, hn.r.MTU())
 	b.addrUp(p.ns, "eth0", netip.PrefixFrom(a, hn.cfg.Range.Bits()), hn.cfg.BridgeAddr.Addr())
 	hn.pods = append(hn.pods, p)
 	return p
@@ -364,27 +245,11 @@ func (b *bed) addPod(hn *host, a netip.Addr) pod {
 
 // ping reports whether one ping from namespace ns to dst succeeds.
 func ping(ns string, dst netip.Addr) error {
-	out, err := exec.Command("nsenter", "--net="+nsPath(ns), "ping", "-c", "1", "-W", "1", dst.String()).CombinedOutput()
+	out, err := exec.Command("nsenter", "--net="+testutil.NetNSPath(ns), "ping", "-c", "1", "-W", "1", dst.String()).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ping %v from %s: %v: %s", dst, ns, err, strings.TrimSpace(string(out)))
 	}
 	return nil
-}
-
-// eventually polls fn until it returns nil or d passes.
-func eventually(t *testing.T, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // pingAll checks that every pod reaches every other pod.
@@ -400,7 +265,7 @@ func (b *bed) pingAll(t *testing.T) int {
 			if src == dst {
 				continue
 			}
-			eventually(t, 10*time.Second, func() error { return ping(src.ns, dst.addr) })
+			testutil.Eventually(t, 10*time.Second, "pods to ping each other", func() error { return ping(src.ns, dst.addr) })
 			pairs++
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/router"
 	"github.com/weftmesh/weft/router/routertest"
 )
@@ -37,7 +38,7 @@ func TestKernelWireGuard(t *testing.T) {
 			t.Fatalf("repeated Set: %v", err)
 		}
 		if got := hn.rec.Take(); len(got) != 0 {
-			t.Errorf("host %d: repeated Set mutated the kernel: %q", hn.n, got)
+			t.Errorf("host %d: repeated Set mutated the kernel: %q", hn.Index, got)
 		}
 	}
 
@@ -51,7 +52,7 @@ func TestKernelWireGuard(t *testing.T) {
 	}
 	st := h1.r.Stats()
 	s2, ok := st[h2.cfg.ID]
-	if !ok || s2.LastHandshake.IsZero() || s2.RxBytes == 0 || s2.TxBytes == 0 || s2.Endpoint != "192.168.77.2:51820" {
+	if !ok || s2.LastHandshake.IsZero() || s2.RxBytes == 0 || s2.TxBytes == 0 || s2.Endpoint != netip.AddrPortFrom(h2.Addr, 51820).String() {
 		t.Fatalf("Stats()[h2] = %+v (present %v); want handshake, bytes, endpoint", s2, ok)
 	}
 	if got := h1.r.PeerTransport(h2.cfg.ID); got != router.TransportWireGuard {
@@ -65,12 +66,12 @@ func TestKernelWireGuard(t *testing.T) {
 	// Capture h1's underlay link on the switch side meanwhile: pod traffic
 	// must cross it only as WireGuard UDP.
 	var capOut strings.Builder
-	capture := exec.Command("nsenter", "--net="+nsPath(b.sw), "tcpdump", "-i", "v1", "-n", "-l", "-p", "ip")
+	capture := exec.Command("nsenter", "--net="+testutil.NetNSPath(b.Switch), "tcpdump", "-i", h1.SwitchPort(), "-n", "-l", "-p", "ip")
 	capture.Stdout = &capOut
 	if err := capture.Start(); err != nil {
 		t.Fatalf("start tcpdump: %v", err)
 	}
-	pinger := exec.Command("nsenter", "--net="+nsPath(h1.pods[0].ns), "ping", "-q", "-i", "0.01", "-c", "200", "-W", "1",
+	pinger := exec.Command("nsenter", "--net="+testutil.NetNSPath(h1.pods[0].ns), "ping", "-q", "-i", "0.01", "-c", "200", "-W", "1",
 		h2.pods[0].addr.String())
 	var pingOut strings.Builder
 	pinger.Stdout, pinger.Stderr = &pingOut, &pingOut
@@ -130,7 +131,7 @@ func TestKernelWireGuard(t *testing.T) {
 	if _, err := h1.kernel.LinkGet(h1.cfg.WGIface); !errors.Is(err, router.ErrNotFound) {
 		t.Errorf("link %s after Reset: %v", h1.cfg.WGIface, err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, "the datapath process to stop", func() error {
 		// A zombie has stopped: only its exit status waits to be collected.
 		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(st), ") Z ") {
 			return fmt.Errorf("datapath process %d still running after Reset: %s", pid, st)

@@ -1,18 +1,18 @@
 package wg
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // TestEnsureStartFailures: a datapath command that dies or never answers
 // fails Ensure with a sentinel, and a hung one is killed.
 func TestEnsureStartFailures(t *testing.T) {
-	requireRoot(t)
+	testutil.Root(t, "/dev/net/tun")
 	tests := []struct {
 		name    string
 		command []string
@@ -23,10 +23,8 @@ func TestEnsureStartFailures(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var rnd [2]byte
-			rand.Read(rnd[:])
 			cfg := DefaultConfig()
-			cfg.Name = "wgf" + hex.EncodeToString(rnd[:])
+			cfg.Name = testutil.Prefix("wgf")
 			cfg.ForceUserspace = true
 			cfg.DatapathCommand = tc.command
 			cfg.StartTimeout = 500 * time.Millisecond

@@ -2,6 +2,7 @@ package wg
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"regexp"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // TestUserspaceMesh joins two namespaces over a veth with two userspace
@@ -20,7 +23,7 @@ import (
 // alone, a relaunched control plane reuses the process without resetting
 // the session, and Delete removes process, link and socket.
 func TestUserspaceMesh(t *testing.T) {
-	requireRoot(t)
+	testutil.Root(t, "/dev/net/tun")
 	tb := newTestbed(t)
 	a, b := 0, 1
 
@@ -49,7 +52,12 @@ func TestUserspaceMesh(t *testing.T) {
 		n, _ := strconv.Atoi(m[1])
 		return n, out
 	}
-	waitFor(t, 10*time.Second, "first ping through the tunnel", func() bool { n, _ := ping("1", "0.2"); return n == 1 })
+	testutil.Eventually(t, 10*time.Second, "first ping through the tunnel", func() error {
+		if n, out := ping("1", "0.2"); n != 1 {
+			return fmt.Errorf("no reply: %s", out)
+		}
+		return nil
+	})
 	if n, out := ping("20", "0.01"); n != 20 {
 		t.Fatalf("ping a→b: %d/20 received\n%s", n, out)
 	}
@@ -63,8 +71,8 @@ func TestUserspaceMesh(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Stats: %v", err)
 	}
-	if s := stB[pubA]; s.LastHandshake.IsZero() || s.RxBytes == 0 || s.TxBytes == 0 || s.Endpoint.Addr().String() != tb.underlay[a] {
-		t.Fatalf("side b Stats()[a] = %+v; want a handshake, bytes both ways, endpoint %s", s, tb.underlay[a])
+	if s := stB[pubA]; s.LastHandshake.IsZero() || s.RxBytes == 0 || s.TxBytes == 0 || s.Endpoint.Addr() != tb.Hosts[a].Addr {
+		t.Fatalf("side b Stats()[a] = %+v; want a handshake, bytes both ways, endpoint %s", s, tb.Hosts[a].Addr)
 	}
 
 	// Handshake times as side a's datapath reports them before the kill.
@@ -133,10 +141,15 @@ func TestUserspaceMesh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, "ip", "-n", tb.ns[b], "link", "del", tb.iface[b])
-	waitFor(t, 5*time.Second, "datapath b to exit after its link was deleted", func() bool {
-		_, serr := os.Stat(socketPath(tb.iface[b]))
-		return !alive(pidB) && errors.Is(serr, os.ErrNotExist)
+	run(t, "ip", "-n", tb.Hosts[b].NS, "link", "del", tb.iface[b])
+	testutil.Eventually(t, 5*time.Second, "datapath b to exit after its link was deleted", func() error {
+		if alive(pidB) {
+			return fmt.Errorf("datapath %d alive", pidB)
+		}
+		if _, err := os.Stat(socketPath(tb.iface[b])); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("socket: %v; want gone", err)
+		}
+		return nil
 	})
 
 	// Delete stops the datapath and removes link, socket and pidfile.

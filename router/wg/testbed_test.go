@@ -2,8 +2,6 @@ package wg
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -14,33 +12,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftmesh/weft/test/testbed"
 )
 
-// testbed is two network namespaces joined by a veth, each the home of one
-// WireGuard device. Everything is named with a random prefix and removed by
-// t.Cleanup, datapath processes included.
-type testbed struct {
-	prefix     string
-	ns         [2]string      // netns names
-	handle     [2]ns.NetNS    // open handles
-	underlay   [2]string      // veth addresses, no prefix length
+// bed is test/testbed's bed with two hosts on its switch, each the home of
+// one WireGuard device. Everything is named with the bed's random prefix
+// and removed by t.Cleanup, datapath processes included.
+type bed struct {
+	*testbed.Bed
 	wgAddr     [2]string      // WireGuard link addresses
 	iface      [2]string      // WireGuard interface names
 	priv       [2]wgtypes.Key // private keys
 	listenPort int
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("no /dev/net/tun: %v", err)
-	}
 }
 
 func run(t *testing.T, argv ...string) string {
@@ -52,42 +38,20 @@ func run(t *testing.T, argv ...string) string {
 	return string(out)
 }
 
-func newTestbed(t *testing.T) *testbed {
+func newTestbed(t *testing.T) *bed {
 	t.Helper()
-	var rnd [3]byte
-	rand.Read(rnd[:])
-	p := "wgt" + hex.EncodeToString(rnd[:2])
-	tb := &testbed{
-		prefix:     p,
-		ns:         [2]string{p + "a", p + "b"},
-		underlay:   [2]string{fmt.Sprintf("10.213.%d.1", rnd[2]), fmt.Sprintf("10.213.%d.2", rnd[2])},
-		wgAddr:     [2]string{"10.77.0.1", "10.77.0.2"},
-		iface:      [2]string{p + "a", p + "b"},
-		listenPort: 51820,
-	}
+	tb := &bed{Bed: testbed.New(t, 2), wgAddr: [2]string{"10.77.0.1", "10.77.0.2"}, listenPort: 51820}
 	for i := range 2 {
+		tb.iface[i] = fmt.Sprintf("%s-wg%c", tb.Prefix, 'a'+i)
 		tb.priv[i] = mustKey(t)
-		run(t, "ip", "netns", "add", tb.ns[i])
-		t.Cleanup(func() { tb.cleanupSide(t, i) })
-		h, err := ns.GetNS(filepath.Join("/var/run/netns", tb.ns[i]))
-		if err != nil {
-			t.Fatalf("GetNS %s: %v", tb.ns[i], err)
-		}
-		t.Cleanup(func() { h.Close() })
-		tb.handle[i] = h
-		run(t, "ip", "-n", tb.ns[i], "link", "set", "lo", "up")
-	}
-	run(t, "ip", "link", "add", p+"va", "netns", tb.ns[0], "type", "veth", "peer", "name", p+"vb", "netns", tb.ns[1])
-	for i, v := range []string{p + "va", p + "vb"} {
-		run(t, "ip", "-n", tb.ns[i], "addr", "add", tb.underlay[i]+"/24", "dev", v)
-		run(t, "ip", "-n", tb.ns[i], "link", "set", v, "up")
+		t.Cleanup(func() { tb.stopDatapath(i) }) // before the bed removes the namespaces
 	}
 	return tb
 }
 
-// cleanupSide kills a datapath left running, removes its files and the
-// namespace.
-func (tb *testbed) cleanupSide(t *testing.T, i int) {
+// stopDatapath kills a datapath of side i left running and removes its
+// files.
+func (tb *bed) stopDatapath(i int) {
 	name := tb.iface[i]
 	if pid, err := readPidfile(name); err == nil && isDatapath(pid, name) {
 		unix.Kill(pid, unix.SIGKILL)
@@ -95,14 +59,11 @@ func (tb *testbed) cleanupSide(t *testing.T, i int) {
 	}
 	os.Remove(socketPath(name))
 	os.Remove(pidPath(name))
-	if out, err := exec.Command("ip", "netns", "del", tb.ns[i]).CombinedOutput(); err != nil {
-		t.Logf("ip netns del %s: %v %s", tb.ns[i], err, out)
-	}
 }
 
 // config is the Ensure config of side i; the datapath runs as this test
 // binary in datapath-helper mode.
-func (tb *testbed) config(t *testing.T, i int) Config {
+func (tb *bed) config(t *testing.T, i int) Config {
 	c := DefaultConfig()
 	c.Name = tb.iface[i]
 	c.DatapathCommand = []string{os.Args[0], "datapath-helper"}
@@ -112,26 +73,26 @@ func (tb *testbed) config(t *testing.T, i int) Config {
 }
 
 // peers is the peer list of side i: the other side.
-func (tb *testbed) peers(i int) []Peer {
+func (tb *bed) peers(i int) []Peer {
 	o := 1 - i
 	return []Peer{{
 		PublicKey:  tb.priv[o].PublicKey().String(),
-		Endpoint:   netip.MustParseAddrPort(fmt.Sprintf("%s:%d", tb.underlay[o], tb.listenPort)),
+		Endpoint:   netip.AddrPortFrom(tb.Hosts[o].Addr, uint16(tb.listenPort)),
 		AllowedIPs: []netip.Prefix{netip.MustParsePrefix(tb.wgAddr[o] + "/32")},
 		Keepalive:  0,
 	}}
 }
 
 // in runs f in side i's namespace.
-func (tb *testbed) in(t *testing.T, i int, f func() error) {
+func (tb *bed) in(t *testing.T, i int, f func() error) {
 	t.Helper()
-	if err := tb.handle[i].Do(func(ns.NetNS) error { return f() }); err != nil {
-		t.Fatalf("in %s: %v", tb.ns[i], err)
+	if err := tb.Hosts[i].InNS(f); err != nil {
+		t.Fatalf("in %s: %v", tb.Hosts[i].NS, err)
 	}
 }
 
 // ensure runs Ensure and Configure in side i's namespace.
-func (tb *testbed) ensure(t *testing.T, i int) *Device {
+func (tb *bed) ensure(t *testing.T, i int) *Device {
 	t.Helper()
 	var dev *Device
 	tb.in(t, i, func() error {
@@ -146,7 +107,7 @@ func (tb *testbed) ensure(t *testing.T, i int) *Device {
 
 // ensureInChild runs Ensure and Configure of side i in a child process (a
 // control plane the test can kill -9) and returns it once configured.
-func (tb *testbed) ensureInChild(t *testing.T, i int) *exec.Cmd {
+func (tb *bed) ensureInChild(t *testing.T, i int) *exec.Cmd {
 	t.Helper()
 	spec, err := json.Marshal(helperSpec{Config: tb.config(t, i), PrivateKey: tb.priv[i].String(), ListenPort: tb.listenPort, Peers: tb.peers(i)})
 	if err != nil {
@@ -169,14 +130,14 @@ func (tb *testbed) ensureInChild(t *testing.T, i int) *exec.Cmd {
 
 // address gives side i's WireGuard link its address and a route to the
 // other side.
-func (tb *testbed) address(t *testing.T, i int) {
+func (tb *bed) address(t *testing.T, i int) {
 	t.Helper()
-	run(t, "ip", "-n", tb.ns[i], "addr", "add", tb.wgAddr[i]+"/32", "dev", tb.iface[i])
-	run(t, "ip", "-n", tb.ns[i], "route", "add", tb.wgAddr[1-i]+"/32", "dev", tb.iface[i])
+	run(t, "ip", "-n", tb.Hosts[i].NS, "addr", "add", tb.wgAddr[i]+"/32", "dev", tb.iface[i])
+	run(t, "ip", "-n", tb.Hosts[i].NS, "route", "add", tb.wgAddr[1-i]+"/32", "dev", tb.iface[i])
 }
 
 // command runs argv in side i's namespace and returns its output.
-func (tb *testbed) command(t *testing.T, i int, argv ...string) (string, error) {
+func (tb *bed) command(t *testing.T, i int, argv ...string) (string, error) {
 	t.Helper()
 	var out []byte
 	var err error
@@ -185,16 +146,4 @@ func (tb *testbed) command(t *testing.T, i int, argv ...string) (string, error) 
 		return nil
 	})
 	return string(out), err
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
