@@ -2,16 +2,26 @@ package test
 
 import (
 	"encoding/json"
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
+
+// The guards of docs/style.md rules 1 and 2 for the whole module, in one
+// place: every package has a doc (some a usage sketch), and dependencies
+// point one way.
 
 // listed is what `go list -json` says of one package.
 type listed struct {
 	ImportPath string
 	Name       string
 	Doc        string
+	Dir        string
+	GoFiles    []string
 	Deps       []string
 	Imports    []string
 }
@@ -34,13 +44,34 @@ func goList(t *testing.T) []listed {
 	return pkgs
 }
 
+// sketched are the packages whose doc must show an indented usage sketch.
+var sketched = []string{"router", "router/routertest"}
+
 // TestPackageDocs: every package says what it owns (docs/style.md rule 1).
 func TestPackageDocs(t *testing.T) {
 	for _, p := range goList(t) {
 		if strings.TrimSpace(p.Doc) == "" {
 			t.Errorf("package %s has no package doc comment", p.ImportPath)
 		}
+		if slices.Contains(sketched, strings.TrimPrefix(p.ImportPath, "github.com/weftmesh/weft/")) && !hasSketch(t, p) {
+			t.Errorf("package %s has no doc comment with an indented usage sketch", p.ImportPath)
+		}
 	}
+}
+
+// hasSketch reports whether a doc comment of p shows indented code.
+func hasSketch(t *testing.T, p listed) bool {
+	t.Helper()
+	for _, f := range p.GoFiles {
+		af, err := parser.ParseFile(token.NewFileSet(), filepath.Join(p.Dir, f), nil, parser.PackageClauseOnly|parser.ParseComments)
+		if err != nil {
+			t.Fatalf("parse %s: %v", f, err)
+		}
+		if af.Doc != nil && strings.Contains(af.Doc.Text(), "\t") {
+			return true
+		}
+	}
+	return false
 }
 
 // TestDependencyRules guards the one-way dependencies of docs/style.md rule 2.
@@ -67,6 +98,23 @@ func TestDependencyRules(t *testing.T) {
 					if d == mod+b || strings.HasPrefix(d, mod+b+"/") {
 						t.Errorf("%s depends on %s (forbidden: %s must not import %s)", p.ImportPath, d, root, b)
 					}
+				}
+			}
+		}
+		// weft-cni runs once per pod: it links only the plugin, its spool,
+		// the API client and the value types.
+		if rel == "cmd/weft-cni" {
+			for _, d := range p.Deps {
+				if r, ok := strings.CutPrefix(d, mod); ok && !slices.Contains([]string{"cni", "cni/spool", "api/client", "peer"}, r) {
+					t.Errorf("weft-cni depends on %s; only cni, cni/spool, api/client and peer are allowed", d)
+				}
+			}
+		}
+		// Every package's tests may use testutil: it imports no weft package.
+		if rel == "internal/testutil" {
+			for _, d := range p.Deps {
+				if strings.HasPrefix(d, mod) {
+					t.Errorf("internal/testutil depends on %s; it may import no weft package", d)
 				}
 			}
 		}
