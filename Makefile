@@ -5,7 +5,7 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/weftmesh/weft/internal/version.Version=$(VERSION)
 
-.PHONY: build test demo demo-down bench lint clean deps
+.PHONY: build test soak demo demo-down bench lint clean deps
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft ./cmd/weft
@@ -22,6 +22,11 @@ lint:
 
 test: deps lint build
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+# The chaos soak (test/soak_test.go): SOAK_SECS, SOAK_HOSTS, SOAK_SEED (a
+# failure prints the seed to replay); RACE=1 builds the peers with -race.
+soak: build
+	WEFT_RACE=$(RACE) SOAK_SECS=$${SOAK_SECS:-300} $(GO) test $(if $(RACE),-race) -count=1 -timeout 60m -run '^TestSoak$$' -v ./test/
 
 demo: build
 	bash scripts/demo.sh up

@@ -359,7 +359,9 @@ var build struct {
 }
 
 // Binary returns the path of a freshly built weft binary ("weft" or
-// "weft-cni"), building both once per test process.
+// "weft-cni"), building both once per test process. With WEFT_RACE=1 in
+// the environment (`RACE=1 make soak`) they are built with the race
+// detector, so a race in a peer shows in its log.
 func Binary(name string) string {
 	build.once.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
@@ -369,7 +371,11 @@ func Binary(name string) string {
 			return
 		}
 		for _, b := range []string{"weft", "weft-cni"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(build.dir, b), "./cmd/"+b)
+			args := []string{"build", "-o", filepath.Join(build.dir, b)}
+			if os.Getenv("WEFT_RACE") == "1" {
+				args = append(args, "-race")
+			}
+			cmd := exec.Command("go", append(args, "./cmd/"+b)...)
 			cmd.Dir = root
 			if out, err := cmd.CombinedOutput(); err != nil {
 				build.err = fmt.Errorf("go build %s: %v\n%s", b, err, out)
