@@ -344,14 +344,6 @@ func (b *Bed) DumpLogsOnFailure(t testing.TB) {
 	})
 }
 
-// Eventually is testutil.Eventually, kept while tests still call it here.
-//
-// Deprecated: use testutil.Eventually.
-func Eventually(t testing.TB, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	testutil.Eventually(t, d, what, cond)
-}
-
 var build struct {
 	once sync.Once
 	dir  string
