@@ -766,7 +766,7 @@ func (s *soak) checkLogs() error {
 	var errs []error
 	for _, h := range s.bed.Hosts {
 		if bad := h.LogProblems(); len(bad) > 0 {
-			errs = append(errs, fmt.Errorf("%s's log: %d lines, first: %s", h.Name, len(bad), strings.Join(bad[:min(3, len(bad))], " | ")))
+			errs = append(errs, fmt.Errorf("%s's log has %d reports; the first:\n%s", h.Name, len(bad), bad[0]))
 		}
 	}
 	return errors.Join(errs...)

@@ -13,10 +13,10 @@ package testbed
 //	bad := h.LogProblems() // "panic:", "fatal error:", "DATA RACE" lines
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -39,19 +39,22 @@ func (b *Bed) DelNamespace(full string) error {
 // logProblems are what must never appear in a peer's log.
 var logProblems = []string{"panic:", "fatal error:", "DATA RACE"}
 
-// LogProblems returns the lines of the host's log (every launch) that show
-// a panic, a fatal runtime error or a data race report.
+// LogProblems returns, for each panic, fatal runtime error or data race
+// report in the host's log (every launch), the report: its first line and
+// up to 40 lines after it, to the race detector's closing "=====" line.
 func (h *Host) LogProblems() []string {
+	lines := strings.Split(h.Log(), "\n")
 	var out []string
-	sc := bufio.NewScanner(strings.NewReader(h.Log()))
-	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
-	for sc.Scan() {
-		for _, p := range logProblems {
-			if strings.Contains(sc.Text(), p) {
-				out = append(out, sc.Text())
-				break
-			}
+	for i := 0; i < len(lines); i++ {
+		if !slices.ContainsFunc(logProblems, func(p string) bool { return strings.Contains(lines[i], p) }) {
+			continue
 		}
+		j := i + 1
+		for j < len(lines) && j < i+40 && !strings.HasPrefix(lines[j], "==================") {
+			j++
+		}
+		out = append(out, strings.Join(lines[i:j], "\n"))
+		i = j
 	}
 	return out
 }
