@@ -9,12 +9,16 @@ package test
 // last fault ever has two hosts down at once; the others keep a majority
 // up. A pair of pods on two hosts is probed every 100 ms for the whole
 // soak, and every lost probe is blamed on the fault under way when it left.
+// The soak ends inside a last fault (a peer killed or stopped, or a host cut
+// off) while the churn goes on, so pods are deleted whose peer cannot hear
+// of it until the heal.
 //
 // After the soak everything is healed and relaunched, and the mesh must
 // hold what the soak did: no address ever given to two live pods, each
 // peer's pods exactly the live ones (nothing lost, nothing leaked), one
 // ring tiling the range, no spooled release left, DNS naming exactly the
-// live pods within 10 s of the heal, no panic or race in any log, and no
+// live pods within 10 s of the heal (and go on doing so), no panic or
+// race in any log, and no
 // probe lost except to a partition of the pair's own hosts or below 1 s
 // per restart of one of them.
 //
@@ -70,8 +74,10 @@ const (
 	// soakAddGiveUp bounds a runtime's retries of one pod's ADD.
 	soakAddGiveUp = 90 * time.Second
 	// soakDNSWithin is how soon after the heal DNS must list exactly the
-	// live pods.
+	// live pods; it must go on doing so until soakDNSHold after the heal
+	// (a deleted name must not come back).
 	soakDNSWithin = 10 * time.Second
+	soakDNSHold   = 20 * time.Second
 )
 
 // soakConfig is what the environment chooses.
@@ -206,11 +212,11 @@ func TestSoak(t *testing.T) {
 	// The ping pair, on two different hosts.
 	i := rng.IntN(cfg.hosts)
 	j := (i + 1 + rng.IntN(cfg.hosts-1)) % cfg.hosts
-	src, err := s.add(bed.Hosts[i], 0, "pinga", true)
+	src, err := s.add(bed.Hosts[i], 0, "pinga", true, nil)
 	if err != nil {
 		s.fatalf("ping pair: %v", err)
 	}
-	dst, err := s.add(bed.Hosts[j], 0, "pingb", true)
+	dst, err := s.add(bed.Hosts[j], 0, "pingb", true, nil)
 	if err != nil {
 		s.fatalf("ping pair: %v", err)
 	}
@@ -237,7 +243,6 @@ func TestSoak(t *testing.T) {
 	s.runFaults(rng)
 	close(stop)
 	wg.Wait()
-	probes := prober.Stop()
 	s.logf("soak ends; healing and relaunching everything")
 
 	for _, h := range bed.Hosts {
@@ -250,8 +255,15 @@ func TestSoak(t *testing.T) {
 		s.errorf("after the soak, every peer must see every peer alive: %v", err)
 	}
 	healed := time.Now()
+	s.logf("healed: every peer sees every peer alive")
+	for _, w := range s.windows {
+		if w.to.IsZero() {
+			w.to = healed.Add(soakSettle)
+		}
+	}
 	s.check(healed)
-	loss := s.checkPing(probes, src, dst)
+	time.Sleep(time.Until(healed.Add(soakSettle))) // the last fault's window: probes go on until it closes
+	loss := s.checkPing(prober.Stop(), src, dst)
 	s.summary(loss)
 }
 
@@ -317,13 +329,15 @@ var soakFaults = []struct {
 }
 
 // runFaults injects faults until the soak's time is up: first every kind
-// once in a random order, then kinds at random.
+// once in a random order, then kinds at random. The last fault is left in
+// place when the time is up (TestSoak heals it).
 func (s *soak) runFaults(rng *rand.Rand) {
 	end := s.start.Add(s.cfg.dur)
 	order := rng.Perm(len(soakFaults))
 	for n := 0; ; n++ {
 		next := time.Now().Add(s.gap(rng))
-		if !next.Before(end) {
+		if end.Sub(next) < s.lastFor() {
+			s.lastFault(rng, end)
 			return
 		}
 		time.Sleep(time.Until(next)) // scenario pacing: the gap between faults
@@ -338,6 +352,37 @@ func (s *soak) runFaults(rng *rand.Rand) {
 			return
 		}
 	}
+}
+
+// lastFor is the least time the last fault stays in place: 20 s, scaled,
+// but at least 15 s, so that the others notice it (suspect, dead or
+// stopped) before the heal.
+func (s *soak) lastFor() time.Duration {
+	return time.Duration(max(15, 20*s.scale()) * float64(time.Second))
+}
+
+// lastFault takes one host down or cuts it off until end (at least
+// lastFor) and leaves it so: the heal after the soak ends it, and its
+// window closes then.
+func (s *soak) lastFault(rng *rand.Rand, end time.Time) {
+	h := pickHost(rng, s.bed.Hosts, nil)
+	hold := max(time.Until(end), s.lastFor())
+	var w *soakWindow
+	switch k := []string{"kill -9", "SIGTERM", "partition"}[rng.IntN(3)]; k {
+	case "partition":
+		s.faults["partition"]++
+		s.logf("last fault: partition of %s, healed after the soak", h.Name)
+		w = &soakWindow{host: h, from: time.Now()}
+		s.windows = append(s.windows, w)
+		h.Cut()
+		w.cause = fmt.Sprintf("partition of %s at %.1fs (the last)", h.Name, w.from.Sub(s.start).Seconds())
+	default:
+		s.faults[k]++
+		s.logf("last fault: %s of %s, relaunched after the soak", k, h.Name)
+		w = s.takeDown(h, k)
+		w.cause = fmt.Sprintf("%s of %s at %.1fs (the last, down %v)", k, h.Name, w.from.Sub(s.start).Seconds(), hold.Round(time.Second))
+	}
+	time.Sleep(hold) // scenario pacing: the churn goes on while h is out
 }
 
 // scale is the soak's length relative to `make soak`'s 300 s, bounded so a
@@ -454,7 +499,7 @@ func (s *soak) churn(h *testbed.Host, rng *rand.Rand, stop <-chan struct{}) {
 		}
 		pods := s.churnable(h)
 		if len(pods) == 0 || len(pods) < soakMaxPods && rng.IntN(2) == 0 {
-			if _, err := s.add(h, seq, fmt.Sprintf("pod%d", seq), false); err != nil {
+			if _, err := s.add(h, seq, fmt.Sprintf("pod%d", seq), false, stop); err != nil && !errors.Is(err, errSoakAbandoned) {
 				s.errorf("%v", err)
 			}
 			seq++
@@ -478,10 +523,13 @@ func (s *soak) churnable(h *testbed.Host) []*soakPod {
 	return out
 }
 
+// errSoakAbandoned: the soak ended while a pod's ADD was still failing.
+var errSoakAbandoned = errors.New("pod abandoned at the end of the soak")
+
 // add creates a pod on h with CNI ADD. A failed ADD is torn down with DEL
 // and retried with a new container ID, as a runtime retries a sandbox,
-// until soakAddGiveUp.
-func (s *soak) add(h *testbed.Host, seq int, name string, pair bool) (*soakPod, error) {
+// until soakAddGiveUp, or until stop is closed (the pod is abandoned).
+func (s *soak) add(h *testbed.Host, seq int, name string, pair bool, stop <-chan struct{}) (*soakPod, error) {
 	p := &soakPod{host: h, seq: seq, name: name, ns: s.bed.AddNamespace(h.Name + name), pair: pair}
 	giveUp := time.Now().Add(soakAddGiveUp)
 	for attempt := 1; ; attempt++ {
@@ -505,7 +553,14 @@ func (s *soak) add(h *testbed.Host, seq int, name string, pair bool) (*soakPod, 
 		if time.Now().After(giveUp) {
 			return nil, fmt.Errorf("CNI ADD %s on %s: still failing after %v: %v: %s", name, h.Name, soakAddGiveUp, err, out)
 		}
-		time.Sleep(time.Second) // the runtime's retry pacing
+		select {
+		case <-stop:
+			if derr := s.bed.DelNamespace(p.ns); derr != nil {
+				s.errorf("%v", derr)
+			}
+			return nil, errSoakAbandoned
+		case <-time.After(time.Second): // the runtime's retry pacing
+		}
 	}
 }
 
@@ -614,6 +669,8 @@ func (s *soak) check(healed time.Time) {
 	}{
 		{fmt.Sprintf("DNS lists exactly the live pods on every peer within %v of the heal", soakDNSWithin),
 			time.Until(healed.Add(soakDNSWithin)), 60 * time.Second, s.checkDNS},
+		{fmt.Sprintf("DNS goes on listing exactly the live pods until %v after the heal", soakDNSHold),
+			0, 0, func() error { return s.holdDNS(healed.Add(soakDNSHold)) }},
 		{"each peer's pods are exactly the soak's live pods on it (none lost, none leaked)", 60 * time.Second, 0, s.checkPods},
 		{"the IPAM rings of all peers are equal and tile the range", 60 * time.Second, 0, s.checkRings},
 		{"no spooled release is left in any data dir", 30 * time.Second, 0, s.checkSpool},
@@ -670,6 +727,19 @@ func (s *soak) checkDNS() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// holdDNS checks DNS every second until the deadline.
+func (s *soak) holdDNS(until time.Time) error {
+	for {
+		if err := s.checkDNS(); err != nil {
+			return err
+		}
+		if time.Now().After(until) {
+			return nil
+		}
+		time.Sleep(time.Second) // the pace of the checks, not a wait for a condition
+	}
 }
 
 // checkPods: each peer's pods are the live pods on its host.
