@@ -28,6 +28,12 @@ package test
 // Every random choice comes from generators seeded with SOAK_SEED (one for
 // the faults, one per host for its churn), so a seed replays the same
 // choices; the timing of the machine is not replayed.
+//
+// The file is long because it is one scenario: the faults, the churn and
+// the checks all read and write the same model (live pods, fault windows);
+// the bed-level parts (prober, namespace removal, log scan) live in
+// testbed/soak.go. It reads top-down: config, TestSoak, faults, churn,
+// checks, the ping's loss by cause.
 
 import (
 	"encoding/json"
