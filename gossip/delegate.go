@@ -42,7 +42,7 @@ func (d delegate) NotifyMsg(b []byte) {
 		d.m.heardBye(f.origin, f.kind == kindStop)
 		return
 	}
-	c := d.m.channels[f.channel]
+	c := d.m.channel(f.channel)
 	if c == nil {
 		d.m.log.Debug("message for unknown channel", "channel", f.channel)
 		return
@@ -55,15 +55,15 @@ func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
 }
 
 func (d delegate) LocalState(join bool) []byte {
-	frames := make([]frame, 0, len(d.m.channels))
-	for _, name := range d.m.channelOrder {
-		c := d.m.channels[name]
+	channels := d.m.channelList()
+	frames := make([]frame, 0, len(channels))
+	for _, c := range channels {
 		st := c.handler.FullState()
 		if len(st) > MaxState {
-			d.m.log.Warn("full state too large for push-pull", "channel", name, "bytes", len(st))
+			d.m.log.Warn("full state too large for push-pull", "channel", c.name, "bytes", len(st))
 			continue
 		}
-		frames = append(frames, frame{kind: kindState, channel: name, origin: d.m.cfg.ID, payload: st})
+		frames = append(frames, frame{kind: kindState, channel: c.name, origin: d.m.cfg.ID, payload: st})
 	}
 	return encodeState(frames)
 }
@@ -79,7 +79,7 @@ func (d delegate) MergeRemoteState(b []byte, join bool) {
 		if f.origin == d.m.cfg.ID {
 			continue
 		}
-		if c := d.m.channels[f.channel]; c != nil {
+		if c := d.m.channel(f.channel); c != nil {
 			c.deliver(f.origin, f.payload)
 		}
 	}

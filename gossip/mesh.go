@@ -25,7 +25,10 @@ type Mesh struct {
 	ml    *memberlist.Memberlist
 	queue *memberlist.TransmitLimitedQueue
 
-	// channels is written only before Run starts and read-only afterwards.
+	// chMu guards channels and channelOrder: they are written only before
+	// Run, but memberlist already listens then, and a remote push-pull may
+	// read them from its own goroutine.
+	chMu         sync.RWMutex
 	channels     map[string]*Channel
 	channelOrder []string
 
@@ -125,9 +128,29 @@ func (m *Mesh) Channel(name string, h Handler) *Channel {
 		panic("gossip: channel name must be 1-32 bytes")
 	}
 	c := &Channel{mesh: m, name: name, handler: h, inbox: make(chan inbound, m.cfg.InboxSize)}
+	m.chMu.Lock()
 	m.channels[name] = c
 	m.channelOrder = append(m.channelOrder, name)
+	m.chMu.Unlock()
 	return c
+}
+
+// channel returns the registered channel called name, or nil.
+func (m *Mesh) channel(name string) *Channel {
+	m.chMu.RLock()
+	defer m.chMu.RUnlock()
+	return m.channels[name]
+}
+
+// channelList returns the registered channels in registration order.
+func (m *Mesh) channelList() []*Channel {
+	m.chMu.RLock()
+	defer m.chMu.RUnlock()
+	cs := make([]*Channel, 0, len(m.channelOrder))
+	for _, name := range m.channelOrder {
+		cs = append(cs, m.channels[name])
+	}
+	return cs
 }
 
 // Run drives the channels, large broadcasts, reconnection of targets and
@@ -137,7 +160,7 @@ func (m *Mesh) Channel(name string, h Handler) *Channel {
 func (m *Mesh) Run(ctx context.Context) error {
 	m.started.Store(true)
 	var wg sync.WaitGroup
-	for _, c := range m.channels {
+	for _, c := range m.channelList() {
 		wg.Add(1)
 		go func() { defer wg.Done(); c.run(ctx) }()
 	}

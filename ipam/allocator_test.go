@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/peer"
 )
@@ -74,10 +75,13 @@ func TestBootstrapOneByOne(t *testing.T) {
 	c := newCluster(t, t.TempDir(), 3, "10.32.0.0/16", consensus(3), 2)
 	defer c.close()
 	a := c.start(c.ids[0])
-	time.Sleep(100 * time.Millisecond) // several bootstrap rounds without quorum
-	if got, want := a.Status().Status, "awaiting consensus (known 1 of quorum 2)"; got != want {
-		t.Fatalf("Status() = %q; want %q", got, want)
-	}
+	// Alone, it knows 1 of the quorum of 2 and must not form a ring.
+	testutil.Eventually(t, 10*time.Second, "the lone peer to await consensus", func() error {
+		if got, want := a.Status().Status, "awaiting consensus (known 1 of quorum 2)"; got != want {
+			return fmt.Errorf("Status() = %q; want %q", got, want)
+		}
+		return nil
+	})
 	c.start(c.ids[1])
 	c.waitReady(10*time.Second, c.ids[0], c.ids[1])
 	// The third launch peer comes late: it must adopt the ring, not make one.
@@ -113,10 +117,12 @@ func TestBootstrapSeedAndObserver(t *testing.T) {
 	o := newCluster(t, t.TempDir(), 1, "10.32.0.0/16", ipam.Init{Mode: ipam.InitObserver}, 4)
 	defer o.close()
 	a := o.start(o.ids[0])
-	time.Sleep(60 * time.Millisecond)
-	if got := a.Status().Status; got != "awaiting ring (observer)" {
-		t.Fatalf("observer Status() = %q", got)
-	}
+	testutil.Eventually(t, 10*time.Second, "the observer to await a ring", func() error {
+		if got := a.Status().Status; got != "awaiting ring (observer)" {
+			return fmt.Errorf("observer Status() = %q", got)
+		}
+		return nil
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := a.Allocate(ctx, "x"); !errors.Is(err, context.DeadlineExceeded) {

@@ -2,6 +2,7 @@ package ipam_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/ipam/ipamtest"
 	"github.com/weftmesh/weft/peer"
@@ -172,15 +174,17 @@ func (c *cluster) close() {
 	c.net.Close()
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually is testutil.Eventually for the cluster's tb, which is a
+// rapid.T in the property tests and so not a testing.TB.
 func eventually(t tb, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+	if err := testutil.Poll(d, func() error {
+		if !cond() {
+			return errors.New("not yet")
 		}
-		time.Sleep(5 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("timed out after %v waiting for %s", d, what)
 	}
 }
 
@@ -227,26 +231,25 @@ func (c *cluster) healAndConverge(d time.Duration) {
 	c.t.Helper()
 	c.net.Heal()
 	c.setPeers()
-	deadline := time.Now().Add(d)
-	for {
+	err := testutil.Poll(d, func() error {
 		c.net.Sync()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		_ = c.net.WaitIdle(ctx)
-		cancel()
-		if c.converged() {
-			return
+		if !c.converged() {
+			return errors.New("rings differ")
 		}
-		if time.Now().After(deadline) {
-			for _, id := range c.live() {
-				st := c.get(id).Status()
-				c.t.Logf("peer %s: %s owned %d allocated %d", id, st.Status, st.Owned, st.Allocated)
-				for _, r := range st.Runs {
-					c.t.Logf("   %s-%s %s free %d", r.Start, r.End, r.Owner, r.Free)
-				}
+		return nil
+	})
+	if err != nil {
+		for _, id := range c.live() {
+			st := c.get(id).Status()
+			c.t.Logf("peer %s: %s owned %d allocated %d", id, st.Status, st.Owned, st.Allocated)
+			for _, r := range st.Runs {
+				c.t.Logf("   %s-%s %s free %d", r.Start, r.End, r.Owner, r.Free)
 			}
-			c.t.Fatalf("rings did not converge within %v; rejected messages: %v", d, c.net.Rejected())
 		}
-		time.Sleep(5 * time.Millisecond)
+		c.t.Fatalf("rings did not converge within %v; rejected messages: %v", d, c.net.Rejected())
 	}
 }
 
