@@ -94,7 +94,7 @@ type Membership interface {
 	Forget(ctx context.Context, peers []string) error
 	// Rmpeer takes the address space of the dead peer name over; it blocks
 	// while a majority agrees (within ctx). ErrConflict when the peer is
-	// alive or suspect, ErrNotFound when it owns no space, ErrUnavailable
+	// alive, ErrNotFound when it owns no space, ErrUnavailable
 	// without a quorum.
 	Rmpeer(ctx context.Context, name string) (*client.RmpeerResult, error)
 	// Leave hands this peer's address space to a live peer and stops the

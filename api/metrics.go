@@ -126,7 +126,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.info, 1, st.Name, st.ID, st.Version, st.Transport)
 	gauge(c.uptime, st.UptimeSeconds)
 
-	states := map[string]float64{"alive": 0, "suspect": 0, "dead": 0, "stopped": 0, "left": 0}
+	states := map[string]float64{"alive": 0, "dead": 0, "stopped": 0, "left": 0}
 	conns := map[string]float64{}
 	now := time.Now()
 	for _, p := range st.Peers {

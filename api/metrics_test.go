@@ -84,7 +84,7 @@ func TestMetrics(t *testing.T) {
 		{"weft_info", []string{"name=h1", "id=8f3a9c2e11d0b7a4", "version=0.1.0-test", "transport=wireguard"}, 1},
 		{"weft_peers", []string{"state=alive"}, 2},
 		{"weft_peers", []string{"state=dead"}, 1},
-		{"weft_peers", []string{"state=suspect"}, 0},
+		{"weft_peers", []string{"state=stopped"}, 0},
 		{"weft_connections", []string{"transport=wireguard"}, 1},
 		{"weft_peer_rx_bytes", []string{"peer=h2"}, 18_734_112},
 		{"weft_peer_tx_bytes", []string{"peer=h3"}, 2_990_001},

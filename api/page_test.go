@@ -44,7 +44,7 @@ func TestStatusPageLargeMesh(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
-	// 20 more peers, some suspect, one left.
+	// 20 more peers, some dead, some left.
 	ts := startWith(t, func(f *apitest.Fakes) api.Backends {
 		st := &f.Reporter.Snapshot
 		for i := range 20 {
@@ -52,7 +52,7 @@ func TestStatusPageLargeMesh(t *testing.T) {
 				State: "alive", Transport: "wireguard", Endpoint: fmt.Sprintf("192.168.50.%d:51820", i+4), RxBytes: int64(i) << 20, TxBytes: int64(i) << 19}
 			switch i % 7 {
 			case 3:
-				p.State, p.Reason = "suspect", "missed 3 probes"
+				p.State, p.Reason = "dead", "unreachable (failure detector)"
 			case 5:
 				p.State = "left"
 			}
@@ -66,11 +66,11 @@ func TestStatusPageLargeMesh(t *testing.T) {
 		os.MkdirAll(out, 0o755)
 	}
 	rep := apitest.CheckPage(t, ts.base+"/", 23, out)
-	suspect := slices.ContainsFunc(rep.Problems, func(p string) bool { return strings.Contains(p, "node-07 is suspect") })
+	dead := slices.ContainsFunc(rep.Problems, func(p string) bool { return strings.Contains(p, "node-07 is dead") })
 	if slices.ContainsFunc(rep.Problems, func(p string) bool { return strings.Contains(p, "node-09") }) {
 		t.Errorf("page problems = %q; a peer that left is not a problem", rep.Problems)
 	}
-	if !suspect {
-		t.Errorf("page problems = %q; want the suspect node-07 named", rep.Problems)
+	if !dead {
+		t.Errorf("page problems = %q; want the dead node-07 named", rep.Problems)
 	}
 }

@@ -277,7 +277,7 @@ func (d *Daemon) Rmpeer(ctx context.Context, name string) (*client.RmpeerResult,
 		if p.ID == d.id.ID {
 			return nil, fmt.Errorf("%w: %s is this peer; use 'weft reset' to hand its space over", api.ErrBadRequest, name)
 		}
-		if p.State == peer.Alive || p.State == peer.Suspect {
+		if p.State.Up() {
 			return nil, fmt.Errorf("%w: peer %s is %s: stop it first (rmpeer is for dead peers)", api.ErrConflict, name, p.State)
 		}
 		id = p.ID

@@ -35,7 +35,7 @@ func TestReachedTarget(t *testing.T) {
 		{"by name", []peer.Info{h2}, []string{"h2"}, true},
 		{"another host", []peer.Info{h2}, []string{"192.168.1.3"}, false},
 		{"target known but dead", []peer.Info{peerAt("h2", "192.168.1.2", peer.Dead, true)}, []string{"h2"}, false},
-		{"target suspect", []peer.Info{peerAt("h2", "192.168.1.2", peer.Suspect, true)}, []string{"h2"}, false},
+		{"target stopped", []peer.Info{peerAt("h2", "192.168.1.2", peer.Stopped, true)}, []string{"h2"}, false},
 		{"no peers", nil, []string{"h2"}, false},
 	}
 	for _, tt := range tests {

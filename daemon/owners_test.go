@@ -152,7 +152,6 @@ func TestOwnerProblem(t *testing.T) {
 		wantWords  string
 	}{
 		{"alive", seen(peer.Alive, 0), true, time.Hour, true, false, ""},
-		{"suspect", seen(peer.Suspect, 5*time.Second), true, time.Hour, true, false, ""},
 		{"not met yet, new mesh", peer.Info{}, false, 10 * time.Second, true, false, ""},
 		{"not met after a long time", peer.Info{}, false, time.Hour, false, true, "has not heard from"},
 		{"stopped a minute ago", seen(peer.Stopped, time.Minute), true, time.Hour, false, false, "pods stay reachable"},

@@ -100,8 +100,6 @@ func linkReason(p peer.Info, cp client.Peer, owned int64) string {
 		return "unreachable" + since + " (failure detector)" + kept
 	case peer.Left:
 		return "left the mesh" + kept
-	case peer.Suspect:
-		return "not answering probes"
 	}
 	if !p.Meta.Bridge.IsValid() {
 		return "no bridge address yet (its IPAM is not ready)"
@@ -215,8 +213,7 @@ func (d *Daemon) problems(st *client.Status, peers []peer.Info, now time.Time) [
 }
 
 // ownerProblem says in words what it means that a ring owner is not up,
-// or "" when there is nothing to say: the owner is this peer, is up (or
-// only suspected), or has not been met yet by a peer that started a
+// or "" when there is nothing to say: the owner is this peer, is up, or has not been met yet by a peer that started a
 // moment ago. p is what this peer knows of the owner (known false: not
 // even its name).
 func ownerProblem(o client.IPAMOwner, p peer.Info, known bool, now, started time.Time) string {

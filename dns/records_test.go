@@ -189,7 +189,7 @@ func TestMembershipHidesAndCollects(t *testing.T) {
 	}{
 		{"membership unknown: all visible", nil, []string{"mine.weft.local.", "theirs.weft.local."}},
 		{"other alive", []peer.Info{{ID: self, State: peer.Alive}, {ID: other, State: peer.Alive}}, []string{"mine.weft.local.", "theirs.weft.local."}},
-		{"other suspect stays", []peer.Info{{ID: self, State: peer.Alive}, {ID: other, State: peer.Suspect}}, []string{"mine.weft.local.", "theirs.weft.local."}},
+		{"other stopped: hidden", []peer.Info{{ID: self, State: peer.Alive}, {ID: other, State: peer.Stopped}}, []string{"mine.weft.local."}},
 		{"other dead: hidden", []peer.Info{{ID: self, State: peer.Alive}, {ID: other, State: peer.Dead}}, []string{"mine.weft.local."}},
 		{"other back", []peer.Info{{ID: other, State: peer.Alive}}, []string{"mine.weft.local.", "theirs.weft.local."}},
 		{"other forgotten: hidden", []peer.Info{{ID: self, State: peer.Alive}}, []string{"mine.weft.local."}},

@@ -232,8 +232,7 @@ func (s *Server) Merge(from peer.ID, msg []byte) error {
 }
 
 // SetPeers hands over the membership: the records of peers that are up
-// (alive or suspect: suspicion is memberlist's maybe, and is often
-// refuted) are visible. Records of the others stay visible only while
+// are visible. Records of the others stay visible only while
 // SetOwners lists them.
 func (s *Server) SetPeers(peers []peer.Info) {
 	members := make(map[peer.ID]bool, len(peers))

@@ -512,7 +512,7 @@ func (m *Mesh) Peers() []peer.Info {
 func (m *Mesh) Forget(names ...string) {
 	m.mu.Lock()
 	for _, n := range names {
-		if e := m.peers[n]; e != nil && e.info.State != peer.Alive && e.info.State != peer.Suspect {
+		if e := m.peers[n]; e != nil && !e.info.State.Up() {
 			delete(m.peers, n)
 		}
 	}
@@ -549,7 +549,7 @@ func (m *Mesh) nodeByID(id peer.ID) *memberlist.Node {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, e := range m.peers {
-		if e.info.ID == id && e.node != nil && (e.info.State == peer.Alive || e.info.State == peer.Suspect) {
+		if e.info.ID == id && e.node != nil && e.info.State.Up() {
 			return e.node
 		}
 	}

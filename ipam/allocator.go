@@ -145,13 +145,13 @@ func (a *Allocator) SetPeers(peers []peer.Info) {
 	a.wakeLocked()
 }
 
-// alive reports whether id is alive (or suspect) in the last SetPeers.
+// aliveLocked reports whether id is up in the last SetPeers.
 func (a *Allocator) aliveLocked(id peer.ID) bool {
 	if id == a.cfg.Self {
 		return true
 	}
 	p, ok := a.peers[id]
-	return ok && (p.State == peer.Alive || p.State == peer.Suspect)
+	return ok && p.State.Up()
 }
 
 // liveLocked returns the IDs of live peers, self included, sorted.

@@ -62,15 +62,17 @@ type State string
 // over.
 const (
 	Alive   State = "alive"
-	Suspect State = "suspect"
 	Dead    State = "dead"
 	Stopped State = "stopped"
 	Left    State = "left"
 )
 
-// Up reports whether the failure detector thinks the peer runs (alive or
-// only suspected).
-func (s State) Up() bool { return s == Alive || s == Suspect }
+// There is no "suspect" state: memberlist suspects a peer internally for a
+// few seconds before it declares it dead, but it publishes no per-node
+// suspicion, so weft reports the peer alive until memberlist says dead.
+
+// Up reports whether the failure detector thinks the peer runs.
+func (s State) Up() bool { return s == Alive }
 
 // Info is everything this peer knows about another peer (or itself).
 type Info struct {

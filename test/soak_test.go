@@ -367,7 +367,7 @@ func (s *soak) runFaults(rng *rand.Rand) {
 }
 
 // lastFor is the least time the last fault stays in place: 20 s, scaled,
-// but at least 15 s, so that the others notice it (suspect, dead or
+// but at least 15 s, so that the others notice it (dead or
 // stopped) before the heal.
 func (s *soak) lastFor() time.Duration {
 	return time.Duration(max(15, 20*s.scale()) * float64(time.Second))

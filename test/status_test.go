@@ -223,7 +223,7 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 			check("weft_info for this peer", v("weft_info", "name", h.Name, "transport", "wireguard") == 1, 0)
 			check("weft_uptime_seconds > 0", v("weft_uptime_seconds") > 0, v("weft_uptime_seconds"))
 			check("weft_peers{alive} == 3", v("weft_peers", "state", "alive") == 3, v("weft_peers", "state", "alive"))
-			for _, s := range []string{"suspect", "dead", "stopped", "left"} {
+			for _, s := range []string{"dead", "stopped", "left"} {
 				check("weft_peers{"+s+"} == 0", v("weft_peers", "state", s) == 0, v("weft_peers", "state", s))
 			}
 			check("weft_connections{wireguard} == 2", v("weft_connections", "transport", "wireguard") == 2, v("weft_connections", "transport", "wireguard"))

@@ -25,7 +25,7 @@ type Peer struct {
 	Name          string  `json:"name"`
 	ID            string  `json:"id"`
 	Address       string  `json:"address"` // underlay address
-	State         string  `json:"state"`   // alive, suspect, dead, stopped, left
+	State         string  `json:"state"`   // alive, dead, stopped, left
 	Self          bool    `json:"self"`
 	Transport     string  `json:"transport"`      // how this peer reaches it
 	Endpoint      string  `json:"endpoint"`       // datapath endpoint host:port
