@@ -115,6 +115,7 @@ func TestChurnTranscripts(t *testing.T) {
 				"link delete weft-vx",
 				"link ensure weft-wg type wireguard mtu 1440 up",
 				"sysctl net/ipv4/conf/weft-wg/rp_filter=2",
+				"addr add 10.32.0.1/32 dev weft-wg noprefixroute",
 				"route replace 10.36.0.0/14 dev weft-wg src 10.32.0.1",
 				"route replace 10.36.0.1/32 dev weft-wg src 10.32.0.1",
 				"route replace 10.40.0.0/14 dev weft-wg src 10.32.0.1",

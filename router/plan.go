@@ -48,11 +48,18 @@ type sysctl struct{ key, value string }
 
 // plan is the desired kernel state for one Config.
 type plan struct {
-	mtu        int
-	bridge     Link
-	vxlan      *Link // nil = no VXLAN device
-	wireguard  bool  // a WireGuard device is wanted
-	addr       netip.Prefix
+	mtu       int
+	bridge    Link
+	vxlan     *Link // nil = no VXLAN device
+	wireguard bool  // a WireGuard device is wanted
+	addr      netip.Prefix
+	// tunAddr is the bridge address as a /32 on the tunnel devices
+	// (WireGuard, VXLAN): what the host sends or forwards into the mesh
+	// after a masquerade (kube-proxy's NodePort SNAT picks the address of
+	// the outgoing device, not the route's src) then carries a source
+	// inside this peer's own ranges, which the other peers' WireGuard
+	// AllowedIPs accept and route back. Invalid = none.
+	tunAddr    netip.Prefix
 	routes     []Route
 	neighs     []Neigh
 	fdbs       []FDB
@@ -106,6 +113,7 @@ func makePlan(cfg Config, u Underlay) plan {
 	}
 	if cfg.BridgeAddr.IsValid() {
 		p.addr = cfg.BridgeAddr
+		p.tunAddr = netip.PrefixFrom(cfg.BridgeAddr.Addr(), 32)
 	}
 	for _, l := range cfg.Local {
 		addRoute(Route{Dst: l.Masked(), Dev: cfg.Bridge})

@@ -56,6 +56,12 @@ func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) 
 	}
 	errs = append(errs, r.ensureAddr(cfg.Bridge, p.addr))
 	if p.vxlan != nil {
+		errs = append(errs, r.ensureAddr(cfg.VXIface, p.tunAddr))
+	}
+	if p.wireguard {
+		errs = append(errs, r.ensureAddr(cfg.WGIface, p.tunAddr))
+	}
+	if p.vxlan != nil {
 		errs = append(errs, r.ensureFDB(cfg.VXIface, p.fdbs), r.ensureNeigh(cfg.VXIface, p.neighs))
 	}
 	errs = append(errs, r.ensureRoutes(p.routes), r.ensureNft(p.masq))
