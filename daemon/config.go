@@ -64,6 +64,10 @@ type Config struct {
 	// DatapathCommand starts the userspace WireGuard process; nil = this
 	// executable's `datapath` subcommand.
 	DatapathCommand []string
+	// ExternalDatapath: never start the userspace datapath; wait for the
+	// one run by `weft datapath` in a container of its own (Kubernetes),
+	// so that replacing this peer's container never ends it.
+	ExternalDatapath bool
 	// ResyncInterval is the router's drift-repair period.
 	ResyncInterval time.Duration
 	// Gossip, when non-nil, adjusts the gossip configuration (tests).

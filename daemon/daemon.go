@@ -201,7 +201,7 @@ func (d *Daemon) build(log *slog.Logger) error {
 		}
 		dp = []string{exe, "datapath"}
 	}
-	if d.router, err = router.New(router.Options{DatapathCommand: dp, Logger: log, ResyncInterval: d.cfg.ResyncInterval}); err != nil {
+	if d.router, err = router.New(router.Options{DatapathCommand: dp, ExternalDatapath: d.cfg.ExternalDatapath, Logger: log, ResyncInterval: d.cfg.ResyncInterval}); err != nil {
 		return err
 	}
 

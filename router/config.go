@@ -142,7 +142,10 @@ type Options struct {
 	// DatapathCommand is the argv that starts the userspace WireGuard
 	// process; passed through to the WGFactory.
 	DatapathCommand []string
-	Logger          *slog.Logger  // nil = discard
-	ResyncInterval  time.Duration // period of the drift-repairing resync; 0 = 10 s
-	Debounce        time.Duration // delay that coalesces bursts of Set; 0 = 200 ms
+	// ExternalDatapath: never start the userspace datapath, wait for the
+	// one that someone else runs (Kubernetes: its own container).
+	ExternalDatapath bool
+	Logger           *slog.Logger  // nil = discard
+	ResyncInterval   time.Duration // period of the drift-repairing resync; 0 = 10 s
+	Debounce         time.Duration // delay that coalesces bursts of Set; 0 = 200 ms
 }

@@ -272,7 +272,7 @@ func (r *Router) ensureWG(ctx context.Context, cfg Config, p plan, force bool) e
 			return ErrNoWireGuard
 		}
 		dev, err := r.factory(ctx, WGDeviceConfig{Name: cfg.WGIface, MTU: p.mtu,
-			DatapathCommand: r.opts.DatapathCommand, Logger: r.base})
+			DatapathCommand: r.opts.DatapathCommand, ExternalDatapath: r.opts.ExternalDatapath, Logger: r.base})
 		if err != nil {
 			return fmt.Errorf("wireguard device %s: %w", cfg.WGIface, err)
 		}
@@ -309,7 +309,7 @@ func (r *Router) deleteWG(ctx context.Context, cfg Config) error {
 	if r.factory != nil {
 		// Adopt it first so that a userspace datapath process stops too.
 		if dev, err := r.factory(ctx, WGDeviceConfig{Name: cfg.WGIface, MTU: defaultUnderlayMTU,
-			DatapathCommand: r.opts.DatapathCommand, Logger: r.base}); err == nil {
+			DatapathCommand: r.opts.DatapathCommand, ExternalDatapath: r.opts.ExternalDatapath, Logger: r.base}); err == nil {
 			if err := dev.Delete(); err == nil {
 				return nil
 			}

@@ -25,6 +25,7 @@ func NetNSWGFactory(k *NetlinkKernel) WGFactory {
 func newWGDevice(ctx context.Context, cfg WGDeviceConfig, do func(func() error) error) (WGDevice, error) {
 	wc := wg.DefaultConfig()
 	wc.Name, wc.MTU, wc.Logger = cfg.Name, cfg.MTU, cfg.Logger
+	wc.ExternalDatapath = cfg.ExternalDatapath
 	if len(cfg.DatapathCommand) > 0 {
 		wc.DatapathCommand = cfg.DatapathCommand
 	}

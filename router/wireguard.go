@@ -63,7 +63,10 @@ type WGDeviceConfig struct {
 	Name            string   // interface name
 	MTU             int      // bytes
 	DatapathCommand []string // argv of the userspace datapath process
-	Logger          *slog.Logger
+	// ExternalDatapath: the userspace datapath is someone else's to start
+	// (wg.Config.ExternalDatapath).
+	ExternalDatapath bool
+	Logger           *slog.Logger
 }
 
 // WGFactory creates the WireGuard device, or adopts the one already running

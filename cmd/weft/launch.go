@@ -102,6 +102,7 @@ func launch(args []string) error {
 	fs.StringVar(&cfg.WGIface, "wg-iface", cfg.WGIface, "WireGuard interface name")
 	fs.UintVar(&vxPort, "vxlan-port", uint(cfg.VXPort), "VXLAN UDP port")
 	fs.StringVar(&cfg.Bridge, "bridge", cfg.Bridge, "bridge interface for local pods")
+	fs.BoolVar(&cfg.ExternalDatapath, "external-datapath", false, "never start the userspace WireGuard datapath; wait for the one run by 'weft datapath' (its own container in Kubernetes)")
 	fs.BoolVar(&cfg.NoMasquerade, "no-masquerade", false, "do not masquerade pod egress")
 	fs.DurationVar(&cfg.ResyncInterval, "resync", cfg.ResyncInterval, "period of the datapath's drift repair")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -178,6 +179,7 @@ func datapath(args []string) error {
 	iface := fs.String("iface", wg.DefaultConfig().Name, "interface")
 	mtu := fs.Int("mtu", 1420, "MTU")
 	logLevel := fs.String("log-level", "info", "log level")
+	idle := fs.Bool("idle-with-kernel", false, "if the kernel has WireGuard, serve nothing and wait for a signal (the peer uses the kernel device)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -186,6 +188,17 @@ func datapath(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *idle {
+		kernel, err := wg.KernelSupported("weft-wgprobe")
+		if err != nil {
+			return err
+		}
+		if kernel {
+			log.Info("the kernel has WireGuard: the peer uses a kernel device, so this datapath idles", "iface", *iface)
+			<-ctx.Done()
+			return nil
+		}
+	}
 	return wg.RunDatapath(ctx, *iface, *mtu, log)
 }
 

@@ -39,6 +39,12 @@ type Config struct {
 	DatapathLog string
 	// ForceUserspace skips kernel WireGuard even when the module exists.
 	ForceUserspace bool
+	// ExternalDatapath says that someone else runs the userspace datapath
+	// (`weft datapath --idle-with-kernel` in a container of its own, so
+	// that replacing the control plane's container does not end it):
+	// without kernel WireGuard, Ensure waits for it to answer on the UAPI
+	// socket and never starts a process.
+	ExternalDatapath bool
 	// Logger receives our logs; nil discards them.
 	Logger *slog.Logger
 	// StartTimeout bounds how long Ensure waits for a started datapath
@@ -49,13 +55,14 @@ type Config struct {
 // DefaultConfig returns the defaults of weft's mesh device.
 func DefaultConfig() Config {
 	return Config{
-		Name:            "weft-wg",                              // interface and UAPI socket name
-		MTU:             1420,                                   // bytes: 1500 underlay - 60 (IPv4 + UDP + WireGuard)
-		DatapathCommand: []string{"/proc/self/exe", "datapath"}, // argv prefix; --iface/--mtu appended
-		DatapathLog:     "",                                     // path; "" = /dev/null
-		ForceUserspace:  false,                                  // bool: use kernel WireGuard when present
-		Logger:          nil,                                    // nil = discard
-		StartTimeout:    10 * time.Second,                       // duration: datapath start deadline
+		Name:             "weft-wg",                              // interface and UAPI socket name
+		MTU:              1420,                                   // bytes: 1500 underlay - 60 (IPv4 + UDP + WireGuard)
+		DatapathCommand:  []string{"/proc/self/exe", "datapath"}, // argv prefix; --iface/--mtu appended
+		DatapathLog:      "",                                     // path; "" = /dev/null
+		ForceUserspace:   false,                                  // bool: use kernel WireGuard when present
+		ExternalDatapath: false,                                  // bool: start the userspace process ourselves
+		Logger:           nil,                                    // nil = discard
+		StartTimeout:     10 * time.Second,                       // duration: datapath start deadline
 	}
 }
 

@@ -49,6 +49,27 @@ func ensureKernel(cfg Config, logger *slog.Logger) (bool, error) {
 	}
 }
 
+// KernelSupported reports whether this network namespace's kernel can make
+// WireGuard links. It adds a link of type wireguard named probe and removes
+// it again: the only reliable test, since the module may be built in,
+// loadable on demand or absent. A missing module is (false, nil).
+func KernelSupported(probe string) (bool, error) {
+	if err := validateLink(probe, 1420); err != nil {
+		return false, err
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = probe
+	err := netlink.LinkAdd(&netlink.Wireguard{LinkAttrs: la})
+	switch {
+	case err == nil:
+		return true, deleteKernel(probe)
+	case errors.Is(err, unix.EOPNOTSUPP):
+		return false, nil
+	default:
+		return false, fmt.Errorf("wg probe %s: link add wireguard: %w", probe, err)
+	}
+}
+
 // deleteKernel removes the kernel link; a missing link is not an error.
 func deleteKernel(name string) error {
 	link, err := netlink.LinkByName(name)

@@ -29,6 +29,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// awaitExternal waits for a datapath that someone else starts.
+func (d *Device) awaitExternal(ctx context.Context) error {
+	d.logger.Info("waiting for the external datapath", "socket", socketPath(d.cfg.Name))
+	if !poll(ctx, d.cfg.StartTimeout, 50*time.Millisecond, d.userspaceSeen) {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("wg ensure %s: %w", d.cfg.Name, err)
+		}
+		return fmt.Errorf("wg ensure %s: %w after %v: the external datapath (weft datapath, the weft-datapath container) does not answer on %s",
+			d.cfg.Name, ErrStartTimeout, d.cfg.StartTimeout, socketPath(d.cfg.Name))
+	}
+	return nil
+}
+
 // ensureUserspace reuses a datapath process answering for d's name or
 // starts one and waits until wgctrl sees it.
 func (d *Device) ensureUserspace(ctx context.Context) error {
@@ -47,6 +60,12 @@ func (d *Device) ensureUserspace(ctx context.Context) error {
 	}
 	if link, err := netlink.LinkByName(name); err == nil && link.Type() != "tuntap" {
 		return fmt.Errorf("wg ensure %s: %w (type %s)", name, ErrNotWireGuardLink, link.Type())
+	}
+	if d.cfg.ExternalDatapath {
+		if err := d.awaitExternal(ctx); err != nil {
+			return err
+		}
+		return d.ensureUserspace(ctx) // seen now: checks the link and adopts it
 	}
 	pid, err := startDatapath(d.cfg)
 	if err != nil {
