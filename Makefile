@@ -5,11 +5,21 @@ PKGS    := ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/weftmesh/weft/internal/version.Version=$(VERSION)
 
-.PHONY: build test soak demo demo-down bench lint clean deps
+IMAGE   ?= docker.io/weftmesh/weft:latest
+
+.PHONY: build image test soak demo demo-down bench lint clean deps
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft ./cmd/weft
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft-cni ./cmd/weft-cni
+
+# The container image (deploy/weft.yaml): static weft and weft-cni on an
+# empty base, a docker-archive tarball for `ctr images import` or
+# `docker load`; no Docker daemon, no registry; reproducible.
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/image/weft ./cmd/weft
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/image/weft-cni ./cmd/weft-cni
+	$(GO) run -ldflags "$(LDFLAGS)" ./internal/cmd/mkimage -o $(BIN)/weft-image.tar -tag $(IMAGE) $(BIN)/image/weft $(BIN)/image/weft-cni
 
 deps:
 	bash scripts/deps.sh
