@@ -110,6 +110,9 @@ func Write(file string, s Spec) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("image: write %s: %w", file, err)
 	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
 	if err := os.Rename(tmp.Name(), file); err != nil {
 		return fmt.Errorf("image: %w", err)
 	}
