@@ -5,6 +5,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 
 	"github.com/weftmesh/weft/api/client"
@@ -62,6 +63,21 @@ func handleStatus(version string, part func(*client.Status) any) handler[Reporte
 // decodes only 2xx answers); "ready": false carries the reason.
 func handleReady(b Reporter, w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, b.Ready(r.Context()))
+	return nil
+}
+
+// handleReadyz is /ready for probes that read only the status code (a
+// Kubernetes readinessProbe): 200 "ok" when the peer can serve pods, else
+// 503 with the reason.
+func handleReadyz(b Reporter, w http.ResponseWriter, r *http.Request) error {
+	rd := b.Ready(r.Context())
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !rd.Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready:", rd.Reason)
+		return nil
+	}
+	fmt.Fprintln(w, "ok")
 	return nil
 }
 

@@ -74,6 +74,7 @@ func (s *Server) routes() map[string]route {
 		"/status/ipam":  get(status(func(st *client.Status) any { return st.IPAM })),
 		"/status/dns":   get(status(func(st *client.Status) any { return st.DNS })),
 		"/ready":        get(bind(b.Reporter, "Reporter", handleReady)),
+		"/readyz":       get(bind(b.Reporter, "Reporter", handleReadyz)),
 		"/ip/lookup":    get(ips(handleLookup)),
 		"/dns/lookup":   get(dns(handleDNSLookup)),
 		"/metrics":      get(s.metrics.serve),

@@ -175,6 +175,7 @@ var apiRoutes = []struct {
 	{"GET", "/status/ipam", "", "Reporter", "Status"},
 	{"GET", "/status/dns", "", "Reporter", "Status"},
 	{"GET", "/ready", "", "Reporter", "Ready"},
+	{"GET", "/readyz", "", "Reporter", "Ready"},
 	{"GET", "/ip/lookup?id=c1", "", "Addresses", "Lookup c1"},
 	{"GET", "/dns/lookup?name=web", "", "Names", "DNSLookup web"},
 	{"POST", "/ip/allocate", `{"id":"c2","ifname":"eth0"}`, "Addresses", "Allocate {ID:c2 IfName:eth0 Pod:}"},
@@ -261,6 +262,7 @@ func TestReadRoutes(t *testing.T) {
 		{"/status/ipam", "application/json", snap.IPAM, "", []string{"Status"}},
 		{"/status/dns", "application/json", snap.DNS, "", []string{"Status"}},
 		{"/ready", "application/json", client.Ready{Ready: true}, "", []string{"Ready"}},
+		{"/readyz", "text/plain", nil, "ok", []string{"Ready"}},
 		{"/ip/lookup?id=4b1d", "application/json", client.Allocation{ID: "4b1d", Address: "10.32.0.2/12", Gateway: "10.32.0.1",
 			Bridge: "weft", MTU: 1360, DNS: ts.fakes.Addresses.Allocation.DNS}, "", []string{"Lookup 4b1d"}},
 		{"/dns/lookup?name=web", "application/json", client.DNSLookup{Name: "web", Addresses: []string{"10.32.0.2"}}, "", []string{"DNSLookup web"}},
@@ -648,5 +650,16 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := api.DefaultConfig().Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
+	}
+}
+
+// TestReadyzNotReady: a probe that reads only the status code sees 503,
+// and the body says why.
+func TestReadyzNotReady(t *testing.T) {
+	ts := startServer(t)
+	ts.fakes.Reporter.SetError("Ready", errors.New("awaiting consensus (known 1 of quorum 3)"))
+	resp, b := ts.send(t, true, http.MethodGet, "/readyz", "")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "awaiting consensus") {
+		t.Fatalf("GET /readyz = %d %q; want 503 with the reason", resp.StatusCode, b)
 	}
 }

@@ -182,7 +182,7 @@ weft_down() {
       for _ in $(seq 100); do [[ -d /proc/$(cat "$W/h$h/weft.pid") ]] || break; sleep 0.1; done
       rm -f "$W/h$h/weft.pid"
     fi
-    ip netns list | grep -q "^bd$h\b" && inhost $h "$BIN/weft" reset --socket "$W/h$h/weft.sock" > /dev/null 2>&1 || true
+    ip netns list | grep -q "^bd$h\b" && inhost $h "$BIN/weft" reset --socket "$W/h$h/weft.sock" --cni-conf-dir "$W/h$h/cni" --cni-bin-dir "$W/h$h/cni" > /dev/null 2>&1 || true
     for p in "$W"/h$h/wireguard/*.pid; do [[ -f $p ]] && kill "$(cat "$p")" 2>/dev/null; rm -f "$p"; done
     ip netns del bdw$h 2>/dev/null || true
   done

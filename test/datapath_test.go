@@ -410,7 +410,7 @@ func TestDatapathRestartKeepsPodTraffic(t *testing.T) {
 
 			// 3. weft reset after a graceful stop leaves nothing behind.
 			h2.Stop()
-			if out, err := h2.Run(testbed.Binary("weft"), "reset"); err != nil {
+			if out, err := h2.Run(h2.ResetArgs()...); err != nil {
 				t.Fatalf("weft reset on %s: %v: %s", h2.Name, err, out)
 			}
 			checkResetClean(t, h2)

@@ -220,7 +220,7 @@ func TestResetHandsSpaceOver(t *testing.T) {
 		}
 		return nil
 	})
-	out := h2.MustRun(t, testbed.Binary("weft"), "reset", "--socket", h2.Socket)
+	out := h2.MustRun(t, h2.ResetArgs()...)
 	t.Logf("weft reset: %s", out)
 	if code, ok := h2.Wait(30 * time.Second); !ok || code != 0 {
 		t.Errorf("h2 after reset: exited=%v code=%d; want a clean exit", ok, code)

@@ -195,7 +195,7 @@ func TestRestartRmpeerAndReset(t *testing.T) {
 	// its WireGuard peer and route its former ranges to their new owners.
 	gone4 := rangesOf(t, h1, h4.Name)
 	pods[3].Del(t)
-	out := h4.MustRun(t, testbed.Binary("weft"), "reset", "--socket", h4.Socket)
+	out := h4.MustRun(t, h4.ResetArgs()...)
 	t.Logf("weft reset on h4: %s", strings.TrimSpace(out))
 	if code, ok := h4.Wait(30 * time.Second); !ok || code != 0 {
 		t.Errorf("h4 after weft reset: exited=%v code=%d; want a clean exit", ok, code)

@@ -102,6 +102,10 @@ func launch(args []string) error {
 	fs.StringVar(&cfg.WGIface, "wg-iface", cfg.WGIface, "WireGuard interface name")
 	fs.UintVar(&vxPort, "vxlan-port", uint(cfg.VXPort), "VXLAN UDP port")
 	fs.StringVar(&cfg.Bridge, "bridge", cfg.Bridge, "bridge interface for local pods")
+	ic := cni.DefaultInstallConfig()
+	installCNI := fs.Bool("install-cni", false, "once the peer can serve pods, install weft-cni and the conflist (Kubernetes: the node turns Ready then)")
+	fs.StringVar(&ic.BinDir, "cni-bin-dir", ic.BinDir, "with --install-cni: CNI binary directory")
+	fs.StringVar(&ic.ConfDir, "cni-conf-dir", ic.ConfDir, "with --install-cni: CNI configuration directory")
 	fs.BoolVar(&cfg.ExternalDatapath, "external-datapath", false, "never start the userspace WireGuard datapath; wait for the one run by 'weft datapath' (its own container in Kubernetes)")
 	fs.BoolVar(&cfg.NoMasquerade, "no-masquerade", false, "do not masquerade pod egress")
 	fs.DurationVar(&cfg.ResyncInterval, "resync", cfg.ResyncInterval, "period of the datapath's drift repair")
@@ -164,6 +168,17 @@ func launch(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *installCNI {
+		ic.Socket, ic.DataDir = cfg.Socket, cfg.DataDir
+		if ic.BinSrc, err = defaultCNIBinary(); err != nil {
+			return err
+		}
+		go func() {
+			if err := installCNIWhenReady(ctx, ic, log); err != nil && ctx.Err() == nil {
+				log.Error("install CNI plugin", "err", err)
+			}
+		}()
+	}
 	err = d.Run(ctx)
 	if err != nil {
 		return err
@@ -214,11 +229,10 @@ func setupCNI(args []string) error {
 		return usageError{err.Error()}
 	}
 	if ic.BinSrc == "" {
-		exe, err := os.Executable()
-		if err != nil {
+		var err error
+		if ic.BinSrc, err = defaultCNIBinary(); err != nil {
 			return err
 		}
-		ic.BinSrc = filepath.Join(filepath.Dir(exe), cni.BinaryName)
 	}
 	if err := cni.InstallWith(ic); err != nil {
 		return err
@@ -238,6 +252,9 @@ func reset(args []string) error {
 	fs.StringVar(&rc.Bridge, "bridge", rc.Bridge, "bridge interface")
 	fs.StringVar(&rc.WGIface, "wg-iface", rc.WGIface, "WireGuard interface")
 	fs.StringVar(&rc.VXIface, "vxlan-iface", rc.VXIface, "VXLAN interface")
+	ic := cni.DefaultInstallConfig()
+	fs.StringVar(&ic.BinDir, "cni-bin-dir", ic.BinDir, "remove weft-cni from this CNI binary directory")
+	fs.StringVar(&ic.ConfDir, "cni-conf-dir", ic.ConfDir, "remove weft's conflist from this CNI configuration directory")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -267,12 +284,15 @@ func reset(args []string) error {
 		return fmt.Errorf("reset datapath: %w", err)
 	}
 	_ = os.Remove(*sock)
+	if err := removeCNI(ic.BinDir, ic.ConfDir); err != nil {
+		return err
+	}
 	if *dataDir != "" {
 		if err := os.RemoveAll(*dataDir); err != nil {
 			return fmt.Errorf("remove %s: %w", *dataDir, err)
 		}
 	}
-	fmt.Println("weft: removed bridge, tunnels, routes and nft table")
+	fmt.Println("weft: removed bridge, tunnels, routes, nft table and the CNI plugin")
 	return nil
 }
 

@@ -218,6 +218,13 @@ func (h *Host) Weft(args ...string) (string, string, error) {
 	return stdout.String(), stderr.String(), err
 }
 
+// ResetArgs is `weft reset` for this host's peer, with the host's own CNI
+// directories (the machine's /etc/cni and /opt/cni are not the test's).
+func (h *Host) ResetArgs() []string {
+	return []string{Binary("weft"), "reset", "--socket", h.Socket,
+		"--cni-conf-dir", filepath.Join(h.Dir, "cni", "net.d"), "--cni-bin-dir", filepath.Join(h.Dir, "cni", "bin")}
+}
+
 // LaunchArgs are the flags every test-bed peer gets: its own name, state,
 // socket and addresses.
 func (h *Host) LaunchArgs() []string {
