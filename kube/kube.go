@@ -1,0 +1,138 @@
+// Package kube is weft's side of the Kubernetes API: it loads the client
+// configuration (a kubeconfig file, or the pod's service account), keeps
+// the cluster's Nodes in one shared informer, and sets the
+// NetworkUnavailable condition of this peer's Node. It hands the daemon
+// plain snapshots (Node: name, InternalIP, Ready, created) and a change
+// signal; client-go types stop here. It does not know gossip, ipam or the
+// datapath, and decides nothing: which peers to join or reclaim is the
+// daemon's business.
+//
+//	c, err := kube.New(kube.Config{Kubeconfig: path}) // "" = in-cluster
+//	nodes, err := c.ListNodes(ctx)                    // once, at start
+//	go c.Run(ctx)                                     // the Node informer
+//	<-c.Changed(); nodes, synced := c.Nodes()
+//	err = c.SetNetworkAvailable(ctx, "n1")            // retried with backoff
+//
+// Pods, Namespaces and NetworkPolicies come later, as more informers of
+// the same factory.
+package kube
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Config configures a Client. Derive from DefaultConfig.
+type Config struct {
+	// Kubeconfig is the path of a kubeconfig file; "" = the in-cluster
+	// configuration (service account token and KUBERNETES_SERVICE_HOST).
+	Kubeconfig string
+	// Clientset, when non-nil, is used instead of one built from Kubeconfig
+	// (tests pass k8s.io/client-go/kubernetes/fake).
+	Clientset kubernetes.Interface
+	// UserAgent names weft in the API server's logs and audit.
+	UserAgent string
+	// RetryMin and RetryMax bound the exponential backoff between attempts
+	// of SetNetworkAvailable (durations; the pause doubles from RetryMin).
+	RetryMin, RetryMax time.Duration
+	// Logger receives the informer's lifecycle and retried errors; nil =
+	// discard.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the in-cluster configuration.
+func DefaultConfig() Config {
+	return Config{
+		Kubeconfig: "",                     // in-cluster
+		UserAgent:  "weft",                 // free text
+		RetryMin:   200 * time.Millisecond, // first pause after a failed patch
+		RetryMax:   10 * time.Second,       // longest pause
+		Logger:     nil,                    // discard
+	}
+}
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
+		return fmt.Errorf("kube config: retry backoff %v..%v: %w", c.RetryMin, c.RetryMax, ErrBadConfig)
+	}
+	if c.Clientset == nil && c.Kubeconfig != "" {
+		if _, err := os.Stat(c.Kubeconfig); err != nil {
+			return fmt.Errorf("kubeconfig: %w", err)
+		}
+	}
+	return nil
+}
+
+// Sentinels; callers use errors.Is.
+var (
+	// ErrBadConfig is a Config that Validate refuses.
+	ErrBadConfig = errors.New("bad kube config")
+	// ErrNotInCluster means no kubeconfig was given and the process does
+	// not run in a pod (no KUBERNETES_SERVICE_HOST or service account).
+	ErrNotInCluster = errors.New("not running in a Kubernetes pod: pass --kubeconfig")
+	// ErrNoNode means the Node asked for is not in the API.
+	ErrNoNode = errors.New("no such Node")
+)
+
+// Client talks to one cluster's API server. Its methods may be called
+// concurrently; Run may be called once.
+type Client struct {
+	cfg Config
+	cs  kubernetes.Interface
+	log *slog.Logger
+
+	nodes nodeCache // the informer's view (nodes.go)
+}
+
+// New builds the client; it does not contact the API server.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cs := cfg.Clientset
+	if cs == nil {
+		rc, err := restConfig(cfg.Kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		rc.UserAgent = cfg.UserAgent
+		if cs, err = kubernetes.NewForConfig(rc); err != nil {
+			return nil, fmt.Errorf("kubernetes client: %w", err)
+		}
+	}
+	c := &Client{cfg: cfg, cs: cs, log: log.With("component", "kube")}
+	c.nodes.changed = make(chan struct{}, 1)
+	return c, nil
+}
+
+// restConfig loads the kubeconfig file, or the in-cluster configuration
+// when path is "".
+func restConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		rc, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("load kubeconfig %s: %w", path, err)
+		}
+		return rc, nil
+	}
+	rc, err := rest.InClusterConfig()
+	if err != nil {
+		if errors.Is(err, rest.ErrNotInCluster) {
+			return nil, ErrNotInCluster
+		}
+		return nil, fmt.Errorf("in-cluster config: %w", err)
+	}
+	return rc, nil
+}
