@@ -48,6 +48,7 @@ flock 9
 if ready; then echo "$CACHE/bin"; exit 0; fi
 
 tmp=$(mktemp -d "$parent/.$(basename "$CACHE").build.XXXXXX")
+chmod 0755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
 echo "kube-build: building Kubernetes $K8S_VERSION into $CACHE (cold: 12-18 min on 2 cores)" >&2

@@ -97,6 +97,9 @@ func (c *Cluster) buildTestImages(ctx context.Context) error {
 			return err
 		}
 		*img.tar = filepath.Join(dir, img.name+".tar")
+		if img.name == "testbox" {
+			c.TestboxBin = bin
+		}
 		// /tmp for files a test writes (testbox ping -o)
 		files := map[string][]byte{"/" + img.name: b, "/tmp/.keep": nil}
 		if err := WriteImage(*img.tar, []string{img.ref}, files, []string{"/" + img.name}); err != nil {

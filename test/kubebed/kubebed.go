@@ -177,8 +177,10 @@ type Cluster struct {
 	// Its server address is reachable only from the cluster's network
 	// namespaces: use it with nsenter --net=ControlPlane.NetNSPath().
 	Kubeconfig string
-	// Images are the tarballs of PauseImage and TestboxImage.
-	PauseTar, TestboxTar string
+	// PauseTar and TestboxTar are the tarballs of PauseImage and
+	// TestboxImage; TestboxBin is the testbox binary itself (static: it runs
+	// on the machine too, e.g. PlainExec(c.TestboxBin, "get", url)).
+	PauseTar, TestboxTar, TestboxBin string
 
 	opts    Options
 	t       testing.TB
@@ -307,6 +309,8 @@ func (c *Cluster) start(ctx context.Context) error {
 		defer images.Done()
 		imgErr = c.buildTestImages(ctx)
 	}()
+	// Never leave a build writing into a directory the teardown removes.
+	defer images.Wait()
 	apiUp := make(chan struct{}) // closed when kube-apiserver is ready
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.startControlPlane(gctx, apiUp) })

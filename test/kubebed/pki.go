@@ -30,15 +30,15 @@ import (
 
 // pki holds the cluster's credentials and the files made of them.
 type pki struct {
-	caPEM       []byte
-	caFile      string // ca.crt
-	certFile    string // apiserver.crt
-	keyFile     string // apiserver.key
-	saKeyFile   string // sa.key (signing)
-	saPubFile   string // sa.pub
-	tokensFile  string // static token file
-	adminToken  string
-	nodeTokens  map[string]string // node name -> token
+	caPEM      []byte
+	caFile     string // ca.crt
+	certFile   string // apiserver.crt
+	keyFile    string // apiserver.key
+	saKeyFile  string // sa.key (signing)
+	saPubFile  string // sa.pub
+	tokensFile string // static token file
+	adminToken string
+	nodeTokens map[string]string // node name -> token
 }
 
 func randomToken() string {

@@ -96,22 +96,28 @@ func nsArgs(netnsPath, mountNS string) []string {
 // spawn starts argv as daemon name in the namespaces of node (nil: the
 // control plane's network namespace).
 func (c *Cluster) spawn(name string, node *Node, argv ...string) (*daemon, error) {
-	c.mu.Lock()
-	stopped := c.stopped
-	c.mu.Unlock()
-	if stopped {
-		return nil, fmt.Errorf("start %s: the cluster is stopped", name)
-	}
 	netns, mnt := c.ControlPlane.NetNSPath(), ""
 	if node != nil {
 		netns, mnt = node.NetNSPath(), node.MountNS
 	}
+	return c.spawnIn(name, netns, mnt, node, argv...)
+}
+
+// spawnIn starts argv as daemon name in network namespace netns and, if
+// not "", mount namespace mnt.
+func (c *Cluster) spawnIn(name, netns, mnt string, node *Node, argv ...string) (*daemon, error) {
 	logFile := filepath.Join(c.LogDir, name+".log")
 	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(f, "==== %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
+	c.mu.Lock()
+	stopped := c.stopped
+	c.mu.Unlock()
+	if stopped {
+		return nil, fmt.Errorf("start %s: the cluster is stopped", name)
+	}
 	args := append(append(nsArgs(netns, mnt), "--"), argv...)
 	cmd := exec.Command("nsenter", args...)
 	cmd.Stdout, cmd.Stderr = f, f
@@ -179,6 +185,26 @@ func (c *Cluster) PlainExec(argv ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	return run(ctx, append([]string{"nsenter", "--net=" + c.Plain.NetNSPath(), "--"}, argv...)...)
+}
+
+// SpawnPlain starts argv as a long-running process (a server, a prober)
+// in the plain machine's network namespace, logging to LogDir/plain-NAME.log.
+// The teardown stops it.
+func (c *Cluster) SpawnPlain(name string, argv ...string) error {
+	_, err := c.spawnIn("plain-"+name, c.Plain.NetNSPath(), "", nil, argv...)
+	return err
+}
+
+// SpawnNode starts argv as a long-running process in node node's network
+// and mount namespaces, logging to LogDir/NODE-NAME.log. StopNode and the
+// teardown stop it.
+func (c *Cluster) SpawnNode(node, name string, argv ...string) error {
+	n, err := c.node(node)
+	if err != nil {
+		return err
+	}
+	_, err = c.spawn(n.Name+"-"+name, n, argv...)
+	return err
 }
 
 // ControlPlaneExec runs argv in the control plane's network namespace.
