@@ -4,17 +4,19 @@
 # etcd from Debian, containerd + runc (one containerd per node, started by the
 # harness), the reference CNI plugins (loopback is mandatory for containerd;
 # bridge, host-local and portmap are the baseline), nftables (kube-proxy's
-# nftables mode runs `nft`), conntrack, iproute2, util-linux (nsenter,
-# unshare), and crictl, built with the Go module proxy (Debian has none).
+# nftables mode runs `nft`), iptables (the kubelet's canary chains, in the
+# node's netns), conntrack, iproute2, util-linux (nsenter, unshare, flock),
+# and crictl, built with the Go module proxy (Debian has none).
+# test/kubebed runs it itself before every cluster.
 #
-# Idempotent and fast: it checks with command -v / dpkg first and does nothing
-# when everything is there. Without root it only says what is missing.
+# Idempotent and fast: it checks with command -v and for the plugin files
+# first, and does nothing when everything is there. Without root it only says what is missing.
 #
 # No service is left running: the packages would start containerd and etcd
 # as system services, but the harness runs its own per node and per cluster.
 # A policy-rc.d that denies every start is in place during the install (only
 # when none exists already), and a containerd or etcd that the install still
-# started (a process that was not running before) is stopped.
+# started (run bare, with no arguments, and not running before) is stopped.
 #   CRICTL_VERSION  cri-tools version to build (default v1.37.0)
 #   CRICTL_BIN      where crictl goes (default /usr/local/bin)
 set -euo pipefail
@@ -26,6 +28,7 @@ have etcd       || need+=(etcd-server)
 have containerd || need+=(containerd)
 have runc       || need+=(runc)
 have nft        || need+=(nftables)
+have iptables   || need+=(iptables)
 have conntrack  || need+=(conntrack)
 have ip         || need+=(iproute2)
 have nsenter    || need+=(util-linux)

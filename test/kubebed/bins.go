@@ -27,6 +27,16 @@ func moduleRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
+// installDeps runs scripts/deps-kube.sh: the Debian packages and crictl
+// (milliseconds when everything is there).
+func installDeps() error {
+	script := filepath.Join(moduleRoot(), "scripts", "deps-kube.sh")
+	if out, err := exec.Command("bash", script).CombinedOutput(); err != nil {
+		return fmt.Errorf("kubebed: %s: %w\n%s", script, err, tail(string(out), 4000))
+	}
+	return nil
+}
+
 // kubeBinaries returns the directory of the Kubernetes binaries, running
 // scripts/kube-build.sh (instant when the cache is complete, 12–18 min
 // when it is cold: give go test a -timeout of 30m the first time).

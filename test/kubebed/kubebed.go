@@ -199,14 +199,17 @@ type Cluster struct {
 }
 
 // Start brings up a cluster (see the package doc) and registers its
-// teardown with t.Cleanup. It fails the test when anything does not come
-// up, and skips it when not root or a tool is missing.
+// teardown with t.Cleanup. It skips the test when not root. It installs
+// what is missing first (scripts/deps-kube.sh, scripts/kube-build.sh), and
+// fails the test when anything does not come up.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	testutil.Root(t, "ip", "nsenter", "unshare", "mount", "containerd", "containerd-shim-runc-v2", "runc",
-		"ctr", "crictl", "etcd", "nft", "go", "/usr/lib/cni/bridge", "/usr/lib/cni/loopback")
+	testutil.Root(t, "go")
 	opts = opts.withDefaults()
 	if err := opts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := installDeps(); err != nil {
 		t.Fatal(err)
 	}
 	bin, err := kubeBinaries(t)

@@ -154,6 +154,40 @@ func TestCluster(t *testing.T) {
 	t.Logf("timings: up %v; pod create->Running for 6 pods: p50 %v max %v; RSS of the cluster %d MiB",
 		up.Round(time.Millisecond), lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), rss>>20)
 
+	// A node switched off: nothing of it runs any more, the others work on.
+	var n3Pods int
+	for _, p := range pods {
+		if p.Spec.NodeName == "n3" {
+			n3Pods++
+		}
+	}
+	if n3Pods == 0 || len(cgroupProcs(c.Node("n3").CgroupRoot)) == 0 {
+		t.Errorf("before StopNode: %d pods on n3, processes in its cgroup %v; want some", n3Pods, cgroupProcs(c.Node("n3").CgroupRoot))
+	}
+	ts := time.Now()
+	if err := c.StopNode("n3"); err != nil {
+		t.Errorf("StopNode n3: %v", err)
+	}
+	t.Logf("StopNode n3 took %v", time.Since(ts).Round(time.Millisecond))
+	if p := cgroupProcs(c.Node("n3").CgroupRoot); len(p) > 0 {
+		t.Errorf("processes in n3's cgroup after StopNode: %v", p)
+	}
+	if _, err := c.Crictl("n3", "version"); err == nil {
+		t.Errorf("n3's containerd answers after StopNode")
+	}
+	var a, b string // pods on n1 and n2
+	for _, p := range pods {
+		switch p.Spec.NodeName {
+		case "n1":
+			a = p.Name
+		case "n2":
+			b = p.Status.PodIP
+		}
+	}
+	if out, err := c.PodExec("default", a, "/testbox", "get", "http://"+b+":8080/"); err != nil {
+		t.Errorf("n1 -> n2 after StopNode n3: %v %s", err, out)
+	}
+
 	t2 := time.Now()
 	if err := c.Stop(); err != nil {
 		t.Errorf("Stop: %v", err)

@@ -510,6 +510,9 @@ func (c *Cluster) teardown(t testing.TB) {
 	if t.Failed() {
 		c.DumpLogs(t)
 	}
+	c.mu.Lock()
+	stopped := c.stopped
+	c.mu.Unlock()
 	start := time.Now()
 	if err := c.Stop(); err != nil {
 		t.Errorf("kubebed: teardown: %v", err)
@@ -517,7 +520,9 @@ func (c *Cluster) teardown(t testing.TB) {
 	if left := c.Leftovers(); len(left) > 0 {
 		t.Errorf("kubebed: teardown left:\n  %s", strings.Join(left, "\n  "))
 	}
-	t.Logf("kubebed: %s torn down in %v", c.Prefix, time.Since(start).Round(time.Millisecond))
+	if !stopped {
+		t.Logf("kubebed: %s torn down in %v", c.Prefix, time.Since(start).Round(time.Millisecond))
+	}
 }
 
 // DumpLogs logs the tail of every daemon's log.
