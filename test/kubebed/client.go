@@ -186,9 +186,10 @@ func (c *Cluster) PodExec(ns, pod string, argv ...string) (string, error) {
 	return c.PodExecContainer(ns, pod, "", argv...)
 }
 
-// PodExecContainer is PodExec in container ctr ("" is the first one).
+// PodExecContainer is PodExec in container ctr ("" is the first one). It
+// gives up after 5 minutes.
 func (c *Cluster) PodExecContainer(ns, pod, ctr string, argv ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if ctr == "" {
 		p, err := c.client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -282,9 +283,13 @@ func (c *Cluster) crictl(ctx context.Context, n *Node, args ...string) (string, 
 // importImage imports tar into node n's containerd and waits until the CRI
 // lists it (the kubelet's imagePullPolicy Never would fail before).
 func (c *Cluster) importImage(ctx context.Context, n *Node, tar string) error {
-	out, err := c.ctr(ctx, n, "images", "import", tar)
+	argv := append([]string{"nsenter"}, nsArgs(n.NetNSPath(), n.MountNS)...)
+	argv = append(argv, "--", "ctr", "--address", n.ContainerdSock, "--namespace", "k8s.io", "images", "import", tar)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	b, err := cmd.CombinedOutput() // the "unpacking" lines, wherever ctr prints them
+	out := string(b)
 	if err != nil {
-		return fmt.Errorf("node %s: import %s: %w", n.Name, tar, err)
+		return fmt.Errorf("node %s: import %s: %w: %s", n.Name, tar, err, tail(out, 2000))
 	}
 	var refs []string
 	for _, l := range strings.Split(out, "\n") {
@@ -292,6 +297,9 @@ func (c *Cluster) importImage(ctx context.Context, n *Node, tar string) error {
 		if f := strings.Fields(l); len(f) >= 2 && f[0] == "unpacking" {
 			refs = append(refs, f[1])
 		}
+	}
+	if len(refs) == 0 {
+		return fmt.Errorf("node %s: import %s: no image named in ctr's output: %s", n.Name, tar, tail(out, 2000))
 	}
 	for _, ref := range refs {
 		if err := c.poll(ctx, ref+" in the CRI of "+n.Name, func() error {

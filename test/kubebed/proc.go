@@ -154,21 +154,23 @@ func exited(d *daemon) error {
 	return fmt.Errorf("%s %w (%v):\n%s", d.name, errDaemonExited, d.cmd.ProcessState, tailFile(d.log, 3000))
 }
 
-// run runs a short command and returns its combined output; the error
-// carries the output.
+// run runs a short command and returns its stdout; the error carries
+// stderr (and stdout).
 func run(ctx context.Context, argv ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(tail(string(out), 2000)))
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(tail(stderr.String(), 2000) + "\n" + tail(stdout.String(), 1000))
+		return stdout.String(), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, msg)
 	}
-	return string(out), nil
+	return stdout.String(), nil
 }
 
 // NodeExec runs argv in node name's network and mount namespaces (where
-// its containerd, kubelet and kube-proxy live) and returns the combined
-// output. It gives up after two minutes.
+// its containerd, kubelet and kube-proxy live) and returns its stdout; the
+// error carries stderr. It gives up after two minutes.
 func (c *Cluster) NodeExec(name string, argv ...string) (string, error) {
 	n, err := c.node(name)
 	if err != nil {
@@ -180,7 +182,7 @@ func (c *Cluster) NodeExec(name string, argv ...string) (string, error) {
 }
 
 // PlainExec runs argv in the plain machine's network namespace and returns
-// the combined output.
+// its stdout (the error carries stderr), like NodeExec.
 func (c *Cluster) PlainExec(argv ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -207,7 +209,8 @@ func (c *Cluster) SpawnNode(node, name string, argv ...string) error {
 	return err
 }
 
-// ControlPlaneExec runs argv in the control plane's network namespace.
+// ControlPlaneExec runs argv in the control plane's network namespace, like
+// PlainExec.
 func (c *Cluster) ControlPlaneExec(argv ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
