@@ -151,7 +151,6 @@ type Node struct {
 	// Kubeconfig is the kubelet's and kube-proxy's kubeconfig.
 	Kubeconfig string
 
-	index   int    // 1-based
 	mntIno  uint64 // inode of MountNS, to find its processes
 	mu      sync.Mutex
 	stopped bool // guarded by mu: StopNode ran
@@ -235,7 +234,11 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t:           t,
 		bin:         bin,
 	}
-	if c.Dir, err = os.MkdirTemp("", c.Prefix+"-"); err != nil {
+	tmp := os.TempDir()
+	if len(tmp) > 40 { // unix socket paths in Dir must stay under 108 bytes
+		tmp = "/tmp"
+	}
+	if c.Dir, err = os.MkdirTemp(tmp, c.Prefix+"-"); err != nil {
 		t.Fatal(err)
 	}
 	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
@@ -273,7 +276,6 @@ func (c *Cluster) layout() {
 			MountNS:    filepath.Join(c.Dir, "ns", fmt.Sprintf("n%d", i)),
 			Dir:        filepath.Join(c.Dir, fmt.Sprintf("n%d", i)),
 			CgroupRoot: fmt.Sprintf("/%s-n%d", c.Prefix, i),
-			index:      i,
 		}
 		n.ContainerdSock = filepath.Join(n.Dir, "containerd.sock")
 		n.Kubeconfig = filepath.Join(n.Dir, "kubeconfig")
@@ -305,17 +307,18 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := c.privateNSDir(); err != nil {
 		return err
 	}
+	g, gctx := errgroup.WithContext(ctx)
 	var images sync.WaitGroup // the nodes' containerd import them
 	var imgErr error
 	images.Add(1)
 	go func() {
 		defer images.Done()
-		imgErr = c.buildTestImages(ctx)
+		imgErr = c.buildTestImages(gctx)
 	}()
-	// Never leave a build writing into a directory the teardown removes.
+	// Never leave a build writing into a directory the teardown removes
+	// (on an error, gctx is canceled and the build ends at once).
 	defer images.Wait()
 	apiUp := make(chan struct{}) // closed when kube-apiserver is ready
-	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.startControlPlane(gctx, apiUp) })
 	for _, n := range c.Nodes {
 		g.Go(func() error {
