@@ -292,13 +292,26 @@ func (d *Daemon) Rmpeer(ctx context.Context, name string) (*client.RmpeerResult,
 	if id == 0 {
 		return nil, fmt.Errorf("%w: no peer named %s owns space in the ring", api.ErrNotFound, name)
 	}
-	n, err := d.alloc.Reclaim(ctx, id)
+	n, err := d.reclaim(ctx, id, name)
 	if err != nil {
 		return nil, mapIPAMError(err)
 	}
+	return &client.RmpeerResult{Name: name, Reclaimed: n}, nil
+}
+
+// reclaim takes the space of dead peer id (named name) over through the
+// ring's safe reclaim (a majority agrees, exactly one peer wins, refused
+// while the peer is alive to this peer or to any acceptor), then forgets
+// the peer. It is the one path of `weft rmpeer` and of the reclaim of a
+// deleted Node's peer (kube.go).
+func (d *Daemon) reclaim(ctx context.Context, id peer.ID, name string) (int64, error) {
+	n, err := d.alloc.Reclaim(ctx, id)
+	if err != nil {
+		return 0, err
+	}
 	d.mesh.Forget(name)
 	d.poke()
-	return &client.RmpeerResult{Name: name, Reclaimed: n}, nil
+	return n, nil
 }
 
 // Counters are the subsystems' monotonic counters for /metrics.

@@ -3,7 +3,9 @@
 // ipam, dns, the router and the API server, feeds each the state it needs
 // from the others (membership → ipam/dns, ring + peers → router, bridge
 // address → gossip metadata and DNS listeners) and implements the API's
-// Backend on top of them.
+// Backend on top of them. In Kubernetes mode (kube.go) it also follows
+// the cluster's Nodes through kube/: gossip targets, the Node's network
+// condition, and the reclaim of a deleted Node's peer.
 //
 //	cfg := daemon.DefaultConfig()
 //	cfg.DataDir, cfg.Peers = "/var/lib/weft", []string{"192.168.1.10"}
@@ -25,6 +27,7 @@ import (
 	"github.com/weftmesh/weft/gossip"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/ipam"
+	"github.com/weftmesh/weft/kube"
 	"github.com/weftmesh/weft/router/wg"
 )
 
@@ -43,7 +46,7 @@ type Config struct {
 	Insecure     bool          // no secret: no gossip encryption, plain datapath
 	Transport    string        // auto, wireguard, vxlan, direct
 	IPAllocRange netip.Prefix  // pod address range
-	IPAllocInit  string        // "" = consensus=1+len(Peers); consensus=N, seed=A,B, observer
+	IPAllocInit  string        // "" = consensus=1+len(Peers) (Kubernetes: number of Nodes); consensus=N, seed=A,B, observer
 	DNSDomain    string        // e.g. weft.local.
 	DNSListen    []string      // extra DNS listen addresses (host:port) besides bridge:53
 	DNSUpstream  []string      // forwarders; empty = /etc/resolv.conf
@@ -72,6 +75,26 @@ type Config struct {
 	ResyncInterval time.Duration
 	// Gossip, when non-nil, adjusts the gossip configuration (tests).
 	Gossip func(*gossip.Config)
+
+	// Kubernetes mode (kube.go): the peer is its Node's. Name is the Node's
+	// name; targets follow the other Nodes; the default IPAllocInit is
+	// consensus=number of Nodes; the space of a peer whose Node is deleted
+	// is reclaimed once the peer is down. A Kubeconfig implies it.
+	Kubernetes bool
+	Kubeconfig string // kubeconfig file; "" = in-cluster configuration
+	// KubeStartTimeout bounds New's wait for the API server to list this
+	// peer's Node.
+	KubeStartTimeout time.Duration
+	// Kube, when non-nil, adjusts the Kubernetes client configuration
+	// (tests: a fake clientset).
+	Kube func(*kube.Config)
+
+	// DNSLocalAddress, when valid, is a node-local DNS address (the same on
+	// every node, e.g. 169.254.20.10): it is put as a /32 on the dummy
+	// device DNSLocalIface and served on port 53 besides the bridge
+	// address.
+	DNSLocalAddress netip.Addr
+	DNSLocalIface   string // dummy device holding DNSLocalAddress
 }
 
 // DefaultConfig returns the defaults of docs/design.md.
@@ -91,6 +114,9 @@ func DefaultConfig() Config {
 		VXPort:         4789,
 		Bridge:         "weft",
 		ResyncInterval: 10 * time.Second,
+
+		KubeStartTimeout: 2 * time.Minute,
+		DNSLocalIface:    "weft-dns",
 	}
 }
 
@@ -130,6 +156,22 @@ func (c Config) Validate() error {
 	}
 	if c.IPAllocRange.Masked() != c.IPAllocRange {
 		return fmt.Errorf("--ipalloc-range %s: host bits set (did you mean %s?)", c.IPAllocRange, c.IPAllocRange.Masked())
+	}
+	if c.Kubernetes && c.Name == "" {
+		return errors.New("Kubernetes mode needs this peer's Node name: set NODE_NAME (a DaemonSet takes it from spec.nodeName) or pass --name")
+	}
+	if c.Kubernetes && c.KubeStartTimeout <= 0 {
+		return fmt.Errorf("Kubernetes mode: start timeout %v: want > 0", c.KubeStartTimeout)
+	}
+	if c.DNSLocalAddress.IsValid() {
+		switch {
+		case c.NoDNS:
+			return errors.New("--dns-local-address needs the DNS server; drop --no-dns")
+		case c.DNSLocalIface == "" || len(c.DNSLocalIface) > 15:
+			return fmt.Errorf("--dns-local-iface %q: want an interface name of 1 to 15 bytes", c.DNSLocalIface)
+		case c.IPAllocRange.Contains(c.DNSLocalAddress):
+			return fmt.Errorf("--dns-local-address %s is inside the pod range %s", c.DNSLocalAddress, c.IPAllocRange)
+		}
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
 		return fmt.Errorf("--mtu %d: want 576..65535 or 0 for auto", c.MTU)

@@ -34,6 +34,9 @@ type Daemon struct {
 	mesh   *gossip.Mesh
 	alloc  *ipam.Allocator
 	dns    *dns.Server // nil with --no-dns
+	kube   *kubeState  // nil outside Kubernetes mode
+	local  localLink   // the node-local DNS device (dnslocal.go)
+	launch []string    // the peers joined at start: PEERs, plus the other Nodes in Kubernetes mode
 	router *router.Router
 	api    *api.Server
 	ipamCh *gossip.Channel
@@ -42,14 +45,15 @@ type Daemon struct {
 	kick   chan struct{} // asks the sync loop to run now (cap 1)
 	metaMu sync.Mutex    // serialises updateMeta
 
-	mu         sync.Mutex // guards following
-	bridge     netip.Prefix
-	dnsListen  []string
-	targets    targetsFile
-	owners     map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
-	reconciles uint64
-	recErrors  uint64
-	stop       context.CancelCauseFunc // ends Run (Leave)
+	mu          sync.Mutex // guards following
+	bridge      netip.Prefix
+	dnsListen   []string
+	targets     targetsFile
+	owners      map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
+	reconciles  uint64
+	recErrors   uint64
+	dnsLocalErr string                  // last error putting the node-local DNS address up
+	stop        context.CancelCauseFunc // ends Run (Leave)
 }
 
 // errLeft ends Run after a Leave: not an error for the caller.
@@ -58,6 +62,9 @@ var errLeft = errors.New("left the mesh")
 // New loads or creates the identity and secret and builds every subsystem;
 // nothing is joined and no kernel state is touched until Run.
 func New(cfg Config) (*Daemon, error) {
+	if cfg.Kubeconfig != "" {
+		cfg.Kubernetes = true // a kubeconfig means Kubernetes mode
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -69,7 +76,15 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), started: time.Now(),
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), local: hostLocalLink{}}
+	if cfg.Kubernetes {
+		// Before anything is built: our Node gives the advertise address,
+		// the targets and the bootstrap quorum.
+		if err := d.startKube(); err != nil {
+			return nil, err
+		}
+	}
+	d.launch = mergeStrings(cfg.Peers, d.kubeTargetsNow())
 	id, _, err := loadIdentity(cfg.DataDir, cfg.Name)
 	if err != nil {
 		return nil, err
@@ -117,8 +132,8 @@ func (d *Daemon) loadSecret() error {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	if len(d.targets.Targets) > 0 {
-		return fmt.Errorf("%w: the mesh at %v needs its secret: pass --password-file FILE or set WEFT_PASSWORD (the first peer printed it), or run every peer with --insecure", ErrNeedSecret, d.targets.Targets)
+	if targets := mergeStrings(d.targets.Targets, d.kubeTargetsNow()); len(targets) > 0 {
+		return fmt.Errorf("%w: the mesh at %v needs its secret: pass --password-file FILE or set WEFT_PASSWORD (the first peer printed it; in Kubernetes, the Secret of deploy/weft.yaml), or run every peer with --insecure", ErrNeedSecret, targets)
 	}
 	if d.secret, err = gossip.NewSecret(); err != nil {
 		return err
@@ -142,7 +157,7 @@ func (d *Daemon) build(log *slog.Logger) error {
 		gc.Secret = []byte(d.secret)
 	}
 	gc.Meta = peer.Meta{Version: Version, WGPort: d.cfg.WGPort, Transport: d.transportName(), Insecure: d.cfg.Insecure,
-		Joined: len(d.cfg.Peers) == 0}
+		Joined: len(d.launch) == 0}
 	if !d.cfg.Insecure {
 		gc.Meta.WGKey = pub
 	}
@@ -255,10 +270,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Unlock()
 
 	d.mesh.SetTargets(d.joinTargets())
-	if len(d.cfg.Peers) > 0 {
+	if len(d.launch) > 0 {
 		// Join synchronously once, so that a mesh that refuses us at the
 		// handshake (wrong or missing secret) stops us with the reason.
-		if _, err := d.mesh.Join(d.cfg.Peers); err != nil {
+		if err := d.joinLaunch(); err != nil {
 			if errors.Is(err, gossip.ErrRefused) {
 				d.closeAll()
 				return fmt.Errorf("%w: %v", ErrJoinRefused, err)
@@ -287,6 +302,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	start("api", d.api.Run)
 	start("bridge", d.bridgeLoop)
 	start("sync", d.syncLoop)
+	if d.kube != nil {
+		start("kube", d.kube.client.Run)
+		start("kube-sync", d.kubeLoop)
+	}
 	<-ctx.Done()
 	wg.Wait()
 	if errors.Is(context.Cause(ctx), errLeft) {
@@ -294,6 +313,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		// can re-create what this removes.
 		if err := d.router.Reset(); err != nil {
 			d.log.Warn("reset datapath after leaving", "err", err)
+		}
+		if d.cfg.DNSLocalAddress.IsValid() {
+			if err := d.local.Delete(d.cfg.DNSLocalIface); err != nil {
+				d.log.Warn("remove the node-local DNS device after leaving", "err", err)
+			}
 		}
 	}
 	err := d.alloc.Close()
@@ -304,11 +328,30 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 // joinTargets is what the mesh keeps trying: PEERs and `weft connect`
-// targets, plus, for a restarted peer, the addresses of the peers it last saw.
+// targets, plus, for a restarted peer, the addresses of the peers it last
+// saw, plus, in Kubernetes mode, the other Nodes' addresses.
 func (d *Daemon) joinTargets() []string {
+	kt := d.kubeTargetsNow()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return mergeStrings(d.targets.Targets, d.targets.Seen)
+	return mergeStrings(mergeStrings(d.targets.Targets, d.targets.Seen), kt)
+}
+
+// joinLaunch joins the launch peers, in parallel: an unreachable one (a
+// Node that is down) holds its join for memberlist's TCP timeout and must
+// not delay the others. It fails only when none answered; the error then
+// wraps gossip.ErrRefused if one of them refused us.
+func (d *Daemon) joinLaunch() error {
+	errs := make([]error, len(d.launch))
+	var wg sync.WaitGroup
+	for i, a := range d.launch {
+		wg.Go(func() { _, errs[i] = d.mesh.Join([]string{a}) })
+	}
+	wg.Wait()
+	if slices.Contains(errs, nil) {
+		return nil
+	}
+	return errors.Join(errs...)
 }
 
 // drainSpool applies releases the CNI plugin recorded while we were down.

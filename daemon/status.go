@@ -60,6 +60,9 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 	st.DNS = d.dnsStatus(names)
 	st.Pods = d.podList()
 	st.Problems = d.problems(st, peers, time.Now())
+	if d.kube != nil {
+		d.kubeStatus(st, peers)
+	}
 	return st, nil
 }
 

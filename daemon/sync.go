@@ -67,15 +67,19 @@ func (d *Daemon) sync() {
 		d.mu.Unlock()
 		d.log.Warn("router", "err", err)
 	}
+	d.syncDNSLocal()
 	d.syncDNSListen()
 	d.rememberSeen(peers)
 	d.markJoined(peers)
+	if d.kube != nil {
+		d.kube.poke() // membership or the ring changed: Kubernetes mode looks again
+	}
 }
 
 // markJoined publishes Joined once this peer has reached one of the peers
-// it was launched with.
+// it was launched with (in Kubernetes mode, or one of the other Nodes).
 func (d *Daemon) markJoined(peers []peer.Info) {
-	if len(peers) == 0 || peers[0].Meta.Joined || !reachedTarget(peers[1:], d.cfg.Peers) {
+	if len(peers) == 0 || peers[0].Meta.Joined || !reachedTarget(peers[1:], mergeStrings(d.launch, d.kubeTargetsNow())) {
 		return // Peers lists this peer first
 	}
 	if err := d.updateMeta(func(m *peer.Meta) { m.Joined = true }); err != nil {
@@ -262,7 +266,8 @@ func (d *Daemon) updateMeta(change func(*peer.Meta)) error {
 
 // syncDNSListen adds bridge:53 to the DNS listeners once the ring gave the
 // bridge its address; the DNS server binds it as soon as the router has put
-// it on the bridge.
+// it on the bridge. The node-local address (dnslocal.go) is served from the
+// start: the server retries its bind until the address is up.
 func (d *Daemon) syncDNSListen() {
 	if d.dns == nil {
 		return
@@ -272,6 +277,9 @@ func (d *Daemon) syncDNSListen() {
 	want := slices.Clone(d.cfg.DNSListen)
 	cur := d.dnsListen
 	d.mu.Unlock()
+	if a := d.cfg.DNSLocalAddress; a.IsValid() {
+		want = append(want, net.JoinHostPort(a.String(), "53"))
+	}
 	if br.IsValid() {
 		want = append(want, net.JoinHostPort(br.Addr().String(), "53"))
 	}

@@ -18,6 +18,8 @@ type Status struct {
 	DNS           DNSStatus  `json:"dns"`
 	Pods          []Pod      `json:"pods"`     // local pods (CNI attachments)
 	Problems      []string   `json:"problems"` // what an operator should look at, in words
+	// Kubernetes is the Kubernetes view; absent outside Kubernetes mode.
+	Kubernetes *KubeStatus `json:"kubernetes,omitempty"`
 }
 
 // Peer is one peer of the mesh as this peer sees it.
@@ -36,6 +38,28 @@ type Peer struct {
 	TxBytes       int64   `json:"tx_bytes"`
 	RTTMillis     float64 `json:"rtt_ms"`           // last gossip probe round trip; 0 if unknown
 	Reason        string  `json:"reason,omitempty"` // why the link is not healthy
+	Node          string  `json:"node,omitempty"`   // its Kubernetes Node (Kubernetes mode; "" = none)
+}
+
+// KubeStatus is the Kubernetes view of `weft status` (Kubernetes mode):
+// the cluster's Nodes matched by name with the mesh's peers.
+type KubeStatus struct {
+	Node             string     `json:"node"`               // this peer's Node
+	Synced           bool       `json:"synced"`             // the Node informer has listed the API server
+	NetworkAvailable bool       `json:"network_available"`  // this Node's NetworkUnavailable is False, set by weft
+	Nodes            []KubeNode `json:"nodes"`              // every Node, by name
+	NodesWithoutPeer []string   `json:"nodes_without_peer"` // Nodes that no weft peer (other than one that left) is named after
+	PeersWithoutNode []string   `json:"peers_without_node"` // peers and ring owners with no Node of their name
+}
+
+// KubeNode is one Node and its weft peer.
+type KubeNode struct {
+	Name             string `json:"name"`
+	InternalIP       string `json:"internal_ip"`       // "" while it has none
+	Ready            bool   `json:"ready"`             // the Node's Ready condition is True
+	NetworkAvailable bool   `json:"network_available"` // NetworkUnavailable is False, set by weft
+	Peer             string `json:"peer"`              // ID of its weft peer; "" = none
+	PeerState        string `json:"peer_state"`        // alive, dead or stopped; "" = no peer, or one never met (known from the ring)
 }
 
 // IPAMStatus is `GET /status/ipam`; the top-level fields describe this peer.

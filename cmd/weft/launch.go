@@ -75,12 +75,14 @@ func launch(args []string) error {
 		passwordFile, logLevel, rng string
 		dnsListen, dnsUpstream      listFlag
 		wgPort, vxPort              uint
+		dnsLocal                    string
+		inCluster                   bool
 	)
 	sock := os.Getenv("WEFT_SOCKET")
 	if sock == "" {
 		sock = cfg.Socket
 	}
-	fs.StringVar(&cfg.Name, "name", "", "peer name (default: stored name, else the hostname)")
+	fs.StringVar(&cfg.Name, "name", "", "peer name (default: stored name, else the hostname; Kubernetes mode: NODE_NAME)")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "state directory: identity, keys, secret, IPAM")
 	fs.StringVar(&cfg.Socket, "socket", sock, "unix control socket (CLI, CNI plugin)")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "read-only HTTP API, status page and /metrics (\"\" = off)")
@@ -90,11 +92,15 @@ func launch(args []string) error {
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "run without a cluster secret: no gossip encryption, no WireGuard")
 	fs.StringVar(&cfg.Transport, "transport", cfg.Transport, "datapath: auto, wireguard, vxlan or direct")
 	fs.StringVar(&rng, "ipalloc-range", cfg.IPAllocRange.String(), "pod address range")
-	fs.StringVar(&cfg.IPAllocInit, "ipalloc-init", "", "ring bootstrap: consensus=N, seed=NAME,..., observer (default consensus=1+number of PEERs)")
+	fs.StringVar(&cfg.IPAllocInit, "ipalloc-init", "", "ring bootstrap: consensus=N, seed=NAME,..., observer (default consensus=1+number of PEERs; Kubernetes mode: number of Nodes)")
 	fs.StringVar(&cfg.DNSDomain, "dns-domain", cfg.DNSDomain, "DNS domain for pod names")
 	fs.Var(&dnsListen, "dns-listen", "extra DNS listen address host:port (repeatable; the bridge address port 53 is always served)")
 	fs.Var(&dnsUpstream, "dns-upstream", "upstream DNS server (repeatable; default: /etc/resolv.conf)")
 	fs.BoolVar(&cfg.NoDNS, "no-dns", false, "do not run the DNS server")
+	fs.StringVar(&dnsLocal, "dns-local-address", "", "also serve DNS on this node-local address, the same on every node (e.g. 169.254.20.10), put on --dns-local-iface")
+	fs.StringVar(&cfg.DNSLocalIface, "dns-local-iface", cfg.DNSLocalIface, "dummy interface holding --dns-local-address")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "Kubernetes mode through this kubeconfig: the peer is its Node's (name NODE_NAME or --name, peers the other Nodes)")
+	fs.BoolVar(&inCluster, "kubernetes", false, "Kubernetes mode with the pod's service account (default: on when in a pod, i.e. KUBERNETES_SERVICE_HOST is set; =false turns it off)")
 	fs.DurationVar(&cfg.DNSTTL, "dns-ttl", cfg.DNSTTL, "TTL of answers for pod names")
 	fs.DurationVar(&cfg.DNSTombstoneTTL, "dns-tombstone-ttl", 0, "how long a removed DNS name is remembered (0 = 30m; tests shorten it)")
 	fs.IntVar(&cfg.MTU, "mtu", 0, "pod MTU (0 = underlay MTU minus encapsulation)")
@@ -119,6 +125,19 @@ func launch(args []string) error {
 	}
 	cfg.Peers = peers
 	cfg.DNSListen, cfg.DNSUpstream = dnsListen, dnsUpstream
+	kubeSet := false
+	fs.Visit(func(f *flag.Flag) { kubeSet = kubeSet || f.Name == "kubernetes" })
+	if cfg.Kubernetes, err = kubeMode(kubeSet, inCluster, cfg.Kubeconfig, os.Getenv("KUBERNETES_SERVICE_HOST")); err != nil {
+		return usageError{err.Error()}
+	}
+	if cfg.Kubernetes && cfg.Name == "" {
+		cfg.Name = os.Getenv("NODE_NAME")
+	}
+	if dnsLocal != "" {
+		if cfg.DNSLocalAddress, err = netip.ParseAddr(dnsLocal); err != nil {
+			return usageError{fmt.Sprintf("--dns-local-address %q: want an IP address", dnsLocal)}
+		}
+	}
 	cfg.WGPort, cfg.VXPort = uint16(wgPort), uint16(vxPort)
 	if cfg.IPAllocRange, err = netip.ParsePrefix(rng); err != nil {
 		return usageError{fmt.Sprintf("--ipalloc-range %q: %v", rng, err)}
@@ -156,7 +175,7 @@ func launch(args []string) error {
 	}
 	id := d.Identity()
 	log.Info("weft peer starting", "name", id.Name, "id", id.ID, "version", versionString(),
-		"gossip", d.GossipAddr(), "socket", cfg.Socket, "http", cfg.HTTPAddr, "insecure", cfg.Insecure)
+		"gossip", d.GossipAddr(), "socket", cfg.Socket, "http", cfg.HTTPAddr, "insecure", cfg.Insecure, "kubernetes", cfg.Kubernetes)
 	if cfg.Insecure {
 		log.Warn("running --insecure: gossip is not encrypted and pod traffic is not encrypted")
 	}
@@ -185,6 +204,19 @@ func launch(args []string) error {
 	}
 	log.Info("weft peer stopped")
 	return nil
+}
+
+// kubeMode decides Kubernetes mode: --kubernetes when given (true or
+// false), else on with a kubeconfig or inside a pod (serviceHost is
+// KUBERNETES_SERVICE_HOST).
+func kubeMode(flagSet, flagVal bool, kubeconfig, serviceHost string) (bool, error) {
+	switch {
+	case flagSet && !flagVal && kubeconfig != "":
+		return false, errors.New("--kubernetes=false and --kubeconfig exclude each other")
+	case flagSet:
+		return flagVal, nil
+	}
+	return kubeconfig != "" || serviceHost != "", nil
 }
 
 // datapath is the hidden subcommand that runs the userspace WireGuard
@@ -252,6 +284,7 @@ func reset(args []string) error {
 	fs.StringVar(&rc.Bridge, "bridge", rc.Bridge, "bridge interface")
 	fs.StringVar(&rc.WGIface, "wg-iface", rc.WGIface, "WireGuard interface")
 	fs.StringVar(&rc.VXIface, "vxlan-iface", rc.VXIface, "VXLAN interface")
+	dnsIface := fs.String("dns-local-iface", daemon.DefaultConfig().DNSLocalIface, "node-local DNS interface")
 	ic := cni.DefaultInstallConfig()
 	fs.StringVar(&ic.BinDir, "cni-bin-dir", ic.BinDir, "remove weft-cni from this CNI binary directory")
 	fs.StringVar(&ic.ConfDir, "cni-conf-dir", ic.ConfDir, "remove weft's conflist from this CNI configuration directory")
@@ -283,6 +316,9 @@ func reset(args []string) error {
 	if err := r.ResetConfig(rc); err != nil {
 		return fmt.Errorf("reset datapath: %w", err)
 	}
+	if err := daemon.RemoveDNSLocalLink(*dnsIface); err != nil {
+		return fmt.Errorf("reset node-local DNS: %w", err)
+	}
 	_ = os.Remove(*sock)
 	if err := removeCNI(ic.BinDir, ic.ConfDir); err != nil {
 		return err
@@ -292,7 +328,7 @@ func reset(args []string) error {
 			return fmt.Errorf("remove %s: %w", *dataDir, err)
 		}
 	}
-	fmt.Println("weft: removed bridge, tunnels, routes, nft table and the CNI plugin")
+	fmt.Println("weft: removed bridge, tunnels, routes, nft table, node-local DNS device and the CNI plugin")
 	return nil
 }
 
