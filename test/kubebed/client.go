@@ -134,6 +134,8 @@ func (c *Cluster) Delete(manifest string) error {
 func (c *Cluster) resourceFor(ctx context.Context, o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
 	gvk := o.GroupVersionKind()
 	var m *meta.RESTMapping
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	err := c.poll(ctx, "the resource of "+gvk.String(), func() error {
 		var err error
 		m, err = c.mapper.RESTMapping(schema.GroupKind{Group: gvk.Group, Kind: gvk.Kind}, gvk.Version)

@@ -46,13 +46,22 @@ metadata: {name: spread}
 spec:
   selector: {app: spread}
   ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: spread-np}
+spec:
+  type: NodePort
+  selector: {app: spread}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
 `
 
 // TestCluster brings up 3 nodes with the reference bridge plugin and checks
 // what every later test relies on: scheduling with a spread constraint, pod
 // to pod across nodes by IP with the source address kept, a ClusterIP
-// Service through kube-proxy (nftables), the kubernetes Service; then the
-// teardown leaves nothing.
+// Service through kube-proxy (nftables), the kubernetes Service, a NodePort
+// from the plain machine through every node, node to pod, pod to the plain
+// machine, the benchmark helper, StopNode; then the teardown leaves nothing.
 func TestCluster(t *testing.T) {
 	t0 := time.Now()
 	c := Start(t, Options{Nodes: 3, CNI: CNIBridge})
@@ -137,10 +146,32 @@ func TestCluster(t *testing.T) {
 		}
 	}
 
-	// The plain machine reaches a node's address, not the pods' kubelet.
-	if out, err := c.PlainExec("ping", "-c", "1", "-W", "5", c.Nodes[0].IP.String()); err != nil {
-		t.Errorf("plain -> %s: %v: %s", c.Nodes[0].IP, err, out)
+	// The plain machine reaches the NodePort through every node's address;
+	// a node reaches a pod on another node; a pod reaches a server on the
+	// plain machine (bridge: no masquerade, the plain machine routes the
+	// pod ranges, so it sees the pod's address).
+	for _, n := range c.Nodes {
+		testutil.Eventually(t, time.Minute, "plain -> NodePort on "+n.Name, func() error {
+			_, err := c.PlainExec(c.TestboxBin, "get", "-t", "2s", "http://"+n.IP.String()+":30080/")
+			return err
+		})
 	}
+	if out, err := c.NodeExec("n1", c.TestboxBin, "get", "http://"+pods[len(pods)-1].Status.PodIP+":8080/"); err != nil {
+		t.Errorf("n1 -> pod %s: %v %s", pods[len(pods)-1].Name, err, out)
+	}
+	if err := c.SpawnPlain("web", c.TestboxBin, "serve", "-addr", ":8080"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, time.Minute, "pod -> plain machine", func() error {
+		out, err := c.PodExec("default", pods[0].Name, "/testbox", "get", "-t", "2s", "http://"+c.Plain.IP.String()+":8080/")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, " from="+pods[0].Status.PodIP+":") {
+			return fmt.Errorf("plain machine answered %q; want from=%s", out, pods[0].Status.PodIP)
+		}
+		return nil
+	})
 
 	lat, err := c.PodStartLatencies(6, TestboxImage)
 	if err != nil {

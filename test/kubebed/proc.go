@@ -56,6 +56,7 @@ type daemon struct {
 	log  string
 	cmd  *exec.Cmd
 	done chan struct{} // closed when it has exited
+	user bool          // started by SpawnPlain or SpawnNode
 }
 
 func (d *daemon) running() bool {
@@ -100,12 +101,12 @@ func (c *Cluster) spawn(name string, node *Node, argv ...string) (*daemon, error
 	if node != nil {
 		netns, mnt = node.NetNSPath(), node.MountNS
 	}
-	return c.spawnIn(name, netns, mnt, node, argv...)
+	return c.spawnIn(name, netns, mnt, node, false, argv...)
 }
 
 // spawnIn starts argv as daemon name in network namespace netns and, if
-// not "", mount namespace mnt.
-func (c *Cluster) spawnIn(name, netns, mnt string, node *Node, argv ...string) (*daemon, error) {
+// not "", mount namespace mnt; user marks a test's own process.
+func (c *Cluster) spawnIn(name, netns, mnt string, node *Node, user bool, argv ...string) (*daemon, error) {
 	logFile := filepath.Join(c.LogDir, name+".log")
 	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -126,7 +127,7 @@ func (c *Cluster) spawnIn(name, netns, mnt string, node *Node, argv ...string) (
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	d := &daemon{name: name, node: node, log: logFile, cmd: cmd, done: make(chan struct{})}
+	d := &daemon{name: name, node: node, log: logFile, cmd: cmd, done: make(chan struct{}), user: user}
 	go func() { _ = cmd.Wait(); f.Close(); close(d.done) }()
 	c.mu.Lock()
 	c.daemons = append(c.daemons, d)
@@ -193,7 +194,7 @@ func (c *Cluster) PlainExec(argv ...string) (string, error) {
 // in the plain machine's network namespace, logging to LogDir/plain-NAME.log.
 // The teardown stops it.
 func (c *Cluster) SpawnPlain(name string, argv ...string) error {
-	_, err := c.spawnIn("plain-"+name, c.Plain.NetNSPath(), "", nil, argv...)
+	_, err := c.spawnIn("plain-"+name, c.Plain.NetNSPath(), "", nil, true, argv...)
 	return err
 }
 
@@ -205,7 +206,7 @@ func (c *Cluster) SpawnNode(node, name string, argv ...string) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.spawn(n.Name+"-"+name, n, argv...)
+	_, err = c.spawnIn(n.Name+"-"+name, n.NetNSPath(), n.MountNS, n, true, argv...)
 	return err
 }
 

@@ -469,6 +469,15 @@ func (c *Cluster) Stop() error {
 			d.stop(grace)
 		}
 	}
+	c.mu.Lock()
+	for _, d := range c.daemons { // a test's own processes first: they may use the cluster
+		if d.user {
+			wg.Add(1)
+			go func() { defer wg.Done(); d.stop(5 * time.Second) }()
+		}
+	}
+	c.mu.Unlock()
+	wg.Wait()
 	parallel(func(n *Node) {
 		if !n.isStopped() {
 			stop("kubelet-"+n.Name, 10*time.Second)
