@@ -77,6 +77,8 @@ type statusCollector struct {
 	handshakeAge, rx, tx    *prometheus.Desc
 	ipamAddresses, ipamUnre *prometheus.Desc
 	dnsRecords, pods        *prometheus.Desc
+	kubeNodes, kubeNoPeer   *prometheus.Desc
+	kubeNoNode              *prometheus.Desc
 }
 
 func newStatusCollector(b Reporter) *statusCollector {
@@ -95,11 +97,15 @@ func newStatusCollector(b Reporter) *statusCollector {
 		ipamUnre:      d("weft_ipam_unreachable_share", "Share (0..1) of the address range owned by peers this peer cannot reach.", nil, nil),
 		dnsRecords:    d("weft_dns_records", "DNS records in the replicated record set.", nil, nil),
 		pods:          d("weft_pods", "Local pods (CNI attachments) on this peer.", nil, nil),
+		kubeNodes:     d("weft_kube_nodes", "Kubernetes Nodes in this peer's view (Kubernetes mode only).", nil, nil),
+		kubeNoPeer:    d("weft_kube_nodes_without_peer", "Kubernetes Nodes that no weft peer is named after (Kubernetes mode only).", nil, nil),
+		kubeNoNode:    d("weft_kube_peers_without_node", "Weft peers and ring owners with no Kubernetes Node of their name: reclaimed once down (Kubernetes mode only).", nil, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.info, c.uptime, c.peers, c.connections, c.handshakeAge, c.rx, c.tx, c.ipamAddresses, c.ipamUnre, c.dnsRecords, c.pods} {
+	for _, d := range []*prometheus.Desc{c.up, c.info, c.uptime, c.peers, c.connections, c.handshakeAge, c.rx, c.tx, c.ipamAddresses, c.ipamUnre, c.dnsRecords, c.pods,
+		c.kubeNodes, c.kubeNoPeer, c.kubeNoNode} {
 		ch <- d
 	}
 }
@@ -162,6 +168,11 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.ipamUnre, unreachable)
 	gauge(c.dnsRecords, float64(len(st.DNS.Entries)))
 	gauge(c.pods, float64(len(st.Pods)))
+	if k := st.Kubernetes; k != nil && k.Synced {
+		gauge(c.kubeNodes, float64(len(k.Nodes)))
+		gauge(c.kubeNoPeer, float64(len(k.NodesWithoutPeer)))
+		gauge(c.kubeNoNode, float64(len(k.PeersWithoutNode)))
+	}
 }
 
 // counterCollector exports Reporter.Counters as weft_NAME counters. It is
@@ -202,6 +213,7 @@ func reservedMetric(name string) bool {
 	case "weft_status_up", "weft_info", "weft_uptime_seconds", "weft_peers", "weft_connections",
 		"weft_peer_handshake_age_seconds", "weft_peer_rx_bytes", "weft_peer_tx_bytes",
 		"weft_ipam_addresses", "weft_ipam_unreachable_share", "weft_dns_records", "weft_pods",
+		"weft_kube_nodes", "weft_kube_nodes_without_peer", "weft_kube_peers_without_node",
 		"weft_cni_requests_total", "weft_cni_request_duration_seconds":
 		return true
 	}

@@ -33,6 +33,7 @@ type PageReport struct {
 	DNSRecords int      // rows of the DNS table
 	Pods       int      // rows of the local pods table
 	Problems   []string // lines of the problems box
+	KubeNodes  []string // names in the Kubernetes nodes table (Kubernetes mode)
 	Screenshot string   // path of the PNG
 }
 
@@ -69,6 +70,7 @@ const pageState = `(() => {
     dns: rows('dns').length,
     pods: rows('pods').length,
     problems: [...document.querySelectorAll('#problems li')].map((li) => li.textContent),
+    kube: rows('kube').map((r) => r.querySelector('b') ? r.querySelector('b').textContent : ''),
     live: document.getElementById('live-dot').className.includes('ok'),
   };
 })()`
@@ -80,6 +82,7 @@ type pageView struct {
 	DNS      int      `json:"dns"`
 	Pods     int      `json:"pods"`
 	Problems []string `json:"problems"`
+	Kube     []string `json:"kube"`
 	Live     bool     `json:"live"`
 }
 
@@ -218,5 +221,5 @@ func CheckPage(t testing.TB, pageURL string, wantPeers int, outDir string) PageR
 	if err := ctx.Err(); errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("CheckPage: timed out")
 	}
-	return PageReport{Peers: v.Peers, States: v.States, Ranges: v.Ranges, DNSRecords: v.DNS, Pods: v.Pods, Problems: v.Problems, Screenshot: shot}
+	return PageReport{Peers: v.Peers, States: v.States, Ranges: v.Ranges, DNSRecords: v.DNS, Pods: v.Pods, Problems: v.Problems, KubeNodes: v.Kube, Screenshot: shot}
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/weftmesh/weft/api/client"
 )
 
-// status prints `weft status [peers|ipam|dns] [--json]`.
+// status prints `weft status [peers|ipam|dns|kube] [--json]`.
 func status(c *client.Client, g global, args []string) error {
 	cx, cancel := ctx()
 	defer cancel()
@@ -47,8 +47,17 @@ func status(c *client.Client, g global, args []string) error {
 		}
 		printDNS(st)
 		return nil
+	case "kube", "kubernetes", "nodes":
+		if st.Kubernetes == nil {
+			return fmt.Errorf("peer %s does not run in Kubernetes mode (weft launch --kubernetes, or --kubeconfig FILE)", st.Name)
+		}
+		if g.json {
+			return printOut(g, st.Kubernetes, "")
+		}
+		printKube(st)
+		return nil
 	}
-	return usageError{fmt.Sprintf("unknown status view %q (peers, ipam, dns)", view)}
+	return usageError{fmt.Sprintf("unknown status view %q (peers, ipam, dns, kube)", view)}
 }
 
 func printSummary(st *client.Status) {
@@ -70,11 +79,65 @@ func printSummary(st *client.Status) {
 		st.IPAM.Status, st.IPAM.Range, st.IPAM.Owned, st.IPAM.Free, st.IPAM.Allocated)
 	fmt.Printf("         DNS: %s, %d entries\n", st.DNS.Domain, len(st.DNS.Entries))
 	fmt.Printf("        Pods: %d\n", len(st.Pods))
+	if k := st.Kubernetes; k != nil {
+		fmt.Printf("  Kubernetes: %s\n", kubeSummary(k))
+	}
 	for _, p := range st.Problems {
 		fmt.Printf("     Problem: %s\n", p)
 	}
 	fmt.Println()
 	printPeers(st)
+	if st.Kubernetes != nil && st.Kubernetes.Synced {
+		fmt.Println()
+		printNodes(st.Kubernetes)
+	}
+}
+
+// kubeSummary is the Kubernetes line of the summary.
+func kubeSummary(k *client.KubeStatus) string {
+	if !k.Synced {
+		return fmt.Sprintf("Node %s; the Node list is not loaded yet", k.Node)
+	}
+	ready := 0
+	for _, n := range k.Nodes {
+		if n.Ready {
+			ready++
+		}
+	}
+	network := "NetworkUnavailable not yet cleared"
+	if k.NetworkAvailable {
+		network = "network available"
+	}
+	return fmt.Sprintf("Node %s (%s); %d Nodes, %d ready; %d without a weft peer, %d peers without a Node",
+		k.Node, network, len(k.Nodes), ready, len(k.NodesWithoutPeer), len(k.PeersWithoutNode))
+}
+
+// printKube is `weft status kube`: the summary line, the Nodes, and the
+// peers that have no Node.
+func printKube(st *client.Status) {
+	k := st.Kubernetes
+	fmt.Printf("Kubernetes: %s\n\n", kubeSummary(k))
+	printNodes(k)
+	if len(k.PeersWithoutNode) > 0 {
+		fmt.Printf("\nPeers without a Node: %s\n", strings.Join(k.PeersWithoutNode, ", "))
+	}
+}
+
+func printNodes(k *client.KubeStatus) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tINTERNAL-IP\tREADY\tNETWORK\tPEER\tPEER-STATE")
+	for _, n := range k.Nodes {
+		network := "unavailable"
+		if n.NetworkAvailable {
+			network = "available"
+		}
+		peer, state := n.Peer, n.PeerState
+		if peer == "" {
+			peer, state = "-", "no weft peer"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\n", n.Name, dash(n.InternalIP), n.Ready, network, peer, dash(state))
+	}
+	w.Flush()
 }
 
 func printPeers(st *client.Status) {
