@@ -107,14 +107,15 @@ func benchPod(name, image, run string) *corev1.Pod {
 	}
 }
 
-// deletePods deletes the pods of selector in default at once and waits
-// (up to 2 min) until they are gone.
+// deletePods deletes the pods of selector in default and waits (up to 2
+// min) until they are gone. Not forced: a pod object goes only once its
+// kubelet has stopped its containers, so the next measurement does not
+// overlap with this one's cleanup.
 func (c *Cluster) deletePods(selector string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	zero := int64(0)
 	pods := c.client.CoreV1().Pods("default")
-	_ = pods.DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{LabelSelector: selector})
+	_ = pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: selector})
 	_ = c.poll(ctx, "benchmark pods gone", func() error {
 		l, err := pods.List(ctx, metav1.ListOptions{LabelSelector: selector})
 		if err != nil {

@@ -192,9 +192,10 @@ type Cluster struct {
 	spawner *spawner
 	state   *runState
 
-	mu      sync.Mutex // guards following
-	daemons []*daemon
-	stopped bool
+	mu         sync.Mutex // guards following
+	daemons    []*daemon
+	stopped    bool
+	stopPhases string // how long each teardown phase took
 }
 
 // Start brings up a cluster (see the package doc) and registers its

@@ -223,7 +223,7 @@ func TestCluster(t *testing.T) {
 	if err := c.Stop(); err != nil {
 		t.Errorf("Stop: %v", err)
 	}
-	t.Logf("teardown took %v", time.Since(t2).Round(time.Millisecond))
+	t.Logf("teardown took %v (%s)", time.Since(t2).Round(time.Millisecond), c.stopPhases)
 	if left := c.Leftovers(); len(left) > 0 {
 		t.Errorf("left after Stop:\n  %s", strings.Join(left, "\n  "))
 	}

@@ -2,8 +2,8 @@ package kubebed
 
 // Teardown, in the order that keeps each step working (KUBERNETES.md §7):
 //  1. kubelets (so nothing restarts pods), then kube-proxies;
-//  2. per node, in parallel: every pod sandbox stopped and removed through
-//     the CRI while CNI still works (pods on the pod network first, then
+//  2. per node, in parallel: every running pod sandbox stopped through the
+//     CRI while CNI still works (pods on the pod network first, then
 //     hostNetwork ones: a CNI plugin's own DaemonSet pod must serve the DEL
 //     of the others), containerd, the shims it leaves (matched by its
 //     socket), then whatever still runs in the node (the reaper below);
@@ -383,12 +383,16 @@ func (c *Cluster) stopRuntime(n *Node) []error {
 	return errs
 }
 
-// removePods stops and removes every pod sandbox of node n through its
-// CRI: pod-network pods first, hostNetwork ones (a CNI plugin's) last.
+// removePods stops every running pod sandbox of node n through its CRI, so
+// CNI DEL runs for each: pod-network pods first (in parallel), hostNetwork
+// ones (a CNI plugin's own) last. Stopped sandboxes are not removed one by
+// one (that took seconds per node): nothing of them runs any more, and
+// their mounts go with the node's mount namespace, their files with the
+// scratch directory.
 func (c *Cluster) removePods(n *Node) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	out, err := c.crictl(ctx, n, "pods", "-q")
+	out, err := c.crictl(ctx, n, "pods", "-q", "--state", "ready")
 	if err != nil {
 		return err
 	}
@@ -416,17 +420,22 @@ func (c *Cluster) removePods(n *Node) error {
 			podNet = append(podNet, id)
 		}
 	}
+	var mu sync.Mutex // guards errs
 	var errs []error
 	for _, ids := range [][]string{podNet, hostNet} {
-		if len(ids) == 0 {
-			continue
+		var wg sync.WaitGroup
+		for _, id := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := c.crictl(ctx, n, "stopp", id); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}()
 		}
-		if _, err := c.crictl(ctx, n, append([]string{"stopp"}, ids...)...); err != nil {
-			errs = append(errs, err)
-		}
-		if _, err := c.crictl(ctx, n, append([]string{"rmp", "-f"}, ids...)...); err != nil {
-			errs = append(errs, err)
-		}
+		wg.Wait()
 	}
 	return errors.Join(errs...)
 }
@@ -453,63 +462,65 @@ func (c *Cluster) Stop() error {
 		return nil
 	}
 	c.stopped = true
+	daemons := slices.Clone(c.daemons)
 	c.mu.Unlock()
 	var errs []error
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	parallel := func(fn func(n *Node)) {
-		for _, n := range c.Nodes {
+	var mu sync.Mutex // guards errs
+	var phases []string
+	phase := func(name string, fns ...func()) {
+		start := time.Now()
+		var wg sync.WaitGroup
+		for _, fn := range fns {
 			wg.Add(1)
-			go func() { defer wg.Done(); fn(n) }()
+			go func() { defer wg.Done(); fn() }()
 		}
 		wg.Wait()
+		phases = append(phases, fmt.Sprintf("%s %v", name, time.Since(start).Round(time.Millisecond)))
 	}
-	stop := func(name string, grace time.Duration) {
+	stop := func(d *daemon, grace time.Duration) func() { return func() { d.stop(grace) } }
+	var user, agents, runtimes []func()
+	for _, d := range daemons {
+		switch {
+		case d.user: // a test's own processes first: they may use the cluster
+			user = append(user, stop(d, 5*time.Second))
+		case strings.HasPrefix(d.name, "kubelet-"):
+			agents = append(agents, stop(d, 10*time.Second))
+		case strings.HasPrefix(d.name, "kube-proxy-"), d.name == "kube-controller-manager", d.name == "kube-scheduler":
+			agents = append(agents, stop(d, 5*time.Second))
+		}
+	}
+	for _, n := range c.Nodes {
+		runtimes = append(runtimes, func() {
+			n.mu.Lock()
+			n.stopped = true
+			n.mu.Unlock()
+			e := c.stopRuntime(n)
+			mu.Lock()
+			errs = append(errs, e...)
+			mu.Unlock()
+		})
+	}
+	phase("test processes", user...)
+	// Nothing may restart or reschedule pods while they are removed.
+	phase("kubelets, kube-proxies, controllers", agents...)
+	phase("pods and runtimes", runtimes...)
+	for _, name := range []string{"kube-apiserver", "etcd"} { // their data is thrown away: short grace
 		if d := c.daemon(name); d != nil {
-			d.stop(grace)
+			phase(name, stop(d, 5*time.Second))
 		}
 	}
-	c.mu.Lock()
-	for _, d := range c.daemons { // a test's own processes first: they may use the cluster
-		if d.user {
-			wg.Add(1)
-			go func() { defer wg.Done(); d.stop(5 * time.Second) }()
-		}
+	for _, d := range daemons {
+		d.stop(time.Second) // none should be left
 	}
-	c.mu.Unlock()
-	wg.Wait()
-	parallel(func(n *Node) {
-		if !n.isStopped() {
-			stop("kubelet-"+n.Name, 10*time.Second)
-		}
-	})
-	parallel(func(n *Node) { stop("kube-proxy-"+n.Name, 5*time.Second) })
-	parallel(func(n *Node) {
-		n.mu.Lock()
-		n.stopped = true
-		n.mu.Unlock()
-		e := c.stopRuntime(n)
-		mu.Lock()
-		errs = append(errs, e...)
-		mu.Unlock()
-	})
-	wg.Add(2)
-	go func() { defer wg.Done(); stop("kube-controller-manager", 5*time.Second) }()
-	go func() { defer wg.Done(); stop("kube-scheduler", 5*time.Second) }()
-	wg.Wait()
-	stop("kube-apiserver", 15*time.Second)
-	stop("etcd", 5*time.Second)
-	c.mu.Lock()
-	for _, d := range c.daemons {
-		d.stop(time.Second)
-	}
-	c.mu.Unlock()
 	if c.spawner != nil {
 		c.spawner.close()
 	}
 	if c.state != nil {
-		errs = append(errs, reap(c.state, c.t.Logf)...)
+		phase("reaper", func() { errs = append(errs, reap(c.state, c.t.Logf)...) })
 	}
+	c.mu.Lock()
+	c.stopPhases = strings.Join(phases, ", ")
+	c.mu.Unlock()
 	return errors.Join(errs...)
 }
 
@@ -530,7 +541,10 @@ func (c *Cluster) teardown(t testing.TB) {
 		t.Errorf("kubebed: teardown left:\n  %s", strings.Join(left, "\n  "))
 	}
 	if !stopped {
-		t.Logf("kubebed: %s torn down in %v", c.Prefix, time.Since(start).Round(time.Millisecond))
+		c.mu.Lock()
+		phases := c.stopPhases
+		c.mu.Unlock()
+		t.Logf("kubebed: %s torn down in %v (%s)", c.Prefix, time.Since(start).Round(time.Millisecond), phases)
 	}
 }
 
