@@ -287,7 +287,7 @@ func TestDecodeManifest(t *testing.T) {
 	for _, o := range objs {
 		got = append(got, o.GetKind()+"/"+o.GetName())
 	}
-	if want := []string{"Deployment/spread", "Service/spread"}; !slices.Equal(got, want) {
+	if want := []string{"Deployment/spread", "Service/spread", "Service/spread-np"}; !slices.Equal(got, want) {
 		t.Errorf("decodeManifest = %v; want %v", got, want)
 	}
 	if _, err := decodeManifest("kind: ConfigMap\n"); err == nil {
