@@ -38,7 +38,7 @@ func installDeps() error {
 }
 
 // kubeBinaries returns the directory of the Kubernetes binaries, running
-// scripts/kube-build.sh (instant when the cache is complete, 12–18 min
+// scripts/kube-build.sh (instant when the cache is complete, 12–25 min
 // when it is cold: give go test a -timeout of 30m the first time).
 func kubeBinaries(t testing.TB) (string, error) {
 	t.Helper()
@@ -56,7 +56,7 @@ func kubeBinaries(t testing.TB) (string, error) {
 	select {
 	case err = <-done:
 	case <-time.After(3 * time.Second):
-		t.Logf("kubebed: building Kubernetes %s with %s (12-18 min once; the cache is %s)", K8sVersion, script, cacheDir())
+		t.Logf("kubebed: building Kubernetes %s with %s (12-25 min once; the cache is %s)", K8sVersion, script, cacheDir())
 		err = <-done
 		t.Logf("kubebed: Kubernetes build took %v", time.Since(start).Round(time.Second))
 	}

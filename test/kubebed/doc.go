@@ -9,7 +9,7 @@
 //	c := kubebed.Start(t, kubebed.Options{Nodes: 3, CNI: kubebed.CNIBridge})
 //	if err := c.WaitNodesReady(2 * time.Minute); err != nil { t.Fatal(err) }
 //	c.Apply(deploymentYAML)
-//	out, err := c.PodExec("default", pod, "/testbox", "get", "http://10.96.0.1:443/")
+//	out, err := c.PodExec("default", pod, "/testbox", "get", "-k", "https://10.96.0.1/version")
 //	c.StopNode("n3")
 //
 // Topology (192.168.7x.0/24, the first /24 of 192.168.70–79 that the
@@ -21,11 +21,13 @@
 //	                           ├── ...               (and a mount namespace per node)
 //	                           └── PREFIX-plain .200 a machine that is not in the cluster
 //
-// What is needed: root, scripts/deps-kube.sh (etcd, containerd, runc, the
-// reference CNI plugins, nftables, crictl) and the Kubernetes binaries of
-// scripts/kube-build.sh in ${WEFT_K8S_CACHE:-/var/cache/weft/k8s-v1.37.2}/bin
-// (Start runs the script when they are missing: 12–18 min once). One cluster
-// per machine at a time: Start waits for /run/weft-kubebed.lock. A cluster
+// What is needed: root (the tests skip without), scripts/deps-kube.sh (etcd,
+// containerd, runc, the reference CNI plugins, nftables, crictl) and the
+// Kubernetes binaries of scripts/kube-build.sh in
+// ${WEFT_K8S_CACHE:-/var/cache/weft/k8s-v1.37.2}/bin. Start runs both
+// scripts; they return at once when all is there, but the first build takes
+// 12–25 min (run `make kube-bins` first, or give go test -timeout 30m). One
+// cluster per machine at a time: Start waits for /run/weft-kubebed.lock. A cluster
 // of a test process that was killed is cleaned up by the next Start (the
 // state file /run/weft-kubebed.state names what it had made).
 // docs/kubernetes-testbed.md lists what the kubelet touches on the machine
@@ -43,7 +45,7 @@
 //	teardown.go       Stop, StopNode, the reaper, leftovers, the state file of a run
 //	client.go         client-go, Apply/Delete, PodExec, Kubectl, waits
 //	bins.go           the Kubernetes binaries and the test images
-//	image.go          WriteImage: docker-archive images with go-containerregistry
+//	image.go          WriteImage: docker-archive images (internal/ociimage, go-containerregistry)
 //	bench.go          PodStartLatencies, RSS
 //	kubebed_test.go   the smoke test
 //	images/pause      the sandbox image's binary
