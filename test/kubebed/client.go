@@ -249,8 +249,8 @@ func (c *Cluster) Kubectl(args ...string) (string, error) {
 }
 
 // WaitNodesReady waits up to d until every node that is not stopped is
-// registered, Ready, and free of the not-ready taint (the scheduler places
-// pods on it).
+// registered, Ready, and free of the not-ready, unreachable and
+// network-unavailable taints (the scheduler places pods on it).
 func (c *Cluster) WaitNodesReady(d time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -282,7 +282,8 @@ func nodeNotReady(nodes []corev1.Node, name string) string {
 			continue
 		}
 		for _, t := range n.Spec.Taints {
-			if t.Key == corev1.TaintNodeNotReady {
+			switch t.Key {
+			case corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable, corev1.TaintNodeNetworkUnavailable:
 				return "tainted " + t.Key
 			}
 		}
