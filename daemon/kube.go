@@ -233,7 +233,7 @@ func (d *Daemon) setNetworkAvailable(ctx context.Context) {
 func (d *Daemon) reclaimGone(ctx context.Context, g gonePeer) {
 	if g.Owned == 0 {
 		d.mesh.Forget(g.Name)
-		d.log.Info("kubernetes: forgot the peer of a deleted Node", "peer", g.Name, "id", g.ID)
+		d.log.Info("kubernetes: forgot a peer without a Node", "peer", g.Name, "id", g.ID)
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -241,15 +241,15 @@ func (d *Daemon) reclaimGone(ctx context.Context, g gonePeer) {
 	cancel()
 	switch {
 	case err == nil:
-		d.log.Info("kubernetes: reclaimed the address space of a deleted Node's peer", "peer", g.Name, "id", g.ID, "addresses", n)
+		d.log.Info("kubernetes: reclaimed the address space of a peer without a Node", "peer", g.Name, "id", g.ID, "addresses", n)
 	case errors.Is(err, ipam.ErrNothingToReclaim), errors.Is(err, ipam.ErrReclaimedByOther):
-		d.log.Debug("kubernetes: another peer reclaimed the deleted Node's peer", "peer", g.Name, "id", g.ID, "err", err)
+		d.log.Debug("kubernetes: another peer reclaimed the space of a peer without a Node", "peer", g.Name, "id", g.ID, "err", err)
 		d.mesh.Forget(g.Name)
 	case errors.Is(err, ipam.ErrPeerAlive):
-		d.log.Debug("kubernetes: the deleted Node's peer is alive to the ring; not reclaiming", "peer", g.Name, "err", err)
+		d.log.Debug("kubernetes: a peer without a Node is alive to the ring; not reclaiming", "peer", g.Name, "err", err)
 	case ctx.Err() != nil:
 	default:
-		d.warnEvery("reclaim "+g.ID.String(), "kubernetes: reclaim of a deleted Node's peer failed; will retry", "peer", g.Name, "id", g.ID, "err", err)
+		d.warnEvery("reclaim "+g.ID.String(), "kubernetes: reclaim of a peer without a Node failed; will retry", "peer", g.Name, "id", g.ID, "err", err)
 	}
 }
 

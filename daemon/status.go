@@ -209,6 +209,9 @@ func (d *Daemon) problems(st *client.Status, peers []peer.Info, now time.Time) [
 	}
 	var joins []string
 	for target, why := range d.mesh.JoinErrors() {
+		if reachedTarget(peers, []string{target}) {
+			continue // the peer there joined us since: the failed attempt is stale
+		}
 		joins = append(joins, fmt.Sprintf("cannot join %s: %s", target, why))
 	}
 	sort.Strings(joins)
