@@ -21,6 +21,7 @@ import (
 	"github.com/weftmesh/weft/daemon"
 	"github.com/weftmesh/weft/router"
 	"github.com/weftmesh/weft/router/wg"
+	"k8s.io/klog/v2"
 )
 
 func versionString() string {
@@ -148,6 +149,11 @@ func launch(args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.Logger = log
+	if cfg.Kubernetes {
+		// client-go logs through klog, a process-wide logger: its lines
+		// (watch errors, retries) join ours, in our format.
+		klog.SetSlogLogger(log.With("component", "client-go"))
+	}
 	switch {
 	case passwordFile != "":
 		b, err := os.ReadFile(passwordFile)
