@@ -224,7 +224,7 @@ func (d *Daemon) setNetworkAvailable(ctx context.Context) {
 	case err == nil:
 		d.log.Info("kubernetes: set this Node's NetworkUnavailable=False", "node", k.node, "reason", kube.NetworkReason)
 	case ctx.Err() == nil:
-		d.log.Warn("kubernetes: set this Node's NetworkUnavailable=False; will retry", "node", k.node, "err", err)
+		d.warnEvery("network", "kubernetes: set this Node's NetworkUnavailable=False; will retry", "node", k.node, "err", err)
 	}
 }
 
