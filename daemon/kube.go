@@ -74,6 +74,7 @@ func (d *Daemon) startKube() error {
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.KubeStartTimeout)
 	defer cancel()
 	var start kubeStart
+	var last error // the reason of the last attempt that the deadline did not cut short
 	for attempt := 0; ; attempt++ {
 		nodes, err := c.ListNodes(ctx)
 		if err == nil {
@@ -82,12 +83,15 @@ func (d *Daemon) startKube() error {
 		if err == nil {
 			break
 		}
+		if ctx.Err() == nil || last == nil {
+			last = err
+		}
 		if attempt == 0 || attempt%10 == 0 {
 			d.log.Info("kubernetes mode: waiting for this peer's Node", "node", d.cfg.Name, "err", err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kubernetes mode: gave up after %v: %w", d.cfg.KubeStartTimeout, err)
+			return fmt.Errorf("kubernetes mode: gave up after %v: %w", d.cfg.KubeStartTimeout, last)
 		case <-time.After(kubeStartPoll):
 		}
 	}
