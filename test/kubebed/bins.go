@@ -7,6 +7,7 @@ package kubebed
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -136,7 +137,14 @@ func lockMachine(t testing.TB) func() {
 	err = testutil.Poll(30*time.Minute, func() error {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if errors.Is(err, syscall.EWOULDBLOCK) && !logged {
-			t.Logf("kubebed: waiting for %s: another cluster runs on this machine", lockFile)
+			other := "another cluster"
+			if b, err := os.ReadFile(stateFile); err == nil {
+				var s struct{ Prefix, Dir string }
+				if json.Unmarshal(b, &s) == nil && s.Prefix != "" {
+					other = fmt.Sprintf("cluster %s (%s)", s.Prefix, s.Dir)
+				}
+			}
+			t.Logf("kubebed: waiting for %s: %s runs on this machine", lockFile, other)
 			logged = true
 		}
 		return err
