@@ -42,7 +42,8 @@
 //	controlplane.go   etcd, kube-apiserver, kube-controller-manager, kube-scheduler
 //	node.go           node mount namespace, cgroup root, containerd, kubelet, kube-proxy
 //	proc.go           daemons: spawning in namespaces, logs, stopping
-//	teardown.go       Stop, StopNode, the reaper, leftovers, the state file of a run
+//	teardown.go       Stop, StopNode, Leftovers, DumpLogs
+//	reap.go           the state file of a run, and the reaper that removes what it names
 //	client.go         client-go, Apply/Delete, PodExec, Kubectl, waits
 //	bins.go           the Kubernetes binaries and the test images
 //	image.go          WriteImage: docker-archive images (internal/ociimage, go-containerregistry)
