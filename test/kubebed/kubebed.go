@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -196,6 +197,9 @@ type Cluster struct {
 	daemons    []*daemon
 	stopped    bool
 	stopPhases string // how long each teardown phase took
+	// startPhases: when each step of Start ended (written by one goroutine
+	// at a time: the control plane's before g.Wait, the rest after).
+	startPhases []string
 }
 
 // Start brings up a cluster (see the package doc) and registers its
@@ -259,8 +263,8 @@ func Start(t testing.TB, opts Options) *Cluster {
 	if err := c.start(ctx); err != nil {
 		t.Fatalf("kubebed: start after %v: %v", time.Since(started).Round(time.Millisecond), err)
 	}
-	t.Logf("kubebed: %s up in %v: %d nodes on %s, CNI %s, logs in %s", c.Prefix,
-		time.Since(started).Round(time.Millisecond), len(c.Nodes), c.Subnet, opts.CNI, c.LogDir)
+	t.Logf("kubebed: %s up in %v (%s): %d nodes on %s, CNI %s, logs in %s", c.Prefix,
+		time.Since(started).Round(time.Millisecond), strings.Join(c.startPhases, ", "), len(c.Nodes), c.Subnet, opts.CNI, c.LogDir)
 	return c
 }
 
@@ -302,6 +306,7 @@ func nthSlash24(p netip.Prefix, i int) netip.Prefix {
 }
 
 func (c *Cluster) start(ctx context.Context) error {
+	t0 := time.Now()
 	if err := c.wireNetwork(); err != nil {
 		return err
 	}
@@ -320,7 +325,13 @@ func (c *Cluster) start(ctx context.Context) error {
 	// (on an error, gctx is canceled and the build ends at once).
 	defer images.Wait()
 	apiUp := make(chan struct{}) // closed when kube-apiserver is ready
-	g.Go(func() error { return c.startControlPlane(gctx, apiUp) })
+	g.Go(func() error {
+		if err := c.startControlPlane(gctx, apiUp); err != nil {
+			return err
+		}
+		c.startPhases = append(c.startPhases, fmt.Sprintf("control plane %v", time.Since(t0).Round(time.Millisecond)))
+		return nil
+	})
 	for _, n := range c.Nodes {
 		g.Go(func() error {
 			if err := c.startRuntime(gctx, n); err != nil {
@@ -347,13 +358,21 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	c.startPhases = append(c.startPhases, fmt.Sprintf("kubelets started %v", time.Since(t0).Round(time.Millisecond)))
 	if err := c.waitControllers(ctx); err != nil {
 		return err
 	}
-	if c.opts.CNI == CNIBridge {
-		return c.WaitNodesReady(time.Until(deadline(ctx)))
+	if err := c.waitNodesRegistered(ctx); err != nil {
+		return err
 	}
-	return c.waitNodesRegistered(ctx)
+	c.startPhases = append(c.startPhases, fmt.Sprintf("nodes registered %v", time.Since(t0).Round(time.Millisecond)))
+	if c.opts.CNI == CNIBridge {
+		if err := c.WaitNodesReady(time.Until(deadline(ctx))); err != nil {
+			return err
+		}
+		c.startPhases = append(c.startPhases, fmt.Sprintf("nodes Ready %v", time.Since(t0).Round(time.Millisecond)))
+	}
+	return nil
 }
 
 func deadline(ctx context.Context) time.Time {
