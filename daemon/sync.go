@@ -59,13 +59,22 @@ func (d *Daemon) sync() {
 		return // keep the kernel as the last run left it until the mesh is found again
 	}
 	d.mu.Lock()
-	d.reconciles++
+	bridge := d.bridge
 	d.mu.Unlock()
-	if err := d.router.Set(d.routerConfig(peers, ranges, known)); err != nil {
+	// The router waits for the bridge's address: a plan without it has no
+	// routes, so a restarted peer would withdraw every route its last run
+	// left (pods cut until the ring is loaded). A new peer has nothing to
+	// route before it has space anyway.
+	if bridge.IsValid() {
 		d.mu.Lock()
-		d.recErrors++
+		d.reconciles++
 		d.mu.Unlock()
-		d.log.Warn("router", "err", err)
+		if err := d.router.Set(d.routerConfig(peers, ranges, known)); err != nil {
+			d.mu.Lock()
+			d.recErrors++
+			d.mu.Unlock()
+			d.log.Warn("router", "err", err)
+		}
 	}
 	d.syncDNSLocal()
 	d.syncDNSListen()
