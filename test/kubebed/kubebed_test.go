@@ -173,6 +173,9 @@ func TestCluster(t *testing.T) {
 		return nil
 	})
 
+	if rss, cpu, err := c.PodUsage("default", pods[0].Name); err != nil || rss == 0 || cpu <= 0 {
+		t.Errorf("PodUsage(%s) = %d bytes, %v CPU, %v; want both above 0", pods[0].Name, rss, cpu, err)
+	}
 	lat, err := c.PodStartLatencies(6, TestboxImage)
 	if err != nil {
 		t.Fatal(err)
