@@ -6,7 +6,7 @@
 // has no creation time, so the same inputs give the same image digest.
 //
 //	err := ociimage.Write("bin/weft-image.tar", ociimage.Spec{
-//		Tags:       []string{"docker.io/weftmesh/weft:latest"},
+//		Tag:        "docker.io/weftmesh/weft:latest",
 //		Files:      map[string]ociimage.File{"usr/local/bin/weft": {Data: b, Mode: 0o755}},
 //		Entrypoint: []string{"/usr/local/bin/weft"},
 //	})
@@ -40,7 +40,10 @@ type File struct {
 
 // Spec describes an image.
 type Spec struct {
-	Tags       []string        // references, e.g. docker.io/weftmesh/weft:latest; at least one
+	// Tag is the image reference, e.g. docker.io/weftmesh/weft:latest. One
+	// per tarball: with several, the archive's tag list comes out in map
+	// order and the tarball would no longer be reproducible.
+	Tag        string
 	Files      map[string]File // path inside the image (relative or absolute) -> file
 	Entrypoint []string
 	Cmd        []string
@@ -80,30 +83,26 @@ func Image(s Spec) (v1.Image, error) {
 }
 
 // Write builds the image of s and writes it to file as a docker-archive
-// tarball tagged with every s.Tags. It writes a temporary file beside file
+// tarball tagged s.Tag. It writes a temporary file beside file
 // and renames it, so a reader never sees half an image.
 func Write(file string, s Spec) error {
-	if len(s.Tags) == 0 {
+	if s.Tag == "" {
 		return errors.New("image: no tag")
+	}
+	tag, err := name.NewTag(s.Tag)
+	if err != nil {
+		return fmt.Errorf("image: tag %q: %w", s.Tag, err)
 	}
 	img, err := Image(s)
 	if err != nil {
 		return err
-	}
-	refs := map[name.Reference]v1.Image{}
-	for _, t := range s.Tags {
-		tag, err := name.NewTag(t)
-		if err != nil {
-			return fmt.Errorf("image: tag %q: %w", t, err)
-		}
-		refs[tag] = img
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-")
 	if err != nil {
 		return fmt.Errorf("image: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := tarball.MultiRefWrite(refs, tmp); err != nil {
+	if err := tarball.Write(tag, img, tmp); err != nil {
 		tmp.Close()
 		return fmt.Errorf("image: write %s: %w", file, err)
 	}

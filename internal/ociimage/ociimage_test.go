@@ -18,7 +18,7 @@ import (
 // spec twice gives the same digest.
 func TestWriteReadBack(t *testing.T) {
 	spec := Spec{
-		Tags:       []string{"docker.io/weftmesh/weft:test", "localhost/weft:test"},
+		Tag:        "docker.io/weftmesh/weft:test",
 		Files:      map[string]File{"/usr/local/bin/weft": {Data: []byte("#!weft"), Mode: 0o755}, "etc/weft/note": {Data: []byte("hi")}},
 		Entrypoint: []string{"/usr/local/bin/weft"},
 		Env:        []string{"PATH=/usr/local/bin"},
@@ -29,7 +29,7 @@ func TestWriteReadBack(t *testing.T) {
 		if err := Write(filepath.Join(dir, f), spec); err != nil {
 			t.Fatal(err)
 		}
-		for _, ref := range spec.Tags {
+		for _, ref := range []string{spec.Tag} {
 			tag, err := name.NewTag(ref)
 			if err != nil {
 				t.Fatal(err)
@@ -80,9 +80,9 @@ func TestWriteRejects(t *testing.T) {
 	dir := t.TempDir()
 	for _, s := range []Spec{
 		{Files: map[string]File{"a": {}}},
-		{Tags: []string{"Not A Tag!"}, Files: map[string]File{"a": {}}},
-		{Tags: []string{"x:1"}},
-		{Tags: []string{"x:1"}, Files: map[string]File{"/": {}}},
+		{Tag: "Not A Tag!", Files: map[string]File{"a": {}}},
+		{Tag: "x:1"},
+		{Tag: "x:1", Files: map[string]File{"/": {}}},
 	} {
 		if err := Write(filepath.Join(dir, "x.tar"), s); err == nil {
 			t.Errorf("Write(%+v) = nil; want an error", s)

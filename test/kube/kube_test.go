@@ -1,14 +1,3 @@
-// Package kube_test installs weft into a real Kubernetes cluster (the
-// test/kubebed harness: kube-apiserver, controller-manager, scheduler and
-// three kubelet + containerd nodes with kube-proxy in nftables mode, each
-// node in network and mount namespaces of its own) the way an operator
-// does: import the image built by the same code as `make image`, create the
-// Secret, `kubectl apply -f deploy/weft.yaml`. Then it checks what issue 14
-// asks of a Kubernetes network: Ready nodes, pod to pod with source
-// addresses kept, Services and NodePorts (through nodes with no backend),
-// egress masquerade, pod names in DNS on the node-local address, a rolling
-// restart of weft under a 10 ms ping, reclaim of a deleted Node's space,
-// and a clean uninstall and teardown.
 package kube_test
 
 import (
@@ -69,7 +58,7 @@ func buildWeft(t *testing.T) bins {
 		}
 		files["usr/local/bin/"+filepath.Base(p)] = ociimage.File{Data: data, Mode: 0o755}
 	}
-	if err := ociimage.Write(b.image, ociimage.Spec{Tags: []string{weftImage}, Files: files,
+	if err := ociimage.Write(b.image, ociimage.Spec{Tag: weftImage, Files: files,
 		Entrypoint: []string{"/usr/local/bin/weft"}, Env: []string{"PATH=/usr/local/bin"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -118,22 +107,8 @@ func TestKubernetes(t *testing.T) {
 			t.Fatalf("node %s is Ready before weft is installed", n.Name)
 		}
 	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "weft", Namespace: "kube-system"},
-		StringData: map[string]string{"password": "kubebed-" + c.Prefix + "-cluster-secret"}}
-	if _, err := cs.CoreV1().Secrets("kube-system").Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	applied := time.Now()
-	if err := c.Apply(manifest); err != nil {
-		t.Fatalf("kubectl apply -f deploy/weft.yaml: %v", err)
-	}
-	if err := c.WaitNodesReady(3 * time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("all 3 nodes Ready %v after kubectl apply", time.Since(applied).Round(time.Millisecond))
-	if _, err := c.WaitPodsReady("kube-system", peerSel, 3, 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	ready := installWeft(t, c, manifest)
+	t.Logf("all 3 nodes Ready %v after kubectl apply", ready.Round(time.Millisecond))
 	for _, n := range []string{"n1", "n2", "n3"} {
 		testutil.Eventually(t, time.Minute, n+" to see 3 peers alive over WireGuard", func() error {
 			st, err := weftStatus(c, b, n)
@@ -524,6 +499,31 @@ spec:
   containers:
     - {name: c, image: ` + kubebed.TestboxImage + `, imagePullPolicy: Never, args: [sleep]}
 `
+
+// installWeft does what README's install section says: the Secret, then
+// kubectl apply -f deploy/weft.yaml (the image is on every node already).
+// It returns the time from the apply to every node Ready, once a weft pod
+// is ready on each.
+func installWeft(t *testing.T, c *kubebed.Cluster, manifest string) time.Duration {
+	t.Helper()
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "weft", Namespace: "kube-system"},
+		StringData: map[string]string{"password": "kubebed-" + c.Prefix + "-cluster-secret"}}
+	if _, err := c.Client().CoreV1().Secrets("kube-system").Create(t.Context(), secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	applied := time.Now()
+	if err := c.Apply(manifest); err != nil {
+		t.Fatalf("kubectl apply -f deploy/weft.yaml: %v", err)
+	}
+	if err := c.WaitNodesReady(3 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ready := time.Since(applied)
+	if _, err := c.WaitPodsReady("kube-system", peerSel, len(c.Nodes), 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return ready
+}
 
 func nodeReady(n *corev1.Node) bool {
 	for _, c := range n.Status.Conditions {

@@ -113,7 +113,7 @@ func (c *Cluster) buildTestImages(ctx context.Context) error {
 		}
 		// /tmp for files a test writes (testbox ping -o)
 		files := map[string][]byte{"/" + img.name: b, "/tmp/.keep": nil}
-		if err := WriteImage(*img.tar, []string{img.ref}, files, []string{"/" + img.name}); err != nil {
+		if err := WriteImage(*img.tar, img.ref, files, []string{"/" + img.name}); err != nil {
 			return err
 		}
 	}

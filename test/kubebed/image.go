@@ -10,14 +10,14 @@ import (
 )
 
 // WriteImage writes a single-layer linux image to tarPath (docker-archive:
-// `ctr images import` and `docker load` accept it), tagged with every tag
+// `ctr images import` and `docker load` accept it), tagged tag
 // (e.g. "localhost/weft-test/testbox:1.0"). files maps a path in the image
 // ("/testbox", "/etc/weft/x.conf") to its content; every file gets mode
 // 0755 and owner 0:0, its parent directories are created. entrypoint is the
 // config's Entrypoint. The same inputs give the same bytes.
-func WriteImage(tarPath string, tags []string, files map[string][]byte, entrypoint []string) error {
+func WriteImage(tarPath string, tag string, files map[string][]byte, entrypoint []string) error {
 	spec := ociimage.Spec{
-		Tags:       tags,
+		Tag:        tag,
 		Files:      map[string]ociimage.File{},
 		Entrypoint: entrypoint,
 		Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},

@@ -249,7 +249,7 @@ func TestWriteImageReproducible(t *testing.T) {
 	var tars [][]byte
 	for i := range 2 {
 		p := filepath.Join(dir, fmt.Sprintf("%d.tar", i))
-		if err := WriteImage(p, []string{"localhost/t/x:1"}, files, []string{"/bin/x"}); err != nil {
+		if err := WriteImage(p, "localhost/t/x:1", files, []string{"/bin/x"}); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(p)

@@ -10,24 +10,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/weftmesh/weft/internal/ociimage"
 	"github.com/weftmesh/weft/internal/version"
 )
 
-type tags []string
-
-func (t *tags) String() string     { return strings.Join(*t, ",") }
-func (t *tags) Set(s string) error { *t = append(*t, s); return nil }
-
 func main() {
 	out := flag.String("o", "bin/weft-image.tar", "output tarball")
-	var ts tags
-	flag.Var(&ts, "tag", "image reference (repeatable)")
+	tag := flag.String("tag", "docker.io/weftmesh/weft:latest", "image reference")
 	flag.Parse()
-	if len(ts) == 0 || flag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: mkimage -o FILE -tag REF [-tag REF...] BINARY...")
+	if flag.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "usage: mkimage -o FILE -tag REF BINARY...")
 		os.Exit(2)
 	}
 	files := map[string]ociimage.File{}
@@ -40,7 +33,7 @@ func main() {
 		files["usr/local/bin/"+filepath.Base(b)] = ociimage.File{Data: data, Mode: 0o755}
 	}
 	err := ociimage.Write(*out, ociimage.Spec{
-		Tags:       ts,
+		Tag:        *tag,
 		Files:      files,
 		Entrypoint: []string{"/usr/local/bin/weft"},
 		Env:        []string{"PATH=/usr/local/bin"},
