@@ -1,0 +1,401 @@
+package policy
+
+// The compiler: the model, for the pods of one node, as an nftables
+// program. It states the evaluator's semantics a second way; the property
+// test holds the two equal on every packet.
+//
+//	table inet weft-policy {
+//	  map ingress { type ipv4_addr : verdict; elements = { 10.32.0.5 : jump ingress-10.32.0.5 } }
+//	  map egress  { ... local pods isolated for egress ... }
+//	  set x/allow-b/in0/pods { type ipv4_addr; ... }        # the pods a rule's selector peers select
+//	  set x/allow-b/in0/cidrs { type ipv4_addr; flags interval; ... }   # its ipBlocks, excepts cut out
+//	  set x/to-web/out0/port1 { type ipv4_addr . inet_service; ... }    # egress named port: pod . number
+//	  chain forward { type filter hook forward priority filter; policy accept;
+//	    meta nfproto != ipv4 accept
+//	    ct state established,related accept
+//	    ip saddr vmap @egress
+//	    ip daddr vmap @ingress
+//	  }
+//	  chain input { type filter hook input priority filter; policy accept;
+//	    meta nfproto != ipv4 accept
+//	    ct state established,related accept
+//	    ip saddr vmap @egress
+//	  }
+//	  chain ingress-10.32.0.5 {
+//	    ip saddr @x/allow-b/in0/pods meta l4proto tcp th dport 80 accept
+//	    limit rate 10/second burst 20 packets log prefix "weft-policy deny ingress x/a" group 6784
+//	    counter drop
+//	  }
+//	}
+//
+// Where packets are judged. Pods are routed: each has a host veth and a
+// /32 route, and the host forwards between pods, tunnels and the world,
+// so the forward hook sees every packet of a pod of this node except
+// those to the node itself, which go to input. Egress of a local pod is
+// judged in both (forward and input: upstream kube-network-policies
+// judges pod-to-node traffic as egress since its "implement egress
+// policies from Pod to Node" change, and so does weft: the node is a
+// bare address, allowed by an ipBlock or a rule without peers). Ingress
+// is judged in forward only: what the node itself sends to its pods goes
+// through output, which has no chain here, and that is how "traffic from
+// the pod's own node is always allowed" holds; kube-proxy's DNAT of
+// Service traffic happens in prerouting, before forward, so the real
+// backend is judged. Replies and packets of accepted connections pass on
+// the conntrack rule; a policy change that denies an established
+// connection needs its conntrack entries deleted (not done here).
+//
+// Egress chains end their allow rules in return, not accept, so that the
+// forward chain goes on to judge the destination's ingress when both pods
+// live on this node; ingress chains accept. Every isolated pod's chain
+// ends with a rate-limited NFLOG of the dropped packet (prefix
+// "weft-policy deny <direction> <namespace>/<pod>") and a counted drop.
+// Drop, not reject: that is what upstream implementations do, it tells a
+// scanner nothing, and a client sees a timeout.
+//
+// Incremental updates. Chains are per isolated local pod, named by its
+// address and keyed by address in the verdict maps; sets are per policy
+// rule, named after the policy, and filled with the addresses of what
+// their peers select, cluster-wide. So one pod's label change rewrites at
+// most its own chains and moves its address in or out of some sets;
+// policy/nft applies exactly that difference.
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// Config are the compiler's choices.
+type Config struct {
+	Table    string // nftables table (family inet)
+	LogGroup uint16 // NFLOG group of logged drops
+	LogRate  uint32 // logged drops per second per pod chain; 0 = no NFLOG
+	LogBurst uint32 // packets logged in a burst above LogRate
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Table:    "weft-policy",
+		LogGroup: 6784, // weft's API port: unlikely to be another NFLOG user's group
+		LogRate:  10,
+		LogBurst: 20,
+	}
+}
+
+// Validate checks c.
+func (c Config) Validate() error {
+	switch {
+	case c.Table == "" || len(c.Table) > 64:
+		return fmt.Errorf("%w config: table %q: 1-64 bytes", ErrInvalid, c.Table)
+	case c.LogRate > 0 && c.LogBurst == 0:
+		return fmt.Errorf("%w config: log burst 0 with log rate %d", ErrInvalid, c.LogRate)
+	}
+	return nil
+}
+
+// Names of the fixed parts of the table.
+const (
+	ChainForward = "forward"
+	ChainInput   = "input"
+	MapIngress   = "ingress"
+	MapEgress    = "egress"
+)
+
+// PodChain is the name of the chain judging direction d of the local pod
+// at ip.
+func PodChain(d Direction, ip netip.Addr) string { return d.String() + "-" + ip.String() }
+
+// LogPrefix is the NFLOG prefix of packets dropped by pod p's default
+// deny in direction d.
+func LogPrefix(d Direction, p *Pod) string {
+	s := "weft-policy deny " + d.String() + " " + p.Namespace + "/" + p.Name
+	if len(s) > 127 { // NF_LOG_PREFIXLEN with the NUL
+		s = s[:127]
+	}
+	return s
+}
+
+// Compile compiles m for node with DefaultConfig.
+func Compile(m *Model, node string) (*Program, error) { return DefaultConfig().Compile(m, node) }
+
+// Compile compiles m for the pods of node.
+func (c Config) Compile(m *Model, node string) (*Program, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if node == "" {
+		return nil, errors.New("compile: no node name")
+	}
+	b := &builder{m: m, cfg: c, sets: map[string]*Set{}}
+	p := &Program{Table: c.Table}
+	if n, ok := m.nodes[node]; ok {
+		p.Local = slices.Clone(n.Addrs)
+		slices.SortFunc(p.Local, netip.Addr.Compare)
+		p.Local = slices.Compact(p.Local)
+	}
+	var local []*Pod
+	for _, q := range m.pods {
+		if q.Node == node && q.IP.IsValid() {
+			local = append(local, q)
+		}
+	}
+	slices.SortFunc(local, func(a, b *Pod) int { return a.IP.Compare(b.IP) })
+
+	ingress := &Set{Name: MapIngress, Kind: VerdictMap}
+	egress := &Set{Name: MapEgress, Kind: VerdictMap}
+	var podChains []*Chain
+	for _, q := range local {
+		for _, d := range []Direction{Ingress, Egress} {
+			sel := m.selecting(q, d)
+			if len(sel) == 0 {
+				continue
+			}
+			ch := b.podChain(q, d, sel)
+			podChains = append(podChains, ch)
+			vm := ingress
+			if d == Egress {
+				vm = egress
+			}
+			vm.Elems = append(vm.Elems, Elem{Addr: q.IP, Chain: ch.Name})
+		}
+	}
+	slices.SortFunc(podChains, func(a, b *Chain) int { return cmp.Compare(a.Name, b.Name) })
+
+	pre := []ChainRule{
+		{Match: []Match{{Kind: MatchNotIPv4}}, Action: Action{Kind: Accept}},
+		{Match: []Match{{Kind: MatchEstablished}}, Action: Action{Kind: Accept}},
+		{Action: Action{Kind: Dispatch, Map: MapEgress, Field: Saddr}},
+	}
+	p.Chains = append(p.Chains,
+		&Chain{Name: ChainForward, Hook: HookForward, Rules: append(slices.Clone(pre),
+			ChainRule{Action: Action{Kind: Dispatch, Map: MapIngress, Field: Daddr}})},
+		&Chain{Name: ChainInput, Hook: HookInput, Rules: slices.Clone(pre)},
+	)
+	p.Chains = append(p.Chains, podChains...)
+	p.Sets = append(p.Sets, ingress, egress)
+	for _, s := range b.sets {
+		p.Sets = append(p.Sets, s)
+	}
+	slices.SortFunc(p.Sets, func(a, b *Set) int { return cmp.Compare(a.Name, b.Name) })
+	for _, s := range p.Sets {
+		sortElems(s)
+	}
+	return p, nil
+}
+
+// builder holds one compilation's sets, made once per policy rule however
+// many local pods the policy selects.
+type builder struct {
+	m    *Model
+	cfg  Config
+	sets map[string]*Set
+}
+
+// podChain is the chain judging direction d of local pod q, which the
+// policies sel select.
+func (b *builder) podChain(q *Pod, d Direction, sel []*NetworkPolicy) *Chain {
+	ch := &Chain{Name: PodChain(d, q.IP)}
+	for _, np := range sel {
+		for i, r := range np.rules(d) {
+			ch.Rules = append(ch.Rules, b.ruleRules(q, np, d, i, r)...)
+		}
+	}
+	if b.cfg.LogRate > 0 {
+		ch.Rules = append(ch.Rules, ChainRule{Log: &Log{Prefix: LogPrefix(d, q), Group: b.cfg.LogGroup,
+			Rate: b.cfg.LogRate, Burst: b.cfg.LogBurst}})
+	}
+	ch.Rules = append(ch.Rules, ChainRule{Counter: true, Action: Action{Kind: Drop}})
+	return ch
+}
+
+// ruleRules are the nft rules of rule i of np in direction d, in the
+// chain of local pod q: one per (peer kind, port) pair.
+func (b *builder) ruleRules(q *Pod, np *NetworkPolicy, d Direction, i int, r Rule) []ChainRule {
+	allow, field := Action{Kind: Accept}, Saddr
+	if d == Egress {
+		allow, field = Action{Kind: Return}, Daddr
+	}
+	// Alternatives for the peer: none listed (match any), selector
+	// peers (a set of pod addresses), ipBlocks (a set of ranges).
+	var addrs [][]Match
+	if len(r.Peers) == 0 {
+		addrs = [][]Match{nil}
+	} else {
+		var selectors, blocks bool
+		for _, p := range r.Peers {
+			selectors = selectors || (p.Invalid == nil && p.Block == nil)
+			blocks = blocks || (p.Invalid == nil && p.Block != nil)
+		}
+		if selectors {
+			addrs = append(addrs, []Match{{Kind: MatchAddrIn, Field: field, Set: b.podSet(np, d, i, r)}})
+		}
+		if blocks {
+			addrs = append(addrs, []Match{{Kind: MatchAddrIn, Field: field, Set: b.rangeSet(np, d, i, r)}})
+		}
+	}
+	var out []ChainRule
+	add := func(ports []Match) {
+		for _, a := range addrs {
+			out = append(out, ChainRule{Match: append(slices.Clone(a), ports...), Action: allow})
+		}
+	}
+	if len(r.Ports) == 0 {
+		add(nil)
+		return out
+	}
+	for j, p := range r.Ports {
+		proto := Match{Kind: MatchProto, Proto: p.Protocol}
+		switch {
+		case p.Invalid != nil:
+		case p.Name != "" && d == Ingress:
+			// Resolved on q, the destination.
+			var nums []uint16
+			for _, np := range q.Ports {
+				if np.Name == p.Name && np.Protocol == p.Protocol {
+					nums = append(nums, np.Port)
+				}
+			}
+			slices.Sort(nums)
+			for _, n := range slices.Compact(nums) {
+				add([]Match{proto, {Kind: MatchPorts, Lo: n, Hi: n}})
+			}
+		case p.Name != "":
+			// Resolved on each destination pod: the set holds the pods
+			// the peers select (or all, without peers) with their number.
+			out = append(out, ChainRule{Match: []Match{proto,
+				{Kind: MatchAddrPortIn, Set: b.namedPortSet(np, i, j, r, p)}}, Action: allow})
+		case p.Port == 0:
+			add([]Match{proto})
+		default:
+			hi := p.Port
+			if p.EndPort != 0 {
+				hi = p.EndPort
+			}
+			add([]Match{proto, {Kind: MatchPorts, Lo: p.Port, Hi: hi}})
+		}
+	}
+	return out
+}
+
+// setName names a set of rule i of np in direction d. Names stay within
+// the kernel's 255 bytes: a long one keeps its head and a hash.
+func setName(np *NetworkPolicy, d Direction, i int, what string) string {
+	dir := "in"
+	if d == Egress {
+		dir = "out"
+	}
+	s := fmt.Sprintf("%s/%s/%s%d/%s", np.Namespace, np.Name, dir, i, what)
+	if len(s) > 200 {
+		h := sha256.Sum256([]byte(s))
+		s = s[:180] + "~" + hex.EncodeToString(h[:8])
+	}
+	return s
+}
+
+// podSet is the set of the addresses of the pods that the selector peers
+// of rule i select.
+func (b *builder) podSet(np *NetworkPolicy, d Direction, i int, r Rule) string {
+	name := setName(np, d, i, "pods")
+	if _, ok := b.sets[name]; ok {
+		return name
+	}
+	s := &Set{Name: name, Kind: AddrSet}
+	seen := map[netip.Addr]bool{}
+	for _, p := range r.Peers {
+		if p.Invalid != nil || p.Block != nil {
+			continue
+		}
+		for _, q := range b.peerPods(np, p) {
+			if q.IP.IsValid() && !seen[q.IP] {
+				seen[q.IP] = true
+				s.Elems = append(s.Elems, Elem{Addr: q.IP})
+			}
+		}
+	}
+	b.sets[name] = s
+	return name
+}
+
+// peerPods returns the pods the selector peer p of np selects.
+func (b *builder) peerPods(np *NetworkPolicy, p Peer) []*Pod {
+	var nss []string
+	if p.NamespaceSelector == nil {
+		nss = []string{np.Namespace}
+	} else {
+		for name, ns := range b.m.namespaces {
+			if p.NamespaceSelector.Matches(ns.Labels) {
+				nss = append(nss, name)
+			}
+		}
+	}
+	var out []*Pod
+	for _, ns := range nss {
+		for _, q := range b.m.podsByNS[ns] {
+			if p.PodSelector == nil || p.PodSelector.Matches(q.Labels) {
+				out = append(out, q)
+			}
+		}
+	}
+	return out
+}
+
+// rangeSet is the interval set of the ipBlocks of rule i.
+func (b *builder) rangeSet(np *NetworkPolicy, d Direction, i int, r Rule) string {
+	name := setName(np, d, i, "cidrs")
+	if _, ok := b.sets[name]; ok {
+		return name
+	}
+	var rs []addrRange
+	for _, p := range r.Peers {
+		if p.Invalid == nil && p.Block != nil {
+			rs = append(rs, blockRanges(p.Block)...)
+		}
+	}
+	s := &Set{Name: name, Kind: RangeSet}
+	for _, x := range mergeRanges(rs) {
+		s.Elems = append(s.Elems, Elem{Addr: u32addr(x.lo), Last: u32addr(x.hi)})
+	}
+	b.sets[name] = s
+	return name
+}
+
+// namedPortSet is the set of (address, number) of the pods that rule i
+// of np (egress) reaches and that carry the named port p.
+func (b *builder) namedPortSet(np *NetworkPolicy, i, j int, r Rule, p Port) string {
+	name := setName(np, Egress, i, fmt.Sprintf("port%d", j))
+	if _, ok := b.sets[name]; ok {
+		return name
+	}
+	s := &Set{Name: name, Kind: AddrPortSet}
+	seen := map[Elem]bool{}
+	for _, q := range b.m.pods {
+		if !q.IP.IsValid() {
+			continue
+		}
+		if len(r.Peers) > 0 && !slices.ContainsFunc(r.Peers, func(pe Peer) bool {
+			return b.m.peerMatches(np, pe, Endpoint{Pod: q, IP: q.IP})
+		}) {
+			continue
+		}
+		for _, cp := range q.Ports {
+			e := Elem{Addr: q.IP, Port: cp.Port}
+			if cp.Name == p.Name && cp.Protocol == p.Protocol && !seen[e] {
+				seen[e] = true
+				s.Elems = append(s.Elems, e)
+			}
+		}
+	}
+	b.sets[name] = s
+	return name
+}
+
+func sortElems(s *Set) {
+	slices.SortFunc(s.Elems, func(a, b Elem) int {
+		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
+	})
+}
