@@ -27,10 +27,13 @@ func (d *Daemon) Ready(ctx context.Context) client.Ready {
 		return client.Ready{Reason: "IPAM " + st.Status}
 	}
 	d.mu.Lock()
-	br := d.bridge
+	br, routed := d.bridge, d.routed
 	d.mu.Unlock()
 	if !br.IsValid() {
 		return client.Ready{Reason: "bridge has no address yet"}
+	}
+	if !routed.IsValid() {
+		return client.Ready{Reason: "datapath not programmed yet"}
 	}
 	if st.Free == 0 && !d.anyFree(st) {
 		return client.Ready{Reason: "no free addresses anywhere in " + st.Range.String()}
@@ -87,7 +90,7 @@ func (d *Daemon) allocation(ctx context.Context, id string, p netip.Prefix, wait
 func (d *Daemon) waitBridge(ctx context.Context, wait bool) netip.Prefix {
 	for {
 		d.mu.Lock()
-		br := d.bridge
+		br := d.routed // the bridge device exists with this address
 		d.mu.Unlock()
 		if br.IsValid() || !wait {
 			return br

@@ -47,6 +47,10 @@ type Daemon struct {
 
 	mu          sync.Mutex // guards following
 	bridge      netip.Prefix
+	// routed is the bridge address once the router has been given it
+	// (its first Set is synchronous, so the bridge device exists with that
+	// address): what pods may be attached to.
+	routed netip.Prefix
 	dnsListen   []string
 	targets     targetsFile
 	owners      map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)

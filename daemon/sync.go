@@ -69,10 +69,14 @@ func (d *Daemon) sync() {
 		d.mu.Lock()
 		d.reconciles++
 		d.mu.Unlock()
-		if err := d.router.Set(d.routerConfig(peers, ranges, known)); err != nil {
-			d.mu.Lock()
+		err := d.router.Set(d.routerConfig(peers, ranges, known))
+		d.mu.Lock()
+		d.routed = bridge
+		if err != nil {
 			d.recErrors++
-			d.mu.Unlock()
+		}
+		d.mu.Unlock()
+		if err != nil {
 			d.log.Warn("router", "err", err)
 		}
 	}
