@@ -4,20 +4,18 @@ package policy
 // program. It states the evaluator's semantics a second way; the property
 // test holds the two equal on every packet.
 //
-//	table inet weft-policy {
+//	table ip weft-policy {
 //	  map ingress { type ipv4_addr : verdict; elements = { 10.32.0.5 : jump ingress-10.32.0.5 } }
 //	  map egress  { ... local pods isolated for egress ... }
 //	  set x/allow-b/in0/pods { type ipv4_addr; ... }        # the pods a rule's selector peers select
 //	  set x/allow-b/in0/cidrs { type ipv4_addr; flags interval; ... }   # its ipBlocks, excepts cut out
 //	  set x/to-web/out0/port1 { type ipv4_addr . inet_service; ... }    # egress named port: pod . number
 //	  chain forward { type filter hook forward priority filter; policy accept;
-//	    meta nfproto != ipv4 accept
 //	    ct state established,related accept
 //	    ip saddr vmap @egress
 //	    ip daddr vmap @ingress
 //	  }
 //	  chain input { type filter hook input priority filter; policy accept;
-//	    meta nfproto != ipv4 accept
 //	    ct state established,related accept
 //	    ip saddr vmap @egress
 //	  }
@@ -71,7 +69,7 @@ import (
 
 // Config are the compiler's choices.
 type Config struct {
-	Table    string // nftables table (family inet)
+	Table    string // nftables table (family ip)
 	LogGroup uint16 // NFLOG group of logged drops
 	LogRate  uint32 // logged drops per second per pod chain; 0 = no NFLOG
 	LogBurst uint32 // packets logged in a burst above LogRate
@@ -167,7 +165,6 @@ func (c Config) Compile(m *Model, node string) (*Program, error) {
 	slices.SortFunc(podChains, func(a, b *Chain) int { return cmp.Compare(a.Name, b.Name) })
 
 	pre := []ChainRule{
-		{Match: []Match{{Kind: MatchNotIPv4}}, Action: Action{Kind: Accept}},
 		{Match: []Match{{Kind: MatchEstablished}}, Action: Action{Kind: Accept}},
 		{Action: Action{Kind: Dispatch, Map: MapEgress, Field: Saddr}},
 	}

@@ -169,8 +169,6 @@ func (x *index) matches(r ChainRule, pkt Packet) bool {
 	for _, m := range r.Match {
 		var ok bool
 		switch m.Kind {
-		case MatchNotIPv4:
-			ok = !pkt.Src.Is4()
 		case MatchEstablished:
 			ok = pkt.Established
 		case MatchAddrIn:

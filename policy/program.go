@@ -4,7 +4,7 @@ package policy
 //
 // It is pure data: policy/nft applies it to the kernel with
 // google/nftables, Judge executes it in Go, and String prints it in nft
-// syntax (what `nft list table inet weft-policy` shows, give or take the
+// syntax (what `nft list table ip weft-policy` shows, give or take the
 // kernel's own spelling). Every value is sorted, so two compilations of
 // the same model are equal and a diff of two programs is their real
 // difference.
@@ -15,7 +15,8 @@ import (
 	"strings"
 )
 
-// Program is one nftables table of family inet.
+// Program is one nftables table of family ip: the pod network is IPv4,
+// and IPv6 traffic never passes its hooks.
 type Program struct {
 	Table string
 	// Local are the node's own addresses. The kernel knows them; Judge
@@ -128,8 +129,7 @@ type MatchKind uint8
 
 // Match kinds, each one nft expression group.
 const (
-	MatchNotIPv4     MatchKind = iota // meta nfproto != ipv4
-	MatchEstablished                  // ct state established,related
+	MatchEstablished MatchKind = iota // ct state established,related
 	MatchAddrIn                       // ip <Field> @<Set>
 	MatchAddrPortIn                   // ip daddr . th dport @<Set>
 	MatchProto                        // meta l4proto <Proto>
@@ -147,8 +147,6 @@ type Match struct {
 
 func (m Match) String() string {
 	switch m.Kind {
-	case MatchNotIPv4:
-		return "meta nfproto != ipv4"
 	case MatchEstablished:
 		return "ct state established,related"
 	case MatchAddrIn:
@@ -244,7 +242,7 @@ func (r ChainRule) String() string {
 // String prints the program in nft syntax.
 func (p *Program) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s {\n", p.Table)
+	fmt.Fprintf(&b, "table ip %s {\n", p.Table)
 	for _, s := range p.Sets {
 		word, typ, flags := "set", "ipv4_addr", ""
 		switch s.Kind {

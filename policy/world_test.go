@@ -5,13 +5,18 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
+
+// fataler is what the helpers need of testing.T and rapid.T.
+type fataler interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
 
 // world is a mutable cluster for tests: the upstream e2e model
 // (namespaces x, y, z labeled ns; pods a, b, c labeled pod, each serving
@@ -49,7 +54,7 @@ func e2eWorld() *world {
 	return w
 }
 
-func (w *world) pod(t testing.TB, id string) *Pod {
+func (w *world) pod(t fataler, id string) *Pod {
 	t.Helper()
 	ns, name, _ := strings.Cut(id, "/")
 	for i := range w.pods {
@@ -61,7 +66,7 @@ func (w *world) pod(t testing.TB, id string) *Pod {
 	return nil
 }
 
-func (w *world) model(t testing.TB) *Model {
+func (w *world) model(t fataler) *Model {
 	t.Helper()
 	var nps []*NetworkPolicy
 	for _, o := range w.policies {
@@ -83,7 +88,7 @@ func (w *world) create(np *networkingv1.NetworkPolicy) {
 }
 
 // programs compiles m for every node of w.
-func (w *world) programs(t testing.TB, m *Model) map[string]*Program {
+func (w *world) programs(t fataler, m *Model) map[string]*Program {
 	t.Helper()
 	out := map[string]*Program{}
 	for _, n := range w.nodes {

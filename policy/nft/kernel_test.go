@@ -1,0 +1,112 @@
+package nft
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/weftmesh/weft/internal/testutil"
+)
+
+// kernelApplier returns an Applier on a fresh network namespace and the
+// namespace's path.
+func kernelApplier(t *testing.T) (*Applier, *NetlinkConn, string) {
+	t.Helper()
+	testutil.Root(t)
+	path := testutil.NetNS(t, testutil.Prefix("wpn"))
+	conn, err := NewNetlinkConn(path)
+	if err != nil {
+		t.Fatalf("NewNetlinkConn: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return NewApplier(conn), conn, path
+}
+
+// TestKernelApply: a program applied to the kernel reads back as itself,
+// a second apply (by a fresh Applier, which reads the kernel) changes
+// nothing, and one pod's label change rewrites only that pod's chains and
+// moves only its address.
+func TestKernelApply(t *testing.T) {
+	a, conn, path := kernelApplier(t)
+	c := newCluster()
+	prog := c.program(t, "weft-policy")
+	if lines := mustApply(t, a, prog); len(lines) == 0 {
+		t.Fatal("first Apply changed nothing")
+	}
+	readBack := func(want *State) {
+		t.Helper()
+		got, err := conn.Read(prog.Table)
+		if err != nil || got == nil {
+			t.Fatalf("Read = %v, %v", got, err)
+		}
+		if d := want.Diff(got); d != "" {
+			t.Fatalf("kernel differs from the program: %s", d)
+		}
+	}
+	readBack(StateOf(prog))
+
+	if lines := mustApply(t, NewApplier(conn), prog); len(lines) != 0 {
+		t.Errorf("second Apply (reading the kernel) = %q; want no change", lines)
+	}
+	if _, err := exec.LookPath("nft"); err == nil {
+		out, err := exec.Command("nsenter", "--net="+path, "nft", "list", "table", "ip", prog.Table).CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list: %v\n%s", err, out)
+		}
+		for _, want := range []string{"ip saddr vmap @egress", "ip daddr vmap @ingress", "type ipv4_addr . inet_service",
+			`log prefix "weft-policy deny ingress x/a" group 6784`, "192.168.0.0/24, 192.168.2.0-192.168.7.6",
+			"11.0.0.0-255.255.255.255", "10.32.1.10 . 8080"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("nft list table lacks %q:\n%s", want, out)
+			}
+		}
+	}
+
+	// Label changes, each applied by a fresh Applier (reading the
+	// kernel): only the pod's chains and its address in sets change, and
+	// the sets of a policy that no longer selects a local pod go.
+	for _, ch := range []struct {
+		pod, key, value string
+		want            []string
+	}{
+		{"y/d", "app", "other", []string{"delete element x/web-from-clients/in0/pods { 10.32.0.12 }"}},
+		{"x/c", "app", "db", []string{ // remote: only set elements
+			"delete element x/db-egress/out0/pods { 10.32.1.10 }",
+			"delete element x/db-egress/out0/port0 { 10.32.1.10 . 8080 }",
+		}},
+		{"y/d", "app", "client", []string{"add element x/web-from-clients/in0/pods { 10.32.0.12 }"}},
+		{"x/b", "app", "web", []string{ // db-egress no longer selects a local pod
+			"flush chain ingress-10.32.0.11",
+			"add rule ingress-10.32.0.11 ip saddr @x/web-from-clients/in0/pods meta l4proto tcp th dport 80-90 accept",
+			"add rule ingress-10.32.0.11 ip saddr @x/web-from-clients/in0/cidrs meta l4proto tcp th dport 80-90 accept",
+			"add rule ingress-10.32.0.11 ip saddr @x/web-from-clients/in0/pods meta l4proto tcp th dport 8080 accept",
+			"add rule ingress-10.32.0.11 ip saddr @x/web-from-clients/in0/cidrs meta l4proto tcp th dport 8080 accept",
+			`add rule ingress-10.32.0.11 limit rate 10/second burst 20 packets log prefix "weft-policy deny ingress x/b" group 6784`,
+			"add rule ingress-10.32.0.11 counter drop",
+			"delete element egress { 10.32.0.11 : jump egress-10.32.0.11 }",
+			"flush chain egress-10.32.0.11",
+			"delete chain egress-10.32.0.11",
+			"delete set x/db-egress/out0/pods",
+			"delete set x/db-egress/out0/port0",
+			"delete set x/db-egress/out1/cidrs",
+		}},
+	} {
+		c.pod(ch.pod).Labels[ch.key] = ch.value
+		prog = c.program(t, "weft-policy")
+		if got := mustApply(t, NewApplier(conn), prog); !slices.Equal(got, ch.want) {
+			t.Errorf("%s %s=%s: Apply =\n%s\nwant\n%s", ch.pod, ch.key, ch.value, strings.Join(got, "\n"), strings.Join(ch.want, "\n"))
+		}
+		readBack(StateOf(prog))
+	}
+
+	if err := a.Delete(prog.Table); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if s, err := conn.Read(prog.Table); s != nil || err != nil {
+		t.Fatalf("Read after Delete = %v, %v; want no table", s, err)
+	}
+	if err := a.Delete(prog.Table); err != nil {
+		t.Fatalf("second Delete: %v", err)
+	}
+}
