@@ -1,4 +1,4 @@
-package nft
+package nft_test
 
 import (
 	"os/exec"
@@ -6,21 +6,24 @@ import (
 	"strings"
 	"testing"
 
+	"pgregory.net/rapid"
+
 	"github.com/weftmesh/weft/internal/testutil"
+	"github.com/weftmesh/weft/policy/nft"
 )
 
 // kernelApplier returns an Applier on a fresh network namespace and the
 // namespace's path.
-func kernelApplier(t *testing.T) (*Applier, *NetlinkConn, string) {
+func kernelApplier(t *testing.T) (*nft.Applier, *nft.NetlinkConn, string) {
 	t.Helper()
 	testutil.Root(t)
 	path := testutil.NetNS(t, testutil.Prefix("wpn"))
-	conn, err := NewNetlinkConn(path)
+	conn, err := nft.NewNetlinkConn(path)
 	if err != nil {
 		t.Fatalf("NewNetlinkConn: %v", err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return NewApplier(conn), conn, path
+	return nft.NewApplier(conn), conn, path
 }
 
 // TestKernelApply: a program applied to the kernel reads back as itself,
@@ -34,7 +37,7 @@ func TestKernelApply(t *testing.T) {
 	if lines := mustApply(t, a, prog); len(lines) == 0 {
 		t.Fatal("first Apply changed nothing")
 	}
-	readBack := func(want *State) {
+	readBack := func(want *nft.State) {
 		t.Helper()
 		got, err := conn.Read(prog.Table)
 		if err != nil || got == nil {
@@ -44,9 +47,9 @@ func TestKernelApply(t *testing.T) {
 			t.Fatalf("kernel differs from the program: %s", d)
 		}
 	}
-	readBack(StateOf(prog))
+	readBack(nft.StateOf(prog))
 
-	if lines := mustApply(t, NewApplier(conn), prog); len(lines) != 0 {
+	if lines := mustApply(t, nft.NewApplier(conn), prog); len(lines) != 0 {
 		t.Errorf("second Apply (reading the kernel) = %q; want no change", lines)
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
@@ -94,10 +97,10 @@ func TestKernelApply(t *testing.T) {
 	} {
 		c.pod(ch.pod).Labels[ch.key] = ch.value
 		prog = c.program(t, "weft-policy")
-		if got := mustApply(t, NewApplier(conn), prog); !slices.Equal(got, ch.want) {
+		if got := mustApply(t, nft.NewApplier(conn), prog); !slices.Equal(got, ch.want) {
 			t.Errorf("%s %s=%s: Apply =\n%s\nwant\n%s", ch.pod, ch.key, ch.value, strings.Join(got, "\n"), strings.Join(ch.want, "\n"))
 		}
-		readBack(StateOf(prog))
+		readBack(nft.StateOf(prog))
 	}
 
 	if err := a.Delete(prog.Table); err != nil {
@@ -109,4 +112,30 @@ func TestKernelApply(t *testing.T) {
 	if err := a.Delete(prog.Table); err != nil {
 		t.Fatalf("second Delete: %v", err)
 	}
+}
+
+// TestKernelPlanSequences: sequences of generated programs applied to
+// the kernel read back as the last program, and applying it again, from a
+// fresh read, changes nothing: the kernel agrees with the fake's model of
+// what it accepts, and Read decodes what Exec encodes.
+func TestKernelPlanSequences(t *testing.T) {
+	a, conn, _ := kernelApplier(t)
+	rapid.Check(t, func(t *rapid.T) {
+		for i := range rapid.IntRange(1, 4).Draw(t, "programs") {
+			p := genProgram(t)
+			if lines, err := a.Apply(p); err != nil {
+				t.Fatalf("program %d: Apply: %v\n%s\n%v", i, err, strings.Join(lines, "\n"), p)
+			}
+			have, err := conn.Read(p.Table)
+			if err != nil {
+				t.Fatalf("Read: %v", err)
+			}
+			if d := nft.StateOf(p).Diff(have); d != "" {
+				t.Fatalf("program %d: kernel differs: %s\n%v", i, d, p)
+			}
+			if lines, err := nft.NewApplier(conn).Apply(p); err != nil || len(lines) > 0 {
+				t.Fatalf("program %d again = %q, %v; want no change", i, lines, err)
+			}
+		}
+	})
 }

@@ -1,4 +1,4 @@
-package nft
+package nft_test
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weftmesh/weft/policy"
+	"github.com/weftmesh/weft/policy/nft"
 )
 
 // cluster is a small cluster for the applier's tests: node n1 with pods
@@ -103,7 +104,7 @@ func (c *cluster) program(t testing.TB, table string) *policy.Program {
 }
 
 // mustApply applies p and fails the test on an error.
-func mustApply(t *testing.T, a *Applier, p *policy.Program) []string {
+func mustApply(t *testing.T, a *nft.Applier, p *policy.Program) []string {
 	t.Helper()
 	lines, err := a.Apply(p)
 	if err != nil {

@@ -260,7 +260,20 @@ func decodeElems(kind policy.SetKind, elems []nftables.SetElement) []policy.Elem
 	var out []policy.Elem
 	switch kind {
 	case policy.RangeSet:
-		slices.SortStableFunc(elems, func(a, b nftables.SetElement) int { return addr4(a.Key).Compare(addr4(b.Key)) })
+		// By key; at one key an end (of the range before) comes before a
+		// start (of the adjacent range after).
+		slices.SortFunc(elems, func(a, b nftables.SetElement) int {
+			if c := addr4(a.Key).Compare(addr4(b.Key)); c != 0 {
+				return c
+			}
+			switch {
+			case a.IntervalEnd == b.IntervalEnd:
+				return 0
+			case a.IntervalEnd:
+				return -1
+			}
+			return 1
+		})
 		for i, e := range elems {
 			if e.IntervalEnd {
 				continue // an end, or nft's leading 0.0.0.0 end

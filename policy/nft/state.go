@@ -151,6 +151,7 @@ var (
 	ErrExists   = errors.New("exists")
 	ErrNotFound = errors.New("not found")
 	ErrBusy     = errors.New("in use")
+	ErrMismatch = errors.New("type mismatch")
 )
 
 // Apply runs op on s, refusing what the kernel would refuse within one
@@ -195,9 +196,13 @@ func (s *State) Apply(op Op) error {
 		if !ok {
 			return fmt.Errorf("%v: chain %w", op, ErrNotFound)
 		}
-		for _, name := range ruleSets(op.Rule) {
-			if _, ok := s.Sets[name]; !ok {
+		for name, kinds := range ruleSets(op.Rule) {
+			set, ok := s.Sets[name]
+			if !ok {
 				return fmt.Errorf("%v: set %s %w", op, name, ErrNotFound)
+			}
+			if !slices.Contains(kinds, set.Kind) {
+				return fmt.Errorf("%v: set %s is of type %v: %w", op, name, set.Kind, ErrMismatch)
 			}
 		}
 		if j := op.Rule.Action; j.Kind == policy.Jump {
@@ -285,16 +290,20 @@ func usesSet(key, name string) bool {
 	return false
 }
 
-// ruleSets returns the sets and maps rule r uses.
-func ruleSets(r policy.ChainRule) []string {
-	var out []string
+// ruleSets returns the sets and maps rule r uses, each with the types
+// that its use accepts (a lookup's key must be the set's).
+func ruleSets(r policy.ChainRule) map[string][]policy.SetKind {
+	out := map[string][]policy.SetKind{}
 	for _, m := range r.Match {
-		if m.Set != "" {
-			out = append(out, m.Set)
+		switch m.Kind {
+		case policy.MatchAddrIn:
+			out[m.Set] = []policy.SetKind{policy.AddrSet, policy.RangeSet}
+		case policy.MatchAddrPortIn:
+			out[m.Set] = []policy.SetKind{policy.AddrPortSet}
 		}
 	}
 	if r.Action.Kind == policy.Dispatch {
-		out = append(out, r.Action.Map)
+		out[r.Action.Map] = []policy.SetKind{policy.VerdictMap}
 	}
 	return out
 }
