@@ -1,20 +1,21 @@
 // Package kube is weft's side of the Kubernetes API: it loads the client
 // configuration (a kubeconfig file, or the pod's service account), keeps
-// the cluster's Nodes in one shared informer, and sets the
-// NetworkUnavailable condition of this peer's Node. It hands the daemon
-// plain snapshots (Node: name, InternalIP, Ready, created) and a change
-// signal; client-go types stop here. It does not know gossip, ipam or the
-// datapath, and decides nothing: which peers to join or reclaim is the
-// daemon's business.
+// the cluster's Nodes in one shared informer, sets the NetworkUnavailable
+// condition of this peer's Node, and, for NetworkPolicy (Config.Policy),
+// keeps Pods, Namespaces and NetworkPolicies in informers of the same
+// factory. It hands the daemon plain snapshots (Node: name, InternalIP,
+// Ready, created; PolicyView: pods, namespaces, policies already
+// converted by policy.Convert) and change signals; client-go types stop
+// here. It does not know gossip, ipam or the datapath, and decides
+// nothing: which peers to join or reclaim, and what a policy means, are
+// the daemon's and policy's business.
 //
-//	c, err := kube.New(kube.Config{Kubeconfig: path}) // "" = in-cluster
+//	c, err := kube.New(kube.Config{Kubeconfig: path, Policy: true}) // "" = in-cluster
 //	nodes, err := c.ListNodes(ctx)                    // once, at start
-//	go c.Run(ctx)                                     // the Node informer
+//	go c.Run(ctx)                                     // the informers
 //	<-c.Changed(); nodes, synced := c.Nodes()
+//	<-c.PolicyChanged(); view, synced := c.PolicyView()
 //	err = c.SetNetworkAvailable(ctx, "n1")            // retried with backoff
-//
-// Pods, Namespaces and NetworkPolicies come later, as more informers of
-// the same factory.
 package kube
 
 import (
@@ -24,9 +25,12 @@ import (
 	"os"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/weftmesh/weft/policy"
 )
 
 // Config configures a Client. Derive from DefaultConfig.
@@ -45,6 +49,11 @@ type Config struct {
 	// Logger receives the informer's lifecycle and retried errors; nil =
 	// discard.
 	Logger *slog.Logger
+	// Policy: also watch Pods, Namespaces and NetworkPolicies
+	// (PolicyView, PolicyChanged).
+	Policy bool
+	// Capabilities are what the kernel can match, for policy.Convert.
+	Capabilities policy.Capabilities
 }
 
 // DefaultConfig returns the in-cluster configuration.
@@ -55,6 +64,9 @@ func DefaultConfig() Config {
 		RetryMin:   200 * time.Millisecond, // first pause after a failed patch
 		RetryMax:   10 * time.Second,       // longest pause
 		Logger:     nil,                    // discard
+		Policy:     false,                  // Nodes only
+		// No SCTP: the daemon probes the kernel.
+		Capabilities: policy.Capabilities{SCTP: false},
 	}
 }
 
@@ -89,7 +101,8 @@ type Client struct {
 	cs  kubernetes.Interface
 	log *slog.Logger
 
-	nodes nodeCache // the informer's view (nodes.go)
+	nodes  nodeCache   // the Node informer's view (nodes.go)
+	policy policyCache // the policy informers' view (policy.go)
 }
 
 // New builds the client; it does not contact the API server.
@@ -114,6 +127,8 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, cs: cs, log: log.With("component", "kube")}
 	c.nodes.changed = make(chan struct{}, 1)
+	c.policy.changed = make(chan struct{}, 1)
+	c.policy.converted = map[types.UID]converted{}
 	return c, nil
 }
 

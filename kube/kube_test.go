@@ -87,7 +87,7 @@ func TestNodeOf(t *testing.T) {
 		if got := nodeOf(tt.in); got != tt.want {
 			t.Errorf("%s: nodeOf = %+v; want %+v", tt.name, got, tt.want)
 		}
-		trimmed, _ := trimNode(tt.in)
+		trimmed, _ := trim(tt.in)
 		if got := nodeOf(trimmed.(*corev1.Node)); got != tt.want {
 			t.Errorf("%s: nodeOf(trimNode) = %+v; want %+v", tt.name, got, tt.want)
 		}
@@ -98,7 +98,7 @@ func TestTrimNode(t *testing.T) {
 	in := node("n1", []string{"192.168.79.11"}, "Ready=True", "MemoryPressure=False", "NetworkUnavailable=False/WeftIsUp")
 	in.Spec.PodCIDR = "10.244.1.0/24"
 	in.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
-	out, err := trimNode(in)
+	out, err := trim(in)
 	if err != nil {
 		t.Fatalf("trimNode: %v", err)
 	}
@@ -112,9 +112,9 @@ func TestTrimNode(t *testing.T) {
 	if !n.Status.Conditions[0].LastHeartbeatTime.IsZero() {
 		t.Errorf("trimNode kept a heartbeat time: a kubelet status update would wake the daemon")
 	}
-	other := &corev1.Pod{}
-	if got, _ := trimNode(other); got != other {
-		t.Errorf("trimNode changed a non-Node object")
+	other := &corev1.Service{}
+	if got, _ := trim(other); got != other {
+		t.Errorf("trim changed an object of another kind")
 	}
 }
 

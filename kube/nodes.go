@@ -22,6 +22,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -104,8 +105,9 @@ func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
 	return out, nil
 }
 
-// Run runs the Node informer until ctx is done and returns after its
-// goroutines have exited. It may be called once.
+// Run runs the Node informer (and, with Config.Policy, the policy
+// informers) until ctx is done and returns after its goroutines have
+// exited. It may be called once.
 func (c *Client) Run(ctx context.Context) error {
 	c.nodes.mu.Lock()
 	if c.nodes.started {
@@ -115,8 +117,8 @@ func (c *Client) Run(ctx context.Context) error {
 	c.nodes.started = true
 	c.nodes.mu.Unlock()
 
-	f := informers.NewSharedInformerFactoryWithOptions(c.cs, 0, informers.WithTransform(trimNode))
-	defer f.Shutdown() // after ctx is done: waits for the informer's goroutines
+	f := informers.NewSharedInformerFactoryWithOptions(c.cs, 0, informers.WithTransform(trim))
+	defer f.Shutdown() // after ctx is done: waits for the informers' goroutines
 	inf := f.Core().V1().Nodes()
 	reg, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { c.nodes.signal() },
@@ -133,8 +135,23 @@ func (c *Client) Run(ctx context.Context) error {
 		return fmt.Errorf("node informer: %w", err)
 	}
 	lister := inf.Lister()
+	var policySynced func(context.Context) bool
+	if c.cfg.Policy {
+		if policySynced, err = c.startPolicy(f); err != nil {
+			return err
+		}
+	}
 	f.Start(ctx.Done())
-	c.log.Info("watching nodes")
+	c.log.Info("watching nodes", "policy", c.cfg.Policy)
+	if policySynced != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() {
+			if policySynced(ctx) {
+				c.log.Info("pod, namespace and networkpolicy informers synced")
+			}
+		})
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
 		return nil // ctx done before the first list
 	}
@@ -147,14 +164,25 @@ func (c *Client) Run(ctx context.Context) error {
 	return nil
 }
 
-// trimNode is the informer's transform: the Node reduced to what nodeOf
-// reads. Other kinds pass unchanged (the transform applies to every
-// informer of the factory).
-func trimNode(obj any) (any, error) {
-	n, ok := obj.(*corev1.Node)
-	if !ok {
-		return obj, nil
+// trim is the factory's transform (it applies to every informer of the
+// factory): each kind reduced to what weft reads. Other kinds (and
+// tombstones) pass unchanged.
+func trim(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *corev1.Node:
+		return trimNode(o), nil
+	case *corev1.Pod:
+		return trimPod(o), nil
+	case *corev1.Namespace:
+		return trimNamespace(o), nil
+	case *networkingv1.NetworkPolicy:
+		return trimPolicy(o), nil
 	}
+	return obj, nil
+}
+
+// trimNode is the Node reduced to what nodeOf reads.
+func trimNode(n *corev1.Node) *corev1.Node {
 	t := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID,
 		ResourceVersion: n.ResourceVersion, CreationTimestamp: n.CreationTimestamp}}
 	for _, a := range n.Status.Addresses {
@@ -167,7 +195,7 @@ func trimNode(obj any) (any, error) {
 			t.Status.Conditions = append(t.Status.Conditions, corev1.NodeCondition{Type: cd.Type, Status: cd.Status, Reason: cd.Reason})
 		}
 	}
-	return t, nil
+	return t
 }
 
 // nodeOf turns a Node object into weft's Node.
