@@ -45,12 +45,12 @@ type Daemon struct {
 	kick   chan struct{} // asks the sync loop to run now (cap 1)
 	metaMu sync.Mutex    // serialises updateMeta
 
-	mu          sync.Mutex // guards following
-	bridge      netip.Prefix
+	mu     sync.Mutex // guards following
+	bridge netip.Prefix
 	// routed is the bridge address once the router has been given it
 	// (its first Set is synchronous, so the bridge device exists with that
 	// address): what pods may be attached to.
-	routed netip.Prefix
+	routed      netip.Prefix
 	dnsListen   []string
 	targets     targetsFile
 	owners      map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
