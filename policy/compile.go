@@ -179,9 +179,6 @@ func (c Config) Compile(m *Model, node string) (*Program, error) {
 		p.Sets = append(p.Sets, s)
 	}
 	slices.SortFunc(p.Sets, func(a, b *Set) int { return cmp.Compare(a.Name, b.Name) })
-	for _, s := range p.Sets {
-		sortElems(s)
-	}
 	return p, nil
 }
 
@@ -301,17 +298,25 @@ func (b *builder) podSet(np *NetworkPolicy, d Direction, i int, r Rule) string {
 	if _, ok := b.sets[name]; ok {
 		return name
 	}
-	s := &Set{Name: name, Kind: AddrSet}
-	seen := map[netip.Addr]bool{}
+	// Mark the selected pods by their rank in address order, then sweep:
+	// sorted and distinct without a sort or a map.
+	mark := make([]bool, len(b.m.byIP))
+	n := 0
 	for _, p := range r.Peers {
 		if p.Invalid != nil || p.Block != nil {
 			continue
 		}
 		for _, q := range b.peerPods(np, p) {
-			if q.IP.IsValid() && !seen[q.IP] {
-				seen[q.IP] = true
-				s.Elems = append(s.Elems, Elem{Addr: q.IP})
+			if i, ok := b.m.rank[q]; ok && !mark[i] {
+				mark[i] = true
+				n++
 			}
+		}
+	}
+	s := &Set{Name: name, Kind: AddrSet, Elems: make([]Elem, 0, n)}
+	for i, q := range b.m.byIP {
+		if mark[i] {
+			s.Elems = append(s.Elems, Elem{Addr: q.IP})
 		}
 	}
 	b.sets[name] = s
@@ -369,30 +374,23 @@ func (b *builder) namedPortSet(np *NetworkPolicy, i, j int, r Rule, p Port) stri
 		return name
 	}
 	s := &Set{Name: name, Kind: AddrPortSet}
-	seen := map[Elem]bool{}
-	for _, q := range b.m.pods {
-		if !q.IP.IsValid() {
-			continue
-		}
+	for _, q := range b.m.byIP { // address order: the set comes out sorted
 		if len(r.Peers) > 0 && !slices.ContainsFunc(r.Peers, func(pe Peer) bool {
 			return b.m.peerMatches(np, pe, Endpoint{Pod: q, IP: q.IP})
 		}) {
 			continue
 		}
+		var nums []uint16
 		for _, cp := range q.Ports {
-			e := Elem{Addr: q.IP, Port: cp.Port}
-			if cp.Name == p.Name && cp.Protocol == p.Protocol && !seen[e] {
-				seen[e] = true
-				s.Elems = append(s.Elems, e)
+			if cp.Name == p.Name && cp.Protocol == p.Protocol {
+				nums = append(nums, cp.Port)
 			}
+		}
+		slices.Sort(nums)
+		for _, n := range slices.Compact(nums) {
+			s.Elems = append(s.Elems, Elem{Addr: q.IP, Port: n})
 		}
 	}
 	b.sets[name] = s
 	return name
-}
-
-func sortElems(s *Set) {
-	slices.SortFunc(s.Elems, func(a, b Elem) int {
-		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
-	})
 }

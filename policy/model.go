@@ -135,6 +135,8 @@ type Model struct {
 	pods       []*Pod            // sorted by namespace, name
 	podsByNS   map[string][]*Pod // sorted by name
 	podByIP    map[netip.Addr]*Pod
+	byIP       []*Pod       // the pods with an address, sorted by it
+	rank       map[*Pod]int // a pod's index in byIP
 	policies   []*NetworkPolicy // sorted by namespace, name
 	polByNS    map[string][]*NetworkPolicy
 	nodes      map[string]*Node
@@ -161,6 +163,7 @@ func NewModel(s Snapshot) *Model {
 		namespaces: map[string]*Namespace{},
 		podsByNS:   map[string][]*Pod{},
 		podByIP:    map[netip.Addr]*Pod{},
+		rank:       map[*Pod]int{},
 		polByNS:    map[string][]*NetworkPolicy{},
 		nodes:      map[string]*Node{},
 		nodeByAddr: map[netip.Addr]string{},
@@ -193,6 +196,15 @@ func NewModel(s Snapshot) *Model {
 		}
 		m.pods = append(m.pods, p)
 		m.podsByNS[p.Namespace] = append(m.podsByNS[p.Namespace], p)
+	}
+	for _, p := range m.pods {
+		if p.IP.IsValid() {
+			m.byIP = append(m.byIP, p)
+		}
+	}
+	slices.SortFunc(m.byIP, func(a, b *Pod) int { return a.IP.Compare(b.IP) })
+	for i, p := range m.byIP {
+		m.rank[p] = i
 	}
 	for _, np := range s.Policies {
 		if np == nil {

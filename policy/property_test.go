@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"net/netip"
 	"testing"
 
@@ -24,6 +26,15 @@ func TestCompileAgreesWithEvaluate(t *testing.T) {
 		w := genWorld(t)
 		m := w.model(t)
 		progs := w.programs(t, m)
+		for n, p := range progs {
+			for _, s := range p.Sets {
+				if !slices.IsSortedFunc(s.Elems, func(a, b Elem) int {
+					return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
+				}) || len(slices.Compact(slices.Clone(s.Elems))) != len(s.Elems) {
+					t.Fatalf("node %s set %s: elements not sorted and distinct: %v", n, s.Name, s.Elems)
+				}
+			}
+		}
 		var eps []Endpoint
 		for _, p := range m.Pods() {
 			if p.IP.IsValid() {

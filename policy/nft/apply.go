@@ -38,6 +38,7 @@ func NewApplier(conn Conn) *Applier {
 // Apply makes p's table hold exactly p in one transaction and returns the
 // operations it ran, as transcript lines (none when nothing differed).
 // After an error the table is as it was, and the next Apply reads it.
+// The Applier keeps p to plan the next change: p must not change later.
 func (a *Applier) Apply(p *policy.Program) ([]string, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -161,15 +161,14 @@ func (k *NetlinkConn) Read(table string) (*State, error) {
 		return nil, fmt.Errorf("list sets: %w", err)
 	}
 	for _, set := range sets {
-		ss := &SetState{Kind: setKind(set), Elems: map[policy.Elem]bool{}}
+		kind := setKind(set)
 		elems, err := c.GetSetElements(set)
 		if err != nil {
 			return nil, fmt.Errorf("list set %s: %w", set.Name, err)
 		}
-		for _, e := range decodeElems(ss.Kind, elems) {
-			ss.Elems[e] = true
-		}
-		s.Sets[set.Name] = ss
+		es := decodeElems(kind, elems)
+		slices.SortFunc(es, CompareElem)
+		s.Sets[set.Name] = &SetState{Kind: kind, Elems: slices.Compact(es)}
 	}
 	return s, nil
 }

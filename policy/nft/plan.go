@@ -132,7 +132,7 @@ func Plan(have *State, want *policy.Program) []Op {
 	// 3. Elements of sets.
 	var mapOps []Op
 	for _, s := range want.Sets {
-		var old map[policy.Elem]bool
+		var old []policy.Elem
 		if hs, ok := have.Sets[s.Name]; ok {
 			old = hs.Elems
 		}
@@ -152,15 +152,11 @@ func Plan(have *State, want *policy.Program) []Op {
 	}
 	// 4. Rules of changed chains.
 	for _, c := range want.Chains {
-		keys := make([]string, len(c.Rules))
-		for i, r := range c.Rules {
-			keys[i] = RuleKey(r)
-		}
 		hc, ok := have.Chains[c.Name]
-		if ok && slices.Equal(hc.Rules, keys) {
+		if ok && hc.sameRules(c.Rules) {
 			continue
 		}
-		if ok && len(hc.Rules) > 0 {
+		if ok && hc.len() > 0 {
 			ops = append(ops, Op{Kind: FlushChain, Chain: c.Name})
 		}
 		for _, r := range c.Rules {
@@ -173,7 +169,7 @@ func Plan(have *State, want *policy.Program) []Op {
 	// 6, 7. What is gone.
 	for _, name := range sortedKeys(have.Chains) {
 		if _, ok := want.Chain(name); !ok {
-			if len(have.Chains[name].Rules) > 0 {
+			if have.Chains[name].len() > 0 {
 				ops = append(ops, Op{Kind: FlushChain, Chain: name})
 			}
 			ops = append(ops, Op{Kind: DelChain, Chain: name})
@@ -204,21 +200,38 @@ func foreign(have *State, want *policy.Program) bool {
 }
 
 // elemDiff returns the elements of want missing from have, and those of
-// have missing from want, both sorted.
-func elemDiff(have map[policy.Elem]bool, want []policy.Elem) (add, del []policy.Elem) {
-	in := make(map[policy.Elem]bool, len(want))
-	for _, e := range want {
-		in[e] = true
-		if !have[e] {
-			add = append(add, e)
+// have missing from want, both sorted. Both are sorted by CompareElem
+// (want is sorted here if it is not).
+func elemDiff(have, want []policy.Elem) (add, del []policy.Elem) {
+	if slices.Equal(have, want) {
+		return nil, nil
+	}
+	if !slices.IsSortedFunc(want, CompareElem) {
+		want = slices.Clone(want)
+		slices.SortFunc(want, CompareElem)
+	}
+	i, j := 0, 0
+	for i < len(have) || j < len(want) {
+		switch {
+		case j == len(want):
+			del = append(del, have[i])
+			i++
+		case i == len(have):
+			add = append(add, want[j])
+			j++
+		default:
+			switch c := CompareElem(have[i], want[j]); {
+			case c == 0:
+				i++
+				j++
+			case c < 0:
+				del = append(del, have[i])
+				i++
+			default:
+				add = append(add, want[j])
+				j++
+			}
 		}
 	}
-	for e := range have {
-		if !in[e] {
-			del = append(del, e)
-		}
-	}
-	slices.SortFunc(add, compareElem)
-	slices.SortFunc(del, compareElem)
 	return add, del
 }

@@ -1,13 +1,18 @@
 package nft
 
-// State: what one table holds, in the terms the diff needs. Rules are
-// known by their key (the IR rule's nft text, kept in the kernel rule's
-// comment), set elements by value. StateOf computes the state a Program
-// wants; Conn.Read reads the one the kernel has; State.Apply runs an Op on
-// a State with the kernel's refusals, so the fake kernel (nfttest) catches
-// an order the kernel would refuse.
+// State: what one table holds, in the terms the diff needs. StateOf
+// computes the state a Program wants; Conn.Read reads the one the kernel
+// has; State.Apply runs an Op on a State with the kernel's refusals, so
+// the fake kernel (nfttest) catches an order the kernel would refuse.
+//
+// Rules read from the kernel are known by their key (the IR rule's nft
+// text, kept in the kernel rule's comment); rules of a program also by
+// their IR, which compares without building text: the Applier's plan
+// against what it applied last costs a walk over the program, not a
+// rendering of it. Set elements are sorted slices, diffed by a merge.
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -19,22 +24,63 @@ import (
 	"github.com/weftmesh/weft/policy"
 )
 
-// State is the content of one table.
+// State is the content of one table. A State made by StateOf shares the
+// program's slices: the program must not change afterwards.
 type State struct {
 	Chains map[string]*ChainState
 	Sets   map[string]*SetState
 }
 
-// ChainState is a chain's hook and its rules' keys in order.
+// ChainState is a chain's hook and its rules in order: their IR when
+// known (from a program), else only their keys (read from the kernel).
 type ChainState struct {
 	Hook  policy.Hook
-	Rules []string
+	Rules []string           // keys; nil when IR is set
+	IR    []policy.ChainRule // nil when read from the kernel
 }
 
-// SetState is a set's kind and elements.
+// Keys returns the keys of the chain's rules.
+func (c *ChainState) Keys() []string {
+	if c.IR == nil {
+		return c.Rules
+	}
+	keys := make([]string, len(c.IR))
+	for i, r := range c.IR {
+		keys[i] = RuleKey(r)
+	}
+	return keys
+}
+
+// len is the number of rules.
+func (c *ChainState) len() int { return max(len(c.Rules), len(c.IR)) }
+
+// sameRules reports whether the chain holds exactly rules.
+func (c *ChainState) sameRules(rules []policy.ChainRule) bool {
+	if c.IR != nil || len(c.Rules) == 0 {
+		return slices.EqualFunc(c.IR, rules, ruleEqual)
+	}
+	if len(c.Rules) != len(rules) {
+		return false
+	}
+	for i, r := range rules {
+		if c.Rules[i] != RuleKey(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func ruleEqual(a, b policy.ChainRule) bool {
+	if a.Counter != b.Counter || a.Action != b.Action || !slices.Equal(a.Match, b.Match) || (a.Log == nil) != (b.Log == nil) {
+		return false
+	}
+	return a.Log == nil || *a.Log == *b.Log
+}
+
+// SetState is a set's kind and elements, sorted by CompareElem, distinct.
 type SetState struct {
 	Kind  policy.SetKind
-	Elems map[policy.Elem]bool
+	Elems []policy.Elem
 }
 
 // NewState returns an empty table's state.
@@ -59,34 +105,30 @@ func RuleKey(r policy.ChainRule) string {
 	return s[:maxKey-18] + " #" + hex.EncodeToString(h[:8])
 }
 
-// StateOf is the state that program p wants.
+// StateOf is the state that program p wants. It shares p's slices.
 func StateOf(p *policy.Program) *State {
 	s := NewState()
 	for _, c := range p.Chains {
-		cs := &ChainState{Hook: c.Hook}
-		for _, r := range c.Rules {
-			cs.Rules = append(cs.Rules, RuleKey(r))
+		ir := c.Rules
+		if ir == nil {
+			ir = []policy.ChainRule{}
 		}
-		s.Chains[c.Name] = cs
+		s.Chains[c.Name] = &ChainState{Hook: c.Hook, IR: ir}
 	}
 	for _, set := range p.Sets {
-		ss := &SetState{Kind: set.Kind, Elems: map[policy.Elem]bool{}}
-		for _, e := range set.Elems {
-			ss.Elems[e] = true
-		}
-		s.Sets[set.Name] = ss
+		s.Sets[set.Name] = &SetState{Kind: set.Kind, Elems: set.Elems}
 	}
 	return s
 }
 
-// Clone returns a deep copy of s.
+// Clone returns a copy of s that shares nothing that Apply changes.
 func (s *State) Clone() *State {
 	out := NewState()
 	for n, c := range s.Chains {
-		out.Chains[n] = &ChainState{Hook: c.Hook, Rules: slices.Clone(c.Rules)}
+		out.Chains[n] = &ChainState{Hook: c.Hook, Rules: slices.Clip(c.Rules), IR: slices.Clip(c.IR)}
 	}
 	for n, set := range s.Sets {
-		out.Sets[n] = &SetState{Kind: set.Kind, Elems: maps.Clone(set.Elems)}
+		out.Sets[n] = &SetState{Kind: set.Kind, Elems: slices.Clip(set.Elems)}
 	}
 	return out
 }
@@ -102,8 +144,8 @@ func (s *State) Diff(o *State) string {
 		switch {
 		case oc == nil:
 			d = append(d, "-chain "+n)
-		case c.Hook != oc.Hook || !slices.Equal(c.Rules, oc.Rules):
-			d = append(d, fmt.Sprintf("~chain %s: %v %q → %v %q", n, c.Hook, c.Rules, oc.Hook, oc.Rules))
+		case c.Hook != oc.Hook || !slices.Equal(c.Keys(), oc.Keys()):
+			d = append(d, fmt.Sprintf("~chain %s: %v %q → %v %q", n, c.Hook, c.Keys(), oc.Hook, oc.Keys()))
 		}
 	}
 	for _, n := range sortedKeys(o.Chains) {
@@ -116,8 +158,8 @@ func (s *State) Diff(o *State) string {
 		switch {
 		case os == nil:
 			d = append(d, "-set "+n)
-		case set.Kind != os.Kind || !maps.Equal(set.Elems, os.Elems):
-			d = append(d, fmt.Sprintf("~set %s: %v %v → %v %v", n, set.Kind, sortedElems(set.Elems), os.Kind, sortedElems(os.Elems)))
+		case set.Kind != os.Kind || !slices.Equal(set.Elems, os.Elems):
+			d = append(d, fmt.Sprintf("~set %s: %v %v → %v %v", n, set.Kind, set.Elems, os.Kind, os.Elems))
 		}
 	}
 	for _, n := range sortedKeys(o.Sets) {
@@ -130,20 +172,10 @@ func (s *State) Diff(o *State) string {
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
-func sortedElems(m map[policy.Elem]bool) []policy.Elem {
-	es := slices.Collect(maps.Keys(m))
-	slices.SortFunc(es, compareElem)
-	return es
-}
-
-func compareElem(a, b policy.Elem) int {
-	if c := a.Addr.Compare(b.Addr); c != 0 {
-		return c
-	}
-	if a.Port != b.Port {
-		return int(a.Port) - int(b.Port)
-	}
-	return 0
+// CompareElem orders set elements: by address, then port, range end and
+// chain.
+func CompareElem(a, b policy.Elem) int {
+	return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port), a.Last.Compare(b.Last), cmp.Compare(a.Chain, b.Chain))
 }
 
 // Errors of State.Apply, as the kernel would refuse.
@@ -158,7 +190,7 @@ var (
 // transaction: adding what exists (elements, ranges overlapping a range),
 // deleting what does not, deleting a chain with rules or one a verdict
 // map jumps to, deleting a set a rule uses, a rule using a missing set or
-// a map element jumping to a missing chain.
+// one of another type, a map element jumping to a missing chain.
 func (s *State) Apply(op Op) error {
 	switch op.Kind {
 	case AddTable:
@@ -179,13 +211,13 @@ func (s *State) Apply(op Op) error {
 		if !ok {
 			return fmt.Errorf("%v: %w", op, ErrNotFound)
 		}
-		c.Rules = nil
+		c.Rules, c.IR = nil, nil
 	case DelChain:
 		c, ok := s.Chains[op.Chain]
 		switch {
 		case !ok:
 			return fmt.Errorf("%v: %w", op, ErrNotFound)
-		case len(c.Rules) > 0:
+		case c.len() > 0:
 			return fmt.Errorf("%v: %w: chain has rules", op, ErrBusy)
 		case s.jumpedTo(op.Chain):
 			return fmt.Errorf("%v: %w: a map jumps to it", op, ErrBusy)
@@ -210,7 +242,8 @@ func (s *State) Apply(op Op) error {
 				return fmt.Errorf("%v: chain %s %w", op, j.Chain, ErrNotFound)
 			}
 		}
-		c.Rules = append(c.Rules, RuleKey(op.Rule))
+		c.Rules = append(c.Keys(), RuleKey(op.Rule))
+		c.IR = nil
 	case AddSet:
 		if set, ok := s.Sets[op.Set]; ok {
 			if set.Kind != op.SetKind {
@@ -218,7 +251,7 @@ func (s *State) Apply(op Op) error {
 			}
 			return nil
 		}
-		s.Sets[op.Set] = &SetState{Kind: op.SetKind, Elems: map[policy.Elem]bool{}}
+		s.Sets[op.Set] = &SetState{Kind: op.SetKind}
 	case DelSet:
 		if _, ok := s.Sets[op.Set]; !ok {
 			return fmt.Errorf("%v: %w", op, ErrNotFound)
@@ -232,15 +265,17 @@ func (s *State) Apply(op Op) error {
 		if !ok {
 			return fmt.Errorf("%v: set %w", op, ErrNotFound)
 		}
+		elems := slices.Clone(set.Elems)
 		for _, e := range op.Elems {
+			i, found := slices.BinarySearchFunc(elems, e, CompareElem)
 			if op.Kind == DelElems {
-				if !set.Elems[e] {
+				if !found {
 					return fmt.Errorf("%v: element %v %w", op, e, ErrNotFound)
 				}
-				delete(set.Elems, e)
+				elems = slices.Delete(elems, i, i+1)
 				continue
 			}
-			if set.Elems[e] || (set.Kind == policy.RangeSet && overlaps(set.Elems, e)) {
+			if found || (set.Kind == policy.RangeSet && overlaps(elems, e)) {
 				return fmt.Errorf("%v: element %v %w", op, e, ErrExists)
 			}
 			if e.Chain != "" {
@@ -248,8 +283,9 @@ func (s *State) Apply(op Op) error {
 					return fmt.Errorf("%v: chain %s %w", op, e.Chain, ErrNotFound)
 				}
 			}
-			set.Elems[e] = true
+			elems = slices.Insert(elems, i, e)
 		}
+		set.Elems = elems
 	default:
 		return fmt.Errorf("unknown op %d", op.Kind)
 	}
@@ -258,7 +294,7 @@ func (s *State) Apply(op Op) error {
 
 func (s *State) jumpedTo(chain string) bool {
 	for _, set := range s.Sets {
-		for e := range set.Elems {
+		for _, e := range set.Elems {
 			if e.Chain == chain {
 				return true
 			}
@@ -267,12 +303,16 @@ func (s *State) jumpedTo(chain string) bool {
 	return false
 }
 
-// setUsed reports whether a rule of s uses set name. Rules are known by
-// key only, so this looks for "@name" followed by a space or the end.
+// setUsed reports whether a rule of s uses set name.
 func (s *State) setUsed(name string) bool {
 	for _, c := range s.Chains {
-		for _, r := range c.Rules {
-			if usesSet(r, name) {
+		for _, r := range c.IR {
+			if _, ok := ruleSets(r)[name]; ok {
+				return true
+			}
+		}
+		for _, key := range c.Rules {
+			if usesSet(key, name) {
 				return true
 			}
 		}
@@ -280,6 +320,8 @@ func (s *State) setUsed(name string) bool {
 	return false
 }
 
+// usesSet reports whether a rule key refers to set name: "@name" followed
+// by a space or the end.
 func usesSet(key, name string) bool {
 	ref := "@" + name
 	for i := 0; i+len(ref) <= len(key); i++ {
@@ -308,8 +350,8 @@ func ruleSets(r policy.ChainRule) map[string][]policy.SetKind {
 	return out
 }
 
-func overlaps(elems map[policy.Elem]bool, e policy.Elem) bool {
-	for o := range elems {
+func overlaps(elems []policy.Elem, e policy.Elem) bool {
+	for _, o := range elems {
 		if o.Addr.Compare(e.Last) <= 0 && e.Addr.Compare(o.Last) <= 0 {
 			return true
 		}
