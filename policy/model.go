@@ -135,8 +135,8 @@ type Model struct {
 	pods       []*Pod            // sorted by namespace, name
 	podsByNS   map[string][]*Pod // sorted by name
 	podByIP    map[netip.Addr]*Pod
-	byIP       []*Pod       // the pods with an address, sorted by it
-	rank       map[*Pod]int // a pod's index in byIP
+	byIP       []*Pod           // the pods with an address, sorted by it
+	rank       map[*Pod]int     // a pod's index in byIP
 	policies   []*NetworkPolicy // sorted by namespace, name
 	polByNS    map[string][]*NetworkPolicy
 	nodes      map[string]*Node

@@ -3,8 +3,8 @@ package policy
 import (
 	"cmp"
 	"fmt"
-	"slices"
 	"net/netip"
+	"slices"
 	"testing"
 
 	networkingv1 "k8s.io/api/networking/v1"
