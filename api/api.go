@@ -104,12 +104,34 @@ type Membership interface {
 	Leave(ctx context.Context) error
 }
 
-// Backend is all four parts: what the daemon implements.
+// Policies answers NetworkPolicy questions: /policy/status,
+// /policy/drops and /policy/explain (read-only, so served over TCP too),
+// and the drop counters of /metrics. ErrUnavailable when the peer does
+// not enforce NetworkPolicy (not in Kubernetes mode) or has no model yet.
+type Policies interface {
+	// PolicyReport is the state of enforcement on this node. It does not
+	// block.
+	PolicyReport(ctx context.Context) (*client.PolicyReport, error)
+	// PolicyDrops returns the last dropped packets, newest first. It does
+	// not block.
+	PolicyDrops(ctx context.Context) ([]client.PolicyDrop, error)
+	// PolicyExplain judges a connection with the current model.
+	// ErrBadRequest for an endpoint, port or protocol it cannot read,
+	// ErrNotFound for a pod that is not in the model.
+	PolicyExplain(ctx context.Context, req client.ExplainRequest) (*client.Explanation, error)
+	// PolicyDropCounts returns the logged drops per local pod and
+	// direction since the peer started. It must not block: it is called
+	// at every /metrics scrape.
+	PolicyDropCounts() []client.PolicyDropCount
+}
+
+// Backend is all five parts: what the daemon implements.
 type Backend interface {
 	Reporter
 	Addresses
 	Names
 	Membership
+	Policies
 }
 
 // Backends are what a Server serves, one field per part. A nil field turns
@@ -120,11 +142,12 @@ type Backends struct {
 	Addresses  Addresses  // /ip/*
 	Names      Names      // /dns/*
 	Membership Membership // /connect, /forget, /rmpeer, /leave
+	Policies   Policies   // /policy/*, the drop counters of /metrics
 }
 
 // All serves every part from b.
 func All(b Backend) Backends {
-	return Backends{Reporter: b, Addresses: b, Names: b, Membership: b}
+	return Backends{Reporter: b, Addresses: b, Names: b, Membership: b, Policies: b}
 }
 
 // Sentinels a backend wraps to choose the HTTP status of an error.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/weftmesh/weft/api/client"
 )
@@ -236,4 +237,76 @@ func handleLeave(b Membership, w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"left": true})
 	return nil
+}
+
+func handlePolicyReport(b Policies, w http.ResponseWriter, r *http.Request) error {
+	rep, err := b.PolicyReport(r.Context())
+	if err != nil {
+		return err
+	}
+	if rep.Problems == nil {
+		rep.Problems = []string{}
+	}
+	if rep.Pods == nil {
+		rep.Pods = []client.PolicyPod{}
+	}
+	for i := range rep.Pods {
+		rep.Pods[i].Ingress = nonNil(rep.Pods[i].Ingress)
+		rep.Pods[i].Egress = nonNil(rep.Pods[i].Egress)
+	}
+	writeJSON(w, http.StatusOK, rep)
+	return nil
+}
+
+func handlePolicyDrops(b Policies, w http.ResponseWriter, r *http.Request) error {
+	drops, err := b.PolicyDrops(r.Context())
+	if err != nil {
+		return err
+	}
+	if drops == nil {
+		drops = []client.PolicyDrop{}
+	}
+	for i := range drops {
+		drops[i].Policies = nonNil(drops[i].Policies)
+	}
+	writeJSON(w, http.StatusOK, drops)
+	return nil
+}
+
+// handlePolicyExplain answers GET /policy/explain?src=&dst=&port=&protocol=.
+func handlePolicyExplain(b Policies, w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	req := client.ExplainRequest{Src: q.Get("src"), Dst: q.Get("dst"), Protocol: q.Get("protocol")}
+	if req.Src == "" || req.Dst == "" {
+		return badRequest("query parameters \"src\" and \"dst\" are required (namespace/pod or an address): GET /policy/explain?src=x/a&dst=y/b&port=80&protocol=TCP")
+	}
+	if p := q.Get("port"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 65535 {
+			return badRequest("port %q: want a number from 0 to 65535", p)
+		}
+		req.Port = n
+	}
+	if req.Protocol == "" {
+		req.Protocol = "TCP"
+	}
+	ex, err := b.PolicyExplain(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	for _, d := range []*client.PolicyDecision{&ex.Egress, &ex.Ingress} {
+		d.Selected = nonNil(d.Selected)
+		if d.Rules == nil {
+			d.Rules = []client.PolicyRule{}
+		}
+	}
+	writeJSON(w, http.StatusOK, ex)
+	return nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

@@ -31,8 +31,9 @@ type metrics struct {
 }
 
 // newMetrics registers the collectors; b may be nil (then weft_status_up
-// is 0 and there are no subsystem counters).
-func newMetrics(b Reporter) *metrics {
+// is 0 and there are no subsystem counters), and so may p (no drop
+// counters).
+func newMetrics(b Reporter, p Policies) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		cniRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -49,6 +50,7 @@ func newMetrics(b Reporter) *metrics {
 		m.cniRequests, m.cniDuration,
 		newStatusCollector(b),
 		counterCollector{b},
+		newDropCollector(p),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -79,6 +81,7 @@ type statusCollector struct {
 	dnsRecords, pods        *prometheus.Desc
 	kubeNodes, kubeNoPeer   *prometheus.Desc
 	kubeNoNode              *prometheus.Desc
+	policySynced, policyObj *prometheus.Desc
 }
 
 func newStatusCollector(b Reporter) *statusCollector {
@@ -100,12 +103,14 @@ func newStatusCollector(b Reporter) *statusCollector {
 		kubeNodes:     d("weft_kube_nodes", "Kubernetes Nodes in this peer's view (Kubernetes mode only).", nil, nil),
 		kubeNoPeer:    d("weft_kube_nodes_without_peer", "Kubernetes Nodes that no weft peer is named after (Kubernetes mode only).", nil, nil),
 		kubeNoNode:    d("weft_kube_peers_without_node", "Weft peers and ring owners with no Kubernetes Node of their name: reclaimed once down (Kubernetes mode only).", nil, nil),
+		policySynced:  d("weft_policy_synced", "1 when the kernel reflects every NetworkPolicy object the informers have seen, else 0 (NetworkPolicy enabled only).", nil, nil),
+		policyObj:     d("weft_policy_objects", "NetworkPolicy enforcement: policies (in the cluster), pods (in the cluster, with an IP), isolated (local pods some policy selects).", []string{"kind"}, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.up, c.info, c.uptime, c.peers, c.connections, c.handshakeAge, c.rx, c.tx, c.ipamAddresses, c.ipamUnre, c.dnsRecords, c.pods,
-		c.kubeNodes, c.kubeNoPeer, c.kubeNoNode} {
+		c.kubeNodes, c.kubeNoPeer, c.kubeNoNode, c.policySynced, c.policyObj} {
 		ch <- d
 	}
 }
@@ -173,6 +178,41 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.kubeNoPeer, float64(len(k.NodesWithoutPeer)))
 		gauge(c.kubeNoNode, float64(len(k.PeersWithoutNode)))
 	}
+	if p := st.Policy; p.Enabled {
+		synced := 0.0
+		if p.Synced {
+			synced = 1
+		}
+		gauge(c.policySynced, synced)
+		gauge(c.policyObj, float64(p.Policies), "policies")
+		gauge(c.policyObj, float64(p.Pods), "pods")
+		gauge(c.policyObj, float64(p.Isolated), "isolated")
+	}
+}
+
+// dropCollector exports Policies.PolicyDropCounts as
+// weft_policy_drops_total. Its labels are bounded: the backend counts
+// this node's pods only, two directions each.
+type dropCollector struct {
+	p     Policies // nil = no drops
+	drops *prometheus.Desc
+}
+
+func newDropCollector(p Policies) dropCollector {
+	return dropCollector{p: p, drops: prometheus.NewDesc("weft_policy_drops_total",
+		"Packets dropped by NetworkPolicy and logged (the log is rate-limited per pod), by local pod and direction.",
+		[]string{"direction", "namespace", "pod"}, nil)}
+}
+
+func (c dropCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.drops }
+
+func (c dropCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.p == nil {
+		return
+	}
+	for _, d := range c.p.PolicyDropCounts() {
+		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(d.Count), d.Direction, d.Namespace, d.Pod)
+	}
 }
 
 // counterCollector exports Reporter.Counters as weft_NAME counters. It is
@@ -214,6 +254,7 @@ func reservedMetric(name string) bool {
 		"weft_peer_handshake_age_seconds", "weft_peer_rx_bytes", "weft_peer_tx_bytes",
 		"weft_ipam_addresses", "weft_ipam_unreachable_share", "weft_dns_records", "weft_pods",
 		"weft_kube_nodes", "weft_kube_nodes_without_peer", "weft_kube_peers_without_node",
+		"weft_policy_synced", "weft_policy_objects", "weft_policy_drops_total",
 		"weft_cni_requests_total", "weft_cni_request_duration_seconds":
 		return true
 	}

@@ -102,6 +102,11 @@ func TestMetrics(t *testing.T) {
 		{"weft_cni_requests_total", []string{"op=release", "code=200"}, 1},
 		{"weft_cni_requests_total", []string{"op=dns_add", "code=200"}, 1},
 		{"weft_cni_request_duration_seconds", []string{"op=allocate"}, 4},
+		{"weft_policy_synced", nil, 1},
+		{"weft_policy_objects", []string{"kind=policies"}, 2},
+		{"weft_policy_objects", []string{"kind=pods"}, 9},
+		{"weft_policy_objects", []string{"kind=isolated"}, 1},
+		{"weft_policy_drops_total", []string{"direction=ingress", "namespace=x", "pod=a"}, 7},
 	}
 	for _, tc := range tests {
 		if got := value(fams, tc.name, tc.labels...); got != tc.want {
@@ -124,11 +129,11 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("weft_cni_request_duration_seconds is not a histogram: %v", h)
 	}
 	// Nothing is cached: every scrape asks the backend once more.
-	if got, want := ts.calls(), []string{"Counters", "Status"}; !cmp.Equal(got, want) {
+	if got, want := ts.calls(), []string{"Counters", "PolicyDropCounts", "Status"}; !cmp.Equal(got, want) {
 		t.Errorf("one scrape called %q; want %q", got, want)
 	}
 	scrape(t, ts)
-	if got, want := ts.calls(), []string{"Counters", "Status"}; !cmp.Equal(got, want) {
+	if got, want := ts.calls(), []string{"Counters", "PolicyDropCounts", "Status"}; !cmp.Equal(got, want) {
 		t.Errorf("a second scrape called %q; want %q", got, want)
 	}
 }

@@ -47,7 +47,7 @@ func New(cfg Config, b Backends) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if b.Reporter == nil && b.Addresses == nil && b.Names == nil && b.Membership == nil {
+	if b.Reporter == nil && b.Addresses == nil && b.Names == nil && b.Membership == nil && b.Policies == nil {
 		return nil, fmt.Errorf("api new: %w: no backends (api.All(daemon) serves them all)", ErrBadRequest)
 	}
 	log := cfg.Logger
@@ -55,7 +55,7 @@ func New(cfg Config, b Backends) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, backends: b, log: log.With("component", "api")}
-	s.metrics = newMetrics(b.Reporter)
+	s.metrics = newMetrics(b.Reporter, b.Policies)
 	if cfg.HTTPAddr != "" {
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {

@@ -174,6 +174,10 @@ var apiRoutes = []struct {
 	{"GET", "/status/peers", "", "Reporter", "Status"},
 	{"GET", "/status/ipam", "", "Reporter", "Status"},
 	{"GET", "/status/dns", "", "Reporter", "Status"},
+	{"GET", "/status/policy", "", "Reporter", "Status"},
+	{"GET", "/policy/status", "", "Policies", "PolicyReport"},
+	{"GET", "/policy/drops", "", "Policies", "PolicyDrops"},
+	{"GET", "/policy/explain?src=x/b&dst=x/a&port=80&protocol=TCP", "", "Policies", "PolicyExplain {Src:x/b Dst:x/a Port:80 Protocol:TCP}"},
 	{"GET", "/ready", "", "Reporter", "Ready"},
 	{"GET", "/readyz", "", "Reporter", "Ready"},
 	{"GET", "/ip/lookup?id=c1", "", "Addresses", "Lookup c1"},
@@ -231,12 +235,20 @@ func TestClientRoundTrip(t *testing.T) {
 		{"connect", post("/connect", peers, &client.PeersRequest{}), peers, []string{"Connect [192.168.50.9]"}},
 		{"forget", post("/forget", peers, &client.PeersRequest{}), peers, []string{"Forget [192.168.50.9]"}},
 		{"leave", post("/leave", nil, &map[string]bool{}), &map[string]bool{"left": true}, []string{"Leave"}},
+		{"policy report", func() (any, error) { return anyOf(c.PolicyReport(ctx)) }, &f.Policies.Report, []string{"PolicyReport"}},
+		{"policy drops", func() (any, error) { return anyOf(c.PolicyDrops(ctx)) }, f.Policies.Drops, []string{"PolicyDrops"}},
+		{"policy explain", func() (any, error) {
+			return anyOf(c.PolicyExplain(ctx, client.ExplainRequest{Src: "y/b", Dst: "10.32.0.2", Port: 81, Protocol: "UDP"}))
+		}, nil, []string{"PolicyExplain {Src:y/b Dst:10.32.0.2 Port:81 Protocol:UDP}"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.do()
 			if err != nil {
 				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if tc.want == nil && got != nil { // checked by the fake's transcript only
+				got = nil
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("%s answer differs (-want +got):\n%s", tc.name, diff)
@@ -261,13 +273,16 @@ func TestReadRoutes(t *testing.T) {
 		{"/status/peers", "application/json", snap.Peers, "", []string{"Status"}},
 		{"/status/ipam", "application/json", snap.IPAM, "", []string{"Status"}},
 		{"/status/dns", "application/json", snap.DNS, "", []string{"Status"}},
+		{"/status/policy", "application/json", snap.Policy, "", []string{"Status"}},
+		{"/policy/status", "application/json", ts.fakes.Policies.Report, "", []string{"PolicyReport"}},
+		{"/policy/drops", "application/json", ts.fakes.Policies.Drops, "", []string{"PolicyDrops"}},
 		{"/ready", "application/json", client.Ready{Ready: true}, "", []string{"Ready"}},
 		{"/readyz", "text/plain", nil, "ok", []string{"Ready"}},
 		{"/ip/lookup?id=4b1d", "application/json", client.Allocation{ID: "4b1d", Address: "10.32.0.2/12", Gateway: "10.32.0.1",
 			Bridge: "weft", MTU: 1360, DNS: ts.fakes.Addresses.Allocation.DNS}, "", []string{"Lookup 4b1d"}},
 		{"/dns/lookup?name=web", "application/json", client.DNSLookup{Name: "web", Addresses: []string{"10.32.0.2"}}, "", []string{"DNSLookup web"}},
 		{"/", "text/html; charset=utf-8", nil, "<html", nil},
-		{"/metrics", "text/plain", nil, `weft_peers{state="alive"} 2`, []string{"Counters", "Status"}},
+		{"/metrics", "text/plain", nil, `weft_peers{state="alive"} 2`, []string{"Counters", "PolicyDropCounts", "Status"}},
 	}
 	for _, tc := range tests {
 		for _, overTCP := range []bool{false, true} {

@@ -69,6 +69,11 @@ func (d *Daemon) Allocate(ctx context.Context, req client.AllocateRequest) (*cli
 			d.log.Warn("dns name of allocation", "id", req.ID, "name", req.Pod, "err", err)
 		}
 	}
+	// A pod that policies select is isolated from its first packet: its
+	// program is in the kernel before weft-cni creates its veth.
+	if err := d.waitPolicy(ctx, req.Pod); err != nil {
+		return nil, err
+	}
 	return d.allocation(ctx, req.ID, p, true), nil
 }
 
@@ -140,6 +145,9 @@ func (d *Daemon) release(id string) error {
 	if err := d.alloc.Release(id); err != nil {
 		return err
 	}
+	if d.policy != nil {
+		d.policy.poke() // the address is no longer the pod's
+	}
 	if d.dns != nil {
 		return d.dns.RemoveContainer(id)
 	}
@@ -156,6 +164,9 @@ func (d *Daemon) GC(ctx context.Context, keep []string) (*client.GCResult, error
 		if d.dns != nil {
 			_ = d.dns.RemoveContainer(id)
 		}
+	}
+	if d.policy != nil && len(released) > 0 {
+		d.policy.poke()
 	}
 	if released == nil {
 		released = []string{}

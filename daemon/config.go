@@ -28,6 +28,7 @@ import (
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/kube"
+	"github.com/weftmesh/weft/policy/nft"
 	"github.com/weftmesh/weft/router/wg"
 )
 
@@ -88,6 +89,12 @@ type Config struct {
 	// Kube, when non-nil, adjusts the Kubernetes client configuration
 	// (tests: a fake clientset).
 	Kube func(*kube.Config)
+	// NetworkPolicy: enforce the cluster's NetworkPolicies for this
+	// Node's pods (Kubernetes mode only; policy.go).
+	NetworkPolicy bool
+	// PolicyConn, when non-nil, is the nftables connection of the policy
+	// table (tests: nfttest); nil = netlink in the host's namespace.
+	PolicyConn nft.Conn
 
 	// DNSLocalAddress, when valid, is a node-local DNS address (the same on
 	// every node, e.g. 169.254.20.10): it is put as a /32 on the dummy
@@ -116,6 +123,7 @@ func DefaultConfig() Config {
 		ResyncInterval: 10 * time.Second,
 
 		KubeStartTimeout: 2 * time.Minute,
+		NetworkPolicy:    true,
 		DNSLocalIface:    "weft-dns",
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/weftmesh/weft/gossip"
 	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/peer"
+	"github.com/weftmesh/weft/policy/nft"
 	"github.com/weftmesh/weft/router"
 )
 
@@ -33,10 +34,11 @@ type Daemon struct {
 
 	mesh   *gossip.Mesh
 	alloc  *ipam.Allocator
-	dns    *dns.Server // nil with --no-dns
-	kube   *kubeState  // nil outside Kubernetes mode
-	local  localLink   // the node-local DNS device (dnslocal.go)
-	launch []string    // the peers joined at start: PEERs, plus the other Nodes in Kubernetes mode
+	dns    *dns.Server  // nil with --no-dns
+	kube   *kubeState   // nil outside Kubernetes mode
+	policy *policyState // nil unless NetworkPolicy is enforced (Kubernetes mode)
+	local  localLink    // the node-local DNS device (dnslocal.go)
+	launch []string     // the peers joined at start: PEERs, plus the other Nodes in Kubernetes mode
 	router *router.Router
 	api    *api.Server
 	ipamCh *gossip.Channel
@@ -224,6 +226,19 @@ func (d *Daemon) build(log *slog.Logger) error {
 		return err
 	}
 
+	if d.kube != nil && d.cfg.NetworkPolicy {
+		conn := d.cfg.PolicyConn
+		if conn == nil {
+			if conn, err = newNftConn(); err != nil {
+				return fmt.Errorf("network policy: %w", err)
+			}
+		}
+		d.policy = newPolicyState(d.kube.client, d.kube.node, nft.NewApplier(conn), conntrackCutter{})
+		if d.cfg.PolicyConn != nil {
+			d.policy.cutter = nil // a fake table: leave the host's conntrack alone
+		}
+	}
+
 	ac := api.DefaultConfig()
 	ac.Socket, ac.HTTPAddr, ac.Logger, ac.Version = d.cfg.Socket, d.cfg.HTTPAddr, log, Version
 	if d.api, err = api.New(ac, api.All(d)); err != nil {
@@ -286,6 +301,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	d.drainSpool()
+	if d.kube != nil && !d.cfg.NetworkPolicy && d.cfg.PolicyConn == nil {
+		// Turned off: a table an earlier run left would go on enforcing
+		// a program nobody updates.
+		if err := RemovePolicyTable(); err != nil {
+			d.log.Warn("network policy is off: remove the policy table an earlier run left", "err", err)
+		}
+	}
 
 	var wg sync.WaitGroup
 	start := func(name string, run func(context.Context) error) {
@@ -310,6 +332,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		start("kube", d.kube.client.Run)
 		start("kube-sync", d.kubeLoop)
 	}
+	if d.policy != nil {
+		start("policy", d.policyLoop)
+		if d.cfg.PolicyConn == nil {
+			start("policy-log", d.policyLogLoop)
+		}
+	}
 	<-ctx.Done()
 	wg.Wait()
 	if errors.Is(context.Cause(ctx), errLeft) {
@@ -321,6 +349,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if d.cfg.DNSLocalAddress.IsValid() {
 			if err := d.local.Delete(d.cfg.DNSLocalIface); err != nil {
 				d.log.Warn("remove the node-local DNS device after leaving", "err", err)
+			}
+		}
+		if d.policy != nil && d.cfg.PolicyConn == nil {
+			if err := RemovePolicyTable(); err != nil {
+				d.log.Warn("remove the network policy table after leaving", "err", err)
 			}
 		}
 	}

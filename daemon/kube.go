@@ -36,6 +36,7 @@ import (
 	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/kube"
 	"github.com/weftmesh/weft/peer"
+	"github.com/weftmesh/weft/policy"
 )
 
 // kubeState is the Daemon's Kubernetes-mode state. nil outside
@@ -64,6 +65,8 @@ const kubeStartPoll = time.Second
 func (d *Daemon) startKube() error {
 	kc := kube.DefaultConfig()
 	kc.Kubeconfig, kc.Logger, kc.UserAgent = d.cfg.Kubeconfig, d.cfg.Logger, "weft/"+Version
+	kc.Policy = d.cfg.NetworkPolicy
+	kc.Capabilities = policy.Capabilities{SCTP: kernelHasSCTP()}
 	if d.cfg.Kube != nil {
 		d.cfg.Kube(&kc)
 	}

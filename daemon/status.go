@@ -63,6 +63,9 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 	if d.kube != nil {
 		d.kubeStatus(st, peers)
 	}
+	var policyProblems []string
+	st.Policy, policyProblems = d.policyStatus()
+	st.Problems = append(st.Problems, policyProblems...)
 	return st, nil
 }
 

@@ -110,6 +110,14 @@ func (pc *policyCache) bump() {
 // Config.Policy is off.
 func (c *Client) PolicyChanged() <-chan struct{} { return c.policy.changed }
 
+// PolicyVersion returns the version PolicyView would have now, and
+// whether the informers have synced. It does not list anything.
+func (c *Client) PolicyVersion() (uint64, bool) {
+	c.policy.mu.Lock()
+	defer c.policy.mu.Unlock()
+	return c.policy.version, c.policy.synced
+}
+
 // PolicyView returns the Pods, Namespaces and NetworkPolicies in the
 // informers' caches, and whether all three have synced. Before they have
 // the view is empty: an empty cache does not mean that no policy exists.

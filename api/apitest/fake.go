@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 
 	"github.com/weftmesh/weft/api"
@@ -24,6 +25,7 @@ var (
 	_ api.Addresses  = (*Addresses)(nil)
 	_ api.Names      = (*Names)(nil)
 	_ api.Membership = (*Membership)(nil)
+	_ api.Policies   = (*Policies)(nil)
 )
 
 // Fakes is one fake of each part, made by New, sharing one Recorder so that
@@ -36,6 +38,7 @@ type Fakes struct {
 	Addresses  *Addresses
 	Names      *Names
 	Membership *Membership
+	Policies   *Policies
 }
 
 // New returns fakes that answer the three-peer mesh of Mesh: h1's pod
@@ -53,12 +56,13 @@ func New() *Fakes {
 		}},
 		Names:      &Names{Recorder: rec, Answer: []string{"10.32.0.2"}},
 		Membership: &Membership{Recorder: rec, Reclaimed: 1 << 18},
+		Policies:   &Policies{Recorder: rec, Report: *PolicyReport(), Drops: PolicyDrops()},
 	}
 }
 
 // Backends serves every fake.
 func (f *Fakes) Backends() api.Backends {
-	return api.Backends{Reporter: f.Reporter, Addresses: f.Addresses, Names: f.Names, Membership: f.Membership}
+	return api.Backends{Reporter: f.Reporter, Addresses: f.Addresses, Names: f.Names, Membership: f.Membership, Policies: f.Policies}
 }
 
 // Recorder keeps the transcript of calls and the canned errors. Safe for
@@ -183,3 +187,49 @@ func (f *Membership) Rmpeer(ctx context.Context, name string) (*client.RmpeerRes
 }
 
 func (f *Membership) Leave(ctx context.Context) error { return f.record("Leave") }
+
+// Policies answers Report, Drops (and their counts per pod), and to
+// PolicyExplain a verdict that allows ingress by Rule.
+type Policies struct {
+	*Recorder
+	Report client.PolicyReport
+	Drops  []client.PolicyDrop
+}
+
+func (f *Policies) PolicyReport(ctx context.Context) (*client.PolicyReport, error) {
+	var r client.PolicyReport
+	b, _ := json.Marshal(f.Report)
+	json.Unmarshal(b, &r)
+	return &r, f.record("PolicyReport")
+}
+
+func (f *Policies) PolicyDrops(ctx context.Context) ([]client.PolicyDrop, error) {
+	var d []client.PolicyDrop
+	b, _ := json.Marshal(f.Drops)
+	json.Unmarshal(b, &d)
+	return d, f.record("PolicyDrops")
+}
+
+func (f *Policies) PolicyExplain(ctx context.Context, req client.ExplainRequest) (*client.Explanation, error) {
+	rule := client.PolicyRule{Policy: "x/allow-b", Direction: "ingress", Index: 0, Text: "from pods {pod=b}; ports TCP/80"}
+	return &client.Explanation{Src: req.Src, Dst: req.Dst, Port: req.Port, Protocol: req.Protocol, Allowed: true,
+		Verdict: "allowed (egress allowed: no policy selects the pod; ingress allowed: by x/allow-b rule 0)",
+		Egress:  client.PolicyDecision{Allowed: true, Reason: "not-isolated", Text: "egress allowed: no policy selects the pod"},
+		Ingress: client.PolicyDecision{Allowed: true, Reason: "allowed-by", Text: "ingress allowed: by x/allow-b rule 0",
+			Selected: []string{"x/allow-b"}, Rules: []client.PolicyRule{rule}},
+	}, f.record("PolicyExplain", req)
+}
+
+func (f *Policies) PolicyDropCounts() []client.PolicyDropCount {
+	f.record("PolicyDropCounts")
+	counts := map[[3]string]uint64{}
+	for _, d := range f.Drops {
+		ns, pod, _ := strings.Cut(d.Pod, "/")
+		counts[[3]string{d.Direction, ns, pod}] += uint64(d.Count)
+	}
+	var out []client.PolicyDropCount
+	for k, n := range counts {
+		out = append(out, client.PolicyDropCount{Direction: k[0], Namespace: k[1], Pod: k[2], Count: n})
+	}
+	return out
+}

@@ -65,5 +65,30 @@ func Mesh() *client.Status {
 			{ContainerID: api, IfName: "eth0", Name: "api-7d9f.shop", Address: "10.32.0.3/12"},
 		},
 		Problems: []string{"peer h3 is dead: " + h3Reason},
+		Policy:   PolicyReport().Status,
 	}
+}
+
+// PolicyReport is h1's NetworkPolicy report: x/a is isolated for ingress
+// by x/deny-all and x/allow-b, x/c is open.
+func PolicyReport() *client.PolicyReport {
+	return &client.PolicyReport{
+		Status: client.PolicyStatus{Enabled: true, Synced: true, Policies: 2, Pods: 9, Isolated: 1},
+		Node:   "h1", Problems: []string{"networkpolicy z/sctp: ingress rule 0 port 0: protocol SCTP: not supported by weft: this kernel has no SCTP, so the port never matches (the policy still isolates its pods)"},
+		AppliedAt: time.Now().UTC().Add(-time.Minute).Format(time.RFC3339), ApplyMillis: 3.2, Changes: 4, Drops: 7,
+		Pods: []client.PolicyPod{
+			{Pod: "x/a", Address: "10.32.0.2", Ingress: []string{"x/allow-b", "x/deny-all"}, Egress: []string{}},
+			{Pod: "x/c", Address: "10.32.0.3", Ingress: []string{}, Egress: []string{}},
+		},
+	}
+}
+
+// PolicyDrops are h1's last drops: x/c's connections to x/a on port 80,
+// denied by x/a's ingress.
+func PolicyDrops() []client.PolicyDrop {
+	return []client.PolicyDrop{{
+		Time: time.Now().UTC().Add(-5 * time.Second).Format(time.RFC3339Nano), Count: 7, Direction: "ingress", Pod: "x/a",
+		Src: "10.32.0.3", SrcName: "x/c", Dst: "10.32.0.2", DstName: "x/a", Port: 80, Protocol: "TCP",
+		Policies: []string{"x/allow-b", "x/deny-all"}, Reason: "default deny: selected by x/allow-b, x/deny-all, no rule allows",
+	}}
 }

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -180,4 +181,23 @@ func (c *Client) DNSRemove(ctx context.Context, req DNSRequest) error {
 func (c *Client) DNSLookup(ctx context.Context, name string) (*DNSLookup, error) {
 	var r DNSLookup
 	return &r, c.Do(ctx, http.MethodGet, "/dns/lookup?name="+url.QueryEscape(name), nil, &r)
+}
+
+// PolicyReport returns the NetworkPolicy report (`weft status policy`).
+func (c *Client) PolicyReport(ctx context.Context) (*PolicyReport, error) {
+	var r PolicyReport
+	return &r, c.Do(ctx, http.MethodGet, "/policy/status", nil, &r)
+}
+
+// PolicyDrops returns the last dropped packets, newest first.
+func (c *Client) PolicyDrops(ctx context.Context) ([]PolicyDrop, error) {
+	var r []PolicyDrop
+	return r, c.Do(ctx, http.MethodGet, "/policy/drops", nil, &r)
+}
+
+// PolicyExplain judges a connection with the peer's model.
+func (c *Client) PolicyExplain(ctx context.Context, req ExplainRequest) (*Explanation, error) {
+	q := url.Values{"src": {req.Src}, "dst": {req.Dst}, "port": {strconv.Itoa(req.Port)}, "protocol": {req.Protocol}}
+	var r Explanation
+	return &r, c.Do(ctx, http.MethodGet, "/policy/explain?"+q.Encode(), nil, &r)
 }

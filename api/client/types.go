@@ -20,6 +20,114 @@ type Status struct {
 	Problems      []string   `json:"problems"` // what an operator should look at, in words
 	// Kubernetes is the Kubernetes view; absent outside Kubernetes mode.
 	Kubernetes *KubeStatus `json:"kubernetes,omitempty"`
+	// Policy is NetworkPolicy enforcement (enabled in Kubernetes mode).
+	Policy PolicyStatus `json:"policy"`
+}
+
+// PolicyStatus is the "policy" object of `weft status --json`.
+type PolicyStatus struct {
+	Enabled bool `json:"enabled"` // this peer enforces NetworkPolicy (Kubernetes mode)
+	// Synced: the kernel reflects every object the informers have seen
+	// (and every pod this peer attached).
+	Synced   bool `json:"synced"`
+	Policies int  `json:"policies"` // NetworkPolicies in the whole cluster
+	Pods     int  `json:"pods"`     // pods in the cluster that have an IP
+	Isolated int  `json:"isolated"` // local pods that some policy selects
+}
+
+// PolicyReport is `GET /policy/status` and `weft status policy`: the
+// status object and what an operator needs to know besides.
+type PolicyReport struct {
+	Status   PolicyStatus `json:"status"`
+	Node     string       `json:"node"`     // the Node whose pods this peer enforces for
+	Problems []string     `json:"problems"` // policies or parts weft cannot express, apply errors, in words
+	// AppliedAt is when the kernel last took a program (RFC 3339, "" =
+	// never); ApplyMillis how long building and applying it took.
+	AppliedAt   string      `json:"applied_at"`
+	ApplyMillis float64     `json:"apply_ms"`
+	Changes     int         `json:"changes"` // nftables operations of that apply (0: nothing differed)
+	Error       string      `json:"error,omitempty"`
+	CutFlows    uint64      `json:"cut_flows"` // conntrack entries deleted because a change denies them
+	Drops       uint64      `json:"drops"`     // dropped packets logged since the peer started
+	Pods        []PolicyPod `json:"pods"`      // this node's pods with an address
+}
+
+// PolicyPod is one local pod and the policies that isolate it.
+type PolicyPod struct {
+	Pod     string   `json:"pod"` // namespace/name
+	Address string   `json:"address"`
+	Ingress []string `json:"ingress"` // policies selecting it for ingress; empty: open
+	Egress  []string `json:"egress"`  // same for egress
+}
+
+// PolicyDrop is one kind of dropped packet (`GET /policy/drops`, `weft
+// policy drops`): drops of one pod's chain with the same source,
+// destination, port and protocol are counted together.
+type PolicyDrop struct {
+	Time      string   `json:"time"`  // last seen, RFC 3339 with fractions
+	Count     int      `json:"count"` // logged packets (the log is rate-limited per pod)
+	Direction string   `json:"direction"`
+	Pod       string   `json:"pod"`      // namespace/name of the local pod whose policy dropped it
+	Src       string   `json:"src"`      // address
+	SrcName   string   `json:"src_name"` // namespace/name for a pod, "node N (IP)" for a node, else the address
+	Dst       string   `json:"dst"`
+	DstName   string   `json:"dst_name"`
+	Port      int      `json:"port"` // destination port; 0 for ICMP
+	Protocol  string   `json:"protocol"`
+	Policies  []string `json:"policies"` // the policies that isolate Pod in Direction (none of their rules allows)
+	Reason    string   `json:"reason"`   // in words, e.g. "default deny: selected by x/deny-all, no rule allows"
+}
+
+// PolicyDropCount is the number of logged drops of one local pod in one
+// direction, for /metrics.
+type PolicyDropCount struct {
+	Direction string
+	Namespace string
+	Pod       string
+	Count     uint64
+}
+
+// ExplainRequest is `GET /policy/explain?src=SRC&dst=DST&port=N&protocol=P`:
+// SRC and DST are namespace/pod or an address.
+type ExplainRequest struct {
+	Src      string `json:"src"`
+	Dst      string `json:"dst"`
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"` // TCP, UDP, SCTP or ICMP
+}
+
+// Explanation is the answer of `weft policy explain`: the evaluator's
+// verdict and what decides it on each side.
+type Explanation struct {
+	Src      string         `json:"src"` // namespace/name, "node N (IP)" or the address
+	SrcIP    string         `json:"src_ip"`
+	Dst      string         `json:"dst"`
+	DstIP    string         `json:"dst_ip"`
+	Port     int            `json:"port"`
+	Protocol string         `json:"protocol"`
+	Allowed  bool           `json:"allowed"`
+	Verdict  string         `json:"verdict"` // the whole verdict in one line
+	Egress   PolicyDecision `json:"egress"`  // at the source
+	Ingress  PolicyDecision `json:"ingress"` // at the destination
+}
+
+// PolicyDecision is one side's judgement.
+type PolicyDecision struct {
+	Allowed bool `json:"allowed"`
+	// Reason: not-a-pod, not-isolated, from-own-node, allowed-by or
+	// default-deny.
+	Reason   string       `json:"reason"`
+	Text     string       `json:"text"`     // in words
+	Selected []string     `json:"selected"` // policies that isolate the pod in this direction
+	Rules    []PolicyRule `json:"rules"`    // the rules that allow, when Reason is allowed-by
+}
+
+// PolicyRule is one rule of a policy.
+type PolicyRule struct {
+	Policy    string `json:"policy"` // namespace/name
+	Direction string `json:"direction"`
+	Index     int    `json:"index"` // in the policy's ingress or egress list
+	Text      string `json:"text"`  // the rule in words, e.g. "from pods {pod=b}; to TCP/80"
 }
 
 // Peer is one peer of the mesh as this peer sees it.

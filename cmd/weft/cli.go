@@ -44,6 +44,8 @@ func cli(g global, args []string) error {
 		return ipCmd(c, g, args[1:])
 	case "dns":
 		return dnsCmd(c, g, args[1:])
+	case "policy":
+		return policyCmd(c, g, args[1:])
 	}
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }

@@ -102,6 +102,7 @@ func launch(args []string) error {
 	fs.StringVar(&cfg.DNSLocalIface, "dns-local-iface", cfg.DNSLocalIface, "dummy interface holding --dns-local-address")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "Kubernetes mode through this kubeconfig: the peer is its Node's (name NODE_NAME or --name, peers the other Nodes)")
 	fs.BoolVar(&inCluster, "kubernetes", false, "Kubernetes mode with the pod's service account (default: on when in a pod, i.e. KUBERNETES_SERVICE_HOST is set; =false turns it off)")
+	fs.BoolVar(&cfg.NetworkPolicy, "network-policy", cfg.NetworkPolicy, "in Kubernetes mode, enforce the cluster's NetworkPolicies for this Node's pods (=false: no enforcement, and the policy table is removed)")
 	fs.DurationVar(&cfg.DNSTTL, "dns-ttl", cfg.DNSTTL, "TTL of answers for pod names")
 	fs.DurationVar(&cfg.DNSTombstoneTTL, "dns-tombstone-ttl", 0, "how long a removed DNS name is remembered (0 = 30m; tests shorten it)")
 	fs.IntVar(&cfg.MTU, "mtu", 0, "pod MTU (0 = underlay MTU minus encapsulation)")
@@ -325,6 +326,9 @@ func reset(args []string) error {
 	if err := daemon.RemoveDNSLocalLink(*dnsIface); err != nil {
 		return fmt.Errorf("reset node-local DNS: %w", err)
 	}
+	if err := daemon.RemovePolicyTable(); err != nil {
+		return fmt.Errorf("reset network policy table: %w", err)
+	}
 	_ = os.Remove(*sock)
 	if err := removeCNI(ic.BinDir, ic.ConfDir); err != nil {
 		return err
@@ -334,7 +338,7 @@ func reset(args []string) error {
 			return fmt.Errorf("remove %s: %w", *dataDir, err)
 		}
 	}
-	fmt.Println("weft: removed bridge, tunnels, routes, nft table, node-local DNS device and the CNI plugin")
+	fmt.Println("weft: removed bridge, tunnels, routes, nft tables (masquerade, network policy), node-local DNS device and the CNI plugin")
 	return nil
 }
 

@@ -18,11 +18,13 @@ const usage = `weft — a decentralized overlay network for containers and pods
 
 Usage:
   weft launch [flags] [PEER...]     run this machine's peer (foreground)
-  weft status [peers|ipam|dns] [--json]
+  weft status [peers|ipam|dns|kube|policy] [--json]
   weft connect PEER... | weft forget PEER...
   weft rmpeer NAME                  reclaim a dead peer's address space
   weft ip allocate ID | ip release ID | ip lookup ID   [--json]
   weft dns add NAME IP | dns remove NAME [IP] | dns lookup NAME
+  weft policy drops [--json]        the last packets NetworkPolicy dropped on this node
+  weft policy explain SRC DST PORT/PROTO   verdict and deciding policies (SRC, DST: ns/pod or IP)
   weft setup-cni [--bin-dir D] [--conf-dir D] [--cni-bin F]
   weft reset [--data-dir D]         remove everything weft created on this host
   weft version

@@ -56,8 +56,22 @@ func status(c *client.Client, g global, args []string) error {
 		}
 		printKube(st)
 		return nil
+	case "policy", "networkpolicy":
+		if g.json {
+			return printOut(g, st.Policy, "")
+		}
+		if !st.Policy.Enabled {
+			fmt.Printf("NetworkPolicy: %s\n", policySummary(st.Policy))
+			return nil
+		}
+		r, err := c.PolicyReport(cx)
+		if err != nil {
+			return err
+		}
+		printPolicyReport(os.Stdout, r)
+		return nil
 	}
-	return usageError{fmt.Sprintf("unknown status view %q (peers, ipam, dns, kube)", view)}
+	return usageError{fmt.Sprintf("unknown status view %q (peers, ipam, dns, kube, policy)", view)}
 }
 
 func printSummary(st *client.Status) {
@@ -81,6 +95,9 @@ func printSummary(st *client.Status) {
 	fmt.Printf("        Pods: %d\n", len(st.Pods))
 	if k := st.Kubernetes; k != nil {
 		fmt.Printf("  Kubernetes: %s\n", kubeSummary(k))
+	}
+	if st.Policy.Enabled {
+		fmt.Printf("      Policy: %s\n", policySummary(st.Policy))
 	}
 	for _, p := range st.Problems {
 		fmt.Printf("     Problem: %s\n", p)
