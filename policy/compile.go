@@ -215,11 +215,18 @@ func (b *builder) ruleRules(q *Pod, np *NetworkPolicy, d Direction, i int, r Rul
 		allow, field = Action{Kind: Return}, Daddr
 	}
 	// Alternatives for the peer: none listed (match any), selector
-	// peers (a set of pod addresses), ipBlocks (a set of ranges).
+	// peers (a set of pod addresses), ipBlocks (a set of ranges); made
+	// when a port needs them (an egress named port does not).
 	var addrs [][]Match
-	if len(r.Peers) == 0 {
-		addrs = [][]Match{nil}
-	} else {
+	made := false
+	peerSets := func() [][]Match {
+		if len(r.Peers) == 0 {
+			return [][]Match{nil}
+		}
+		if made {
+			return addrs
+		}
+		made = true
 		var selectors, blocks bool
 		for _, p := range r.Peers {
 			selectors = selectors || (p.Invalid == nil && p.Block == nil)
@@ -231,10 +238,11 @@ func (b *builder) ruleRules(q *Pod, np *NetworkPolicy, d Direction, i int, r Rul
 		if blocks {
 			addrs = append(addrs, []Match{{Kind: MatchAddrIn, Field: field, Set: b.rangeSet(np, d, i, r)}})
 		}
+		return addrs
 	}
 	var out []ChainRule
 	add := func(ports []Match) {
-		for _, a := range addrs {
+		for _, a := range peerSets() {
 			out = append(out, ChainRule{Match: append(slices.Clone(a), ports...), Action: allow})
 		}
 	}

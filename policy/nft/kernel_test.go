@@ -75,7 +75,6 @@ func TestKernelApply(t *testing.T) {
 	}{
 		{"y/d", "app", "other", []string{"delete element x/web-from-clients/in0/pods { 10.32.0.12 }"}},
 		{"x/c", "app", "db", []string{ // remote: only set elements
-			"delete element x/db-egress/out0/pods { 10.32.1.10 }",
 			"delete element x/db-egress/out0/port0 { 10.32.1.10 . 8080 }",
 		}},
 		{"y/d", "app", "client", []string{"add element x/web-from-clients/in0/pods { 10.32.0.12 }"}},
@@ -90,7 +89,6 @@ func TestKernelApply(t *testing.T) {
 			"delete element egress { 10.32.0.11 : jump egress-10.32.0.11 }",
 			"flush chain egress-10.32.0.11",
 			"delete chain egress-10.32.0.11",
-			"delete set x/db-egress/out0/pods",
 			"delete set x/db-egress/out0/port0",
 			"delete set x/db-egress/out1/cidrs",
 		}},
