@@ -233,10 +233,11 @@ func (d *Daemon) build(log *slog.Logger) error {
 				return fmt.Errorf("network policy: %w", err)
 			}
 		}
-		d.policy = newPolicyState(d.kube.client, d.kube.node, nft.NewApplier(conn), conntrackCutter{})
+		var cutter flowCutter = conntrackCutter{}
 		if d.cfg.PolicyConn != nil {
-			d.policy.cutter = nil // a fake table: leave the host's conntrack alone
+			cutter = nil // a fake table: leave the host's conntrack alone
 		}
+		d.policy = d.newPolicy(nft.NewApplier(conn), cutter)
 	}
 
 	ac := api.DefaultConfig()

@@ -37,6 +37,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"sort"
@@ -45,6 +46,7 @@ import (
 
 	"github.com/weftmesh/weft/api"
 	"github.com/weftmesh/weft/api/client"
+	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/kube"
 	"github.com/weftmesh/weft/policy"
 )
@@ -94,6 +96,13 @@ type policyState struct {
 	drops   *dropLog
 	kick    chan struct{} // a pass now (cap 1)
 	started time.Time
+	log     *slog.Logger
+	// What the rest of the peer knows (the Daemon's methods; tests fake
+	// them): this peer's allocations, nodes' host addresses besides
+	// their InternalIP, and this host's own addresses.
+	allocs    func() []ipam.Allocation
+	nodeAddrs func() map[string][]netip.Addr
+	hostAddrs func() map[netip.Addr]bool
 
 	mu        sync.Mutex // guards following
 	model     *policy.Model
@@ -119,10 +128,20 @@ type podWait struct {
 	done            chan struct{} // closed once programmed
 }
 
-func newPolicyState(c *kube.Client, node string, applier programApplier, cutter flowCutter) *policyState {
+func newPolicyState(c *kube.Client, node string, applier programApplier, cutter flowCutter, log *slog.Logger) *policyState {
 	return &policyState{client: c, node: node, compile: policy.DefaultConfig(), applier: applier, cutter: cutter,
-		drops: newDropLog(dropLogSize), kick: make(chan struct{}, 1), started: time.Now(),
-		waiters: map[*podWait]bool{}, logged: map[string]bool{}}
+		drops: newDropLog(dropLogSize), kick: make(chan struct{}, 1), started: time.Now(), log: log,
+		allocs:    func() []ipam.Allocation { return nil },
+		nodeAddrs: func() map[string][]netip.Addr { return nil },
+		hostAddrs: func() map[netip.Addr]bool { return nil },
+		waiters:   map[*podWait]bool{}, logged: map[string]bool{}}
+}
+
+// newPolicy builds the Daemon's policy state over applier and cutter.
+func (d *Daemon) newPolicy(applier programApplier, cutter flowCutter) *policyState {
+	ps := newPolicyState(d.kube.client, d.kube.node, applier, cutter, d.log)
+	ps.allocs, ps.nodeAddrs, ps.hostAddrs = d.alloc.Allocations, d.nodeAddrs, d.hostAddrs
+	return ps
 }
 
 func (ps *policyState) poke() {
@@ -133,8 +152,10 @@ func (ps *policyState) poke() {
 }
 
 // policyLoop runs passes until ctx is done.
-func (d *Daemon) policyLoop(ctx context.Context) error {
-	ps := d.policy
+func (d *Daemon) policyLoop(ctx context.Context) error { return d.policy.run(ctx) }
+
+// run runs passes until ctx is done.
+func (ps *policyState) run(ctx context.Context) error {
 	resync := time.NewTicker(policyResync)
 	defer resync.Stop()
 	var retry <-chan time.Time
@@ -158,15 +179,14 @@ func (d *Daemon) policyLoop(ctx context.Context) error {
 		case <-retry:
 		}
 		retry = nil
-		if err := d.policyPass(); err != nil {
+		if err := ps.pass(); err != nil {
 			retry = time.After(policyRetry)
 		}
 	}
 }
 
-// policyPass builds, compiles and applies the program once.
-func (d *Daemon) policyPass() error {
-	ps := d.policy
+// pass builds, compiles and applies the program once.
+func (ps *policyState) pass() error {
 	view, synced := ps.client.PolicyView()
 	if !synced {
 		return nil // nothing known yet: the kernel keeps what the last run left
@@ -177,7 +197,7 @@ func (d *Daemon) policyPass() error {
 	start := time.Now()
 	nodes, _ := ps.client.Nodes()
 	snap, info := buildSnapshot(snapshotInput{View: view, Self: ps.node, Nodes: nodes,
-		NodeAddrs: d.nodeAddrs(), Allocs: d.alloc.Allocations()})
+		NodeAddrs: ps.nodeAddrs(), Allocs: ps.allocs()})
 	m := policy.NewModel(snap)
 	prog, err := ps.compile.Compile(m, ps.node)
 	var ops []string
@@ -191,7 +211,7 @@ func (d *Daemon) policyPass() error {
 		ps.err = err
 		ps.mu.Unlock()
 		if first {
-			d.log.Warn("network policy: apply failed; retrying", "err", err)
+			ps.log.Warn("network policy: apply failed; retrying", "err", err)
 		}
 		return err
 	}
@@ -209,35 +229,34 @@ func (d *Daemon) policyPass() error {
 	newProblems := ps.newProblemsLocked()
 	ps.mu.Unlock()
 	if recovered {
-		d.log.Info("network policy: applied again")
+		ps.log.Info("network policy: applied again")
 	}
 	for _, p := range newProblems {
-		d.log.Warn("network policy: " + p)
+		ps.log.Warn(p)
 	}
 	if len(ops) > 0 {
-		d.log.Debug("network policy applied", "changes", len(ops), "took", took, "policies", len(view.Policies), "pods", len(snap.Pods))
-		d.cutDenied(m)
+		ps.log.Debug("network policy applied", "changes", len(ops), "took", took, "policies", len(view.Policies), "pods", len(snap.Pods))
+		ps.cutDenied(m)
 	}
 	return nil
 }
 
 // cutDenied deletes the conntrack entries of this node's pods whose flows
 // m denies.
-func (d *Daemon) cutDenied(m *policy.Model) {
-	ps := d.policy
+func (ps *policyState) cutDenied(m *policy.Model) {
 	if ps.cutter == nil {
 		return
 	}
-	self := d.hostAddrs()
+	self := ps.hostAddrs()
 	n, err := ps.cutter.Cut(func(f flow) bool { return denies(m, ps.node, self, f) })
 	if err != nil {
-		d.log.Warn("network policy: delete conntrack entries of denied flows", "err", err)
+		ps.log.Warn("network policy: delete conntrack entries of denied flows", "err", err)
 	}
 	if n > 0 {
 		ps.mu.Lock()
 		ps.cut += uint64(n)
 		ps.mu.Unlock()
-		d.log.Info("network policy: cut connections that a change denies", "conntrack entries", n)
+		ps.log.Info("network policy: cut connections that a change denies", "conntrack entries", n)
 	}
 }
 
@@ -322,10 +341,14 @@ func (d *Daemon) hostAddrs() map[netip.Addr]bool {
 // returns at once when the peer does not enforce NetworkPolicy or the
 // attachment names no pod.
 func (d *Daemon) waitPolicy(ctx context.Context, pod string) error {
-	ps := d.policy
-	if ps == nil {
+	if d.policy == nil {
 		return nil
 	}
+	return d.policy.wait(ctx, pod, policyAddWait)
+}
+
+// wait is waitPolicy, giving up after limit.
+func (ps *policyState) wait(ctx context.Context, pod string, limit time.Duration) error {
 	ns, name, ok := splitPodName(pod)
 	if !ok {
 		return nil
@@ -337,7 +360,7 @@ func (d *Daemon) waitPolicy(ctx context.Context, pod string) error {
 	ps.waiters[w] = true
 	ps.mu.Unlock()
 	ps.poke()
-	t := time.NewTimer(policyAddWait)
+	t := time.NewTimer(limit)
 	defer t.Stop()
 	var why error
 	select {
@@ -346,7 +369,7 @@ func (d *Daemon) waitPolicy(ctx context.Context, pod string) error {
 	case <-ctx.Done():
 		why = ctx.Err()
 	case <-t.C:
-		why = fmt.Errorf("not within %v", policyAddWait)
+		why = fmt.Errorf("not within %v", limit)
 	}
 	ps.mu.Lock()
 	delete(ps.waiters, w)
