@@ -47,6 +47,13 @@ func TestVerdictExplains(t *testing.T) {
 		{"egress to the pod's own node is judged", ep("x/a"), node("n1"), 53, UDP,
 			"denied (egress denied: default deny: selected by x/deny-all, no rule allows; ingress allowed: not a pod, not judged)", false, nil},
 	}
+	// n1 runs x/a, y/c, z/b: x/a is isolated; n3 runs x/c (deny-all),
+	// y/b (out) and z/a.
+	for node, want := range map[string]int{"n1": 1, "n3": 2} {
+		if n := m.Isolated(node); n != want {
+			t.Errorf("Isolated(%s) = %d; want %d", node, n, want)
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			v := Evaluate(m, tt.src, tt.dst, tt.port, tt.proto)

@@ -309,6 +309,23 @@ func (m *Model) namespaceLabels(ns string) map[string]string {
 	return map[string]string{NamespaceNameLabel: ns}
 }
 
+// Selecting returns the policies that isolate pod p in direction d (of
+// its namespace, podSelector matching, policyTypes including d), sorted
+// by name.
+func (m *Model) Selecting(p *Pod, d Direction) []*NetworkPolicy { return m.selecting(p, d) }
+
+// Isolated counts the pods of node that some policy isolates in either
+// direction (what status reports).
+func (m *Model) Isolated(node string) int {
+	n := 0
+	for _, p := range m.pods {
+		if p.Node == node && (len(m.selecting(p, Ingress)) > 0 || len(m.selecting(p, Egress)) > 0) {
+			n++
+		}
+	}
+	return n
+}
+
 // selecting returns the policies of pod p's namespace that select it for
 // direction d, in order.
 func (m *Model) selecting(p *Pod, d Direction) []*NetworkPolicy {

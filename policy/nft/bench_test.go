@@ -27,6 +27,7 @@ type bigCluster struct {
 	namespaces []policy.Namespace
 	pods       []policy.Pod
 	policies   []*policy.NetworkPolicy
+	raw        []*networkingv1.NetworkPolicy // the API objects of policies
 	nodes      []policy.Node
 }
 
@@ -102,6 +103,7 @@ func newBigCluster(tb testing.TB, nodes int) *bigCluster {
 				tb.Fatalf("Convert: %v", err)
 			}
 			c.policies = append(c.policies, p)
+			c.raw = append(c.raw, np)
 		}
 	}
 	return c
@@ -118,6 +120,19 @@ func (c *bigCluster) flip(i int) {
 		p.Labels = map[string]string{"app": "app5", "tier": p.Labels["tier"]}
 	} else {
 		p.Labels = map[string]string{"app": "app0", "tier": p.Labels["tier"]}
+	}
+}
+
+// BenchmarkConvert: the 1,000 API objects into weft's form, as a full
+// sync does once (a change converts only the changed object).
+func BenchmarkConvert(b *testing.B) {
+	c := newBigCluster(b, 1)
+	for b.Loop() {
+		for _, o := range c.raw {
+			if _, err := policy.Convert(o, policy.Capabilities{}); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 }
 
