@@ -46,3 +46,22 @@ func TestStatusPageKubernetes(t *testing.T) {
 		t.Errorf("page problems = %q; want %q", rep.Problems, problem)
 	}
 }
+
+// TestStatusPagePolicy: with NetworkPolicy enforced, the page shows the
+// policy summary and the last drops with their deciding policies.
+func TestStatusPagePolicy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	ts := startWith(t, func(f *apitest.Fakes) api.Backends { return f.Backends() })
+	out := apitest.OutDir(t)
+	if os.Getenv("WEFT_TEST_OUT") != "" {
+		out = filepath.Join(out, "policy")
+		os.MkdirAll(out, 0o755)
+	}
+	rep := apitest.CheckPage(t, ts.base+"/", 3, out)
+	want := []string{"ingress x/c x/a 80/TCP x/allow-b, x/deny-all default deny"}
+	if !cmp.Equal(rep.Drops, want) {
+		t.Errorf("page drops = %q; want %q", rep.Drops, want)
+	}
+}

@@ -34,6 +34,7 @@ type PageReport struct {
 	Pods       int      // rows of the local pods table
 	Problems   []string // lines of the problems box
 	KubeNodes  []string // names in the Kubernetes nodes table (Kubernetes mode)
+	Drops      []string // rows of the policy drops table from the direction on, cells joined by spaces
 	Screenshot string   // path of the PNG
 }
 
@@ -71,6 +72,7 @@ const pageState = `(() => {
     pods: rows('pods').length,
     problems: [...document.querySelectorAll('#problems li')].map((li) => li.textContent),
     kube: rows('kube').map((r) => r.querySelector('b') ? r.querySelector('b').textContent : ''),
+    drops: rows('drops').map((r) => [...r.cells].slice(2).map((c) => c.textContent).join(' ')),
     live: document.getElementById('live-dot').className.includes('ok'),
   };
 })()`
@@ -83,6 +85,7 @@ type pageView struct {
 	Pods     int      `json:"pods"`
 	Problems []string `json:"problems"`
 	Kube     []string `json:"kube"`
+	Drops    []string `json:"drops"`
 	Live     bool     `json:"live"`
 }
 
@@ -221,5 +224,5 @@ func CheckPage(t testing.TB, pageURL string, wantPeers int, outDir string) PageR
 	if err := ctx.Err(); errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("CheckPage: timed out")
 	}
-	return PageReport{Peers: v.Peers, States: v.States, Ranges: v.Ranges, DNSRecords: v.DNS, Pods: v.Pods, Problems: v.Problems, KubeNodes: v.Kube, Screenshot: shot}
+	return PageReport{Peers: v.Peers, States: v.States, Ranges: v.Ranges, DNSRecords: v.DNS, Pods: v.Pods, Problems: v.Problems, KubeNodes: v.Kube, Drops: v.Drops, Screenshot: shot}
 }
