@@ -283,19 +283,22 @@ func viewHas(v kube.PolicyView, namespace, name string) bool {
 }
 
 // localPolicyPods lists node's pods with an address and the policies
-// that isolate each, by asking the evaluator about a stranger.
+// that isolate each.
 func localPolicyPods(m *policy.Model, node string) []client.PolicyPod {
-	stranger := policy.Endpoint{IP: netip.IPv4Unspecified()}
+	names := func(nps []*policy.NetworkPolicy) []string {
+		out := make([]string, len(nps))
+		for i, np := range nps {
+			out[i] = np.String()
+		}
+		return out
+	}
 	var out []client.PolicyPod
 	for _, p := range m.Pods() {
 		if p.Node != node || !p.IP.IsValid() {
 			continue
 		}
-		self := policy.PodEndpoint(p)
-		in := policy.Evaluate(m, stranger, self, 0, policy.TCP).Ingress
-		eg := policy.Evaluate(m, self, stranger, 0, policy.TCP).Egress
 		out = append(out, client.PolicyPod{Pod: p.Namespace + "/" + p.Name, Address: p.IP.String(),
-			Ingress: slices.Clone(in.Selected), Egress: slices.Clone(eg.Selected)})
+			Ingress: names(m.Selecting(p, policy.Ingress)), Egress: names(m.Selecting(p, policy.Egress))})
 	}
 	return out
 }
@@ -439,11 +442,13 @@ func (d *Daemon) policyStatus() (client.PolicyStatus, []string) {
 		st.Synced = synced && ps.err == nil && ps.version == version && ps.applied == ps.gen
 		st.Policies = len(ps.model.Policies()) + len(ps.refused)
 		st.Pods = ps.info.Pods
+		isolated := map[string]bool{} // a pod with two addresses (a new sandbox) counts once
 		for _, p := range ps.local {
 			if len(p.Ingress) > 0 || len(p.Egress) > 0 {
-				st.Isolated++
+				isolated[p.Pod] = true
 			}
 		}
+		st.Isolated = len(isolated)
 	}
 	return st, ps.problemsLocked()
 }
