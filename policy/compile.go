@@ -6,10 +6,10 @@ package policy
 //
 //	table ip weft-policy {
 //	  map ingress { type ipv4_addr : verdict; elements = { 10.32.0.5 : jump ingress-10.32.0.5 } }
-//	  map egress  { ... local pods isolated for egress ... }
-//	  set x/allow-b/in0/pods { type ipv4_addr; ... }        # the pods a rule's selector peers select
-//	  set x/allow-b/in0/cidrs { type ipv4_addr; flags interval; ... }   # its ipBlocks, excepts cut out
-//	  set x/to-web/out0/port1 { type ipv4_addr . inet_service; ... }    # egress named port: pod . number
+//	  map egress  { ... the local pods isolated for egress ... }
+//	  set pods-82dedc9ba628ed5a { type ipv4_addr; comment "pods pod=b in namespace x"; ... }
+//	  set cidrs-b080e1769f988db3 { type ipv4_addr; flags interval; comment "192.168.0.0/16 except 192.168.1.0/24"; ... }
+//	  set named-6b7d64c58d8f6bd5 { type ipv4_addr . inet_service; comment "TCP/http of all pods in namespaces ns=y"; ... }
 //	  chain forward { type filter hook forward priority filter; policy accept;
 //	    ct state established,related accept
 //	    ip saddr vmap @egress
@@ -20,11 +20,17 @@ package policy
 //	    ip saddr vmap @egress
 //	  }
 //	  chain ingress-10.32.0.5 {
-//	    ip saddr @x/allow-b/in0/pods meta l4proto tcp th dport 80 accept
+//	    ip saddr @pods-82dedc9ba628ed5a meta l4proto tcp th dport 80 accept comment "x/web ingress rule 0"
 //	    limit rate 10/second burst 20 packets log prefix "weft-policy deny ingress x/a" group 6784
 //	    counter drop
 //	  }
 //	}
+//
+// A rule's selector peers become a set of pod addresses (cluster-wide),
+// its ipBlocks an interval set with the excepts cut out, and an egress
+// named port a set of (pod address, number) pairs resolved on each
+// destination pod; ports are matched in the rule itself (an ingress named
+// port resolved on the chain's pod).
 //
 // Where packets are judged. Pods are routed: each has a host veth and a
 // /32 route, and the host forwards between pods, tunnels and the world,
@@ -42,6 +48,11 @@ package policy
 // the conntrack rule; a policy change that denies an established
 // connection needs its conntrack entries deleted (not done here).
 //
+// Pods are known by their addresses (the verdict maps, the sets), so a
+// pod that forges its source address is judged as the address it forged:
+// the pods' host veths need strict reverse-path filtering (rp_filter=1,
+// which each pod's /32 route makes exact), set where the veth is made.
+//
 // Egress chains end their allow rules in return, not accept, so that the
 // forward chain goes on to judge the destination's ingress when both pods
 // live on this node; ingress chains accept. Every isolated pod's chain
@@ -51,10 +62,10 @@ package policy
 // scanner nothing, and a client sees a timeout.
 //
 // Incremental updates. Chains are per isolated local pod, named by its
-// address and keyed by address in the verdict maps; sets are per policy
-// rule, named after the policy, and filled with the addresses of what
-// their peers select, cluster-wide. So one pod's label change rewrites at
-// most its own chains and moves its address in or out of some sets;
+// address and keyed by address in the verdict maps; sets are named after
+// what defines them (see setName) and shared by every rule that says the
+// same. So one pod's label change rewrites at most its own chains and
+// moves its address in or out of the sets whose definition it meets;
 // policy/nft applies exactly that difference.
 
 import (
@@ -65,6 +76,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // Config are the compiler's choices.
@@ -214,6 +226,7 @@ func (b *builder) ruleRules(q *Pod, np *NetworkPolicy, d Direction, i int, r Rul
 	if d == Egress {
 		allow, field = Action{Kind: Return}, Daddr
 	}
+	comment := RuleRef{Policy: np.String(), Direction: d, Index: i}.String()
 	// Alternatives for the peer: none listed (match any), selector
 	// peers (a set of pod addresses), ipBlocks (a set of ranges); made
 	// when a port needs them (an egress named port does not).
@@ -233,24 +246,24 @@ func (b *builder) ruleRules(q *Pod, np *NetworkPolicy, d Direction, i int, r Rul
 			blocks = blocks || (p.Invalid == nil && p.Block != nil)
 		}
 		if selectors {
-			addrs = append(addrs, []Match{{Kind: MatchAddrIn, Field: field, Set: b.podSet(np, d, i, r)}})
+			addrs = append(addrs, []Match{{Kind: MatchAddrIn, Field: field, Set: b.podSet(np, r)}})
 		}
 		if blocks {
-			addrs = append(addrs, []Match{{Kind: MatchAddrIn, Field: field, Set: b.rangeSet(np, d, i, r)}})
+			addrs = append(addrs, []Match{{Kind: MatchAddrIn, Field: field, Set: b.rangeSet(r)}})
 		}
 		return addrs
 	}
 	var out []ChainRule
 	add := func(ports []Match) {
 		for _, a := range peerSets() {
-			out = append(out, ChainRule{Match: append(slices.Clone(a), ports...), Action: allow})
+			out = append(out, ChainRule{Match: append(slices.Clone(a), ports...), Action: allow, Comment: comment})
 		}
 	}
 	if len(r.Ports) == 0 {
 		add(nil)
 		return out
 	}
-	for j, p := range r.Ports {
+	for _, p := range r.Ports {
 		proto := Match{Kind: MatchProto, Proto: p.Protocol}
 		switch {
 		case p.Invalid != nil:
@@ -270,7 +283,7 @@ func (b *builder) ruleRules(q *Pod, np *NetworkPolicy, d Direction, i int, r Rul
 			// Resolved on each destination pod: the set holds the pods
 			// the peers select (or all, without peers) with their number.
 			out = append(out, ChainRule{Match: []Match{proto,
-				{Kind: MatchAddrPortIn, Set: b.namedPortSet(np, i, j, r, p)}}, Action: allow})
+				{Kind: MatchAddrPortIn, Set: b.namedPortSet(np, r, p)}}, Action: allow, Comment: comment})
 		case p.Port == 0:
 			add([]Match{proto})
 		default:
@@ -284,25 +297,68 @@ func (b *builder) ruleRules(q *Pod, np *NetworkPolicy, d Direction, i int, r Rul
 	return out
 }
 
-// setName names a set of rule i of np in direction d. Names stay within
-// the kernel's 255 bytes: a long one keeps its head and a hash.
-func setName(np *NetworkPolicy, d Direction, i int, what string) string {
-	dir := "in"
-	if d == Egress {
-		dir = "out"
+// Sets are named after what defines their content, not after the
+// policy that uses them: the selector peers of a rule (with the policy's
+// namespace where a peer has no namespaceSelector), its ipBlocks, or, for
+// an egress named port, its peers and the port's name and protocol. Rules
+// that say the same thing, in any policy, share one set, which a pod's
+// change updates once; the name stays while the definition does, so a
+// pod's change never renames a set, and a policy's change renames only
+// the sets of the rules it changed. The definition is the set's comment.
+
+// setName is a set's name: its kind and a hash of its definition.
+func setName(kind, def string) string {
+	h := sha256.Sum256([]byte(def))
+	return kind + "-" + hex.EncodeToString(h[:8])
+}
+
+// setComment is def cut to what a set's comment holds.
+func setComment(def string) string {
+	if len(def) > 200 {
+		return def[:197] + "..."
 	}
-	s := fmt.Sprintf("%s/%s/%s%d/%s", np.Namespace, np.Name, dir, i, what)
-	if len(s) > 200 {
-		h := sha256.Sum256([]byte(s))
-		s = s[:180] + "~" + hex.EncodeToString(h[:8])
+	return def
+}
+
+// peersDef is the canonical text of the valid peers of rule r of np:
+// the selector peers, or the ipBlocks.
+func peersDef(np *NetworkPolicy, r Rule, blocks bool) string {
+	var ds []string
+	for _, p := range r.Peers {
+		switch {
+		case p.Invalid != nil || (p.Block != nil) != blocks:
+		case p.Block != nil:
+			d := p.Block.CIDR.String()
+			if len(p.Block.Except) > 0 {
+				ex := make([]string, len(p.Block.Except))
+				for i, e := range p.Block.Except {
+					ex[i] = e.String()
+				}
+				slices.Sort(ex)
+				d += " except " + strings.Join(ex, ",")
+			}
+			ds = append(ds, d)
+		default:
+			ns := "namespace " + np.Namespace
+			if p.NamespaceSelector != nil {
+				ns = "namespaces " + p.NamespaceSelector.String()
+			}
+			pods := "all pods"
+			if p.PodSelector != nil {
+				pods = "pods " + p.PodSelector.String()
+			}
+			ds = append(ds, pods+" in "+ns)
+		}
 	}
-	return s
+	slices.Sort(ds)
+	return strings.Join(slices.Compact(ds), "; ")
 }
 
 // podSet is the set of the addresses of the pods that the selector peers
-// of rule i select.
-func (b *builder) podSet(np *NetworkPolicy, d Direction, i int, r Rule) string {
-	name := setName(np, d, i, "pods")
+// of rule r of np select.
+func (b *builder) podSet(np *NetworkPolicy, r Rule) string {
+	def := peersDef(np, r, false)
+	name := setName("pods", def)
 	if _, ok := b.sets[name]; ok {
 		return name
 	}
@@ -321,7 +377,7 @@ func (b *builder) podSet(np *NetworkPolicy, d Direction, i int, r Rule) string {
 			}
 		}
 	}
-	s := &Set{Name: name, Kind: AddrSet, Elems: make([]Elem, 0, n)}
+	s := &Set{Name: name, Kind: AddrSet, Comment: setComment(def), Elems: make([]Elem, 0, n)}
 	for i, q := range b.m.byIP {
 		if mark[i] {
 			s.Elems = append(s.Elems, Elem{Addr: q.IP})
@@ -354,9 +410,10 @@ func (b *builder) peerPods(np *NetworkPolicy, p Peer) []*Pod {
 	return out
 }
 
-// rangeSet is the interval set of the ipBlocks of rule i.
-func (b *builder) rangeSet(np *NetworkPolicy, d Direction, i int, r Rule) string {
-	name := setName(np, d, i, "cidrs")
+// rangeSet is the interval set of the ipBlocks of rule r.
+func (b *builder) rangeSet(r Rule) string {
+	def := peersDef(nil, r, true)
+	name := setName("cidrs", def)
 	if _, ok := b.sets[name]; ok {
 		return name
 	}
@@ -366,7 +423,7 @@ func (b *builder) rangeSet(np *NetworkPolicy, d Direction, i int, r Rule) string
 			rs = append(rs, blockRanges(p.Block)...)
 		}
 	}
-	s := &Set{Name: name, Kind: RangeSet}
+	s := &Set{Name: name, Kind: RangeSet, Comment: setComment(def)}
 	for _, x := range mergeRanges(rs) {
 		s.Elems = append(s.Elems, Elem{Addr: u32addr(x.lo), Last: u32addr(x.hi)})
 	}
@@ -374,14 +431,23 @@ func (b *builder) rangeSet(np *NetworkPolicy, d Direction, i int, r Rule) string
 	return name
 }
 
-// namedPortSet is the set of (address, number) of the pods that rule i
-// of np (egress) reaches and that carry the named port p.
-func (b *builder) namedPortSet(np *NetworkPolicy, i, j int, r Rule, p Port) string {
-	name := setName(np, Egress, i, fmt.Sprintf("port%d", j))
+// namedPortSet is the set of (address, number) of the pods that the
+// egress rule r of np reaches and that carry the named port p.
+func (b *builder) namedPortSet(np *NetworkPolicy, r Rule, p Port) string {
+	def := "any destination"
+	if len(r.Peers) > 0 {
+		def = strings.Join(slices.DeleteFunc([]string{peersDef(np, r, false), peersDef(np, r, true)},
+			func(s string) bool { return s == "" }), "; ")
+		if def == "" {
+			def = "no valid peer"
+		}
+	}
+	def = p.Protocol.String() + "/" + p.Name + " of " + def
+	name := setName("named", def)
 	if _, ok := b.sets[name]; ok {
 		return name
 	}
-	s := &Set{Name: name, Kind: AddrPortSet}
+	s := &Set{Name: name, Kind: AddrPortSet, Comment: setComment(def)}
 	for _, q := range b.m.byIP { // address order: the set comes out sorted
 		if len(r.Peers) > 0 && !slices.ContainsFunc(r.Peers, func(pe Peer) bool {
 			return b.m.peerMatches(np, pe, Endpoint{Pod: q, IP: q.IP})

@@ -122,6 +122,12 @@ func TestCompileGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `table ip weft-policy {
+	set cidrs-b080e1769f988db3 {
+		type ipv4_addr
+		flags interval
+		comment "192.168.0.0/16 except 192.168.1.0/24"
+		elements = { 192.168.0.0-192.168.0.255, 192.168.2.0-192.168.255.255 }
+	}
 	map egress {
 		type ipv4_addr : verdict
 		elements = { 10.32.1.10 : jump egress-10.32.1.10 }
@@ -130,17 +136,14 @@ func TestCompileGolden(t *testing.T) {
 		type ipv4_addr : verdict
 		elements = { 10.32.1.10 : jump ingress-10.32.1.10 }
 	}
-	set x/out/out0/port0 {
+	set named-6b7d64c58d8f6bd5 {
 		type ipv4_addr . inet_service
+		comment "TCP/serve-80-tcp of all pods in namespaces ns=y"
 		elements = { 10.32.1.15 . 80, 10.32.2.13 . 80, 10.32.3.14 . 80 }
 	}
-	set x/web/in0/cidrs {
+	set pods-82dedc9ba628ed5a {
 		type ipv4_addr
-		flags interval
-		elements = { 192.168.0.0-192.168.0.255, 192.168.2.0-192.168.255.255 }
-	}
-	set x/web/in0/pods {
-		type ipv4_addr
+		comment "pods pod=b in namespace x"
 		elements = { 10.32.2.11 }
 	}
 	chain forward {
@@ -155,15 +158,15 @@ func TestCompileGolden(t *testing.T) {
 		ip saddr vmap @egress
 	}
 	chain egress-10.32.1.10 {
-		meta l4proto tcp ip daddr . th dport @x/out/out0/port0 return
+		meta l4proto tcp ip daddr . th dport @named-6b7d64c58d8f6bd5 return comment "x/out egress rule 0"
 		limit rate 10/second burst 20 packets log prefix "weft-policy deny egress x/a" group 6784
 		counter drop
 	}
 	chain ingress-10.32.1.10 {
-		ip saddr @x/web/in0/pods meta l4proto tcp th dport 80 accept
-		ip saddr @x/web/in0/cidrs meta l4proto tcp th dport 80 accept
-		ip saddr @x/web/in0/pods meta l4proto udp th dport 81 accept
-		ip saddr @x/web/in0/cidrs meta l4proto udp th dport 81 accept
+		ip saddr @pods-82dedc9ba628ed5a meta l4proto tcp th dport 80 accept comment "x/web ingress rule 0"
+		ip saddr @cidrs-b080e1769f988db3 meta l4proto tcp th dport 80 accept comment "x/web ingress rule 0"
+		ip saddr @pods-82dedc9ba628ed5a meta l4proto udp th dport 81 accept comment "x/web ingress rule 0"
+		ip saddr @cidrs-b080e1769f988db3 meta l4proto udp th dport 81 accept comment "x/web ingress rule 0"
 		limit rate 10/second burst 20 packets log prefix "weft-policy deny ingress x/a" group 6784
 		counter drop
 	}

@@ -80,9 +80,10 @@ func (k SetKind) String() string {
 
 // Set is a named set or verdict map.
 type Set struct {
-	Name  string
-	Kind  SetKind
-	Elems []Elem // sorted; a RangeSet's ranges are disjoint and not adjacent
+	Name    string
+	Kind    SetKind
+	Comment string // what defines the content, for people
+	Elems   []Elem // sorted; a RangeSet's ranges are disjoint and not adjacent
 }
 
 // Elem is one element of a set.
@@ -216,6 +217,7 @@ type ChainRule struct {
 	Log     *Log
 	Counter bool
 	Action  Action
+	Comment string // the policy rule it states, for people
 }
 
 // String is the rule in nft syntax. It identifies the rule: policy/nft
@@ -236,6 +238,9 @@ func (r ChainRule) String() string {
 	if v := r.Action.String(); v != "" {
 		parts = append(parts, v)
 	}
+	if r.Comment != "" {
+		parts = append(parts, fmt.Sprintf("comment %q", r.Comment))
+	}
 	return strings.Join(parts, " ")
 }
 
@@ -254,6 +259,9 @@ func (p *Program) String() string {
 			word, typ = "map", "ipv4_addr : verdict"
 		}
 		fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n%s", word, s.Name, typ, flags)
+		if s.Comment != "" {
+			fmt.Fprintf(&b, "\t\tcomment %q\n", s.Comment)
+		}
 		if len(s.Elems) > 0 {
 			es := make([]string, len(s.Elems))
 			for i, e := range s.Elems {

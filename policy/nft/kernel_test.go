@@ -9,6 +9,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/weftmesh/weft/internal/testutil"
+	"github.com/weftmesh/weft/policy"
 	"github.com/weftmesh/weft/policy/nft"
 )
 
@@ -59,7 +60,8 @@ func TestKernelApply(t *testing.T) {
 		}
 		for _, want := range []string{"ip saddr vmap @egress", "ip daddr vmap @ingress", "type ipv4_addr . inet_service",
 			`log prefix "weft-policy deny ingress x/a" group 6784`, "192.168.0.0/24, 192.168.2.0-192.168.7.6",
-			"11.0.0.0-255.255.255.255", "10.32.1.10 . 8080"} {
+			"11.0.0.0-255.255.255.255", "10.32.1.10 . 8080", `comment "0.0.0.0/0 except 10.0.0.0/8"`,
+			`accept comment 'x/web-from-clients ingress rule 0'"`} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("nft list table lacks %q:\n%s", want, out)
 			}
@@ -69,34 +71,55 @@ func TestKernelApply(t *testing.T) {
 	// Label changes, each applied by a fresh Applier (reading the
 	// kernel): only the pod's chains and its address in sets change, and
 	// the sets of a policy that no longer selects a local pod go.
+	// set finds the name of the set that a program p defines as def.
+	set := func(p *policy.Program, def string) string {
+		for _, s := range p.Sets {
+			if s.Comment == def {
+				return s.Name
+			}
+		}
+		t.Fatalf("no set %q in\n%v", def, p)
+		return ""
+	}
+	clients, named := "pods app=client in namespaces {}", "TCP/http of pods app=web in namespace x"
+	webBlocks, dbBlocks := "192.168.0.0/16 except 192.168.1.0/24,192.168.7.7/32", "0.0.0.0/0 except 10.0.0.0/8"
 	for _, ch := range []struct {
 		pod, key, value string
-		want            []string
+		want            func(old, new *policy.Program) []string
 	}{
-		{"y/d", "app", "other", []string{"delete element x/web-from-clients/in0/pods { 10.32.0.12 }"}},
-		{"x/c", "app", "db", []string{ // remote: only set elements
-			"delete element x/db-egress/out0/port0 { 10.32.1.10 . 8080 }",
+		{"y/d", "app", "other", func(old, _ *policy.Program) []string {
+			return []string{"delete element " + set(old, clients) + " { 10.32.0.12 }"}
 		}},
-		{"y/d", "app", "client", []string{"add element x/web-from-clients/in0/pods { 10.32.0.12 }"}},
-		{"x/b", "app", "web", []string{ // db-egress no longer selects a local pod
-			"flush chain ingress-10.32.0.11",
-			"add rule ingress-10.32.0.11 ip saddr @x/web-from-clients/in0/pods meta l4proto tcp th dport 80-90 accept",
-			"add rule ingress-10.32.0.11 ip saddr @x/web-from-clients/in0/cidrs meta l4proto tcp th dport 80-90 accept",
-			"add rule ingress-10.32.0.11 ip saddr @x/web-from-clients/in0/pods meta l4proto tcp th dport 8080 accept",
-			"add rule ingress-10.32.0.11 ip saddr @x/web-from-clients/in0/cidrs meta l4proto tcp th dport 8080 accept",
-			`add rule ingress-10.32.0.11 limit rate 10/second burst 20 packets log prefix "weft-policy deny ingress x/b" group 6784`,
-			"add rule ingress-10.32.0.11 counter drop",
-			"delete element egress { 10.32.0.11 : jump egress-10.32.0.11 }",
-			"flush chain egress-10.32.0.11",
-			"delete chain egress-10.32.0.11",
-			"delete set x/db-egress/out0/port0",
-			"delete set x/db-egress/out1/cidrs",
+		{"x/c", "app", "db", func(old, _ *policy.Program) []string { // remote: only set elements
+			return []string{"delete element " + set(old, named) + " { 10.32.1.10 . 8080 }"}
+		}},
+		{"y/d", "app", "client", func(old, _ *policy.Program) []string {
+			return []string{"add element " + set(old, clients) + " { 10.32.0.12 }"}
+		}},
+		{"x/b", "app", "web", func(old, _ *policy.Program) []string { // db-egress no longer selects a local pod
+			rule := func(set, ports string) string {
+				return "add rule ingress-10.32.0.11 ip saddr @" + set + " meta l4proto tcp th dport " + ports + ` accept comment "x/web-from-clients ingress rule 0"`
+			}
+			return []string{
+				"flush chain ingress-10.32.0.11",
+				rule(set(old, clients), "80-90"), rule(set(old, webBlocks), "80-90"),
+				rule(set(old, clients), "8080"), rule(set(old, webBlocks), "8080"),
+				`add rule ingress-10.32.0.11 limit rate 10/second burst 20 packets log prefix "weft-policy deny ingress x/b" group 6784`,
+				"add rule ingress-10.32.0.11 counter drop",
+				"delete element egress { 10.32.0.11 : jump egress-10.32.0.11 }",
+				"flush chain egress-10.32.0.11",
+				"delete chain egress-10.32.0.11",
+				"delete set " + min(set(old, dbBlocks), set(old, named)),
+				"delete set " + max(set(old, dbBlocks), set(old, named)),
+			}
 		}},
 	} {
 		c.pod(ch.pod).Labels[ch.key] = ch.value
+		old := prog
 		prog = c.program(t, "weft-policy")
-		if got := mustApply(t, nft.NewApplier(conn), prog); !slices.Equal(got, ch.want) {
-			t.Errorf("%s %s=%s: Apply =\n%s\nwant\n%s", ch.pod, ch.key, ch.value, strings.Join(got, "\n"), strings.Join(ch.want, "\n"))
+		want := ch.want(old, prog)
+		if got := mustApply(t, nft.NewApplier(conn), prog); !slices.Equal(got, want) {
+			t.Errorf("%s %s=%s: Apply =\n%s\nwant\n%s", ch.pod, ch.key, ch.value, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 		readBack(nft.StateOf(prog))
 	}

@@ -359,6 +359,7 @@ func (k *NetlinkConn) Exec(table string, ops []Op) error {
 				UserData: userdata.AppendString(nil, userdata.TypeComment, RuleKey(op.Rule))})
 		case AddSet:
 			s := newSet(t, op.Set, op.SetKind)
+			s.Comment = op.Comment
 			nextID++ // ours, not google/nftables' package counter (racy across Conns)
 			s.ID = nextID
 			if err := c.AddSet(s, nil); err != nil {

@@ -56,6 +56,7 @@ type Op struct {
 	Rule    policy.ChainRule // AddRule
 	Set     string           // set operations
 	SetKind policy.SetKind   // AddSet, AddElems, DelElems
+	Comment string           // AddSet
 	Elems   []policy.Elem    // AddElems, DelElems, sorted
 }
 
@@ -121,7 +122,7 @@ func Plan(have *State, want *policy.Program) []Op {
 	// 2. New sets and chains.
 	for _, s := range want.Sets {
 		if _, ok := have.Sets[s.Name]; !ok {
-			ops = append(ops, Op{Kind: AddSet, Set: s.Name, SetKind: s.Kind})
+			ops = append(ops, Op{Kind: AddSet, Set: s.Name, SetKind: s.Kind, Comment: s.Comment})
 		}
 	}
 	for _, c := range want.Chains {

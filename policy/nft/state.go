@@ -71,7 +71,7 @@ func (c *ChainState) sameRules(rules []policy.ChainRule) bool {
 }
 
 func ruleEqual(a, b policy.ChainRule) bool {
-	if a.Counter != b.Counter || a.Action != b.Action || !slices.Equal(a.Match, b.Match) || (a.Log == nil) != (b.Log == nil) {
+	if a.Counter != b.Counter || a.Action != b.Action || a.Comment != b.Comment || !slices.Equal(a.Match, b.Match) || (a.Log == nil) != (b.Log == nil) {
 		return false
 	}
 	return a.Log == nil || *a.Log == *b.Log
