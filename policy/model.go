@@ -129,7 +129,8 @@ type Snapshot struct {
 	Nodes      []Node
 }
 
-// Model is an indexed, immutable Snapshot.
+// Model is an indexed, immutable Snapshot. The pods and policies its
+// methods return are its own: read them, never change them.
 type Model struct {
 	namespaces map[string]*Namespace
 	pods       []*Pod            // sorted by namespace, name
