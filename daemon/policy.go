@@ -8,7 +8,7 @@ package daemon
 //	  → nft.Applier.Apply: one transaction, only the difference
 //	  → conntrack: delete the entries of flows the new model denies
 //
-// A pass runs on every informer change, coalesced over policyDebounce so
+// A pass runs on every informer change, coalesced over policyDebounce (25 ms) so
 // that a burst (a Deployment's pods, kubectl apply of many policies)
 // costs one apply; at once when CNI ADD waits for a new pod (Allocate);
 // after a failure, every policyRetry; and every policyResync after the
@@ -52,7 +52,7 @@ import (
 )
 
 const (
-	policyDebounce = 50 * time.Millisecond // informer events coalesced into one pass
+	policyDebounce = 25 * time.Millisecond // informer events coalesced into one pass
 	policyRetry    = time.Second           // pause after a failed pass
 	policyResync   = time.Minute           // re-read the kernel's table and repair drift
 	policyAddWait  = 20 * time.Second      // longest wait of CNI ADD for a new pod's program

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -273,8 +274,88 @@ func TestPolicy(t *testing.T) {
 		checkMatrix(t, c, pods, 80, "x/allow-81-named on 80", func(from, to modelPod, port int) bool { return to.ns != "x" })
 	})
 
-	// Everything removed: open again.
+	// A long-lived flow is cut: an ICMP echo stream from y/b has one
+	// conntrack entry, so without the cut it would outlive a policy that
+	// denies it.
 	remove("allow-81-named")
+	remove("deny-all")
+	t.Run("a change cuts an established flow within 5 s", func(t *testing.T) {
+		checkMatrix(t, c, pods, 80, "open before the cut", func(from, to modelPod, port int) bool { return true })
+		xa := find("x/a")
+		type result struct {
+			out string
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			out, err := c.PodExec(space("y"), "b", "/testbox", "ping", "-i", "100ms", "-c", "150", "-W", "1s", xa.ip)
+			done <- result{out, err}
+		}()
+		time.Sleep(3 * time.Second) // replies flow: the entry is established
+		create(netpol(space("x"), "deny-all", networkingv1.NetworkPolicySpec{
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}))
+		r := <-done
+		m := countsRE.FindStringSubmatch(r.out)
+		if m == nil {
+			t.Fatalf("ping y/b → x/a: %v %q", r.err, r.out)
+		}
+		received, _ := strconv.Atoi(m[2])
+		// At most 3 s before the policy (the exec starts the ping a
+		// moment after it is called) plus at most 5 s after it, at 10 a
+		// second.
+		t.Logf("ping y/b → x/a every 100 ms, deny-all created 3 s after the ping was started: %s (%v of replies in all)",
+			m[0], time.Duration(received)*100*time.Millisecond)
+		if received < 20 || received > 80 {
+			t.Errorf("%d of 150 echo replies; want the stream answered before the policy and cut within 5 s of it (20..80)", received)
+		}
+	})
+
+	// A restarted peer keeps enforcing: no probe of a denied flow passes
+	// while x/a's node runs no peer, or while the new one starts.
+	t.Run("a peer restart keeps enforcing", func(t *testing.T) {
+		xa := find("x/a")
+		peers, err := cs.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: peerSel, FieldSelector: "spec.nodeName=" + xa.node})
+		if err != nil || len(peers.Items) != 1 {
+			t.Fatalf("weft peer pod on %s: %v %v", xa.node, peers, err)
+		}
+		old := peers.Items[0].Name
+		if err := cs.CoreV1().Pods("kube-system").Delete(ctx, old, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		var probes, passed int
+		restarted := false
+		for time.Now().Before(deadline) {
+			if _, err := c.PodExec(space("y"), "b", "/testbox", "get", "-t", "1s", "http://"+xa.ip+":80/"); err == nil {
+				passed++
+			}
+			probes++
+			if restarted {
+				break
+			}
+			ready, err := c.WaitPodsReady("kube-system", peerSel, 3, time.Second)
+			if err == nil && !slices.ContainsFunc(ready, func(p corev1.Pod) bool { return p.Name == old }) {
+				restarted = true // one more probe against the new peer
+			}
+		}
+		t.Logf("%d probes of a denied flow across the restart of %s's peer, %d passed", probes, xa.node, passed)
+		if !restarted || passed > 0 {
+			t.Errorf("restart of the peer on %s: restarted %v, %d of %d denied probes passed; want 0", xa.node, restarted, passed, probes)
+		}
+		testutil.Eventually(t, time.Minute, "the new peer on "+xa.node+" to be synced", func() error {
+			var st client.Status
+			if err := weftCLI(c, b, xa.node, &st, "status"); err != nil {
+				return err
+			}
+			if !st.Policy.Synced || st.Policy.Policies != 1 {
+				return fmt.Errorf("policy %+v", st.Policy)
+			}
+			return nil
+		})
+		checkMatrix(t, c, pods, 80, "deny-all after the restart", func(from, to modelPod, port int) bool { return to.ns != "x" })
+	})
+
+	// Everything removed: open again.
 	remove("deny-all")
 	t.Run("policies removed: open again", func(t *testing.T) {
 		checkMatrix(t, c, pods, 80, "no policy again", func(from, to modelPod, port int) bool { return true })
