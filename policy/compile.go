@@ -141,7 +141,7 @@ func (c Config) Compile(m *Model, node string) (*Program, error) {
 	if node == "" {
 		return nil, errors.New("compile: no node name")
 	}
-	b := &builder{m: m, cfg: c, sets: map[string]*Set{}}
+	b := &builder{m: m, cfg: c, sets: map[string]*Set{}, names: map[setUse]string{}}
 	p := &Program{Table: c.Table}
 	if n, ok := m.nodes[node]; ok {
 		p.Local = slices.Clone(n.Addrs)
@@ -197,9 +197,30 @@ func (c Config) Compile(m *Model, node string) (*Program, error) {
 // builder holds one compilation's sets, made once per policy rule however
 // many local pods the policy selects.
 type builder struct {
-	m    *Model
-	cfg  Config
-	sets map[string]*Set
+	m     *Model
+	cfg   Config
+	sets  map[string]*Set
+	names map[setUse]string // the set each use resolved to: a policy's rules recur in every pod it selects
+}
+
+// setUse is one use of a set: which rule of which policy, and what of it
+// (port is -1 for the peers, else the named port's index).
+type setUse struct {
+	np     *NetworkPolicy
+	d      Direction
+	i      int
+	blocks bool
+	port   int
+}
+
+// set returns the name of the set of use u, made by mk on first use.
+func (b *builder) set(u setUse, mk func() string) string {
+	if name, ok := b.names[u]; ok {
+		return name
+	}
+	name := mk()
+	b.names[u] = name
+	return name
 }
 
 // podChain is the chain judging direction d of local pod q, which the
@@ -246,10 +267,10 @@ func (b *builder) ruleRules(q *Pod, np *NetworkPolicy, d Direction, i int, r Rul
 			blocks = blocks || (p.Invalid == nil && p.Block != nil)
 		}
 		if selectors {
-			addrs = append(addrs, []Match{{Kind: MatchAddrIn, Field: field, Set: b.podSet(np, r)}})
+			addrs = append(addrs, []Match{{Kind: MatchAddrIn, Field: field, Set: b.set(setUse{np, d, i, false, -1}, func() string { return b.podSet(np, r) })}})
 		}
 		if blocks {
-			addrs = append(addrs, []Match{{Kind: MatchAddrIn, Field: field, Set: b.rangeSet(r)}})
+			addrs = append(addrs, []Match{{Kind: MatchAddrIn, Field: field, Set: b.set(setUse{np, d, i, true, -1}, func() string { return b.rangeSet(r) })}})
 		}
 		return addrs
 	}
@@ -263,7 +284,7 @@ func (b *builder) ruleRules(q *Pod, np *NetworkPolicy, d Direction, i int, r Rul
 		add(nil)
 		return out
 	}
-	for _, p := range r.Ports {
+	for j, p := range r.Ports {
 		proto := Match{Kind: MatchProto, Proto: p.Protocol}
 		switch {
 		case p.Invalid != nil:
@@ -283,7 +304,8 @@ func (b *builder) ruleRules(q *Pod, np *NetworkPolicy, d Direction, i int, r Rul
 			// Resolved on each destination pod: the set holds the pods
 			// the peers select (or all, without peers) with their number.
 			out = append(out, ChainRule{Match: []Match{proto,
-				{Kind: MatchAddrPortIn, Set: b.namedPortSet(np, r, p)}}, Action: allow, Comment: comment})
+				{Kind: MatchAddrPortIn, Set: b.set(setUse{np, d, i, false, j}, func() string { return b.namedPortSet(np, r, p) })}},
+				Action: allow, Comment: comment})
 		case p.Port == 0:
 			add([]Match{proto})
 		default:

@@ -168,8 +168,16 @@ func Plan(have *State, want *policy.Program) []Op {
 	slices.SortStableFunc(mapOps, func(a, b Op) int { return int(b.Kind) - int(a.Kind) }) // DelElems first
 	ops = append(ops, mapOps...)
 	// 6, 7. What is gone.
+	wantChains := make(map[string]bool, len(want.Chains))
+	for _, c := range want.Chains {
+		wantChains[c.Name] = true
+	}
+	wantSets := make(map[string]bool, len(want.Sets))
+	for _, s := range want.Sets {
+		wantSets[s.Name] = true
+	}
 	for _, name := range sortedKeys(have.Chains) {
-		if _, ok := want.Chain(name); !ok {
+		if !wantChains[name] {
 			if have.Chains[name].len() > 0 {
 				ops = append(ops, Op{Kind: FlushChain, Chain: name})
 			}
@@ -177,7 +185,7 @@ func Plan(have *State, want *policy.Program) []Op {
 		}
 	}
 	for _, name := range sortedKeys(have.Sets) {
-		if _, ok := want.Set(name); !ok {
+		if !wantSets[name] {
 			ops = append(ops, Op{Kind: DelSet, Set: name})
 		}
 	}
