@@ -30,6 +30,10 @@ func (a *Allocator) Allocate(ctx context.Context, id string) (netip.Prefix, erro
 // the same transaction (the pod's DNS name: the allocation and the name
 // live and die together). An existing allocation keeps its address and
 // takes the name if it is not empty.
+// maxDonorTries is how many unanswered donation requests make a donor
+// count as refusing for the rest of one Allocate call.
+const maxDonorTries = 3
+
 func (a *Allocator) AllocateNamed(ctx context.Context, id, name string) (netip.Prefix, error) {
 	if id == "" {
 		return netip.Prefix{}, fmt.Errorf("allocate: %w", ErrEmptyID)
@@ -38,6 +42,7 @@ func (a *Allocator) AllocateNamed(ctx context.Context, id, name string) (netip.P
 		return netip.Prefix{}, fmt.Errorf("allocate %q: name of %d bytes: %w", id, len(name), ErrBadConfig)
 	}
 	refused := map[peer.ID]bool{} // donors that failed us during this call
+	timeouts := map[peer.ID]int{} // unanswered requests per donor
 	var pending peer.ID           // donor asked, reply awaited
 	var pendingCh chan *message
 	var pendingReq uint64
@@ -104,7 +109,11 @@ func (a *Allocator) AllocateNamed(ctx context.Context, id, name string) (netip.P
 			}
 			pending, pendingCh = 0, nil
 		case <-deadline:
-			refused[pending] = true
+			// No answer is not a no: the request or its reply may have
+			// been lost. Ask that donor again, up to maxDonorTries times.
+			if timeouts[pending]++; timeouts[pending] >= maxDonorTries {
+				refused[pending] = true
+			}
 			pending, pendingCh, deadline = 0, nil, nil
 		}
 	}
