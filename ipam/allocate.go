@@ -26,14 +26,14 @@ func (a *Allocator) Allocate(ctx context.Context, id string) (netip.Prefix, erro
 	return a.AllocateNamed(ctx, id, "")
 }
 
-// AllocateNamed is Allocate that also stores name with the allocation, in
-// the same transaction (the pod's DNS name: the allocation and the name
-// live and die together). An existing allocation keeps its address and
-// takes the name if it is not empty.
 // maxDonorTries is how many unanswered donation requests make a donor
 // count as refusing for the rest of one Allocate call.
 const maxDonorTries = 3
 
+// AllocateNamed is Allocate that also stores name with the allocation, in
+// the same transaction (the pod's DNS name: the allocation and the name
+// live and die together). An existing allocation keeps its address and
+// takes the name if it is not empty.
 func (a *Allocator) AllocateNamed(ctx context.Context, id, name string) (netip.Prefix, error) {
 	if id == "" {
 		return netip.Prefix{}, fmt.Errorf("allocate: %w", ErrEmptyID)
