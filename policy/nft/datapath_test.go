@@ -296,6 +296,13 @@ func (b *dpBed) check(t *testing.T, a *nft.Applier, nps []*networkingv1.NetworkP
 	if _, err := a.Apply(prog); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
+	// Accepted flows outlive a policy change (ct state established): a
+	// probe whose ephemeral port repeats one of an earlier scenario would
+	// ride its conntrack entry. The daemon cuts such entries on a change;
+	// here every scenario starts without any.
+	if err := handleAt(t, b.node).ConntrackTableFlush(netlink.ConntrackTable); err != nil {
+		t.Fatalf("conntrack flush: %v", err)
+	}
 	var (
 		mu   sync.Mutex
 		bad  []string
