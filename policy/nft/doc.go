@@ -14,9 +14,9 @@
 //	_ = a.Delete(prog.Table)                 // weft reset
 //
 // The pipeline: StateOf (what a program wants) and Conn.Read (what the
-// kernel has) meet in Plan (state.go, plan.go), a pure diff into Ops, which
-// Conn.Exec runs as one batch (netlink_linux.go, read_linux.go,
-// exec_linux.go); Applier (apply.go) keeps
-// what it applied so that a small change plans without a kernel read.
-// nfttest has a fake Conn that refuses what the kernel would refuse.
+// kernel has) meet in Plan (state.go, plan.go), a pure diff into Ops,
+// which Conn.Exec runs as one batch (netlink_linux.go, read_linux.go,
+// exec_linux.go); Applier (apply.go) keeps what it applied so that a
+// small change plans without a kernel read. nfttest has a fake Conn that
+// refuses what the kernel would refuse.
 package nft
