@@ -40,7 +40,6 @@ const (
 	attrCfgQThresh = 5 // NFULA_CFG_QTHRESH
 
 	cmdBind   = 1 // NFULNL_CFG_CMD_BIND
-	cmdUnbind = 2 // NFULNL_CFG_CMD_UNBIND
 
 	copyPacket = 2 // NFULNL_COPY_PACKET
 
@@ -170,9 +169,12 @@ func (c *Conn) Read() ([]Packet, error) {
 	return out, nil
 }
 
-// Close unbinds the group and closes the socket; a blocked Read returns.
+// Close closes the socket, which also unbinds the group (the kernel drops
+// a released socket's instances); a blocked Read returns. It sends no
+// unbind request: that would wait for the lock that a blocked Read holds
+// on the connection, and Close would never return (a peer stopped with
+// SIGTERM hung until the kubelet killed it 30 s later).
 func (c *Conn) Close() error {
-	_ = c.config(func(ae *netlink.AttributeEncoder) { ae.Bytes(attrCfgCmd, []byte{cmdUnbind}) })
 	return c.nl.Close()
 }
 

@@ -119,3 +119,37 @@ func TestKernel(t *testing.T) {
 		t.Fatalf("no logged packet within 10 s")
 	}
 }
+
+// TestCloseEndsBlockedRead: Close returns, and ends a Read that waits for
+// packets that never come (a peer's shutdown waits for that Read).
+func TestCloseEndsBlockedRead(t *testing.T) {
+	testutil.Root(t)
+	ns := testutil.NetNS(t, testutil.Prefix("nfc"))
+	cfg := DefaultConfig()
+	cfg.Group = 78
+	var c *Conn
+	if err := testutil.InNetNS(ns, func() error {
+		var err error
+		c, err = Open(cfg)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() { _, err := c.Read(); read <- err }()
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close blocked while a Read waited")
+	}
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Error("Read after Close returned no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read still blocked after Close")
+	}
+}
