@@ -39,7 +39,7 @@ const (
 	attrCfgTimeout = 4 // NFULA_CFG_TIMEOUT
 	attrCfgQThresh = 5 // NFULA_CFG_QTHRESH
 
-	cmdBind   = 1 // NFULNL_CFG_CMD_BIND
+	cmdBind = 1 // NFULNL_CFG_CMD_BIND
 
 	copyPacket = 2 // NFULNL_COPY_PACKET
 
