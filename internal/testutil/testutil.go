@@ -1,6 +1,8 @@
 // Package testutil is the one set of helpers weft's tests share: waiting
 // for an eventual condition, skipping a test that needs root, and the
-// network-namespace primitives the kernel test beds are built from. It
+// network-namespace primitives the kernel test beds are built from, and
+// the container-runtime pieces of the two beds that run containerd
+// (runtime.go: its configuration, its shims, cgroup trees). It
 // imports no weft package, so every package's tests can use it. It does not
 // build beds: the multi-host bed (a switch and hosts) is test/testbed.
 //

@@ -18,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // PodStartLatencies creates n pods of image (its default command,
@@ -141,19 +143,12 @@ func (c *Cluster) RSS() map[string]uint64 {
 		}
 	}
 	c.mu.Unlock()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, n := range c.Nodes {
 		for _, pid := range cgroupProcs(n.CgroupRoot) {
 			out["pods-"+n.Name] += vmRSS(pid)
 		}
-		for _, f := range procs {
-			b, err := os.ReadFile(f)
-			if err != nil || !strings.Contains(string(b), "\x00"+n.ContainerdSock+"\x00") {
-				continue
-			}
-			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil {
-				out["shims-"+n.Name] += vmRSS(pid)
-			}
+		for _, pid := range testutil.PidsWithArg(n.ContainerdSock) {
+			out["shims-"+n.Name] += vmRSS(pid)
 		}
 	}
 	return out

@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // shieldedSysctls are the global keys the kubelet's setupKernelTunables
@@ -186,44 +188,6 @@ func cgroupHierarchies() ([]string, error) {
 	return out, nil
 }
 
-const containerdConfig = `version = 2
-root = %[1]q
-state = %[2]q
-oom_score = 0
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = "%[3]s.ttrpc"
-[metrics]
-  address = ""
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = %[4]q
-  [plugins."io.containerd.grpc.v1.cri"]
-    sandbox_image = %[5]q
-    netns_mounts_under_state_dir = true
-    disable_apparmor = true
-    enable_selinux = false
-    # root here lacks CAP_SYS_RESOURCE: runc cannot lower oom_score_adj
-    restrict_oom_score_adj = true
-    # the kubelet proxies exec, attach and port-forward streams to it
-    stream_server_address = "127.0.0.1"
-    stream_server_port = "0"
-    [plugins."io.containerd.grpc.v1.cri".containerd]
-      snapshotter = "overlayfs"
-      default_runtime_name = "runc"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-        runtime_type = "io.containerd.runc.v2"
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          BinaryName = "/usr/sbin/runc"
-          Root = %[6]q
-          SystemdCgroup = false
-    [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = "/opt/cni/bin"
-      conf_dir = "/etc/cni/net.d"
-      max_conf_num = 1
-`
-
 // startRuntime makes node n's mount namespace and cgroup root and starts
 // its containerd.
 func (c *Cluster) startRuntime(ctx context.Context, n *Node) error {
@@ -234,8 +198,8 @@ func (c *Cluster) startRuntime(ctx context.Context, n *Node) error {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
 	cd := filepath.Join(n.Dir, "containerd")
-	conf := fmt.Sprintf(containerdConfig, filepath.Join(cd, "root"), filepath.Join(cd, "state"), n.ContainerdSock,
-		filepath.Join(cd, "opt"), PauseImage, filepath.Join(cd, "runc"))
+	conf := testutil.ContainerdConfig(testutil.ContainerdPaths{Dir: cd, Socket: n.ContainerdSock, SandboxImage: PauseImage,
+		CNIBinDir: "/opt/cni/bin", CNIConfDir: "/etc/cni/net.d", Runc: "/usr/sbin/runc"})
 	if err := os.WriteFile(filepath.Join(n.Dir, "containerd.toml"), []byte(conf), 0o644); err != nil {
 		return err
 	}

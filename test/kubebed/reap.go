@@ -244,27 +244,6 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// removeCgroupTree removes dir and its children, deepest first, retrying
-// while killed processes leave it.
-func removeCgroupTree(dir string) error {
-	return testutil.Poll(10*time.Second, func() error {
-		var dirs []string
-		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		var failed error
-		for i := len(dirs) - 1; i >= 0; i-- {
-			if err := syscall.Rmdir(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
-				failed = fmt.Errorf("rmdir %s: %w", dirs[i], err)
-			}
-		}
-		return failed
-	})
-}
-
 // reap removes everything s names; it returns what it could not.
 func reap(s *runState, logf func(string, ...any)) []error {
 	s.mu.Lock()
@@ -292,7 +271,7 @@ func reap(s *runState, logf func(string, ...any)) []error {
 	hier, _ := cgroupHierarchies()
 	for _, cg := range s.Cgroups {
 		for _, h := range hier {
-			if err := removeCgroupTree(filepath.Join(h, cg)); err != nil {
+			if err := testutil.RemoveCgroupTree(filepath.Join(h, cg)); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -21,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +28,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // stopNode stops node n: kubelet, kube-proxy, pods through the CRI,
@@ -61,15 +62,8 @@ func (c *Cluster) stopRuntime(n *Node) []error {
 		d.stop(10 * time.Second)
 	}
 	// Shims outlive containerd; ours name its socket on their command line.
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, f := range procs {
-		b, err := os.ReadFile(f)
-		if err != nil || !strings.Contains(string(b), "\x00"+n.ContainerdSock+"\x00") {
-			continue
-		}
-		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil && pid > 1 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
+	for _, pid := range testutil.PidsWithArg(n.ContainerdSock) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	var netIno []uint64
 	if ino, err := nsInode(n.NetNSPath()); err == nil {

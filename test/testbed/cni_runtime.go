@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -92,42 +91,8 @@ func (h *Host) StartContainerd(t testing.TB, binDir, confDir string) *Containerd
 }
 
 func (c *Containerd) config(binDir, confDir string) string {
-	return fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-oom_score = 0
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = "%[3]s.ttrpc"
-[metrics]
-  address = ""
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = %[4]q
-  [plugins."io.containerd.grpc.v1.cri"]
-    sandbox_image = %[5]q
-    netns_mounts_under_state_dir = true
-    disable_apparmor = true
-    enable_selinux = false
-    # root here lacks CAP_SYS_RESOURCE: runc cannot lower oom_score_adj
-    restrict_oom_score_adj = true
-    stream_server_address = "127.0.0.1"
-    stream_server_port = "0"
-    [plugins."io.containerd.grpc.v1.cri".containerd]
-      snapshotter = "overlayfs"
-      default_runtime_name = "runc"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-        runtime_type = "io.containerd.runc.v2"
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          Root = %[6]q
-          SystemdCgroup = false
-    [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = %[7]q
-      conf_dir = %[8]q
-      max_conf_num = 1
-`, filepath.Join(c.Dir, "root"), filepath.Join(c.Dir, "state"), c.Sock, filepath.Join(c.Dir, "opt"),
-		pauseImage, filepath.Join(c.Dir, "runc"), binDir, confDir)
+	return testutil.ContainerdConfig(testutil.ContainerdPaths{Dir: c.Dir, Socket: c.Sock, SandboxImage: pauseImage,
+		CNIBinDir: binDir, CNIConfDir: confDir})
 }
 
 // ctr runs containerd's ctr against this runtime's k8s.io namespace.
@@ -277,22 +242,15 @@ func (c *Containerd) teardown(t testing.TB) {
 		}
 	}
 	// Shims outlive containerd; ours name our socket on their command line.
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, f := range procs {
-		b, err := os.ReadFile(f)
-		if err != nil || !strings.Contains(string(b), "\x00"+c.Sock+"\x00") {
-			continue
-		}
-		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil && pid > 1 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
+	for _, pid := range testutil.PidsWithArg(c.Sock) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", strings.TrimPrefix(c.cgroup, "/")))
 	if d := filepath.Join("/sys/fs/cgroup", strings.TrimPrefix(c.cgroup, "/")); dirExists(d) {
 		cgs = append(cgs, d)
 	}
 	for _, cg := range cgs {
-		removeCgroup(cg)
+		_ = testutil.RemoveCgroupTree(cg)
 	}
 	// containerd 1.6 puts shim sockets in /run/containerd/s, whatever its
 	// state directory; remove the directories if no runtime uses them now.
@@ -309,27 +267,6 @@ func (c *Containerd) teardown(t testing.TB) {
 func dirExists(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.IsDir()
-}
-
-// removeCgroup removes a cgroup directory tree, children first, retrying
-// briefly while the killed processes leave it.
-func removeCgroup(dir string) {
-	_ = testutil.Poll(10*time.Second, func() error {
-		var dirs []string
-		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		var failed error
-		for i := len(dirs) - 1; i >= 0; i-- {
-			if err := syscall.Rmdir(dirs[i]); err != nil && !os.IsNotExist(err) {
-				failed = err
-			}
-		}
-		return failed
-	})
 }
 
 func tail(s string, n int) string {
