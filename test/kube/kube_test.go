@@ -1,7 +1,6 @@
 package kube_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -77,13 +76,9 @@ func readManifest(t *testing.T) string {
 // weftStatus runs `weft status --json` on node (the socket is the
 // DaemonSet's host path, inside the node's mount namespace).
 func weftStatus(c *kubebed.Cluster, b bins, node string) (*client.Status, error) {
-	out, err := c.NodeExec(node, b.weft, "--socket", "/run/weft/weft.sock", "status", "--json")
-	if err != nil {
-		return nil, err
-	}
 	var st client.Status
-	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &st); err != nil {
-		return nil, fmt.Errorf("status of %s: %w: %.300s", node, err, out)
+	if err := weftCLI(c, b, node, &st, "status"); err != nil {
+		return nil, err
 	}
 	return &st, nil
 }

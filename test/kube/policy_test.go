@@ -2,6 +2,7 @@ package kube_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -105,12 +106,14 @@ func checkMatrix(t *testing.T, c *kubebed.Cluster, pods []modelPod, port int, wh
 	t.Helper()
 	start := time.Now()
 	var wrong []string
-	for attempt := 0; attempt < 3; attempt++ {
-		if wrong = probeMatrix(c, pods, port, want); len(wrong) == 0 {
-			t.Logf("%s: the %d×%d probe matrix on port %d matches (%v)", what, len(pods), len(pods)-1, port, time.Since(start).Round(time.Millisecond))
-			return
+	if testutil.Poll(20*time.Second, func() error {
+		if wrong = probeMatrix(c, pods, port, want); len(wrong) > 0 {
+			return errors.New("differs")
 		}
-		time.Sleep(time.Second)
+		return nil
+	}) == nil {
+		t.Logf("%s: the %d×%d probe matrix on port %d matches (%v)", what, len(pods), len(pods)-1, port, time.Since(start).Round(time.Millisecond))
+		return
 	}
 	t.Errorf("%s: %d probes differ from the truth table on port %d:\n  %s", what, len(wrong), port, strings.Join(wrong, "\n  "))
 }
