@@ -29,6 +29,7 @@ import (
 	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/kube"
 	"github.com/weftmesh/weft/policy/nft"
+	"github.com/weftmesh/weft/router"
 	"github.com/weftmesh/weft/router/wg"
 )
 
@@ -101,30 +102,31 @@ type Config struct {
 	// device DNSLocalIface and served on port 53 besides the bridge
 	// address.
 	DNSLocalAddress netip.Addr
-	DNSLocalIface   string // dummy device holding DNSLocalAddress
+	DNSLocalIface   string // dummy device holding DNSLocalAddress (router.Config.LocalIface)
 }
 
 // DefaultConfig returns the defaults of docs/design.md.
 func DefaultConfig() Config {
+	rd := router.DefaultConfig()
 	return Config{
 		DataDir:        "/var/lib/weft",
 		Socket:         client.DefaultSocket,
 		HTTPAddr:       "127.0.0.1:6784",
 		Listen:         "0.0.0.0:6783",
-		Transport:      "auto",
+		Transport:      rd.Transport,
 		IPAllocRange:   ipam.DefaultConfig().Range,
 		DNSDomain:      "weft.local.",
 		DNSTTL:         5 * time.Second,
-		WGPort:         51820,
+		WGPort:         rd.WGPort,
 		WGIface:        wg.DefaultConfig().Name,
-		VXIface:        "weft-vx",
-		VXPort:         4789,
-		Bridge:         "weft",
+		VXIface:        rd.VXIface,
+		VXPort:         rd.VXPort,
+		Bridge:         rd.Bridge,
 		ResyncInterval: 10 * time.Second,
 
 		KubeStartTimeout: 2 * time.Minute,
 		NetworkPolicy:    true,
-		DNSLocalIface:    "weft-dns",
+		DNSLocalIface:    rd.LocalIface,
 	}
 }
 
@@ -177,6 +179,8 @@ func (c Config) Validate() error {
 			return errors.New("--dns-local-address needs the DNS server; drop --no-dns")
 		case c.DNSLocalIface == "" || len(c.DNSLocalIface) > 15:
 			return fmt.Errorf("--dns-local-iface %q: want an interface name of 1 to 15 bytes", c.DNSLocalIface)
+		case !c.DNSLocalAddress.Is4():
+			return fmt.Errorf("--dns-local-address %s: want an IPv4 address (the pod network is IPv4)", c.DNSLocalAddress)
 		case c.IPAllocRange.Contains(c.DNSLocalAddress):
 			return fmt.Errorf("--dns-local-address %s is inside the pod range %s", c.DNSLocalAddress, c.IPAllocRange)
 		}

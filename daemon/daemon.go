@@ -37,7 +37,6 @@ type Daemon struct {
 	dns    *dns.Server  // nil with --no-dns
 	kube   *kubeState   // nil outside Kubernetes mode
 	policy *policyState // nil unless NetworkPolicy is enforced (Kubernetes mode)
-	local  localLink    // the node-local DNS device (dnslocal.go)
 	launch []string     // the peers joined at start: PEERs, plus the other Nodes in Kubernetes mode
 	router *router.Router
 	api    *api.Server
@@ -52,14 +51,13 @@ type Daemon struct {
 	// routed is the bridge address once the router has been given it
 	// (its first Set is synchronous, so the bridge device exists with that
 	// address): what pods may be attached to.
-	routed      netip.Prefix
-	dnsListen   []string
-	targets     targetsFile
-	owners      map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
-	reconciles  uint64
-	recErrors   uint64
-	dnsLocalErr string                  // last error putting the node-local DNS address up
-	stop        context.CancelCauseFunc // ends Run (Leave)
+	routed     netip.Prefix
+	dnsListen  []string
+	targets    targetsFile
+	owners     map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
+	reconciles uint64
+	recErrors  uint64
+	stop       context.CancelCauseFunc // ends Run (Leave)
 }
 
 // errLeft ends Run after a Leave: not an error for the caller.
@@ -82,7 +80,7 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), started: time.Now(),
-		kick: make(chan struct{}, 1), local: hostLocalLink{}}
+		kick: make(chan struct{}, 1)}
 	if cfg.Kubernetes {
 		// Before anything is built: our Node gives the advertise address,
 		// the targets and the bootstrap quorum.
@@ -346,11 +344,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		// can re-create what this removes.
 		if err := d.router.Reset(); err != nil {
 			d.log.Warn("reset datapath after leaving", "err", err)
-		}
-		if d.cfg.DNSLocalAddress.IsValid() {
-			if err := d.local.Delete(d.cfg.DNSLocalIface); err != nil {
-				d.log.Warn("remove the node-local DNS device after leaving", "err", err)
-			}
 		}
 		if d.policy != nil && d.cfg.PolicyConn == nil {
 			if err := RemovePolicyTable(); err != nil {

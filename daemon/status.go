@@ -222,9 +222,9 @@ func (d *Daemon) problems(st *client.Status, peers []peer.Info, now time.Time) [
 }
 
 // ownerProblem says in words what it means that a ring owner is not up,
-// or "" when there is nothing to say: the owner is this peer, is up, or has not been met yet by a peer that started a
-// moment ago. p is what this peer knows of the owner (known false: not
-// even its name).
+// or "" when there is nothing to say: the owner is this peer, is up, or
+// has not been met yet by a peer that started a moment ago. p is what
+// this peer knows of the owner (known false: not even its name).
 func ownerProblem(o client.IPAMOwner, p peer.Info, known bool, now, started time.Time) string {
 	if o.Owned == 0 || (known && p.State.Up()) {
 		return ""

@@ -66,11 +66,9 @@ func (d *Daemon) sync() {
 	// left (pods cut until the ring is loaded). A new peer has nothing to
 	// route before it has space anyway.
 	if bridge.IsValid() {
-		d.mu.Lock()
-		d.reconciles++
-		d.mu.Unlock()
 		err := d.router.Set(d.routerConfig(peers, ranges, known))
 		d.mu.Lock()
+		d.reconciles++
 		d.routed = bridge
 		if err != nil {
 			d.recErrors++
@@ -80,7 +78,6 @@ func (d *Daemon) sync() {
 			d.log.Warn("router", "err", err)
 		}
 	}
-	d.syncDNSLocal()
 	d.syncDNSListen()
 	d.rememberSeen(peers)
 	d.markJoined(peers)
@@ -180,6 +177,7 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	rc.VXIface, rc.VXPort = d.cfg.VXIface, d.cfg.VXPort
 	rc.Insecure = d.cfg.Insecure
 	rc.Masquerade = !d.cfg.NoMasquerade
+	rc.LocalAddr, rc.LocalIface = d.cfg.DNSLocalAddress, d.cfg.DNSLocalIface
 	d.mu.Lock()
 	rc.BridgeAddr = d.bridge
 	d.mu.Unlock()
@@ -279,7 +277,7 @@ func (d *Daemon) updateMeta(change func(*peer.Meta)) error {
 
 // syncDNSListen adds bridge:53 to the DNS listeners once the ring gave the
 // bridge its address; the DNS server binds it as soon as the router has put
-// it on the bridge. The node-local address (dnslocal.go) is served from the
+// it on the bridge. The node-local address (router.Config.LocalAddr) is served from the
 // start: the server retries its bind until the address is up.
 func (d *Daemon) syncDNSListen() {
 	if d.dns == nil {

@@ -39,7 +39,14 @@ type Config struct {
 	VNI          uint32        // VXLAN network identifier
 	Insecure     bool          // no cluster secret: auto picks direct/vxlan instead of wireguard
 	Masquerade   bool          // masquerade pod egress leaving the range (nft table "weft")
-	Peers        []Peer        // every other live peer
+	// LocalAddr, when valid, is an IPv4 address this host holds for its own
+	// services on the device LocalIface (a dummy; a bridge without ports
+	// where the kernel has no dummy driver): the node-local DNS address,
+	// the same on every node, as NodeLocal DNSCache does. A /32 adds no
+	// route. Invalid = no such device (one left over is removed).
+	LocalAddr  netip.Addr
+	LocalIface string
+	Peers      []Peer // every other live peer
 }
 
 // Peer is another live peer as the datapath needs it.
@@ -73,6 +80,8 @@ func DefaultConfig() Config {
 		VNI:          1,
 		Insecure:     false,
 		Masquerade:   true,
+		LocalAddr:    netip.Addr{},
+		LocalIface:   "weft-dns",
 		Peers:        nil,
 	}
 }
@@ -94,6 +103,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: MTU %d", ErrInvalidConfig, c.MTU)
 	case c.VNI == 0 || c.VNI >= 1<<24:
 		return fmt.Errorf("%w: VNI %d", ErrInvalidConfig, c.VNI)
+	case c.LocalIface == "" || len(c.LocalIface) > 15:
+		return fmt.Errorf("%w: local address interface name %q", ErrInvalidConfig, c.LocalIface)
+	case c.LocalAddr.IsValid() && (!c.LocalAddr.Is4() || c.Range.Contains(c.LocalAddr)):
+		return fmt.Errorf("%w: local address %v (IPv4 outside the range %v required)", ErrInvalidConfig, c.LocalAddr, c.Range)
 	case c.VXPort == 0 || c.WGPort == 0:
 		return fmt.Errorf("%w: zero UDP port", ErrInvalidConfig)
 	}

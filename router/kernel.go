@@ -83,7 +83,7 @@ const RouteProtocol = 157
 // Link is a network device as the datapath manages it.
 type Link struct {
 	Name         string
-	Kind         string           // "bridge", "vxlan", "" (created elsewhere, e.g. WireGuard)
+	Kind         string           // "bridge", "vxlan", "dummy" (a bridge where the kernel has no dummy driver), "" (created elsewhere, e.g. WireGuard)
 	MTU          int              // bytes
 	Up           bool             // administratively up
 	HardwareAddr net.HardwareAddr // wanted MAC; nil = the kernel's choice

@@ -323,3 +323,99 @@ func TestKernelThousandPeers(t *testing.T) {
 	}
 	t.Logf("1000 peers over VXLAN in the kernel: first reconcile %v (%d ops), no-op reconcile %v", first, ops, again)
 }
+
+// TestKernelLocalAddr puts the node-local address (Config.LocalAddr) up: a
+// dummy device (a bridge where the kernel has no dummy driver) created
+// once and untouched by the same Set again (a restart), the address moved
+// when it changes, a foreign address removed, the device rebuilt when
+// something else took its name, removed when the address is dropped, and
+// gone after Reset.
+func TestKernelLocalAddr(t *testing.T) {
+	b := newBed(t, 1, router.TransportDirect, router.Options{})
+	hn := b.hosts[0]
+	const dev = "weft-dns"
+	in := func(fn func() error) {
+		t.Helper()
+		if err := testutil.InNetNS(hn.NSPath(), fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := func() (kind string, up bool, addrs []string) {
+		in(func() error {
+			l, err := netlink.LinkByName(dev)
+			if err != nil {
+				return err
+			}
+			kind, up = l.Type(), l.Attrs().RawFlags&1 != 0
+			as, err := netlink.AddrList(l, netlink.FAMILY_V4)
+			for _, a := range as {
+				addrs = append(addrs, a.IPNet.String())
+			}
+			return err
+		})
+		return kind, up, addrs
+	}
+	hn.rec.Take()
+	steps := []struct {
+		name        string
+		do          func() error
+		addr        string
+		wantChanged bool
+	}{
+		{"create", nil, "169.254.20.10", true},
+		{"again (a restart)", nil, "169.254.20.10", false},
+		{"address changed", nil, "169.254.20.11", true},
+		{"foreign address added by hand", func() error {
+			l, err := netlink.LinkByName(dev)
+			if err != nil {
+				return err
+			}
+			return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(10, 9, 9, 9), Mask: net.CIDRMask(24, 32)}})
+		}, "169.254.20.11", true},
+		{"device replaced by a veth", func() error {
+			l, err := netlink.LinkByName(dev)
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkDel(l); err != nil {
+				return err
+			}
+			attrs := netlink.NewLinkAttrs()
+			attrs.Name = dev
+			return netlink.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: dev + "-p"})
+		}, "169.254.20.11", true},
+	}
+	for _, s := range steps {
+		if s.do != nil {
+			in(s.do)
+		}
+		hn.cfg.LocalAddr, hn.cfg.LocalIface = netip.MustParseAddr(s.addr), dev
+		if err := hn.r.Set(hn.cfg); err != nil {
+			t.Fatalf("%s: Set: %v", s.name, err)
+		}
+		if changed := len(hn.rec.Take()) > 0; changed != s.wantChanged {
+			t.Errorf("%s: Set changed the kernel = %v; want %v", s.name, changed, s.wantChanged)
+		}
+		kind, up, got := state()
+		if (kind != "dummy" && kind != "bridge") || !up || strings.Join(got, ",") != s.addr+"/32" {
+			t.Errorf("%s: %s is %s up=%v with %v; want a dummy (or a bridge without the dummy driver), up, with %s/32", s.name, dev, kind, up, got, s.addr)
+		}
+	}
+	hn.cfg.LocalAddr = netip.Addr{}
+	if err := hn.r.Set(hn.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hn.kernel.LinkGet(dev); !errors.Is(err, router.ErrNotFound) {
+		t.Errorf("%s after the local address was dropped: %v", dev, err)
+	}
+	hn.cfg.LocalAddr = netip.MustParseAddr("169.254.20.10")
+	if err := hn.r.Set(hn.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := hn.r.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hn.kernel.LinkGet(dev); !errors.Is(err, router.ErrNotFound) {
+		t.Errorf("%s after Reset: %v", dev, err)
+	}
+}

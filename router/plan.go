@@ -60,6 +60,8 @@ type plan struct {
 	// inside this peer's own ranges, which the other peers' WireGuard
 	// AllowedIPs accept and route back. Invalid = none.
 	tunAddr    netip.Prefix
+	local      *Link        // the device of Config.LocalAddr; nil = none
+	localAddr  netip.Prefix // Config.LocalAddr as a /32
 	routes     []Route
 	neighs     []Neigh
 	fdbs       []FDB
@@ -98,6 +100,10 @@ func makePlan(cfg Config, u Underlay) plan {
 	}
 	if cfg.Masquerade {
 		p.masq = cfg.Range.Masked()
+	}
+	if cfg.LocalAddr.IsValid() {
+		p.local = &Link{Name: cfg.LocalIface, Kind: "dummy", MTU: 1500, Up: true}
+		p.localAddr = netip.PrefixFrom(cfg.LocalAddr, 32)
 	}
 	src := cfg.BridgeAddr.Addr()
 	routed := map[netip.Prefix]bool{}

@@ -61,6 +61,11 @@ func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) 
 	if p.wireguard {
 		errs = append(errs, r.ensureAddr(cfg.WGIface, p.tunAddr))
 	}
+	if p.local != nil {
+		errs = append(errs, r.ensureLink(*p.local), r.ensureAddr(cfg.LocalIface, p.localAddr))
+	} else {
+		errs = append(errs, r.deleteLinkIfPresent(cfg.LocalIface))
+	}
 	if p.vxlan != nil {
 		errs = append(errs, r.ensureFDB(cfg.VXIface, p.fdbs), r.ensureNeigh(cfg.VXIface, p.neighs))
 	}
@@ -79,12 +84,19 @@ func (r *Router) ensureSysctl(s sysctl) error {
 	return nil
 }
 
+// kindMatches reports whether a device of kind have serves as kind want:
+// a bridge without ports stands in for a dummy on kernels without the
+// dummy driver.
+func kindMatches(have, want string) bool {
+	return have == want || (want == "dummy" && have == "bridge")
+}
+
 // linkMatches reports whether have already satisfies want.
 func linkMatches(have, want Link) bool {
 	if have.MTU != want.MTU || have.Up != want.Up {
 		return false
 	}
-	if want.Kind != "" && (have.Kind != want.Kind || have.VXLAN != want.VXLAN) {
+	if want.Kind != "" && (!kindMatches(have.Kind, want.Kind) || have.VXLAN != want.VXLAN) {
 		return false
 	}
 	return want.HardwareAddr == nil || bytes.Equal(have.HardwareAddr, want.HardwareAddr)

@@ -7,7 +7,8 @@ import (
 )
 
 // Reset removes everything weft created on this host: the WireGuard device
-// (stopping the userspace datapath), the VXLAN device, the bridge, every route
+// (stopping the userspace datapath), the VXLAN device, the bridge, the
+// local address's device, every route
 // marked with RouteProtocol and the nft table "weft". It uses the names of
 // the last Set, or of DefaultConfig. ip_forward is left as it is: other
 // software on the host may rely on it. The desired state is forgotten, so a
@@ -23,7 +24,7 @@ func (r *Router) Reset() error {
 }
 
 // ResetConfig is Reset with the device names of cfg (Bridge, WGIface,
-// VXIface): `weft reset` runs in a process that never called Set, and the
+// VXIface, LocalIface): `weft reset` runs in a process that never called Set, and the
 // names may differ from the defaults (--bridge, --wg-iface).
 func (r *Router) ResetConfig(cfg Config) error {
 	r.mu.Lock()
@@ -35,7 +36,7 @@ func (r *Router) ResetConfig(cfg Config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), wgSetupTimeout)
 	defer cancel()
 	errs := []error{r.deleteWG(ctx, cfg)}
-	errs = append(errs, r.deleteLinkIfPresent(cfg.VXIface), r.deleteLinkIfPresent(cfg.Bridge))
+	errs = append(errs, r.deleteLinkIfPresent(cfg.VXIface), r.deleteLinkIfPresent(cfg.Bridge), r.deleteLinkIfPresent(cfg.LocalIface))
 	routes, err := r.kernel.RouteList()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("route list: %w", err))

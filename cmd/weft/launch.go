@@ -291,7 +291,7 @@ func reset(args []string) error {
 	fs.StringVar(&rc.Bridge, "bridge", rc.Bridge, "bridge interface")
 	fs.StringVar(&rc.WGIface, "wg-iface", rc.WGIface, "WireGuard interface")
 	fs.StringVar(&rc.VXIface, "vxlan-iface", rc.VXIface, "VXLAN interface")
-	dnsIface := fs.String("dns-local-iface", daemon.DefaultConfig().DNSLocalIface, "node-local DNS interface")
+	fs.StringVar(&rc.LocalIface, "dns-local-iface", rc.LocalIface, "node-local DNS interface")
 	ic := cni.DefaultInstallConfig()
 	fs.StringVar(&ic.BinDir, "cni-bin-dir", ic.BinDir, "remove weft-cni from this CNI binary directory")
 	fs.StringVar(&ic.ConfDir, "cni-conf-dir", ic.ConfDir, "remove weft's conflist from this CNI configuration directory")
@@ -322,9 +322,6 @@ func reset(args []string) error {
 	}
 	if err := r.ResetConfig(rc); err != nil {
 		return fmt.Errorf("reset datapath: %w", err)
-	}
-	if err := daemon.RemoveDNSLocalLink(*dnsIface); err != nil {
-		return fmt.Errorf("reset node-local DNS: %w", err)
 	}
 	if err := daemon.RemovePolicyTable(); err != nil {
 		return fmt.Errorf("reset network policy table: %w", err)
