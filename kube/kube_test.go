@@ -61,6 +61,21 @@ func newFake(t *testing.T, objs ...runtime.Object) (*Client, *fake.Clientset) {
 	return c, cs
 }
 
+// startClient runs c until the test ends, and fails the test if Run
+// returns an error.
+func startClient(t *testing.T, c *Client) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
 func TestNodeOf(t *testing.T) {
 	tests := []struct {
 		name string
@@ -173,15 +188,8 @@ func TestNodeInformer(t *testing.T) {
 	if ns, synced := c.Nodes(); synced || ns != nil {
 		t.Fatalf("Nodes before Run = %v, %v; want nil, false", ns, synced)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	startClient(t, c)
+	ctx := t.Context()
 	testutil.Eventually(t, 10*time.Second, "informer synced with n1, n2", wantNames(c, "n1", "n2"))
 	waitChanged(t, c, "sync")
 

@@ -1,7 +1,6 @@
 package kube
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -165,15 +164,8 @@ func TestPolicyInformers(t *testing.T) {
 	if _, synced := c.PolicyView(); synced {
 		t.Fatalf("PolicyView before Run: synced")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	startClient(t, c)
+	ctx := t.Context()
 	want := func(lines ...string) func() error {
 		return func() error {
 			v, synced := c.PolicyView()
@@ -259,9 +251,7 @@ func TestPolicyInformers(t *testing.T) {
 // TestPolicyOff: without Config.Policy, no policy informer runs.
 func TestPolicyOff(t *testing.T) {
 	c, _ := newFake(t, node("n1", []string{"192.168.79.11"}), denyAll("x", "deny-all"))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
+	startClient(t, c)
 	testutil.Eventually(t, 10*time.Second, "nodes synced", wantNames(c, "n1"))
 	if _, synced := c.PolicyView(); synced {
 		t.Errorf("PolicyView synced without Config.Policy")
@@ -270,10 +260,6 @@ func TestPolicyOff(t *testing.T) {
 	case <-c.PolicyChanged():
 		t.Errorf("PolicyChanged fired without Config.Policy")
 	default:
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/api/client"
-	"github.com/weftmesh/weft/internal/ociimage"
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/test/kubebed"
 	appsv1 "k8s.io/api/apps/v1"
@@ -41,26 +40,18 @@ func buildWeft(t *testing.T) bins {
 	t.Helper()
 	dir := t.TempDir()
 	b := bins{weft: filepath.Join(dir, "weft"), cni: filepath.Join(dir, "weft-cni"), image: filepath.Join(dir, "weft-image.tar")}
-	for out, pkg := range map[string]string{b.weft: "./cmd/weft", b.cni: "./cmd/weft-cni"} {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+	run := func(argv ...string) {
+		t.Helper()
+		cmd := exec.Command("go", argv...)
 		cmd.Dir = "../.."
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+			t.Fatalf("go %s: %v\n%s", strings.Join(argv, " "), err, out)
 		}
 	}
-	files := map[string]ociimage.File{}
-	for _, p := range []string{b.weft, b.cni} {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files["usr/local/bin/"+filepath.Base(p)] = ociimage.File{Data: data, Mode: 0o755}
-	}
-	if err := ociimage.Write(b.image, ociimage.Spec{Tag: weftImage, Files: files,
-		Entrypoint: []string{"/usr/local/bin/weft"}, Env: []string{"PATH=/usr/local/bin"}}); err != nil {
-		t.Fatal(err)
-	}
+	run("build", "-trimpath", "-o", b.weft, "./cmd/weft")
+	run("build", "-trimpath", "-o", b.cni, "./cmd/weft-cni")
+	run("run", "./internal/cmd/mkimage", "-o", b.image, "-tag", weftImage, b.weft, b.cni)
 	return b
 }
 
