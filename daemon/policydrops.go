@@ -30,9 +30,6 @@ const (
 	maxDropCounters = 2048 // label sets of weft_policy_drops_total; past it, pod "_other"
 )
 
-// logPrefix is what policy.LogPrefix puts before the direction.
-const logPrefix = "weft-policy deny "
-
 // dropKey is one kind of drop.
 type dropKey struct {
 	Direction string // ingress, egress
@@ -45,12 +42,8 @@ type dropKey struct {
 // parseDrop reads a logged packet: the prefix of a pod chain and the
 // packet from its IPv4 header. ok is false for anything else.
 func parseDrop(prefix string, pkt []byte) (k dropKey, ok bool) {
-	rest, found := strings.CutPrefix(prefix, logPrefix)
-	if !found {
-		return k, false
-	}
-	k.Direction, k.Pod, found = strings.Cut(rest, " ")
-	if !found || (k.Direction != "ingress" && k.Direction != "egress") || !strings.Contains(k.Pod, "/") {
+	var found bool
+	if k.Direction, k.Pod, found = policy.ParseLogPrefix(prefix); !found {
 		return k, false
 	}
 	if len(pkt) < 20 || pkt[0]>>4 != 4 {

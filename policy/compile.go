@@ -120,14 +120,31 @@ const (
 // at ip.
 func PodChain(d Direction, ip netip.Addr) string { return d.String() + "-" + ip.String() }
 
+// logPrefix begins every NFLOG prefix of a dropped packet.
+const logPrefix = "weft-policy deny "
+
 // LogPrefix is the NFLOG prefix of packets dropped by pod p's default
-// deny in direction d.
+// deny in direction d; ParseLogPrefix reads it back.
 func LogPrefix(d Direction, p *Pod) string {
-	s := "weft-policy deny " + d.String() + " " + p.Namespace + "/" + p.Name
+	s := logPrefix + d.String() + " " + p.Namespace + "/" + p.Name
 	if len(s) > 127 { // NF_LOG_PREFIXLEN with the NUL
 		s = s[:127]
 	}
 	return s
+}
+
+// ParseLogPrefix reads a LogPrefix: the direction ("ingress" or
+// "egress") and "namespace/pod". ok is false for any other prefix.
+func ParseLogPrefix(s string) (direction, pod string, ok bool) {
+	rest, found := strings.CutPrefix(s, logPrefix)
+	if !found {
+		return "", "", false
+	}
+	direction, pod, found = strings.Cut(rest, " ")
+	if !found || (direction != Ingress.String() && direction != Egress.String()) || !strings.Contains(pod, "/") {
+		return "", "", false
+	}
+	return direction, pod, true
 }
 
 // Compile compiles m for node with DefaultConfig.

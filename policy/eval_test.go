@@ -176,3 +176,20 @@ func TestCompileGolden(t *testing.T) {
 		t.Errorf("Compile(n1) (-want +got):\n%s", d)
 	}
 }
+
+// TestLogPrefixRoundTrip: what LogPrefix writes, ParseLogPrefix reads
+// back; other prefixes are refused.
+func TestLogPrefixRoundTrip(t *testing.T) {
+	p := &Pod{Namespace: "x", Name: "a"}
+	for _, d := range []Direction{Ingress, Egress} {
+		dir, pod, ok := ParseLogPrefix(LogPrefix(d, p))
+		if !ok || dir != d.String() || pod != "x/a" {
+			t.Errorf("ParseLogPrefix(LogPrefix(%v)) = %q, %q, %v", d, dir, pod, ok)
+		}
+	}
+	for _, s := range []string{"", "weft-policy deny", "weft-policy deny sideways x/a", "weft-policy deny ingress xa", "other ingress x/a"} {
+		if _, _, ok := ParseLogPrefix(s); ok {
+			t.Errorf("ParseLogPrefix(%q) accepted", s)
+		}
+	}
+}
