@@ -26,9 +26,9 @@ func explain(m *policy.Model, req client.ExplainRequest) (*client.Explanation, e
 	if err != nil {
 		return nil, err
 	}
-	proto, err := parseProtocol(req.Protocol)
-	if err != nil {
-		return nil, err
+	proto, ok := policy.ParseProtocol(req.Protocol)
+	if !ok {
+		return nil, fmt.Errorf("%w: protocol %q: want TCP, UDP, SCTP or ICMP", api.ErrBadRequest, req.Protocol)
 	}
 	if req.Port < 0 || req.Port > 65535 {
 		return nil, fmt.Errorf("%w: port %d: want 0 to 65535", api.ErrBadRequest, req.Port)
@@ -55,20 +55,6 @@ func resolveEndpoint(m *policy.Model, s string) (policy.Endpoint, error) {
 		return policy.Endpoint{}, fmt.Errorf("%w: pod %s/%s is not in this peer's model (hostNetwork and finished pods are not either)", api.ErrNotFound, ns, name)
 	}
 	return policy.PodEndpoint(p), nil
-}
-
-func parseProtocol(s string) (policy.Protocol, error) {
-	switch strings.ToUpper(s) {
-	case "", "TCP":
-		return policy.TCP, nil
-	case "UDP":
-		return policy.UDP, nil
-	case "SCTP":
-		return policy.SCTP, nil
-	case "ICMP":
-		return policy.ICMP, nil
-	}
-	return 0, fmt.Errorf("%w: protocol %q: want TCP, UDP, SCTP or ICMP", api.ErrBadRequest, s)
 }
 
 func addrText(a netip.Addr) string {

@@ -193,3 +193,20 @@ func TestLogPrefixRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestParseProtocol: ParseProtocol reads what String writes.
+func TestParseProtocol(t *testing.T) {
+	for _, p := range []Protocol{TCP, UDP, SCTP, ICMP} {
+		for _, s := range []string{p.String(), strings.ToLower(p.String())} {
+			if got, ok := ParseProtocol(s); !ok || got != p {
+				t.Errorf("ParseProtocol(%q) = %v, %v; want %v", s, got, ok, p)
+			}
+		}
+	}
+	if got, ok := ParseProtocol(""); !ok || got != TCP {
+		t.Errorf("ParseProtocol(\"\") = %v, %v; want TCP", got, ok)
+	}
+	if _, ok := ParseProtocol("GRE"); ok {
+		t.Error("ParseProtocol(\"GRE\") accepted")
+	}
+}

@@ -29,6 +29,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Protocol is an IP protocol number (the IANA assignment, as in the IPv4
@@ -58,6 +59,22 @@ func (p Protocol) String() string {
 		return "SCTP"
 	}
 	return strconv.Itoa(int(p))
+}
+
+// ParseProtocol reads what String writes, in any case; "" is TCP, the
+// Kubernetes default. ok is false for anything else.
+func ParseProtocol(s string) (p Protocol, ok bool) {
+	switch strings.ToUpper(s) {
+	case "", "TCP":
+		return TCP, true
+	case "UDP":
+		return UDP, true
+	case "SCTP":
+		return SCTP, true
+	case "ICMP":
+		return ICMP, true
+	}
+	return 0, false
 }
 
 // hasPorts reports whether the protocol carries ports in the first four
