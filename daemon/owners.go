@@ -70,7 +70,7 @@ func learnOwners(known map[peer.ID]ownerInfo, self peer.ID, ranges map[peer.ID][
 		p, ok := byID[id]
 		switch {
 		case ok && p.State.Up() && p.Addr.IsValid():
-			info := infoOf(p)
+			info := fillFrom(infoOf(p), old)
 			info.LastSeen = old.LastSeen
 			if p.LastSeen.Sub(old.LastSeen) >= lastSeenStep || !had {
 				info.LastSeen = p.LastSeen.Truncate(time.Second)
@@ -88,6 +88,23 @@ func learnOwners(known map[peer.ID]ownerInfo, self peer.ID, ranges map[peer.ID][
 func infoOf(p peer.Info) ownerInfo {
 	return ownerInfo{Name: p.Name, Underlay: p.Addr, WGKey: p.Meta.WGKey, WGPort: p.Meta.WGPort,
 		Bridge: p.Meta.Bridge, LastSeen: p.LastSeen}
+}
+
+// fillFrom completes what gossip says of an owner that is up with what was
+// known of it before: a peer that has just restarted publishes its bridge
+// address only once its ring is loaded, and routing to it (vxlan routes go
+// via the bridge) must not stop in that gap. What gossip does say wins.
+func fillFrom(live, old ownerInfo) ownerInfo {
+	if !live.Bridge.IsValid() {
+		live.Bridge = old.Bridge
+	}
+	if live.WGKey == "" {
+		live.WGKey = old.WGKey
+	}
+	if live.WGPort == 0 {
+		live.WGPort = old.WGPort
+	}
+	return live
 }
 
 func loadOwners(dir string) (map[peer.ID]ownerInfo, error) {
@@ -122,7 +139,7 @@ func routePeers(self peer.ID, ranges map[peer.ID][]netip.Prefix, peers []peer.In
 		if p.ID == self || p.ID == 0 || !p.State.Up() {
 			continue
 		}
-		out[p.ID] = routePeer{ID: p.ID, Info: infoOf(p), Ranges: ranges[p.ID]}
+		out[p.ID] = routePeer{ID: p.ID, Info: fillFrom(infoOf(p), known[p.ID]), Ranges: ranges[p.ID]}
 	}
 	for _, p := range peers { // down, but gossip still has its last meta
 		if _, ok := out[p.ID]; !ok && p.ID != self && p.ID != 0 && len(ranges[p.ID]) > 0 && known[p.ID].Name == "" {

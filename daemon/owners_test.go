@@ -74,6 +74,34 @@ func TestRoutePeersFollowTheRing(t *testing.T) {
 	}
 }
 
+// TestRoutePeersRestartedOwner: an owner that has just restarted is up in
+// gossip before it publishes its bridge address; until it does, the route
+// to it keeps the bridge that was known (the vxlan route goes via it), and
+// what gossip does publish wins. The CI once lost 2.9 s of pings to h3
+// after its relaunch because that route was dropped in the gap.
+func TestRoutePeersRestartedOwner(t *testing.T) {
+	ranges := map[peer.ID][]netip.Prefix{selfID: pfx("10.32.0.0/13"), h3ID: pfx("10.44.0.0/14")}
+	known := map[peer.ID]ownerInfo{
+		h3ID: {Name: "h3", Underlay: netip.MustParseAddr("192.168.1.3"), WGKey: "k3", WGPort: 51820, Bridge: netip.MustParseAddr("10.44.0.1")},
+	}
+	fresh := info(h3ID, "h3", "192.168.1.3", peer.Alive, "")
+	fresh.Meta.Bridge, fresh.Meta.WGPort = netip.Addr{}, 0
+	got := routePeers(selfID, ranges, []peer.Info{fresh}, known)
+	if len(got) != 1 || got[0].Info.Bridge != known[h3ID].Bridge || got[0].Info.WGKey != "k3" || got[0].Info.WGPort != 51820 {
+		t.Fatalf("routePeers for a restarted h3 = %+v; want the known bridge, key and port", got)
+	}
+	next, _ := learnOwners(known, selfID, ranges, []peer.Info{fresh})
+	if next[h3ID].Bridge != known[h3ID].Bridge {
+		t.Errorf("learnOwners forgot h3's bridge while h3 had not published it: %+v", next[h3ID])
+	}
+	moved := info(h3ID, "h3", "192.168.1.3", peer.Alive, "k3-new")
+	moved.Meta.Bridge = netip.MustParseAddr("10.44.0.9")
+	got = routePeers(selfID, ranges, []peer.Info{moved}, known)
+	if got[0].Info.Bridge != moved.Meta.Bridge || got[0].Info.WGKey != "k3-new" {
+		t.Errorf("routePeers = %+v; want what gossip publishes", got[0].Info)
+	}
+}
+
 // TestLearnOwners: the table holds each ring owner's newest description,
 // keeps what it knew of owners that are down, forgets peers that own
 // nothing, and reports a change only when a persisted field moved.
