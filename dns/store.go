@@ -203,14 +203,20 @@ func (s *Server) FullState() []byte {
 // Merge applies a delta or a full state that peer `from` originated. On
 // error (bad input) the state is unchanged.
 func (s *Server) Merge(from peer.ID, msg []byte) error {
+	_, err := s.merge(from, msg)
+	return err
+}
+
+// merge is Merge that reports whether the record set changed.
+func (s *Server) merge(from peer.ID, msg []byte) (bool, error) {
 	kind, recs, err := decodeRecords(msg)
 	if err != nil {
-		return fmt.Errorf("dns merge from %s: %w", from, err)
+		return false, fmt.Errorf("dns merge from %s: %w", from, err)
 	}
 	if kind == kindDelta {
 		for _, r := range recs {
 			if r.Owner != from {
-				return fmt.Errorf("dns merge from %s: record of %s: %w", from, r.Owner, errForeignDelta)
+				return false, fmt.Errorf("dns merge from %s: record of %s: %w", from, r.Owner, errForeignDelta)
 			}
 		}
 	}
@@ -228,7 +234,7 @@ func (s *Server) Merge(from peer.ID, msg []byte) error {
 	if changed {
 		s.changedLocked()
 	}
-	return nil
+	return changed, nil
 }
 
 // SetPeers hands over the membership: the records of peers that are up

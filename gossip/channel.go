@@ -38,8 +38,9 @@ type Channel struct {
 }
 
 type inbound struct {
-	from peer.ID
-	msg  []byte
+	from  peer.ID
+	msg   []byte
+	relay []byte // the broadcast frame to forward if msg is new; nil = not relayed
 }
 
 // broadcastLimit is the largest message sent through memberlist's UDP
@@ -57,7 +58,8 @@ func (c *Channel) Broadcast(msg []byte) {
 	}
 	f := appendFrame(nil, frame{kind: kindBroadcast, channel: c.name, origin: c.mesh.cfg.ID, payload: msg})
 	if len(f) <= broadcastLimit {
-		c.mesh.queue.QueueBroadcast(rawBroadcast(f))
+		c.mesh.seen.add(f) // a relay of our own frame coming back is not new
+		c.mesh.enqueue(f)
 		return
 	}
 	select {
@@ -102,13 +104,43 @@ func (c *Channel) Dropped() uint64 { return c.dropped.Load() }
 func (c *Channel) Rejected() uint64 { return c.errors.Load() }
 
 // deliver hands a message to the channel's goroutine without blocking.
-func (c *Channel) deliver(from peer.ID, payload []byte) {
-	cp := append([]byte(nil), payload...)
+// relay, when not nil, is the broadcast frame that carried it: the channel
+// forwards it if the message is new (see epidemic.go).
+func (c *Channel) deliver(from peer.ID, payload, relay []byte) {
+	in := inbound{from: from}
+	if relay != nil {
+		if _, ok := c.handler.(Epidemic); !ok && !c.mesh.seen.add(relay) {
+			return // a duplicate: already merged and relayed
+		}
+		in.relay = append([]byte(nil), relay...)
+		in.msg = in.relay[len(relay)-len(payload):]
+	} else {
+		in.msg = append([]byte(nil), payload...)
+	}
 	select {
-	case c.inbox <- inbound{from: from, msg: cp}:
+	case c.inbox <- in:
 	default:
 		c.dropped.Add(1)
 	}
+}
+
+// merge applies one received message and relays it if it was new.
+func (c *Channel) merge(in inbound) error {
+	if in.relay == nil {
+		return c.handler.Merge(in.from, in.msg)
+	}
+	fresh := true // not Epidemic: deliver let only unseen frames through
+	var err error
+	if e, ok := c.handler.(Epidemic); ok {
+		fresh, err = e.MergeNew(in.from, in.msg)
+	} else {
+		err = c.handler.Merge(in.from, in.msg)
+	}
+	if err == nil && fresh {
+		c.mesh.relayed.Add(1)
+		c.mesh.enqueue(in.relay)
+	}
+	return err
 }
 
 // run applies received messages until ctx is done.
@@ -118,11 +150,24 @@ func (c *Channel) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case in := <-c.inbox:
-			if err := c.handler.Merge(in.from, in.msg); err != nil {
+			if err := c.merge(in); err != nil {
 				c.errors.Add(1)
 				c.mesh.log.Warn("rejected message", "channel", c.name, "from", in.from, "err", err)
 			}
 		}
+	}
+}
+
+// maxQueued bounds memberlist's broadcast queue: beyond it the oldest
+// messages (those already retransmitted the most) are dropped; anti-entropy
+// repairs what they carried.
+const maxQueued = 4096
+
+// enqueue queues a frame for epidemic transmission.
+func (m *Mesh) enqueue(f []byte) {
+	m.queue.QueueBroadcast(rawBroadcast(f))
+	if m.queue.NumQueued() > maxQueued {
+		m.queue.Prune(maxQueued)
 	}
 }
 

@@ -29,6 +29,10 @@ type Config struct {
 	// PushPullInterval is memberlist's full-state anti-entropy period (it
 	// stretches it as the mesh grows). 0 = memberlist's LAN default (30 s).
 	PushPullInterval time.Duration
+	// DigestInterval is how often this peer sends its anti-entropy digest
+	// to one random peer (antientropy.go); fixed, whatever the mesh's
+	// size. 0 = no digests: channel state rides on memberlist's push-pull.
+	DigestInterval time.Duration
 	// Memberlist, when non-nil, is called on the memberlist configuration
 	// after weft has filled it in: tests shrink timers and swap the
 	// transport (MockNetwork) here.
@@ -50,7 +54,10 @@ func DefaultConfig() Config {
 		// peers that joined later only through push-pull (or the ring's
 		// own rebroadcast).
 		PushPullInterval: 10 * time.Second,
-		InboxSize:        4096,
+		// One digest a second to one random peer: a few hundred bytes each
+		// way, flat in N; a missed delta is repaired within seconds.
+		DigestInterval: time.Second,
+		InboxSize:      4096,
 	}
 }
 
@@ -85,7 +92,7 @@ func (c Config) Validate() error {
 	if c.Secret != nil && len(c.Secret) < 16 {
 		return errors.New("gossip config: cluster secret shorter than 16 bytes")
 	}
-	if c.ReconnectEvery <= 0 || c.InboxSize <= 0 || c.PushPullInterval < 0 {
+	if c.ReconnectEvery <= 0 || c.InboxSize <= 0 || c.PushPullInterval < 0 || c.DigestInterval < 0 {
 		return errors.New("gossip config: timers and inbox size must be positive")
 	}
 	return nil

@@ -38,8 +38,25 @@ func (d delegate) NotifyMsg(b []byte) {
 	if f.origin == d.m.cfg.ID {
 		return // our own broadcast relayed back
 	}
-	if f.kind == kindBye || f.kind == kindStop {
+	switch f.kind {
+	case kindBye, kindStop:
 		d.m.heardBye(f.origin, f.kind == kindStop)
+		return
+	case kindDigest:
+		dg, err := decodeDigest(f.payload)
+		if err != nil {
+			d.m.badFrames.Add(1)
+			d.m.log.Debug("dropped bad digest", "err", err)
+			return
+		}
+		// Copy: memberlist reuses b.
+		for i := range dg.entries {
+			dg.entries[i].summary = append([]byte(nil), dg.entries[i].summary...)
+		}
+		select {
+		case d.m.digestIn <- dg:
+		default: // behind: the next round repeats it
+		}
 		return
 	}
 	c := d.m.channel(f.channel)
@@ -47,7 +64,11 @@ func (d delegate) NotifyMsg(b []byte) {
 		d.m.log.Debug("message for unknown channel", "channel", f.channel)
 		return
 	}
-	c.deliver(f.origin, f.payload)
+	var relay []byte
+	if f.kind == kindBroadcast && len(b) <= broadcastLimit {
+		relay = b
+	}
+	c.deliver(f.origin, f.payload, relay)
 }
 
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
@@ -55,6 +76,11 @@ func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
 }
 
 func (d delegate) LocalState(join bool) []byte {
+	if !join && d.m.cfg.DigestInterval > 0 {
+		// Periodic push-pull: the digests' anti-entropy repairs channel
+		// state far more cheaply; only a joiner needs everything at once.
+		return nil
+	}
 	channels := d.m.channelList()
 	frames := make([]frame, 0, len(channels))
 	for _, c := range channels {
@@ -80,7 +106,7 @@ func (d delegate) MergeRemoteState(b []byte, join bool) {
 			continue
 		}
 		if c := d.m.channel(f.channel); c != nil {
-			c.deliver(f.origin, f.payload)
+			c.deliver(f.origin, f.payload, nil)
 		}
 	}
 }

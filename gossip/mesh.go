@@ -32,9 +32,14 @@ type Mesh struct {
 	channels     map[string]*Channel
 	channelOrder []string
 
-	bigOut    chan []byte   // large broadcasts waiting to be sent by TCP
-	changed   chan struct{} // membership or metadata changed (cap 1)
-	badFrames atomic.Uint64 // undecodable messages received
+	bigOut    chan []byte    // large broadcasts waiting to be sent by TCP
+	digestIn  chan digest    // anti-entropy digests received, for antiEntropy
+	seen      *seenCache     // broadcast frames already relayed (non-Epidemic handlers)
+	relayed   atomic.Uint64  // broadcasts this peer forwarded (epidemic)
+	repairs   atomic.Uint64  // channel states found different by anti-entropy
+	wg        sync.WaitGroup // anti-entropy repair senders
+	changed   chan struct{}  // membership or metadata changed (cap 1)
+	badFrames atomic.Uint64  // undecodable messages received
 	started   atomic.Bool
 	shut      atomic.Bool // Shutdown was called: Run must not leave
 	leaving   atomic.Bool // Leaving was called: Run says goodbye, not "stopping"
@@ -45,6 +50,10 @@ type Mesh struct {
 	peers     map[string]*entry // by name, every peer ever seen, not forgotten
 	targets   []string          // addresses to (re)join
 	joinErr   map[string]string // target -> last join error
+	// alive caches the alive peers' nodes for randomAlive; rebuilt when
+	// aliveDirty (set by every membership event).
+	alive      []*memberlist.Node
+	aliveDirty bool
 }
 
 type entry struct {
@@ -69,6 +78,8 @@ func New(cfg Config) (*Mesh, error) {
 		log:      log,
 		channels: map[string]*Channel{},
 		bigOut:   make(chan []byte, 64),
+		digestIn: make(chan digest, 256),
+		seen:     newSeenCache(),
 		changed:  make(chan struct{}, 1),
 		peers:    map[string]*entry{},
 		joinErr:  map[string]string{},
@@ -104,6 +115,7 @@ func New(cfg Config) (*Mesh, error) {
 	if cfg.PushPullInterval > 0 {
 		mc.PushPullInterval = cfg.PushPullInterval
 	}
+	tuneFailureDetection(mc)
 	if cfg.Memberlist != nil {
 		cfg.Memberlist(mc)
 	}
@@ -166,6 +178,10 @@ func (m *Mesh) Run(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); m.sendLarge(ctx) }()
+	if m.cfg.DigestInterval > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); m.antiEntropy(ctx) }()
+	}
 
 	reconnect := time.NewTicker(m.cfg.ReconnectEvery)
 	defer reconnect.Stop()
@@ -179,6 +195,7 @@ func (m *Mesh) Run(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	m.wg.Wait()
 	if m.shut.Load() {
 		return nil // crashed on purpose (Shutdown): no goodbye
 	}
@@ -442,6 +459,13 @@ func (m *Mesh) LocalAddr() netip.AddrPort {
 // BadFrames returns how many undecodable messages were received.
 func (m *Mesh) BadFrames() uint64 { return m.badFrames.Load() }
 
+// Relayed returns how many broadcasts this peer forwarded onward.
+func (m *Mesh) Relayed() uint64 { return m.relayed.Load() }
+
+// Repairs returns how many times anti-entropy found a channel's state
+// different from a peer's and sent it what it may lack.
+func (m *Mesh) Repairs() uint64 { return m.repairs.Load() }
+
 // observe records a memberlist event in the peer table.
 func (m *Mesh) observe(n *memberlist.Node, ev string) {
 	if n.Name == m.cfg.Name {
@@ -466,6 +490,7 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 	cp := *n // memberlist mutates *n later under its own lock: keep a copy
 	cp.Meta = append([]byte(nil), n.Meta...)
 	e.node = &cp
+	m.aliveDirty = true
 	e.info.Name = n.Name
 	if a, ok := netip.AddrFromSlice(n.Addr); ok {
 		e.info.Addr = a.Unmap()
@@ -514,6 +539,7 @@ func (m *Mesh) Forget(names ...string) {
 	for _, n := range names {
 		if e := m.peers[n]; e != nil && !e.info.State.Up() {
 			delete(m.peers, n)
+			m.aliveDirty = true
 		}
 	}
 	m.mu.Unlock()

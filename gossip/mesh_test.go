@@ -99,6 +99,13 @@ type testPeer struct {
 // nodes gossip) and joins each to the first.
 func startMesh(t *testing.T, n int, tune func(*memberlist.Config)) []*testPeer {
 	t.Helper()
+	return startMeshWith(t, n, nil, tune, func(s *setHandler) Handler { return s })
+}
+
+// startMeshWith is startMesh with a gossip configuration change and a
+// choice of the handler wrapping each peer's set.
+func startMeshWith(t *testing.T, n int, conf func(*Config), tune func(*memberlist.Config), handler func(*setHandler) Handler) []*testPeer {
+	t.Helper()
 	var mnet gossiptest.Network
 	trs := make([]*gossiptest.Transport, n)
 	for i := range trs {
@@ -113,6 +120,9 @@ func startMesh(t *testing.T, n int, tune func(*memberlist.Config)) []*testPeer {
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("peer", i)
 		}
 		cfg.ReconnectEvery = 200 * time.Millisecond
+		if conf != nil {
+			conf(&cfg)
+		}
 		fast := fastTimers(trs[i])
 		cfg.Memberlist = func(c *memberlist.Config) {
 			fast(c)
@@ -125,7 +135,7 @@ func startMesh(t *testing.T, n int, tune func(*memberlist.Config)) []*testPeer {
 			t.Fatalf("New(%s): %v", cfg.Name, err)
 		}
 		set := newSet()
-		ch := m.Channel("set", set)
+		ch := m.Channel("set", handler(set))
 		ctx, cancel := context.WithCancel(context.Background())
 		tp := &testPeer{mesh: m, set: set, ch: ch, cancel: cancel, done: make(chan error, 1)}
 		go func() { tp.done <- m.Run(ctx) }()

@@ -13,7 +13,8 @@ import (
 // relays broadcasts and does not say who sent them):
 //
 //	byte 0     wire version (1)
-//	byte 1     kind: 1 broadcast, 2 unicast, 4 goodbye (mesh-internal)
+//	byte 1     kind: 1 broadcast, 2 unicast, 4 goodbye, 5 stop, 6 digest
+//	           (4-6 mesh-internal)
 //	byte 2     channel name length n (1..32)
 //	3..3+n     channel name
 //	+8         origin peer ID, big endian
@@ -29,7 +30,8 @@ const (
 	kindState     = 3
 	kindBye       = 4 // mesh-internal: the origin is leaving the mesh for good
 	kindStop      = 5 // mesh-internal: the origin's control plane is stopping (it stays a member)
-	maxChanName   = 32
+	// kindDigest = 6: mesh-internal anti-entropy digest (antientropy.go)
+	maxChanName = 32
 	// MaxMessage bounds one channel message (broadcast or unicast).
 	MaxMessage = 1 << 20
 	// MaxState bounds one channel's full state in push-pull.
@@ -65,7 +67,7 @@ func decodeFrame(b []byte) (frame, error) {
 		return f, fmt.Errorf("frame version %d: %w", b[0], ErrBadFrame)
 	}
 	f.kind = b[1]
-	if f.kind < kindBroadcast || f.kind > kindStop {
+	if f.kind < kindBroadcast || f.kind > kindDigest {
 		return f, fmt.Errorf("frame kind %d: %w", f.kind, ErrBadFrame)
 	}
 	n := int(b[2])

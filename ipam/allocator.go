@@ -50,6 +50,7 @@ type Allocator struct {
 	st      *store                 // committed to only under mu (see store.commit)
 	changed chan struct{}          // cap 1, see Changed
 	full    atomic.Pointer[[]byte] // encoded FullState, refreshed on every change
+	summary atomic.Pointer[[]byte] // anti-entropy Summary, refreshed with full
 	out     chan outMsg            // unicasts for the sender goroutine
 	done    chan struct{}          // closed by Close
 
@@ -271,6 +272,8 @@ func (a *Allocator) refreshFullLocked() {
 	m := message{Kind: kindFull, Range: a.cfg.Range, Seed: a.ring.Seed, Tokens: a.ring.Tokens}
 	b := m.encode()
 	a.full.Store(&b)
+	s := summarize(a.cfg.Range, &a.ring)
+	a.summary.Store(&s)
 }
 
 // broadcastLocked sends tokens as deltas of at most deltaTokens tokens.
@@ -286,24 +289,34 @@ func (a *Allocator) broadcastLocked(ts []Token) {
 // Merge applies a message from peer from. Bad input returns an error and
 // changes nothing.
 func (a *Allocator) Merge(from peer.ID, msg []byte) error {
+	_, err := a.MergeNew(from, msg)
+	return err
+}
+
+// MergeNew is Merge that also reports whether the message changed the
+// ring (gossip relays only such broadcasts onward: gossip.Epidemic).
+func (a *Allocator) MergeNew(from peer.ID, msg []byte) (bool, error) {
 	m, err := decode(msg)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if m.Range != a.cfg.Range {
-		return fmt.Errorf("merge from %s: range %s, ours %s: %w", from, m.Range, a.cfg.Range, ErrDifferentRing)
+		return false, fmt.Errorf("merge from %s: range %s, ours %s: %w", from, m.Range, a.cfg.Range, ErrDifferentRing)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	if from == a.cfg.Self {
-		return nil // our own broadcast echoed back
+		return false, nil // our own broadcast echoed back
 	}
+	fresh := false
 	switch m.Kind {
 	case kindFull, kindDelta:
-		_, err = a.mergeTokensLocked(from, m)
+		var changed []Token
+		changed, err = a.mergeTokensLocked(from, m)
+		fresh = len(changed) > 0
 	case kindPrepare, kindAccept:
 		err = a.handleAcceptorLocked(from, m)
 	case kindPromise, kindAccepted, kindNack:
@@ -321,7 +334,7 @@ func (a *Allocator) Merge(from peer.ID, msg []byte) error {
 		err = a.handleHandoffLocked(from, m)
 	}
 	if err != nil {
-		return fmt.Errorf("merge from %s: %w", from, err)
+		return false, fmt.Errorf("merge from %s: %w", from, err)
 	}
-	return nil
+	return fresh, nil
 }
