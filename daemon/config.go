@@ -77,6 +77,9 @@ type Config struct {
 	ResyncInterval time.Duration
 	// Gossip, when non-nil, adjusts the gossip configuration (tests).
 	Gossip func(*gossip.Config)
+	// Router, when non-nil, adjusts the router's options (tests and the
+	// scale simulator, internal/sim: a fake kernel and WireGuard device).
+	Router func(*router.Options)
 
 	// Kubernetes mode (kube.go): the peer is its Node's. Name is the Node's
 	// name; targets follow the other Nodes; the default IPAllocInit is

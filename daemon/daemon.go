@@ -220,7 +220,11 @@ func (d *Daemon) build(log *slog.Logger) error {
 		}
 		dp = []string{exe, "datapath"}
 	}
-	if d.router, err = router.New(router.Options{DatapathCommand: dp, ExternalDatapath: d.cfg.ExternalDatapath, Logger: log, ResyncInterval: d.cfg.ResyncInterval}); err != nil {
+	ro := router.Options{DatapathCommand: dp, ExternalDatapath: d.cfg.ExternalDatapath, Logger: log, ResyncInterval: d.cfg.ResyncInterval}
+	if d.cfg.Router != nil {
+		d.cfg.Router(&ro)
+	}
+	if d.router, err = router.New(ro); err != nil {
 		return err
 	}
 
