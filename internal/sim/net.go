@@ -225,4 +225,3 @@ type simAddr string
 
 func (a simAddr) Network() string { return "sim" }
 func (a simAddr) String() string  { return string(a) }
-
