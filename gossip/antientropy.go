@@ -162,6 +162,7 @@ func (c *Channel) repair(remote []byte) [][]byte {
 // localDigest builds this peer's digest of every channel.
 func (m *Mesh) localDigest(reply bool) []byte {
 	d := digest{reply: reply, from: m.cfg.Name}
+	d.entries = append(d.entries, digestEntry{channel: membersChannel, summary: m.membersSummary()})
 	for _, c := range m.channelList() {
 		s := c.summary()
 		if len(s) > maxSummary {
@@ -207,6 +208,12 @@ func (m *Mesh) answerDigest(ctx context.Context, sem chan struct{}, d digest) {
 	}
 	differ := false
 	for _, e := range d.entries {
+		if e.channel == membersChannel {
+			if string(e.summary) != string(m.membersSummary()) {
+				m.syncMembers(d.from)
+			}
+			continue
+		}
 		c := m.channel(e.channel)
 		if c == nil {
 			continue

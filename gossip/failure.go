@@ -45,6 +45,12 @@ import (
 )
 
 func tuneFailureDetection(c *memberlist.Config) {
+	// No LZW compression: memberlist allocates a fresh LZW table for every
+	// packet it compresses, which at hundreds of packets a second made
+	// compression the largest CPU and garbage cost of a peer in the
+	// simulator (and its GC pauses caused false suspicions). Gossip
+	// packets are small; only push-pull would gain, and it is now rare.
+	c.EnableCompression = false
 	c.ProbeInterval = 500 * time.Millisecond
 	c.ProbeTimeout = 300 * time.Millisecond
 	c.SuspicionMult = 3

@@ -32,17 +32,21 @@ type Mesh struct {
 	channels     map[string]*Channel
 	channelOrder []string
 
-	bigOut    chan []byte    // large broadcasts waiting to be sent by TCP
-	digestIn  chan digest    // anti-entropy digests received, for antiEntropy
-	seen      *seenCache     // broadcast frames already relayed (non-Epidemic handlers)
-	relayed   atomic.Uint64  // broadcasts this peer forwarded (epidemic)
-	repairs   atomic.Uint64  // channel states found different by anti-entropy
-	wg        sync.WaitGroup // anti-entropy repair senders
-	changed   chan struct{}  // membership or metadata changed (cap 1)
-	badFrames atomic.Uint64  // undecodable messages received
-	started   atomic.Bool
-	shut      atomic.Bool // Shutdown was called: Run must not leave
-	leaving   atomic.Bool // Leaving was called: Run says goodbye, not "stopping"
+	bigOut   chan []byte   // large broadcasts waiting to be sent by TCP
+	digestIn chan digest   // anti-entropy digests received, for antiEntropy
+	seen     *seenCache    // broadcast frames already relayed (non-Epidemic handlers)
+	relayed  atomic.Uint64 // broadcasts this peer forwarded (epidemic)
+	repairs  atomic.Uint64 // channel states found different by anti-entropy
+	// memberSyncs counts membership push-pulls started by anti-entropy;
+	// lastMemberSync is the UnixNano time of the last (membership.go).
+	memberSyncs    atomic.Uint64
+	lastMemberSync atomic.Int64
+	wg             sync.WaitGroup // anti-entropy repair senders
+	changed        chan struct{}  // membership or metadata changed (cap 1)
+	badFrames      atomic.Uint64  // undecodable messages received
+	started        atomic.Bool
+	shut           atomic.Bool // Shutdown was called: Run must not leave
+	leaving        atomic.Bool // Leaving was called: Run says goodbye, not "stopping"
 
 	mu        sync.Mutex // guards following
 	metaBytes []byte
@@ -54,9 +58,11 @@ type Mesh struct {
 	// aliveDirty (set by every membership event).
 	alive      []*memberlist.Node
 	aliveDirty bool
+	memberHash uint64 // XOR of the entries' hash (membership.go)
 }
 
 type entry struct {
+	hash     uint64 // memberHash term of this peer: 0 unless up (membership.go)
 	info     peer.Info
 	saidBye  bool             // the peer announced that it leaves the mesh for good
 	saidStop bool             // the peer announced that its control plane stops
@@ -136,8 +142,8 @@ func (m *Mesh) Channel(name string, h Handler) *Channel {
 	if m.started.Load() {
 		panic("gossip: Channel called after Run")
 	}
-	if len(name) == 0 || len(name) > maxChanName {
-		panic("gossip: channel name must be 1-32 bytes")
+	if len(name) == 0 || len(name) > maxChanName || name[0] == '~' {
+		panic("gossip: channel name must be 1-32 bytes, not starting with '~'")
 	}
 	c := &Channel{mesh: m, name: name, handler: h, inbox: make(chan inbound, m.cfg.InboxSize)}
 	m.chMu.Lock()
@@ -462,6 +468,9 @@ func (m *Mesh) BadFrames() uint64 { return m.badFrames.Load() }
 // Relayed returns how many broadcasts this peer forwarded onward.
 func (m *Mesh) Relayed() uint64 { return m.relayed.Load() }
 
+// MemberSyncs returns how many membership push-pulls anti-entropy started.
+func (m *Mesh) MemberSyncs() uint64 { return m.memberSyncs.Load() }
+
 // Repairs returns how many times anti-entropy found a channel's state
 // different from a peer's and sent it what it may lack.
 func (m *Mesh) Repairs() uint64 { return m.repairs.Load() }
@@ -510,6 +519,7 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 	if e.info.State == peer.Alive {
 		e.info.LastSeen = time.Now()
 	}
+	m.rehashLocked(e, cp.Meta)
 	info := e.info
 	m.mu.Unlock()
 	if prev != info.State {
@@ -538,6 +548,7 @@ func (m *Mesh) Forget(names ...string) {
 	m.mu.Lock()
 	for _, n := range names {
 		if e := m.peers[n]; e != nil && !e.info.State.Up() {
+			m.memberHash ^= e.hash
 			delete(m.peers, n)
 			m.aliveDirty = true
 		}

@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -245,17 +246,29 @@ func (a *Allocator) pickDonorLocked(refused map[peer.ID]bool) peer.ID {
 	for _, t := range a.ring.Tokens {
 		free[t.Owner] += uint64(t.Free)
 	}
-	var best peer.ID
 	var most uint64
 	for id, f := range free {
-		if id == a.cfg.Self || refused[id] || !a.aliveLocked(id) || f == 0 {
+		if id == a.cfg.Self || refused[id] || !a.aliveLocked(id) {
 			continue
 		}
-		if f > most || (f == most && id < best) {
-			best, most = id, f
+		most = max(most, f)
+	}
+	if most == 0 {
+		return 0
+	}
+	// Any peer with the most free space will do, picked at random: when
+	// hundreds of peers join at once, they would otherwise all ask the
+	// same donor (the lowest ID among equals in everyone's view), one
+	// donation at a time; spread over the peers whose shares are equal
+	// (halvings make many), the donations form a tree.
+	var cands []peer.ID
+	for id, f := range free {
+		if id != a.cfg.Self && !refused[id] && a.aliveLocked(id) && f == most {
+			cands = append(cands, id)
 		}
 	}
-	return best
+	sortIDs(cands)
+	return cands[rand.IntN(len(cands))]
 }
 
 // Lookup returns the address allocated to id.

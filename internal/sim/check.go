@@ -165,3 +165,32 @@ func (c *Cluster) NoAddressTwice(pods map[string]netip.Prefix) error {
 	}
 	return nil
 }
+
+// Progress describes how far the live peers are from agreement: how many
+// see every live peer alive, have their address, and how many distinct
+// rings and DNS record sets they hold.
+func (c *Cluster) Progress() string {
+	live := c.Live()
+	full, addr := 0, 0
+	rings, recs := map[string]int{}, map[string]int{}
+	for _, p := range live {
+		up := 0
+		for _, i := range p.D.Mesh().Peers() {
+			if i.State == peer.Alive {
+				up++
+			}
+		}
+		if up >= len(live) {
+			full++
+		}
+		if p.D.Mesh().Peers()[0].Meta.Bridge.IsValid() {
+			addr++
+		}
+		rings[string(p.D.Allocator().Summary())]++
+		if p.D.DNS() != nil {
+			recs[string(p.D.DNS().Summary())]++
+		}
+	}
+	return fmt.Sprintf("live %d, see all %d, have address %d, distinct rings %d, distinct DNS sets %d",
+		len(live), full, addr, len(rings), len(recs))
+}

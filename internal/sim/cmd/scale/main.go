@@ -1,0 +1,199 @@
+// Command scale runs the scale simulator (internal/sim) for each mesh size
+// given and writes, into -out, results.json, a Markdown table (table.md)
+// and an SVG plot (scale.svg) of convergence time, idle bytes per peer per
+// second and CPU against N. `make scale` runs it.
+//
+//	go run ./internal/sim/cmd/scale -n 100,200,500,1000 -out results/scale
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/weftmesh/weft/internal/sim"
+)
+
+// Result is one mesh size's measurements.
+type Result struct {
+	Peers          int     `json:"peers"`
+	MembersS       float64 `json:"members_agree_s"`   // mass join: all see all alive
+	RingS          float64 `json:"ring_agree_s"`      // mass join: all hold the same complete ring
+	AgreeS         float64 `json:"all_agree_s"`       // + every peer has its address, DNS agrees
+	JoinRingS      float64 `json:"join_ring_s"`       // one more peer: until it holds the agreed ring
+	KillSeenS      float64 `json:"kill_seen_s"`       // a crash: until all see it dead
+	IdleBytesPerS  float64 `json:"idle_bytes_peer_s"` // sent+received per peer per second, idle
+	IdleCPUPerPeer float64 `json:"idle_cpu_peer"`     // fraction of one core per peer, idle
+	JoinCPUPerPeer float64 `json:"join_cpu_peer"`     // CPU seconds per peer to converge the mass join
+	HeapMiB        float64 `json:"heap_mib_per_peer"` // Go heap in use per peer, idle
+	Secure         bool    `json:"secure"`
+	Error          string  `json:"error,omitempty"`
+}
+
+func main() {
+	sizes := flag.String("n", "100,200,500,1000", "comma-separated mesh sizes")
+	out := flag.String("out", "results/scale", "output directory")
+	secure := flag.Bool("secure", false, "a cluster secret (encrypted gossip, WireGuard)")
+	idle := flag.Duration("idle", 20*time.Second, "idle window for bytes and CPU")
+	limit := flag.Duration("limit", 10*time.Minute, "give up on a convergence after this")
+	trace := flag.Bool("trace", false, "log the progress of each convergence every second")
+	cpuprof := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	flag.Parse()
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	var results []Result
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 2 {
+			log.Printf("-n %q: want sizes ≥ 2", s)
+			return
+		}
+		r := run(n, *secure, *trace, *idle, *limit)
+		log.Printf("%+v", r)
+		results = append(results, r)
+		if err := write(*out, results); err != nil {
+			log.Print(err)
+			return
+		}
+		runtime.GC()
+	}
+}
+
+func secs(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
+
+func run(n int, secure, trace bool, idle, limit time.Duration) (r Result) {
+	r = Result{Peers: n, Secure: secure}
+	opts := sim.DefaultOptions()
+	opts.Secure = secure
+	c, err := sim.NewCluster(opts)
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	defer c.Close()
+	wait := func(cond func() error) (float64, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), limit)
+		defer cancel()
+		d, err := sim.Wait(ctx, cond)
+		if err != nil {
+			r.Error = err.Error()
+			return secs(d), false
+		}
+		return secs(d), true
+	}
+	cpu0, t0 := sim.CPU(), time.Now()
+	if err := c.Grow(n); err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	if trace {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Second):
+					dog := time.AfterFunc(3*time.Second, func() {
+						if f, err := os.Create("/tmp/scale-stall.txt"); err == nil {
+							pprof.Lookup("goroutine").WriteTo(f, 2)
+							f.Close()
+						}
+					})
+					log.Printf("t=%v %s", time.Since(t0).Round(time.Second), c.Progress())
+					dog.Stop()
+				}
+			}
+		}()
+	}
+	var ok bool
+	if r.MembersS, ok = wait(c.MembersAgree); !ok {
+		return r
+	}
+	if r.RingS, ok = wait(c.RingAgree); !ok {
+		return r
+	}
+	r.RingS = secs(time.Since(t0)) // ring agreement measured from the launch, like the others
+	if _, ok = wait(c.Agree); !ok {
+		return r
+	}
+	r.AgreeS = secs(time.Since(t0))
+	r.JoinCPUPerPeer = (sim.CPU() - cpu0).Seconds() / float64(n)
+
+	// Idle: let stragglers' retransmissions finish, then measure.
+	time.Sleep(5 * time.Second)
+	c.TrimKernels()
+	b0, cpu1, t1 := c.Bytes(), sim.CPU(), time.Now()
+	time.Sleep(idle)
+	wall := time.Since(t1)
+	r.IdleBytesPerS = float64(c.Bytes()-b0) / wall.Seconds() / float64(n)
+	r.IdleCPUPerPeer = (sim.CPU() - cpu1).Seconds() / wall.Seconds() / float64(n)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.HeapMiB = float64(ms.HeapInuse) / float64(1<<20) / float64(n)
+
+	// One peer joins the mesh: until it holds the agreed ring.
+	t2 := time.Now()
+	if err := c.Grow(1); err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	if _, ok = wait(c.RingAgree); !ok {
+		return r
+	}
+	r.JoinRingS = secs(time.Since(t2))
+	if _, ok = wait(c.MembersAgree); !ok {
+		return r
+	}
+
+	// A crash: until every live peer lists it dead.
+	c.Kill(n / 2)
+	r.KillSeenS, _ = wait(c.DeadSeen(n / 2))
+	return r
+}
+
+func write(dir string, rs []Result) error {
+	b, err := json.MarshalIndent(rs, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), b, 0o644); err != nil {
+		return err
+	}
+	var t strings.Builder
+	t.WriteString("| peers | all alive (s) | ring agreed (s) | all agree + DNS (s) | 1 joiner has ring (s) | kill seen by all (s) | idle bytes/peer/s | idle CPU/peer (% core) | join CPU s/peer | heap MiB/peer |\n")
+	t.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rs {
+		fmt.Fprintf(&t, "| %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.2f | %.3f | %.2f |", r.Peers, r.MembersS, r.RingS, r.AgreeS,
+			r.JoinRingS, r.KillSeenS, r.IdleBytesPerS, 100*r.IdleCPUPerPeer, r.JoinCPUPerPeer, r.HeapMiB)
+		if r.Error != "" {
+			fmt.Fprintf(&t, " error: %s", r.Error)
+		}
+		t.WriteString("\n")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "table.md"), []byte(t.String()), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "scale.svg"), []byte(plot(rs)), 0o644)
+}
