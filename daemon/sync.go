@@ -22,11 +22,19 @@ import (
 
 const syncEvery = 2 * time.Second
 
+// syncGap is the least time between two passes: a pass reads and hands
+// over O(N) state, and in a mass join of N peers each peer sees O(N)
+// membership and ring events within seconds; passes back to back would
+// cost O(N²) per peer. Events that arrive during the gap are coalesced
+// into the next pass (their signals have capacity 1).
+const syncGap = 500 * time.Millisecond
+
 func (d *Daemon) syncLoop(ctx context.Context) error {
 	t := time.NewTicker(syncEvery)
 	defer t.Stop()
 	for {
 		d.sync()
+		last := time.Now()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -34,6 +42,13 @@ func (d *Daemon) syncLoop(ctx context.Context) error {
 		case <-d.alloc.Changed():
 		case <-d.kick:
 		case <-t.C:
+		}
+		if wait := syncGap - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
 		}
 	}
 }

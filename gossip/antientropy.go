@@ -197,9 +197,13 @@ func (m *Mesh) antiEntropy(ctx context.Context) {
 // answerDigest sends the sender what it may lack and, unless the digest
 // was itself a reply, this peer's digest so that the sender does the same.
 func (m *Mesh) answerDigest(ctx context.Context, sem chan struct{}, d digest) {
+	// A sender this peer lists as dead is answered too: it is alive
+	// enough to send, and the membership push-pull its digest triggers
+	// tells it that it was declared dead, so it refutes (a false death
+	// would otherwise wait for memberlist's stretched push-pull).
 	m.mu.Lock()
 	var n *memberlist.Node
-	if e := m.peers[d.from]; e != nil && e.info.State.Up() {
+	if e := m.peers[d.from]; e != nil {
 		n = e.node
 	}
 	m.mu.Unlock()

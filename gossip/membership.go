@@ -18,15 +18,13 @@ import (
 	"encoding/binary"
 	"hash/fnv"
 	"time"
-
-	"github.com/weftmesh/weft/peer"
 )
 
 const (
 	membersChannel = "~members" // digest entry name; channel names may not start with '~'
 	// membershipSyncEvery bounds the push-pulls one peer starts to repair
 	// membership (each moves both views, O(N) bytes).
-	membershipSyncEvery = 2 * time.Second
+	membershipSyncEvery = 3 * time.Second
 )
 
 func memberTerm(name string, meta []byte) uint64 {
@@ -65,7 +63,7 @@ func (m *Mesh) syncMembers(name string) {
 	}
 	m.mu.Lock()
 	var addr string
-	if e := m.peers[name]; e != nil && e.node != nil && e.info.State == peer.Alive {
+	if e := m.peers[name]; e != nil && e.node != nil {
 		addr = e.node.FullAddress().Addr
 	}
 	m.mu.Unlock()

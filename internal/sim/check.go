@@ -194,3 +194,23 @@ func (c *Cluster) Progress() string {
 	return fmt.Sprintf("live %d, see all %d, have address %d, distinct rings %d, distinct DNS sets %d",
 		len(live), full, addr, len(rings), len(recs))
 }
+
+// Explain describes peer i's own view, to diagnose a peer others see dead.
+func (c *Cluster) Explain(i int) string {
+	p := c.Peers()[i]
+	up, seenUp := 0, 0
+	for _, info := range p.D.Mesh().Peers() {
+		if info.State == peer.Alive {
+			up++
+		}
+	}
+	for _, q := range c.Live() {
+		for _, info := range q.D.Mesh().Peers() {
+			if info.Name == p.Name && info.State == peer.Alive {
+				seenUp++
+			}
+		}
+	}
+	return fmt.Sprintf("%s sees %d alive, is seen alive by %d of %d; packets queued %d, streams queued %d, member syncs %d",
+		p.Name, up, seenUp, len(c.Live()), len(p.tr.packetCh), len(p.tr.streamCh), p.D.Mesh().MemberSyncs())
+}

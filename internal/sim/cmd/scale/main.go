@@ -47,7 +47,16 @@ func main() {
 	limit := flag.Duration("limit", 10*time.Minute, "give up on a convergence after this")
 	trace := flag.Bool("trace", false, "log the progress of each convergence every second")
 	cpuprof := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	memprof := flag.String("memprofile", "", "write an allocation profile at the end here")
 	flag.Parse()
+	if *memprof != "" {
+		defer func() {
+			if f, err := os.Create(*memprof); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	if *cpuprof != "" {
 		f, err := os.Create(*cpuprof)
 		if err != nil {
@@ -61,6 +70,7 @@ func main() {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		log.Fatal(err)
 	}
+	*dumpDir = *out
 	var results []Result
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -78,6 +88,9 @@ func main() {
 		runtime.GC()
 	}
 }
+
+// dumpDir receives a goroutine dump when a convergence times out.
+var dumpDir = new(string)
 
 func secs(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
 
@@ -97,6 +110,17 @@ func run(n int, secure, trace bool, idle, limit time.Duration) (r Result) {
 		d, err := sim.Wait(ctx, cond)
 		if err != nil {
 			r.Error = err.Error()
+			if i := strings.Index(r.Error, "sees p"); i >= 0 {
+				if k, err := strconv.Atoi(r.Error[i+6 : i+10]); err == nil {
+					log.Print(c.Explain(k))
+				}
+			}
+			if *dumpDir != "" {
+				if f, err := os.Create(filepath.Join(*dumpDir, fmt.Sprintf("goroutines-%d.txt", n))); err == nil {
+					pprof.Lookup("goroutine").WriteTo(f, 2)
+					f.Close()
+				}
+			}
 			return secs(d), false
 		}
 		return secs(d), true
