@@ -7,7 +7,7 @@ LDFLAGS := -X github.com/weftmesh/weft/internal/version.Version=$(VERSION)
 
 IMAGE   ?= docker.io/weftmesh/weft:latest
 
-.PHONY: build image kube-bins test soak demo demo-down bench lint clean deps
+.PHONY: build image kube-bins test soak scale demo demo-down bench lint clean deps
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft ./cmd/weft
@@ -43,13 +43,20 @@ lint:
 	$(GO) mod tidy -diff
 
 test: deps lint build kube-bins
-	$(GO) test -race -count=1 -timeout 25m $$($(GO) list $(PKGS) | grep -v -e '/test/kube$$' -e '/test/kubebed$$')
+	$(GO) test -race -count=1 -timeout 25m $$($(GO) list $(PKGS) | grep -v -e '/test/kube$$' -e '/test/kubebed$$' -e '/internal/sim$$')
+	$(GO) test -count=1 -timeout 10m ./internal/sim/
 	$(GO) test -count=1 -p 1 -timeout 30m $(KUBE_PKGS)
 
 # The chaos soak (test/soak_test.go): SOAK_SECS, SOAK_HOSTS, SOAK_SEED (a
 # failure prints the seed to replay); RACE=1 builds the peers with -race.
 soak: build
 	WEFT_RACE=$(RACE) SOAK_SECS=$${SOAK_SECS:-300} $(GO) test $(if $(RACE),-race) -count=1 -timeout 60m -run '^TestSoak$$' -v ./test/
+
+# The scale simulator (internal/sim): complete peers in one process on a
+# fake kernel; SCALE_N sizes; writes results/scale/{table.md,scale.svg,results.json}.
+SCALE_N ?= 50,100,150,200
+scale:
+	$(GO) run ./internal/sim/cmd/scale -n $(SCALE_N) -out results/scale $(SCALE_FLAGS)
 
 demo: build
 	bash scripts/demo.sh up

@@ -92,12 +92,18 @@ func main() {
 // dumpDir receives a goroutine dump when a convergence times out.
 var dumpDir = new(string)
 
+// relaxed is -relaxed: sim.Relaxed failure detection.
+var relaxed = flag.Bool("relaxed", false, "relaxed failure-detection timers (sim.Relaxed)")
+
 func secs(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
 
 func run(n int, secure, trace bool, idle, limit time.Duration) (r Result) {
 	r = Result{Peers: n, Secure: secure}
 	opts := sim.DefaultOptions()
 	opts.Secure = secure
+	if *relaxed {
+		opts.Memberlist = sim.Relaxed
+	}
 	c, err := sim.NewCluster(opts)
 	if err != nil {
 		r.Error = err.Error()
