@@ -47,6 +47,8 @@ type Config struct {
 	LocalAddr  netip.Addr
 	LocalIface string
 	Peers      []Peer // every other live peer
+	// Macvlan is the host side of underlay (macvlan) pods (underlay.go).
+	Macvlan Macvlan
 }
 
 // Peer is another live peer as the datapath needs it.
@@ -83,6 +85,7 @@ func DefaultConfig() Config {
 		LocalAddr:    netip.Addr{},
 		LocalIface:   "weft-dns",
 		Peers:        nil,
+		Macvlan:      Macvlan{Iface: DefaultMacvlanIface},
 	}
 }
 
@@ -109,6 +112,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: local address %v (IPv4 outside the range %v required)", ErrInvalidConfig, c.LocalAddr, c.Range)
 	case c.VXPort == 0 || c.WGPort == 0:
 		return fmt.Errorf("%w: zero UDP port", ErrInvalidConfig)
+	}
+	if err := c.Macvlan.validate(); err != nil {
+		return err
 	}
 	switch c.Transport {
 	case TransportWireGuard, TransportVXLAN, TransportDirect, TransportAuto:
