@@ -162,7 +162,7 @@ func (d *Daemon) build(log *slog.Logger) error {
 		gc.Secret = []byte(d.secret)
 	}
 	gc.Meta = peer.Meta{Version: Version, WGPort: d.cfg.WGPort, Transport: d.transportName(), Insecure: d.cfg.Insecure,
-		Joined: len(d.launch) == 0}
+		Joined: len(d.launch) == 0, Underlay: d.cfg.UnderlayRange}
 	if !d.cfg.Insecure {
 		gc.Meta.WGKey = pub
 	}

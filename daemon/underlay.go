@@ -168,11 +168,26 @@ func (d *Daemon) underlayChanged() <-chan struct{} {
 	return d.under.alloc.Changed()
 }
 
-// syncUnderlay feeds the membership to the pool.
+// syncUnderlay feeds the pool's members to the pool.
 func (d *Daemon) syncUnderlay(peers []peer.Info) {
 	if d.under != nil {
-		d.under.alloc.SetPeers(peers)
+		d.under.alloc.SetPeers(poolMembers(peers, d.id.ID, d.cfg.UnderlayRange))
 	}
+}
+
+// poolMembers are the peers that run the underlay pool rng (their
+// metadata says so), this peer (self) always included: the pool's ring
+// is theirs alone. A peer without a pool, or with another range, never
+// holds space in it, so it must not count in its bootstrap quorum or in
+// the electorate of a reclaim (it could never answer).
+func poolMembers(peers []peer.Info, self peer.ID, rng netip.Prefix) []peer.Info {
+	var out []peer.Info
+	for _, p := range peers {
+		if p.ID == self || p.Meta.Underlay == rng {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // underlayHostLoop allocates weft-mv's address once the ring is ready.
