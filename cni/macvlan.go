@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -109,6 +110,13 @@ func (p *Plugin) addMacvlan(inv *invocation, args *skel.CmdArgs, netNS ns.NetNS,
 	}
 	id := allocID(args.ContainerID, args.IfName)
 	alloc, err := inv.peer.Allocate(inv.ctx, client.AllocateRequest{ID: id, IfName: args.IfName, Pod: podName, Pool: client.PoolUnderlay})
+	var ae *client.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusBadRequest {
+		// The peer cannot serve this config (no underlay range): the
+		// network config asks for what the node does not offer.
+		return types.NewError(types.ErrInvalidNetworkConfig, "allocate underlay address: "+ae.Message,
+			"launch the peer with --underlay-range, or drop \"mode\": \"macvlan\" from the conflist")
+	}
 	if err != nil {
 		return peerError("allocate underlay address", inv.conf.Socket, err)
 	}
