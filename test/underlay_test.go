@@ -185,6 +185,33 @@ func TestUnderlay(t *testing.T) {
 		}
 	})
 
+	t.Run("DNS names and status of macvlan pods", func(t *testing.T) {
+		testutil.Eventually(t, 30*time.Second, "c.h2 answers on h1 with its macvlan address", func() error {
+			out, stderr, err := h1.Weft("dns", "lookup", "c.h2")
+			if err != nil || !strings.Contains(out, pods[2].Addr.Addr().String()) {
+				return fmt.Errorf("dns lookup c.h2 on h1 = %v: %s %s", err, out, stderr)
+			}
+			return nil
+		})
+		st, err := h1.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		modes := map[string]string{}
+		for _, p := range st.Pods {
+			modes[p.ContainerID] = p.Mode
+		}
+		for _, p := range pods[:2] {
+			if modes[p.ContainerID] != "macvlan" {
+				t.Errorf("h1 status lists pod %s with mode %q; want macvlan (%+v)", p.ContainerID, modes[p.ContainerID], st.Pods)
+			}
+		}
+		out, _, err := h1.Weft("status", "ipam")
+		if err != nil || !strings.Contains(out, "Underlay range "+rng.String()) || !strings.Contains(out, squat.String()) {
+			t.Errorf("weft status ipam shows no underlay pool with the taken %s: %v\n%s", squat, err, out)
+		}
+	})
+
 	t.Run("2 host reaches its pods", func(t *testing.T) {
 		for _, p := range pods {
 			if err := pingIn(p.Host.NS, p.Addr.Addr()); err != nil {
@@ -348,6 +375,19 @@ func TestUnderlay(t *testing.T) {
 		assertNothingLeft(t, h3, ns, id, netip.Addr{})
 		h3.Stop()
 		h4.Stop()
+	})
+
+	t.Run("weft reset removes weft-mv", func(t *testing.T) {
+		if out, err := exec.Command("ip", "-n", h1.NS, "link", "show", "weft-mv").CombinedOutput(); err != nil {
+			t.Fatalf("h1 has no weft-mv before the reset: %v: %s", err, out)
+		}
+		h1.Stop()
+		if out, err := h1.Run(h1.ResetArgs()...); err != nil {
+			t.Fatalf("weft reset on h1: %v: %s", err, out)
+		}
+		if out, err := exec.Command("ip", "-n", h1.NS, "link", "show", "weft-mv").CombinedOutput(); err == nil {
+			t.Errorf("weft-mv left after weft reset: %s", out)
+		}
 	})
 }
 
