@@ -191,6 +191,7 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 			Bridge: p.Info.Bridge, Ranges: p.Ranges,
 		})
 	}
+	d.acceptUnderlay(rc.Peers)
 	return rc
 }
 

@@ -238,6 +238,19 @@ func (d *Daemon) macvlanConfig() router.Macvlan {
 	return m
 }
 
+// acceptUnderlay gives each router peer the underlay pool ranges it owns:
+// under WireGuard, its macvlan pods' packets into our overlay arrive from
+// it with their own source addresses, which its AllowedIPs must accept.
+func (d *Daemon) acceptUnderlay(peers []router.Peer) {
+	if d.under == nil {
+		return
+	}
+	ranges := d.under.alloc.Ranges()
+	for i := range peers {
+		peers[i].Accept = ranges[peers[i].ID]
+	}
+}
+
 // isUnderlayPod reports whether an underlay allocation is a pod's (not
 // weft-mv's, not a taken address).
 func isUnderlayPod(id string) bool { return !strings.HasPrefix(id, "weft:") }

@@ -60,6 +60,11 @@ type Peer struct {
 	WGPort      uint16         // WireGuard UDP port; 0 = Config.WGPort
 	Bridge      netip.Addr     // the peer's bridge address; invalid = not yet allocated
 	Ranges      []netip.Prefix // ranges the peer owns
+	// Accept are underlay (macvlan) pool ranges the peer owns: packets from
+	// them are accepted from the peer over WireGuard (its macvlan pods reach
+	// our overlay pods through it), but never routed to it: those pods are
+	// on the LAN (underlay.go).
+	Accept []netip.Prefix
 }
 
 // DefaultConfig returns the defaults of docs/design.md.

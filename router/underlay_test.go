@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -89,5 +90,28 @@ func TestMacvlanInvalid(t *testing.T) {
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("Validate with Macvlan %+v = nil; want an error", m)
 		}
+	}
+}
+
+// TestMacvlanWireGuardAccept: a peer's underlay ranges join its AllowedIPs
+// (its macvlan pods' packets come through it) but get no route.
+func TestMacvlanWireGuardAccept(t *testing.T) {
+	f := newFixture(t, router.Options{})
+	cfg := testConfig(router.TransportWireGuard, false)
+	cfg.Peers = cfg.Peers[:1]
+	cfg.Peers[0].Accept = []netip.Prefix{pfx("192.168.1.224/27")}
+	got := f.set(t, cfg)
+	want := "wg configure weft-wg port 51820 peers [pubB@192.168.1.11:51820 allowed 10.36.0.0/14,10.36.0.1/32,192.168.1.224/27]"
+	found := false
+	for _, l := range got {
+		if l == want {
+			found = true
+		}
+		if strings.Contains(l, "route") && strings.Contains(l, "192.168.1.224") {
+			t.Errorf("transcript routes an accepted underlay range: %q", l)
+		}
+	}
+	if !found {
+		t.Errorf("transcript %q lacks %q", got, want)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -60,10 +61,10 @@ func TestUnderlay(t *testing.T) {
 	h1, h2 := bed.Hosts[0], bed.Hosts[1]
 	plainNS, plainAddr := bed.AddInternet()
 	rng := underlayRange(bed)
-	args := []string{"--insecure", "--transport", "vxlan", "--underlay-range", rng.String(), "--underlay-gateway", plainAddr.String()}
-	h1.Launch(t, args...)
-	h2.Launch(t, append(args, h1.Addr.String())...)
-	waitReady(t, bed.Hosts, "vxlan")
+	// The default secure mesh (WireGuard): macvlan pods' packets into the
+	// overlay must pass the peers' AllowedIPs.
+	launchSecureMeshWith(t, bed, "--underlay-range", rng.String(), "--underlay-gateway", plainAddr.String())
+	waitReady(t, bed.Hosts, "wireguard")
 	hostAddr := map[string]netip.Addr{}
 	testutil.Eventually(t, 60*time.Second, "underlay pools ready with a weft-mv address", func() error {
 		for _, h := range bed.Hosts {
@@ -163,19 +164,23 @@ func TestUnderlay(t *testing.T) {
 		for err := range errs {
 			t.Error(err)
 		}
-		// What crossed h1's switch port: each pod of h1 with its own MAC and
-		// address, in plain IPv4, and no pod traffic inside VXLAN.
+		// What crossed h1's switch port: every ping between a pod of h1 and
+		// a pod of h2 or the plain machine, as plain ICMP in an Ethernet
+		// frame from the pod's own MAC with the pod's own address (not
+		// inside a tunnel, not translated).
 		frames := capture.Frames()
 		for _, p := range pods[:2] {
 			mac, a := p.MAC(), p.Addr.Addr()
-			ok := false
-			for _, f := range frames {
-				if f.Src == mac && f.IPSrc == a && f.Proto == 1 {
-					ok = true
+			for _, dst := range []netip.Addr{pods[2].Addr.Addr(), pods[3].Addr.Addr(), plainAddr} {
+				ok := false
+				for _, f := range frames {
+					if f.Src == mac && f.EtherType == 0x0800 && f.IPSrc == a && f.IPDst == dst && f.Proto == 1 {
+						ok = true
+					}
 				}
-			}
-			if !ok {
-				t.Errorf("no ICMP from %s with MAC %s on h1's switch port (%d frames)", a, mac, len(frames))
+				if !ok {
+					t.Errorf("no plain ICMP %s -> %s from MAC %s on h1's switch port (%d frames)", a, dst, mac, len(frames))
+				}
 			}
 		}
 		for _, f := range frames {
@@ -233,7 +238,7 @@ func TestUnderlay(t *testing.T) {
 		}
 	})
 
-	t.Run("3 macvlan and overlay pods", func(t *testing.T) {
+	t.Run("3 macvlan and overlay pods over WireGuard", func(t *testing.T) {
 		o := h2.AddPod(t, "o")
 		if err := pingIn(pods[0].NS, o.Addr.Addr()); err != nil {
 			t.Error(err)
@@ -338,9 +343,10 @@ func TestUnderlay(t *testing.T) {
 	})
 	t.Run("range mismatch and no range", func(t *testing.T) {
 		h3, h4 := bed.AddHost(), bed.AddHost()
-		h3.Launch(t, "--insecure", "--transport", "vxlan", h1.Addr.String())
+		secret := filepath.Join(bed.Dir, "secret")
+		h3.Launch(t, "--password-file", secret, h1.Addr.String())
 		other := netip.PrefixFrom(rng.Addr().Prev().Prev(), 26).Masked() // .128/26
-		h4.Launch(t, "--insecure", "--transport", "vxlan", "--underlay-range", other.String(), h1.Addr.String())
+		h4.Launch(t, "--password-file", secret, "--underlay-range", other.String(), h1.Addr.String())
 		testutil.Eventually(t, 60*time.Second, "h1 names h4's other underlay range", func() error {
 			st, err := h1.Status()
 			if err != nil {
