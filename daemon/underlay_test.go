@@ -171,3 +171,20 @@ func TestARPConflict(t *testing.T) {
 		}
 	}
 }
+
+// FuzzARPConflict: any bytes off the LAN decode without panicking, and a
+// packet that claims our own MAC is never a conflict.
+func FuzzARPConflict(f *testing.F) {
+	ours, _ := net.ParseMAC("02:00:00:00:00:01")
+	theirs, _ := net.ParseMAC("02:00:00:00:00:02")
+	target := netip.MustParseAddr("192.168.1.200")
+	for _, s := range [][]byte{arpProbePacket(ours, target), arpProbePacket(theirs, target), nil, make([]byte, 27), make([]byte, 64)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		mac, ok := arpConflict(b, target, ours)
+		if ok && mac.String() == ours.String() {
+			t.Fatalf("our own packet %x is a conflict", b)
+		}
+	})
+}
