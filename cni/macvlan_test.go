@@ -151,20 +151,39 @@ func TestMacvlanBadInput(t *testing.T) {
 		{"unknown mode", `,"mode":"ipvlan"`, false, types.ErrInvalidNetworkConfig, "mode"},
 		{"master missing", `,"mode":"macvlan","master":"nosuch0"`, false, types.ErrInvalidNetworkConfig, "nosuch0"},
 		{"peer without underlay range", `,"mode":"macvlan"`, true, types.ErrInvalidNetworkConfig, "--underlay-range"},
+		// Fails after the allocation: rolled back (released).
+		{"eth0 taken in the pod", `,"mode":"macvlan"`, false, types.ErrInternal, "create macvlan"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b.peer.mu.Lock()
 			b.peer.noPool = tc.noPool
 			b.peer.mu.Unlock()
 			pod := b.newPod(t)
+			taken := strings.HasPrefix(tc.name, "eth0 taken")
+			if taken {
+				inNS(t, pod, func() error { return netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}}) })
+			}
 			id := randomID()
 			_, err := b.run("ADD", &skel.CmdArgs{ContainerID: id, Netns: pod, IfName: "eth0", StdinData: b.conf("1.0.0", tc.extra)})
 			var te *types.Error
 			if !errors.As(err, &te) || te.Code != tc.wantCode || !strings.Contains(te.Msg+te.Details, tc.want) {
 				t.Fatalf("ADD = %v; want CNI error %d naming %q", err, tc.wantCode, tc.want)
 			}
-			if allocs, _, _ := b.peer.state(); allocs[id] != "" {
+			allocs, _, released := b.peer.state()
+			if allocs[id] != "" {
 				t.Errorf("allocation left: %v", allocs)
+			}
+			if taken {
+				if !contains(released, id) {
+					t.Errorf("the allocation was not released: %v", released)
+				}
+				inNS(t, pod, func() error {
+					if l, err := netlink.LinkByName("eth0"); err != nil || l.Type() != "bridge" {
+						t.Errorf("the pod's own eth0 was touched: %v %v", l, err)
+					}
+					return nil
+				})
+				return
 			}
 			inNS(t, pod, func() error {
 				if _, err := netlink.LinkByName("eth0"); err == nil {

@@ -246,6 +246,29 @@ func TestUnderlay(t *testing.T) {
 		if err := pingIn(o.NS, pods[0].Addr.Addr()); err != nil {
 			t.Error(err)
 		}
+		// The overlay pod sees the macvlan pod's own address: underlay pods
+		// are never masqueraded.
+		l := testbed.ListenTCP(t, o.NS, net.JoinHostPort(o.Addr.Addr().String(), "8081"))
+		from := make(chan string, 1)
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				from <- err.Error()
+				return
+			}
+			from <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+			c.Close()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := testbed.DialIn(ctx, pods[0].NS, "tcp", net.JoinHostPort(o.Addr.Addr().String(), "8081"))
+		if err != nil {
+			t.Fatalf("macvlan pod to overlay pod over TCP: %v", err)
+		}
+		c.Close()
+		if got := <-from; got != pods[0].Addr.Addr().String() {
+			t.Errorf("the overlay pod saw the macvlan pod as %s; want its own address %s", got, pods[0].Addr.Addr())
+		}
 		o.Del(t)
 	})
 
