@@ -541,7 +541,7 @@ func TestPolicyUnsupported(t *testing.T) {
 		t.Errorf("log names x/sctp-a %d times; want once, with SCTP:\n%s", n, logs.String())
 	}
 	lines := strings.Join(f.kernel.Take(), "\n")
-	for _, w := range []string{"add rule ingress-10.32.0.2 counter drop", "meta l4proto tcp th dport 80 accept comment \"x/allow-b ingress rule 0\"",
+	for _, w := range []string{"add rule ingress-10.32.0.2 counter drop", `meta l4proto tcp th dport 80 ip saddr @pods-`,
 		"add element ingress { 10.32.0.2 : jump ingress-10.32.0.2, 10.32.0.3 : jump ingress-10.32.0.3 }"} {
 		if !strings.Contains(lines, w) {
 			t.Errorf("kernel transcript lacks %q:\n%s", w, lines)

@@ -292,9 +292,14 @@ func (b *builder) ruleRules(q *Pod, np *NetworkPolicy, d Direction, i int, r Rul
 		return addrs
 	}
 	var out []ChainRule
+	// The protocol and port come before the peer's set: a comparison is
+	// cheaper than a set lookup, and a connection's first packet walks
+	// every rule of its pods' chains until one allows it (with 100
+	// policies selecting a pair, that order is worth several per cent of
+	// the new-connection rate).
 	add := func(ports []Match) {
 		for _, a := range peerSets() {
-			out = append(out, ChainRule{Match: append(slices.Clone(a), ports...), Action: allow, Comment: comment})
+			out = append(out, ChainRule{Match: append(slices.Clone(ports), a...), Action: allow, Comment: comment})
 		}
 	}
 	if len(r.Ports) == 0 {
