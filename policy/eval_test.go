@@ -148,12 +148,14 @@ func TestCompileGolden(t *testing.T) {
 	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+		iifname "wf*" fib saddr . iif oif missing counter drop
 		ct state established,related accept
 		ip saddr vmap @egress
 		ip daddr vmap @ingress
 	}
 	chain input {
 		type filter hook input priority filter; policy accept;
+		iifname "wf*" fib saddr . iif oif missing counter drop
 		ct state established,related accept
 		ip saddr vmap @egress
 	}

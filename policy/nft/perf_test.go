@@ -86,12 +86,12 @@ func TestDatapathPerf(t *testing.T) {
 	xa, xb := b.pods[0], b.pods[1]
 
 	// The two programs, and what they say about the pair.
-	none, err := policy.Compile(b.model(t, nil), "n1")
+	none, err := bedConfig().Compile(b.model(t, nil), "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := b.model(t, pairPolicies())
-	full, err := policy.Compile(m, "n1")
+	full, err := bedConfig().Compile(m, "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
