@@ -280,6 +280,12 @@ func TestPolicy(t *testing.T) {
 		if _, err := c.NodeExec(xa.node, c.TestboxBin, "get", "-t", "2s", "http://"+xa.ip+":80/"); err != nil {
 			t.Errorf("node %s → x/a under deny-all: %v; want reached (traffic from the pod's own node is allowed)", xa.node, err)
 		}
+		// Every node's policy table begins with the anti-spoofing check on
+		// weft-cni's host veths.
+		if out, err := c.NodeExec(xa.node, "nft", "list", "chain", "ip", "weft-policy", "forward"); err != nil ||
+			!strings.Contains(out, `iifname "wf*" fib saddr . iif oif 0 counter`) { // nft prints "missing" as oif 0
+			t.Errorf("nft list chain ip weft-policy forward on %s: %v\n%s\nwant the anti-spoofing rule", xa.node, err, out)
+		}
 		var st client.Status
 		if err := weftCLI(c, b, xa.node, &st, "status"); err != nil {
 			t.Fatal(err)
