@@ -78,11 +78,12 @@ type Allocator struct {
 	peers map[peer.ID]peer.Info // the last SetPeers
 	wake  chan struct{}         // closed and replaced on every change waiters care about
 
-	allocs  allocations    // this peer's allocations (allocate.go)
-	paxos   paxosState     // acceptor memory and our rounds in flight (paxos.go)
-	boot    bootstrapState // what other bootstrap proposers are doing (bootstrap.go)
-	reqs    requests       // donation and handoff replies awaited (donate.go)
-	handoff handoffState   // leaving, and to whom (handoff.go)
+	allocs  allocations         // this peer's allocations (allocate.go)
+	paxos   paxosState          // acceptor memory and our rounds in flight (paxos.go)
+	boot    bootstrapState      // what other bootstrap proposers are doing (bootstrap.go)
+	reqs    requests            // donation and handoff replies awaited (donate.go)
+	handoff handoffState        // leaving, and to whom (handoff.go)
+	refused map[peer.ID]Refusal // peers whose messages carried another range (rekey.go)
 }
 
 // New opens the store at cfg.DBPath and loads the persisted ring and
@@ -96,6 +97,9 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "ipam")
+	if cfg.Pool != "" {
+		log = log.With("pool", cfg.Pool)
+	}
 	st, err := openStore(cfg.DBPath, cfg.Range, cfg.Self, cfg.NoSync)
 	if err != nil {
 		return nil, err
@@ -299,6 +303,9 @@ func (a *Allocator) MergeNew(from peer.ID, msg []byte) (bool, error) {
 	m, err := decode(msg)
 	if err != nil {
 		return false, err
+	}
+	if from != a.cfg.Self {
+		a.noteRange(from, m.Range)
 	}
 	if m.Range != a.cfg.Range {
 		return false, fmt.Errorf("merge from %s: range %s, ours %s: %w", from, m.Range, a.cfg.Range, ErrDifferentRing)
