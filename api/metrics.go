@@ -82,6 +82,7 @@ type statusCollector struct {
 	kubeNodes, kubeNoPeer   *prometheus.Desc
 	kubeNoNode              *prometheus.Desc
 	policySynced, policyObj *prometheus.Desc
+	underlay                *prometheus.Desc
 }
 
 func newStatusCollector(b Reporter) *statusCollector {
@@ -104,13 +105,14 @@ func newStatusCollector(b Reporter) *statusCollector {
 		kubeNoPeer:    d("weft_kube_nodes_without_peer", "Kubernetes Nodes that no weft peer is named after (Kubernetes mode only).", nil, nil),
 		kubeNoNode:    d("weft_kube_peers_without_node", "Weft peers and ring owners with no Kubernetes Node of their name: reclaimed once down (Kubernetes mode only).", nil, nil),
 		policySynced:  d("weft_policy_synced", "1 when the kernel reflects every NetworkPolicy object the informers have seen, else 0 (NetworkPolicy enabled only).", nil, nil),
+		underlay:      d("weft_underlay_addresses", "This peer's underlay pool (macvlan pods; --underlay-range only): owned, free (of owned), allocated, and taken (held back: a LAN machine answered ARP, or a peer's or the gateway's address).", []string{"kind"}, nil),
 		policyObj:     d("weft_policy_objects", "NetworkPolicy enforcement: policies (in the cluster), pods (in the cluster, with an IP), isolated (local pods some policy selects).", []string{"kind"}, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.up, c.info, c.uptime, c.peers, c.connections, c.handshakeAge, c.rx, c.tx, c.ipamAddresses, c.ipamUnre, c.dnsRecords, c.pods,
-		c.kubeNodes, c.kubeNoPeer, c.kubeNoNode, c.policySynced, c.policyObj} {
+		c.kubeNodes, c.kubeNoPeer, c.kubeNoNode, c.policySynced, c.policyObj, c.underlay} {
 		ch <- d
 	}
 }
@@ -173,6 +175,12 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.ipamUnre, unreachable)
 	gauge(c.dnsRecords, float64(len(st.DNS.Entries)))
 	gauge(c.pods, float64(len(st.Pods)))
+	if u := st.Underlay; u != nil {
+		gauge(c.underlay, float64(u.Owned), "owned")
+		gauge(c.underlay, float64(u.Free), "free")
+		gauge(c.underlay, float64(u.Allocated), "allocated")
+		gauge(c.underlay, float64(len(u.Taken)), "taken")
+	}
 	if k := st.Kubernetes; k != nil && k.Synced {
 		gauge(c.kubeNodes, float64(len(k.Nodes)))
 		gauge(c.kubeNoPeer, float64(len(k.NodesWithoutPeer)))
@@ -254,7 +262,7 @@ func reservedMetric(name string) bool {
 		"weft_peer_handshake_age_seconds", "weft_peer_rx_bytes", "weft_peer_tx_bytes",
 		"weft_ipam_addresses", "weft_ipam_unreachable_share", "weft_dns_records", "weft_pods",
 		"weft_kube_nodes", "weft_kube_nodes_without_peer", "weft_kube_peers_without_node",
-		"weft_policy_synced", "weft_policy_objects", "weft_policy_drops_total",
+		"weft_policy_synced", "weft_policy_objects", "weft_policy_drops_total", "weft_underlay_addresses",
 		"weft_cni_requests_total", "weft_cni_request_duration_seconds":
 		return true
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/weftmesh/weft/api"
 	"github.com/weftmesh/weft/api/apitest"
+	"github.com/weftmesh/weft/api/client"
 )
 
 func scrape(t *testing.T, ts *testServer) map[string]*dto.MetricFamily {
@@ -172,5 +173,29 @@ func TestMetricsWithoutStatus(t *testing.T) {
 				t.Errorf("weft_dns_queries_total = %v; want 1532: %v", v, tc.wantCounters)
 			}
 		})
+	}
+}
+
+// TestMetricsUnderlay: a peer with an underlay pool exports its addresses,
+// the taken ones included; one without exports none.
+func TestMetricsUnderlay(t *testing.T) {
+	ts := startWith(t, func(f *apitest.Fakes) api.Backends {
+		f.Reporter.Snapshot.Underlay = &client.UnderlayStatus{
+			IPAMStatus: client.IPAMStatus{Range: "192.168.1.192/26", Status: "ready", Owned: 32, Free: 27, Allocated: 5},
+			Taken:      []client.TakenAddress{{Address: "192.168.1.194", Reason: "gateway"}, {Address: "192.168.1.195", Reason: "answered ARP"}},
+		}
+		return f.Backends()
+	})
+	fams := scrape(t, ts)
+	for kind, want := range map[string]float64{"owned": 32, "free": 27, "allocated": 5, "taken": 2} {
+		if got := value(fams, "weft_underlay_addresses", "kind="+kind); got != want {
+			t.Errorf("weft_underlay_addresses{kind=%s} = %v; want %v", kind, got, want)
+		}
+	}
+	if _, ok := fams["weft_underlay_addresses"]; !ok {
+		t.Fatalf("no weft_underlay_addresses")
+	}
+	if _, ok := scrape(t, startServer(t))["weft_underlay_addresses"]; ok {
+		t.Errorf("a peer without an underlay pool exports weft_underlay_addresses")
 	}
 }

@@ -40,6 +40,35 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 }
 
+// TestStatusPageUnderlay: a peer with an underlay pool shows it, its taken
+// addresses, and the mode of each local pod.
+func TestStatusPageUnderlay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	ts := startWith(t, func(f *apitest.Fakes) api.Backends {
+		st := &f.Reporter.Snapshot
+		for i := range st.Pods {
+			st.Pods[i].Mode = "routed"
+		}
+		st.Pods = append(st.Pods, client.Pod{ContainerID: "beefbeefbeef", IfName: "eth0", Name: "lat.default", Address: "192.168.1.201", Mode: "macvlan"})
+		st.Underlay = &client.UnderlayStatus{
+			IPAMStatus: client.IPAMStatus{Range: "192.168.1.192/26", Status: "ready", Owned: 32, Free: 28, Allocated: 4,
+				Owners: []client.IPAMOwner{{Name: "h1", ID: apitest.SelfID, Owned: 32, Share: 0.5, Free: 28, Reachable: true}}},
+			Master: "eth0", Gateway: "192.168.1.1", HostAddress: "192.168.1.193",
+			Taken: []client.TakenAddress{{Address: "192.168.1.194", Reason: "answered ARP from 02:00:00:00:00:09"}},
+		}
+		return f.Backends()
+	})
+	rep := apitest.CheckPage(t, ts.base+"/", 3, "")
+	if want := []string{"routed", "routed", "macvlan"}; !cmp.Equal(rep.Modes, want) {
+		t.Errorf("page pod modes = %v; want %v", rep.Modes, want)
+	}
+	if want := []string{"192.168.1.194"}; !cmp.Equal(rep.Taken, want) {
+		t.Errorf("page taken addresses = %v; want %v", rep.Taken, want)
+	}
+}
+
 func TestStatusPageLargeMesh(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")

@@ -182,7 +182,7 @@ var apiRoutes = []struct {
 	{"GET", "/readyz", "", "Reporter", "Ready"},
 	{"GET", "/ip/lookup?id=c1", "", "Addresses", "Lookup c1"},
 	{"GET", "/dns/lookup?name=web", "", "Names", "DNSLookup web"},
-	{"POST", "/ip/allocate", `{"id":"c2","ifname":"eth0"}`, "Addresses", "Allocate {ID:c2 IfName:eth0 Pod:}"},
+	{"POST", "/ip/allocate", `{"id":"c2","ifname":"eth0"}`, "Addresses", "Allocate {ID:c2 IfName:eth0 Pod: Pool:}"},
 	{"POST", "/ip/release", `{"id":"c1"}`, "Addresses", "Release c1"},
 	{"POST", "/ip/gc", `{"keep":["c1"]}`, "Addresses", "GC [c1]"},
 	{"POST", "/dns/add", `{"name":"evil","address":"10.32.9.9"}`, "Names", "DNSAdd {Name:evil Address:10.32.9.9 ContainerID:}"},
@@ -216,7 +216,7 @@ func TestClientRoundTrip(t *testing.T) {
 		{"ready", func() (any, error) { return anyOf(c.Ready(ctx)) }, &client.Ready{Ready: true}, []string{"Ready"}},
 		{"allocate", func() (any, error) {
 			return anyOf(c.Allocate(ctx, client.AllocateRequest{ID: "ctr-1", IfName: "eth0", Pod: "x.default"}))
-		}, alloc("ctr-1"), []string{"Allocate {ID:ctr-1 IfName:eth0 Pod:x.default}"}},
+		}, alloc("ctr-1"), []string{"Allocate {ID:ctr-1 IfName:eth0 Pod:x.default Pool:}"}},
 		{"lookup", func() (any, error) { return anyOf(c.Lookup(ctx, "ctr-1")) }, alloc("ctr-1"), []string{"Lookup ctr-1"}},
 		{"release", func() (any, error) { return nil, c.Release(ctx, "ctr-1") }, nil, []string{"Release ctr-1"}},
 		{"gc", func() (any, error) { return anyOf(c.GC(ctx, []string{"a", "b"})) },

@@ -53,6 +53,10 @@ func (p *Plugin) add(inv *invocation, args *skel.CmdArgs) (err error) {
 		return types.NewError(types.ErrInvalidNetNS, "CNI_NETNS "+args.Netns+" is the plugin's own network namespace", "pass the pod's namespace")
 	}
 
+	if inv.conf.Mode == ModeMacvlan {
+		return p.addMacvlan(inv, args, netNS, podName)
+	}
+
 	var undo []func()
 	defer func() {
 		if err == nil {

@@ -56,8 +56,14 @@ func (p *Plugin) check(inv *invocation, args *skel.CmdArgs) error {
 		return cniError(types.ErrInternal, "check", fmt.Errorf("%w: peer allocated %s to %s, prevResult has %v", ErrCheckFailed, alloc.Address, id, want.addrs))
 	}
 
-	if err := checkHost(hostVethName(args.ContainerID, args.IfName), bridgeName(inv.conf, alloc), want.addrs); err != nil {
-		return cniError(types.ErrInternal, "check host side", err)
+	macvlan := inv.conf.Mode == ModeMacvlan
+	if macvlan != (alloc.Pool == client.PoolUnderlay) {
+		return cniError(types.ErrInternal, "check", fmt.Errorf("%w: %s holds an address of the %q pool, the config asks for mode %q", ErrCheckFailed, id, alloc.Pool, inv.conf.Mode))
+	}
+	if !macvlan {
+		if err := checkHost(hostVethName(args.ContainerID, args.IfName), bridgeName(inv.conf, alloc), want.addrs); err != nil {
+			return cniError(types.ErrInternal, "check host side", err)
+		}
 	}
 
 	netNS, err := ns.GetNS(args.Netns)
@@ -70,7 +76,11 @@ func (p *Plugin) check(inv *invocation, args *skel.CmdArgs) error {
 		return cniError(types.ErrInternal, "check pod", err)
 	}
 	defer pod.Close()
-	if err := checkPod(pod, args.IfName, want); err != nil {
+	check := checkPod
+	if macvlan {
+		check = checkMacvlan
+	}
+	if err := check(pod, args.IfName, want); err != nil {
 		return cniError(types.ErrInternal, "check pod", err)
 	}
 	return nil

@@ -27,6 +27,13 @@ type Config struct {
 	HairpinMode bool   `json:"hairpinMode"` // accepted for compatibility; routed pods always reach themselves through a service address
 	DataDir     string `json:"dataDir"`     // weft state directory (pending-release spool lives here)
 	LogFile     string `json:"logFile"`     // append JSON log lines here; empty = no log
+	// Mode is the attachment: "" or "routed" (a routed veth, an address
+	// of the pod range), or "macvlan" (a macvlan on the LAN, an address of
+	// the peer's underlay range; macvlan.go).
+	Mode string `json:"mode"`
+	// Master is the macvlan parent device; "" = the interface holding the
+	// peer's underlay address.
+	Master string `json:"master"`
 
 	// runtimeConfig (portMappings, dns, pod annotations) is ignored on
 	// purpose: hostPort is the chained portmap plugin's job, and the pod's
@@ -101,6 +108,12 @@ func (c *Config) Validate() error {
 		return invalid("dataDir %q is not an absolute path", c.DataDir)
 	case c.LogFile != "" && !filepath.IsAbs(c.LogFile):
 		return invalid("logFile %q is not an absolute path", c.LogFile)
+	case c.Mode != "" && c.Mode != ModeRouted && c.Mode != ModeMacvlan:
+		return invalid("mode %q is unknown: want %q (the default) or %q", c.Mode, ModeRouted, ModeMacvlan)
+	case c.Master != "" && c.Mode != ModeMacvlan:
+		return invalid("master %q is only for \"mode\": %q", c.Master, ModeMacvlan)
+	case c.Master != "" && !validIfName(c.Master):
+		return invalid("master %q is not a valid interface name (1-15 characters, no '/', ':' or spaces)", c.Master)
 	}
 	return nil
 }

@@ -39,6 +39,12 @@ func TestParseConfig(t *testing.T) {
 		{name: "huge mtu", in: `{"cniVersion":"1.0.0","name":"weft","mtu":70000}`, wantCode: types.ErrInvalidNetworkConfig},
 		{name: "relative dataDir", in: `{"cniVersion":"1.0.0","name":"weft","dataDir":"data"}`, wantCode: types.ErrInvalidNetworkConfig},
 		{name: "relative logFile", in: `{"cniVersion":"1.0.0","name":"weft","logFile":"log"}`, wantCode: types.ErrInvalidNetworkConfig},
+		{name: "macvlan", in: `{"cniVersion":"1.0.0","name":"weft","mode":"macvlan","master":"eth1"}`,
+			want: func(c *Config) { c.Mode, c.Master = ModeMacvlan, "eth1" }},
+		{name: "routed", in: `{"cniVersion":"1.0.0","name":"weft","mode":"routed"}`, want: func(c *Config) { c.Mode = ModeRouted }},
+		{name: "unknown mode", in: `{"cniVersion":"1.0.0","name":"weft","mode":"ipvlan"}`, wantCode: types.ErrInvalidNetworkConfig},
+		{name: "master without macvlan", in: `{"cniVersion":"1.0.0","name":"weft","master":"eth0"}`, wantCode: types.ErrInvalidNetworkConfig},
+		{name: "bad master", in: `{"cniVersion":"1.0.0","name":"weft","mode":"macvlan","master":"a b"}`, wantCode: types.ErrInvalidNetworkConfig},
 		{name: "bad prevResult", in: `{"cniVersion":"1.0.0","name":"weft","prevResult":{"ips":"x"}}`, wantCode: types.ErrDecodingFailure},
 	}
 	for _, tt := range tests {
@@ -124,6 +130,8 @@ func FuzzParseConfig(f *testing.F) {
 		`{"cniVersion":"0.4.0","name":"weft","prevResult":{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","sandbox":"/x"}],"ips":[{"version":"4","interface":0,"address":"10.32.0.5/12"}],"routes":[{"dst":"0.0.0.0/0"}]}}`,
 		`{"cniVersion":"1.1.0","name":"weft","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}`,
 		`{"cniVersion":"1.0.0","name":"weft","runtimeConfig":{"portMappings":[{"HostPort":1}]}}`,
+		`{"cniVersion":"1.0.0","name":"weft","mode":"macvlan","master":"eth0"}`,
+		`{"cniVersion":"1.0.0","name":"weft","mode":"ipvlan"}`,
 		`{`, `null`, `[]`, `{"mtu":-1}`,
 	} {
 		f.Add([]byte(s))

@@ -28,7 +28,11 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 
 func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 	hostName := hostVethName(args.ContainerID, args.IfName)
-	if err := deleteHostVeth(hostName); err != nil {
+	if inv.conf.Mode == ModeMacvlan {
+		if err := delMacvlanLink(args.Netns, args.IfName); err != nil {
+			return cniError(types.ErrInternal, "detach pod", err)
+		}
+	} else if err := deleteHostVeth(hostName); err != nil {
 		return cniError(types.ErrInternal, "detach pod", err)
 	}
 	id := allocID(args.ContainerID, args.IfName)

@@ -29,6 +29,8 @@ type fakePeer struct {
 	gcKeep   []string
 	ready    client.Ready
 	failDNS  bool
+	noPool   bool            // refuse the underlay pool, as a peer without --underlay-range does
+	underlay map[string]bool // ids allocated from the underlay pool
 }
 
 func newFakePeer(t testing.TB, bridge string) *fakePeer {
@@ -40,7 +42,7 @@ func newFakePeer(t testing.TB, bridge string) *fakePeer {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	f := &fakePeer{
 		socket: filepath.Join(dir, "weft.sock"), bridge: bridge, next: 2,
-		allocs: map[string]string{}, dns: map[string]client.DNSRequest{},
+		allocs: map[string]string{}, dns: map[string]client.DNSRequest{}, underlay: map[string]bool{},
 		ready: client.Ready{Ready: true},
 	}
 	ln, err := net.Listen("unix", f.socket)
@@ -62,9 +64,18 @@ func (f *fakePeer) mux() *http.ServeMux {
 			return
 		}
 		f.mu.Lock()
+		if req.Pool == client.PoolUnderlay && f.noPool {
+			f.mu.Unlock()
+			reply(w, http.StatusBadRequest, client.Error{Error: "bad request: this peer has no underlay range: launch it with --underlay-range CIDR"})
+			return
+		}
 		a, ok := f.allocs[req.ID]
 		if !ok {
 			a = fmt.Sprintf("10.32.%d.%d/12", f.next/256, f.next%256)
+			if req.Pool == client.PoolUnderlay {
+				a = fmt.Sprintf("192.168.77.%d/24", 100+f.next%100)
+				f.underlay[req.ID] = true
+			}
 			f.next++
 			f.allocs[req.ID] = a
 		}
@@ -142,6 +153,13 @@ func (f *fakePeer) mux() *http.ServeMux {
 }
 
 func (f *fakePeer) allocation(id, addr string) client.Allocation {
+	f.mu.Lock()
+	underlay := f.underlay[id]
+	f.mu.Unlock()
+	if underlay {
+		return client.Allocation{ID: id, Address: addr, Gateway: "192.168.77.1", Pool: client.PoolUnderlay, Master: "eth0",
+			HostAddress: "192.168.77.2", PodRange: "10.32.0.0/12"}
+	}
 	return client.Allocation{
 		ID: id, Address: addr, Gateway: "10.32.0.1", Bridge: f.bridge, MTU: 1410,
 		DNS: &client.PodDNS{Nameservers: []string{"10.32.0.1"}, Domain: "weft.local", Search: []string{"weft.local"}},

@@ -56,6 +56,11 @@ func (d *Daemon) Allocate(ctx context.Context, req client.AllocateRequest) (*cli
 	if req.ID == "" || req.ID == ipam.BridgeID {
 		return nil, fmt.Errorf("%w: allocation ID %q is reserved or empty", api.ErrBadRequest, req.ID)
 	}
+	if underlay, err := poolOf(req.Pool); err != nil {
+		return nil, err
+	} else if underlay {
+		return d.allocateUnderlay(ctx, req)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	t0 := time.Now()
@@ -138,6 +143,9 @@ func mapIPAMError(err error) error {
 func (d *Daemon) Lookup(ctx context.Context, id string) (*client.Allocation, error) {
 	p, ok := d.alloc.Lookup(id)
 	if !ok {
+		if a, ok := d.lookupUnderlay(ctx, id); ok {
+			return a, nil
+		}
 		return nil, fmt.Errorf("%w: no allocation for %q", api.ErrNotFound, id)
 	}
 	return d.allocation(ctx, id, p, false), nil
@@ -152,7 +160,7 @@ func (d *Daemon) Release(ctx context.Context, id string) error {
 }
 
 func (d *Daemon) release(id string) error {
-	if err := d.alloc.Release(id); err != nil {
+	if err := errors.Join(d.alloc.Release(id), d.releaseUnderlay(id)); err != nil {
 		return err
 	}
 	if d.policy != nil {
@@ -170,6 +178,11 @@ func (d *Daemon) GC(ctx context.Context, keep []string) (*client.GCResult, error
 	if err != nil {
 		return nil, err
 	}
+	ureleased, err := d.gcUnderlay(keep)
+	if err != nil {
+		return nil, err
+	}
+	released = append(released, ureleased...)
 	for _, id := range released {
 		if d.dns != nil {
 			_ = d.dns.RemoveContainer(id)
@@ -330,9 +343,17 @@ func (d *Daemon) Rmpeer(ctx context.Context, name string) (*client.RmpeerResult,
 // deleted Node's peer (kube.go).
 func (d *Daemon) reclaim(ctx context.Context, id peer.ID, name string) (int64, error) {
 	n, err := d.alloc.Reclaim(ctx, id)
+	if errors.Is(err, ipam.ErrNothingToReclaim) && d.under != nil {
+		n, err = 0, nil // it may own underlay space only
+	}
 	if err != nil {
 		return 0, err
 	}
+	un, err := d.reclaimUnderlay(ctx, id)
+	if err != nil {
+		return n, fmt.Errorf("underlay pool: %w", err)
+	}
+	n += un
 	d.mesh.Forget(name)
 	d.poke()
 	return n, nil
@@ -349,6 +370,7 @@ func (d *Daemon) Counters() map[string]float64 {
 	c["gossip_bad_frames_total"] = float64(d.mesh.BadFrames())
 	c["gossip_dropped_total"] = float64(d.ipamCh.Dropped())
 	c["gossip_rejected_total"] = float64(d.ipamCh.Rejected())
+	d.underlayCounters(c)
 	if d.dns != nil {
 		s := d.dns.Stats()
 		c["gossip_dropped_total"] += float64(d.dnsCh.Dropped())
@@ -368,6 +390,9 @@ func (d *Daemon) Counters() map[string]float64 {
 func (d *Daemon) Leave(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
+	if err := d.handoffUnderlay(ctx); err != nil {
+		return fmt.Errorf("%w: hand over the underlay space: %v", api.ErrUnavailable, err)
+	}
 	if err := d.alloc.Handoff(ctx); err != nil {
 		return fmt.Errorf("%w: hand over the address space: %v", api.ErrUnavailable, err)
 	}

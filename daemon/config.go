@@ -103,6 +103,14 @@ type Config struct {
 	// address.
 	DNSLocalAddress netip.Addr
 	DNSLocalIface   string // dummy device holding DNSLocalAddress (router.Config.LocalIface)
+
+	// Underlay mode (underlay.go): macvlan pods on the LAN, addressed from
+	// UnderlayRange, a part of the underlay interface's subnet; invalid =
+	// off.
+	UnderlayRange     netip.Prefix
+	UnderlayGateway   netip.Addr    // LAN gateway of macvlan pods; invalid = the underlay interface's default gateway
+	UnderlayProbeWait time.Duration // how long an ARP probe listens for an answer
+	MacvlanIface      string        // the host's own macvlan device (router.Macvlan.Iface)
 }
 
 // DefaultConfig returns the defaults of docs/design.md.
@@ -127,6 +135,9 @@ func DefaultConfig() Config {
 		KubeStartTimeout: 2 * time.Minute,
 		NetworkPolicy:    true,
 		DNSLocalIface:    rd.LocalIface,
+
+		UnderlayProbeWait: 200 * time.Millisecond,
+		MacvlanIface:      rd.Macvlan.Iface,
 	}
 }
 
@@ -184,6 +195,9 @@ func (c Config) Validate() error {
 		case c.IPAllocRange.Contains(c.DNSLocalAddress):
 			return fmt.Errorf("--dns-local-address %s is inside the pod range %s", c.DNSLocalAddress, c.IPAllocRange)
 		}
+	}
+	if err := validateUnderlay(c); err != nil {
+		return err
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
 		return fmt.Errorf("--mtu %d: want 576..65535 or 0 for auto", c.MTU)

@@ -42,6 +42,7 @@ type Daemon struct {
 	api    *api.Server
 	ipamCh *gossip.Channel
 	dnsCh  *gossip.Channel
+	under  *underlayState // nil without --underlay-range (underlay.go)
 
 	kick   chan struct{} // asks the sync loop to run now (cap 1)
 	metaMu sync.Mutex    // serialises updateMeta
@@ -161,7 +162,7 @@ func (d *Daemon) build(log *slog.Logger) error {
 		gc.Secret = []byte(d.secret)
 	}
 	gc.Meta = peer.Meta{Version: Version, WGPort: d.cfg.WGPort, Transport: d.transportName(), Insecure: d.cfg.Insecure,
-		Joined: len(d.launch) == 0}
+		Joined: len(d.launch) == 0, Underlay: d.cfg.UnderlayRange}
 	if !d.cfg.Insecure {
 		gc.Meta.WGKey = pub
 	}
@@ -191,6 +192,9 @@ func (d *Daemon) build(log *slog.Logger) error {
 	}
 	d.ipamCh = d.mesh.Channel("ipam", d.alloc)
 	ringTr.c = d.ipamCh
+	if err := d.buildUnderlay(ic, log); err != nil {
+		return err
+	}
 
 	if !d.cfg.NoDNS {
 		dc := dns.DefaultConfig()
@@ -253,6 +257,7 @@ func (d *Daemon) closeAll() {
 	if d.alloc != nil {
 		d.alloc.Close()
 	}
+	_ = d.closeUnderlay()
 	if d.mesh != nil {
 		d.mesh.Shutdown()
 	}
@@ -320,6 +325,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	start("gossip", d.mesh.Run)
 	start("ipam", d.alloc.Run)
+	d.startUnderlay(start)
 	if d.dns != nil {
 		start("dns", d.dns.Run)
 	}
@@ -351,7 +357,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}
 	}
-	err := d.alloc.Close()
+	err := errors.Join(d.alloc.Close(), d.closeUnderlay())
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, errLeft) {
 		return cause
 	}

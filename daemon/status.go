@@ -33,6 +33,7 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 		Problems:      []string{},
 	}
 	st.IPAM = d.ipamStatus(names)
+	st.Underlay = d.underlayStatus(names)
 	owned := map[string]int64{}
 	for _, o := range st.IPAM.Owners {
 		owned[o.ID] = o.Owned
@@ -59,7 +60,7 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 	}
 	st.DNS = d.dnsStatus(names)
 	st.Pods = d.podList()
-	st.Problems = d.problems(st, peers, time.Now())
+	st.Problems = append(d.problems(st, peers, time.Now()), d.underlayProblems(names)...)
 	if d.kube != nil {
 		d.kubeStatus(st, peers)
 	}
@@ -117,7 +118,12 @@ func linkReason(p peer.Info, cp client.Peer, owned int64) string {
 }
 
 func (d *Daemon) ipamStatus(names map[peer.ID]string) client.IPAMStatus {
-	s := d.alloc.Status()
+	return ipamStatusOf(d.alloc.Status(), names)
+}
+
+// ipamStatusOf renders a ring's status (the pod range's or the underlay
+// pool's).
+func ipamStatusOf(s ipam.Status, names map[peer.ID]string) client.IPAMStatus {
 	out := client.IPAMStatus{Range: s.Range.String(), Status: s.Status, Owned: s.Owned, Free: s.Free,
 		Allocated: s.Allocated, Owners: []client.IPAMOwner{}, Ranges: []client.IPAMRange{}}
 	for _, o := range s.Owners {
@@ -179,8 +185,9 @@ func (d *Daemon) podList() []client.Pod {
 		if !ok {
 			ifname = "eth0" // the CNI plugin keys eth0 attachments by container ID alone
 		}
-		out = append(out, client.Pod{ContainerID: id, IfName: ifname, Name: name, Address: a.Addr.String()})
+		out = append(out, client.Pod{ContainerID: id, IfName: ifname, Name: name, Address: a.Addr.String(), Mode: "routed"})
 	}
+	out = append(out, d.underlayPods()...)
 	sort.Slice(out, func(i, j int) bool { return out[i].ContainerID < out[j].ContainerID })
 	return out
 }

@@ -32,6 +32,7 @@ func (d *Daemon) syncLoop(ctx context.Context) error {
 			return nil
 		case <-d.mesh.Changed():
 		case <-d.alloc.Changed():
+		case <-d.underlayChanged():
 		case <-d.kick:
 		case <-t.C:
 		}
@@ -48,6 +49,7 @@ func (d *Daemon) poke() {
 func (d *Daemon) sync() {
 	peers := d.mesh.Peers()
 	d.alloc.SetPeers(peers)
+	d.syncUnderlay(peers)
 	ranges := d.alloc.Ranges()
 	if d.dns != nil {
 		d.dns.SetPeers(peers)
@@ -182,12 +184,14 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	rc.BridgeAddr = d.bridge
 	d.mu.Unlock()
 	rc.Local = ranges[d.id.ID]
+	rc.Macvlan = d.macvlanConfig()
 	for _, p := range routePeers(d.id.ID, ranges, peers, known) {
 		rc.Peers = append(rc.Peers, router.Peer{
 			ID: p.ID, Name: p.Info.Name, Underlay: p.Info.Underlay, WGPublicKey: p.Info.WGKey, WGPort: p.Info.WGPort,
 			Bridge: p.Info.Bridge, Ranges: p.Ranges,
 		})
 	}
+	d.acceptUnderlay(rc.Peers)
 	return rc
 }
 
@@ -215,7 +219,7 @@ func (d *Daemon) syncOwnedNames() {
 	if d.dns == nil {
 		return
 	}
-	allocs := d.alloc.Allocations()
+	allocs := append(d.alloc.Allocations(), d.underlayAllocations()...)
 	allocated := make(map[string]netip.Addr, len(allocs))
 	var want []dns.Owned
 	for _, a := range allocs {

@@ -17,6 +17,7 @@ func TestMetaRoundTrip(t *testing.T) {
 		{"full", peer.Meta{Version: "v1.0.0", WGKey: "mF0jK0mXwKQ1b2n1Ol3k3a0N1YQ1JX0kNw0o1S7bUHk=", WGPort: 51820,
 			Bridge: netip.MustParseAddr("10.32.0.1"), Transport: "wireguard"}},
 		{"insecure", peer.Meta{Insecure: true, Transport: "vxlan"}},
+		{"underlay", peer.Meta{Transport: "vxlan", Underlay: netip.MustParsePrefix("192.168.1.128/25")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := EncodeMeta(42, tc.meta)
@@ -28,7 +29,8 @@ func TestMetaRoundTrip(t *testing.T) {
 				t.Fatalf("DecodeMeta = %v, %v; want 42, nil", id, err)
 			}
 			if diff := cmp.Diff(tc.meta, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
-				cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+				cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }),
+				cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 				t.Errorf("round trip (-want +got):\n%s", diff)
 			}
 		})
@@ -38,7 +40,8 @@ func TestMetaRoundTrip(t *testing.T) {
 func FuzzDecodeMeta(f *testing.F) {
 	good, _ := EncodeMeta(7, peer.Meta{Version: "x", WGPort: 1, Bridge: netip.MustParseAddr("10.32.0.1")})
 	for _, s := range [][]byte{good, nil, []byte("{}"), []byte(`{"v":1,"id":"zz"}`), []byte(`{"v":2,"id":"01"}`),
-		[]byte(`{"v":1,"id":"1","ep":["x"]}`), []byte(`{"v":1,"id":"1","br":"300.1.1.1"}`)} {
+		[]byte(`{"v":1,"id":"1","ep":["x"]}`), []byte(`{"v":1,"id":"1","br":"300.1.1.1"}`),
+		[]byte(`{"v":1,"id":"1","ul":"192.168.1.0/33"}`)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

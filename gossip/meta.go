@@ -34,6 +34,7 @@ type wireMeta struct {
 	Transport string  `json:"tr,omitempty"`
 	Insecure  bool    `json:"insec,omitempty"`
 	Joined    bool    `json:"jn,omitempty"`
+	Underlay  string  `json:"ul,omitempty"`
 }
 
 // EncodeMeta encodes a peer's ID and metadata for memberlist.
@@ -42,6 +43,9 @@ func EncodeMeta(id peer.ID, m peer.Meta) ([]byte, error) {
 		Transport: m.Transport, Insecure: m.Insecure, Joined: m.Joined}
 	if m.Bridge.IsValid() {
 		w.Bridge = m.Bridge.String()
+	}
+	if m.Underlay.IsValid() {
+		w.Underlay = m.Underlay.String()
 	}
 	b, err := json.Marshal(w)
 	if err != nil {
@@ -80,6 +84,13 @@ func DecodeMeta(b []byte) (peer.ID, peer.Meta, error) {
 			return 0, peer.Meta{}, fmt.Errorf("decode meta: bridge %q: %w", w.Bridge, ErrBadMeta)
 		}
 		m.Bridge = a
+	}
+	if w.Underlay != "" {
+		p, err := netip.ParsePrefix(w.Underlay)
+		if err != nil {
+			return 0, peer.Meta{}, fmt.Errorf("decode meta: underlay %q: %w", w.Underlay, ErrBadMeta)
+		}
+		m.Underlay = p
 	}
 	return w.ID, m, nil
 }

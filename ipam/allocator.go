@@ -77,11 +77,12 @@ type Allocator struct {
 	peers map[peer.ID]peer.Info // the last SetPeers
 	wake  chan struct{}         // closed and replaced on every change waiters care about
 
-	allocs  allocations    // this peer's allocations (allocate.go)
-	paxos   paxosState     // acceptor memory and our rounds in flight (paxos.go)
-	boot    bootstrapState // what other bootstrap proposers are doing (bootstrap.go)
-	reqs    requests       // donation and handoff replies awaited (donate.go)
-	handoff handoffState   // leaving, and to whom (handoff.go)
+	allocs  allocations         // this peer's allocations (allocate.go)
+	paxos   paxosState          // acceptor memory and our rounds in flight (paxos.go)
+	boot    bootstrapState      // what other bootstrap proposers are doing (bootstrap.go)
+	reqs    requests            // donation and handoff replies awaited (donate.go)
+	handoff handoffState        // leaving, and to whom (handoff.go)
+	refused map[peer.ID]Refusal // peers whose messages carried another range (rekey.go)
 }
 
 // New opens the store at cfg.DBPath and loads the persisted ring and
@@ -95,6 +96,9 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "ipam")
+	if cfg.Pool != "" {
+		log = log.With("pool", cfg.Pool)
+	}
 	st, err := openStore(cfg.DBPath, cfg.Range, cfg.Self, cfg.NoSync)
 	if err != nil {
 		return nil, err
@@ -289,6 +293,9 @@ func (a *Allocator) Merge(from peer.ID, msg []byte) error {
 	m, err := decode(msg)
 	if err != nil {
 		return err
+	}
+	if from != a.cfg.Self {
+		a.noteRange(from, m.Range)
 	}
 	if m.Range != a.cfg.Range {
 		return fmt.Errorf("merge from %s: range %s, ours %s: %w", from, m.Range, a.cfg.Range, ErrDifferentRing)

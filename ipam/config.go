@@ -80,6 +80,9 @@ type Config struct {
 	Self   peer.ID      // this peer's ID (non-zero)
 	Name   string       // this peer's name, to find itself in a seed list (optional: SetPeers also tells)
 	Logger *slog.Logger // nil = discard
+	// Pool names this ring in logs ("" = the pod range): a peer may run a
+	// second ring, e.g. "underlay" for macvlan pods.
+	Pool string
 
 	BootstrapInterval   time.Duration // pause between Paxos bootstrap rounds (jittered)
 	RequestTimeout      time.Duration // wait for a Paxos quorum, a donation or a handoff ack
@@ -107,6 +110,7 @@ func DefaultConfig() Config {
 		RequestTimeout:      2 * time.Second,
 		RebroadcastInterval: 30 * time.Second,
 		NoSync:              false,
+		Pool:                "",
 	}
 }
 
@@ -155,6 +159,8 @@ var (
 	ErrForgedOwnToken   = errors.New("message carries our own token at a version we never wrote")
 	ErrSelf             = errors.New("cannot reclaim self")
 	ErrEmptyID          = errors.New("allocation ID is empty")
+	ErrUnknownID        = errors.New("no allocation with that ID")
+	ErrIDTaken          = errors.New("allocation ID already in use")
 
 	// Internal outcomes of a Paxos round; callers retry on them.
 	errPreempted = errors.New("paxos: preempted by a higher ballot")

@@ -100,4 +100,7 @@ type Meta struct {
 	// launched with (always true for a peer launched with none): until
 	// every known peer has, nobody divides a new address ring.
 	Joined bool
+	// Underlay is the peer's underlay pool (--underlay-range); invalid =
+	// none. Peers with the same pool form its ring.
+	Underlay netip.Prefix
 }

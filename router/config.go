@@ -47,6 +47,8 @@ type Config struct {
 	LocalAddr  netip.Addr
 	LocalIface string
 	Peers      []Peer // every other live peer
+	// Macvlan is the host side of underlay (macvlan) pods (underlay.go).
+	Macvlan Macvlan
 }
 
 // Peer is another live peer as the datapath needs it.
@@ -58,6 +60,11 @@ type Peer struct {
 	WGPort      uint16         // WireGuard UDP port; 0 = Config.WGPort
 	Bridge      netip.Addr     // the peer's bridge address; invalid = not yet allocated
 	Ranges      []netip.Prefix // ranges the peer owns
+	// Accept are underlay (macvlan) pool ranges the peer owns: packets from
+	// them are accepted from the peer over WireGuard (its macvlan pods reach
+	// our overlay pods through it), but never routed to it: those pods are
+	// on the LAN (underlay.go).
+	Accept []netip.Prefix
 }
 
 // DefaultConfig returns the defaults of docs/design.md.
@@ -83,6 +90,7 @@ func DefaultConfig() Config {
 		LocalAddr:    netip.Addr{},
 		LocalIface:   "weft-dns",
 		Peers:        nil,
+		Macvlan:      Macvlan{Iface: DefaultMacvlanIface},
 	}
 }
 
@@ -109,6 +117,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: local address %v (IPv4 outside the range %v required)", ErrInvalidConfig, c.LocalAddr, c.Range)
 	case c.VXPort == 0 || c.WGPort == 0:
 		return fmt.Errorf("%w: zero UDP port", ErrInvalidConfig)
+	}
+	if err := c.Macvlan.validate(); err != nil {
+		return err
 	}
 	switch c.Transport {
 	case TransportWireGuard, TransportVXLAN, TransportDirect, TransportAuto:

@@ -83,7 +83,8 @@ const RouteProtocol = 157
 // Link is a network device as the datapath manages it.
 type Link struct {
 	Name         string
-	Kind         string           // "bridge", "vxlan", "dummy" (a bridge where the kernel has no dummy driver), "" (created elsewhere, e.g. WireGuard)
+	Kind         string           // "bridge", "vxlan", "dummy" (a bridge where the kernel has no dummy driver), "macvlan" (mode bridge), "" (created elsewhere, e.g. WireGuard)
+	Parent       string           // Kind "macvlan": the parent device
 	MTU          int              // bytes
 	Up           bool             // administratively up
 	HardwareAddr net.HardwareAddr // wanted MAC; nil = the kernel's choice
@@ -100,8 +101,14 @@ type VXLAN struct {
 func (l Link) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s", l.Name)
+	if l.Parent != "" {
+		fmt.Fprintf(&b, " link %s", l.Parent)
+	}
 	if l.Kind != "" {
 		fmt.Fprintf(&b, " type %s", l.Kind)
+	}
+	if l.Kind == "macvlan" {
+		b.WriteString(" mode bridge")
 	}
 	if l.Kind == "vxlan" {
 		fmt.Fprintf(&b, " id %d dstport %d", l.VXLAN.VNI, l.VXLAN.Port)

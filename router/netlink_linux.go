@@ -115,6 +115,11 @@ func (k *NetlinkKernel) LinkGet(name string) (Link, error) {
 		local, _ := netip.AddrFromSlice(vx.SrcAddr)
 		out.VXLAN = VXLAN{VNI: uint32(vx.VxlanId), Port: uint16(vx.Port), Local: local.Unmap()}
 	}
+	if _, ok := l.(*netlink.Macvlan); ok && a.ParentIndex > 0 {
+		if p, err := k.h.LinkByIndex(a.ParentIndex); err == nil {
+			out.Parent = p.Attrs().Name
+		}
+	}
 	return out, nil
 }
 
@@ -126,7 +131,8 @@ func (k *NetlinkKernel) LinkEnsure(want Link) error {
 	}
 	if l != nil && want.Kind != "" {
 		have, _ := k.LinkGet(want.Name)
-		if !kindMatches(have.Kind, want.Kind) || (want.Kind == "vxlan" && have.VXLAN != want.VXLAN) {
+		if !kindMatches(have.Kind, want.Kind) || (want.Kind == "vxlan" && have.VXLAN != want.VXLAN) ||
+			(want.Parent != "" && have.Parent != want.Parent) {
 			if err := k.h.LinkDel(l); err != nil {
 				return fmt.Errorf("link delete %s for recreation: %w", want.Name, err)
 			}
@@ -145,6 +151,13 @@ func (k *NetlinkKernel) LinkEnsure(want Link) error {
 				SrcAddr: ipOrNil(want.VXLAN.Local), Port: int(want.VXLAN.Port), Learning: false}
 		case "dummy":
 			nl = &netlink.Dummy{LinkAttrs: attrs}
+		case "macvlan":
+			parent, err := k.link(want.Parent)
+			if err != nil {
+				return fmt.Errorf("link %s: parent: %w", want.Name, err)
+			}
+			attrs.ParentIndex = parent.Attrs().Index
+			nl = &netlink.Macvlan{LinkAttrs: attrs, Mode: netlink.MACVLAN_MODE_BRIDGE}
 		default:
 			return fmt.Errorf("link %s: %w", want.Name, ErrNotFound)
 		}

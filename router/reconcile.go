@@ -36,6 +36,9 @@ func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) 
 		}
 	}
 	p := makePlan(cfg, u)
+	mv, err := r.macvlanFor(cfg, u) // underlay.go
+	errs = append(errs, err)
+	p.routes = withMacvlanRoutes(p.routes, mv)
 
 	if err := r.ensureSysctl(p.sysctls[0]); err != nil { // ip_forward first
 		errs = append(errs, err)
@@ -69,6 +72,7 @@ func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) 
 	if p.vxlan != nil {
 		errs = append(errs, r.ensureFDB(cfg.VXIface, p.fdbs), r.ensureNeigh(cfg.VXIface, p.neighs))
 	}
+	errs = append(errs, r.ensureMacvlan(cfg.Macvlan.Iface, mv))
 	errs = append(errs, r.ensureRoutes(p.routes), r.ensureNft(p.masq))
 	return p, errors.Join(errs...)
 }
@@ -97,6 +101,9 @@ func linkMatches(have, want Link) bool {
 		return false
 	}
 	if want.Kind != "" && (!kindMatches(have.Kind, want.Kind) || have.VXLAN != want.VXLAN) {
+		return false
+	}
+	if want.Parent != "" && have.Parent != want.Parent {
 		return false
 	}
 	return want.HardwareAddr == nil || bytes.Equal(have.HardwareAddr, want.HardwareAddr)

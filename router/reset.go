@@ -8,7 +8,7 @@ import (
 
 // Reset removes everything weft created on this host: the WireGuard device
 // (stopping the userspace datapath), the VXLAN device, the bridge, the
-// local address's device, every route
+// local address's device, the host-side macvlan (weft-mv), every route
 // marked with RouteProtocol and the nft table "weft". It uses the names of
 // the last Set, or of DefaultConfig. ip_forward is left as it is: other
 // software on the host may rely on it. The desired state is forgotten, so a
@@ -37,6 +37,9 @@ func (r *Router) ResetConfig(cfg Config) error {
 	defer cancel()
 	errs := []error{r.deleteWG(ctx, cfg)}
 	errs = append(errs, r.deleteLinkIfPresent(cfg.VXIface), r.deleteLinkIfPresent(cfg.Bridge), r.deleteLinkIfPresent(cfg.LocalIface))
+	if cfg.Macvlan.Iface != "" {
+		errs = append(errs, r.deleteLinkIfPresent(cfg.Macvlan.Iface))
+	}
 	routes, err := r.kernel.RouteList()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("route list: %w", err))

@@ -88,6 +88,7 @@ func wgPeer(cfg Config, p Peer) WGPeer {
 		port = cfg.WGPort
 	}
 	allowed := slices.Clone(p.Ranges)
+	allowed = append(allowed, p.Accept...) // underlay.go
 	if p.Bridge.IsValid() {
 		allowed = append(allowed, netip.PrefixFrom(p.Bridge, p.Bridge.BitLen()))
 	}

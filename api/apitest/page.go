@@ -35,6 +35,8 @@ type PageReport struct {
 	Problems   []string // lines of the problems box
 	KubeNodes  []string // names in the Kubernetes nodes table (Kubernetes mode)
 	Drops      []string // rows of the policy drops table from the direction on, cells joined by spaces
+	Modes      []string // the mode column of the local pods table
+	Taken      []string // addresses of the underlay pool's taken table
 	Screenshot string   // path of the PNG
 }
 
@@ -73,6 +75,8 @@ const pageState = `(() => {
     problems: [...document.querySelectorAll('#problems li')].map((li) => li.textContent),
     kube: rows('kube').map((r) => r.querySelector('b') ? r.querySelector('b').textContent : ''),
     drops: rows('drops').map((r) => [...r.cells].slice(2).map((c) => c.textContent).join(' ')),
+    modes: rows('pods').map((r) => r.cells[2].textContent),
+    taken: rows('underlay-taken').map((r) => r.cells[0].textContent),
     live: document.getElementById('live-dot').className.includes('ok'),
   };
 })()`
@@ -86,6 +90,8 @@ type pageView struct {
 	Problems []string `json:"problems"`
 	Kube     []string `json:"kube"`
 	Drops    []string `json:"drops"`
+	Modes    []string `json:"modes"`
+	Taken    []string `json:"taken"`
 	Live     bool     `json:"live"`
 }
 
@@ -224,5 +230,5 @@ func CheckPage(t testing.TB, pageURL string, wantPeers int, outDir string) PageR
 	if err := ctx.Err(); errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("CheckPage: timed out")
 	}
-	return PageReport{Peers: v.Peers, States: v.States, Ranges: v.Ranges, DNSRecords: v.DNS, Pods: v.Pods, Problems: v.Problems, KubeNodes: v.Kube, Drops: v.Drops, Screenshot: shot}
+	return PageReport{Peers: v.Peers, States: v.States, Ranges: v.Ranges, DNSRecords: v.DNS, Pods: v.Pods, Problems: v.Problems, KubeNodes: v.Kube, Drops: v.Drops, Modes: v.Modes, Taken: v.Taken, Screenshot: shot}
 }

@@ -15,9 +15,12 @@ type Status struct {
 	UptimeSeconds float64    `json:"uptime_seconds"`
 	Peers         []Peer     `json:"peers"` // every known peer, this one included
 	IPAM          IPAMStatus `json:"ipam"`
-	DNS           DNSStatus  `json:"dns"`
-	Pods          []Pod      `json:"pods"`     // local pods (CNI attachments)
-	Problems      []string   `json:"problems"` // what an operator should look at, in words
+	// Underlay is the underlay pool of macvlan pods; absent without
+	// --underlay-range.
+	Underlay *UnderlayStatus `json:"underlay,omitempty"`
+	DNS      DNSStatus       `json:"dns"`
+	Pods     []Pod           `json:"pods"`     // local pods (CNI attachments)
+	Problems []string        `json:"problems"` // what an operator should look at, in words
 	// Kubernetes is the Kubernetes view; absent outside Kubernetes mode.
 	Kubernetes *KubeStatus `json:"kubernetes,omitempty"`
 	// Policy is NetworkPolicy enforcement (enabled in Kubernetes mode).
@@ -224,6 +227,7 @@ type Pod struct {
 	IfName      string `json:"ifname,omitempty"`
 	Name        string `json:"name,omitempty"` // POD.NAMESPACE when known
 	Address     string `json:"address"`
+	Mode        string `json:"mode,omitempty"` // "routed" (overlay) or "macvlan" (underlay)
 }
 
 // AllocateRequest is `POST /ip/allocate`. ID is the allocation's key: a
@@ -233,7 +237,16 @@ type AllocateRequest struct {
 	ID     string `json:"id"`
 	IfName string `json:"ifname,omitempty"`
 	Pod    string `json:"pod,omitempty"` // POD.NAMESPACE, shown on the status page
+	// Pool is the address pool: "" or PoolOverlay for the pod range (a
+	// routed pod), PoolUnderlay for the underlay range (a macvlan pod).
+	Pool string `json:"pool,omitempty"`
 }
+
+// The address pools of AllocateRequest.Pool.
+const (
+	PoolOverlay  = "overlay"  // the pod range: routed pods behind the bridge
+	PoolUnderlay = "underlay" // --underlay-range: macvlan pods on the LAN
+)
 
 // Allocation is the answer to allocate and lookup: everything a CNI plugin
 // needs to wire a pod, in one round trip.
@@ -244,6 +257,13 @@ type Allocation struct {
 	Bridge  string  `json:"bridge,omitempty"`  // bridge interface name
 	MTU     int     `json:"mtu,omitempty"`     // pod MTU
 	DNS     *PodDNS `json:"dns,omitempty"`
+	// Underlay pool only (Pool "underlay"): Address has the underlay
+	// subnet's prefix length and Gateway is the LAN gateway ("" = none
+	// known).
+	Pool        string `json:"pool,omitempty"`         // "underlay" for a macvlan pod's address
+	Master      string `json:"master,omitempty"`       // the device holding the peer's underlay address
+	HostAddress string `json:"host_address,omitempty"` // the host's weft-mv address: the pods' next hop to PodRange
+	PodRange    string `json:"pod_range,omitempty"`    // the overlay pod range, routed via HostAddress
 }
 
 // PodDNS is the resolver configuration a pod should get.
@@ -310,4 +330,23 @@ type Ready struct {
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`
+}
+
+// UnderlayStatus is the "underlay" object of `weft status --json`: the
+// second ring (--underlay-range) and what the peer knows of the LAN.
+type UnderlayStatus struct {
+	IPAMStatus
+	Master      string `json:"master"`       // device holding the peer's underlay address
+	Gateway     string `json:"gateway"`      // LAN gateway given to pods; "" = none known
+	HostAddress string `json:"host_address"` // this host's weft-mv address; "" = not yet
+	// Taken are addresses of this peer's space that pods never get: a
+	// machine on the LAN answered the ARP probe, or it is a peer's or the
+	// gateway's address.
+	Taken []TakenAddress `json:"taken"`
+}
+
+// TakenAddress is an underlay address held back from pods.
+type TakenAddress struct {
+	Address string `json:"address"`
+	Reason  string `json:"reason"` // e.g. "answered ARP from 02:..", "gateway", "peer h2"
 }

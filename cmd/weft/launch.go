@@ -110,6 +110,11 @@ func launch(args []string) error {
 	fs.StringVar(&cfg.WGIface, "wg-iface", cfg.WGIface, "WireGuard interface name")
 	fs.UintVar(&vxPort, "vxlan-port", uint(cfg.VXPort), "VXLAN UDP port")
 	fs.StringVar(&cfg.Bridge, "bridge", cfg.Bridge, "bridge interface for local pods")
+	var underlayRange, underlayGW string
+	fs.StringVar(&underlayRange, "underlay-range", "", "underlay pool for macvlan pods: a CIDR inside the subnet of the interface holding the advertise address, the same on every peer (e.g. 192.168.1.128/25; default: no underlay mode)")
+	fs.StringVar(&underlayGW, "underlay-gateway", "", "default gateway of macvlan pods (default: the underlay interface's default gateway)")
+	fs.DurationVar(&cfg.UnderlayProbeWait, "underlay-probe-wait", cfg.UnderlayProbeWait, "how long the ARP probe of a new underlay address waits for an answer")
+	fs.StringVar(&cfg.MacvlanIface, "macvlan-iface", cfg.MacvlanIface, "the host's own macvlan interface (reaches local macvlan pods)")
 	ic := cni.DefaultInstallConfig()
 	installCNI := fs.Bool("install-cni", false, "once the peer can serve pods, install weft-cni and the conflist (Kubernetes: the node turns Ready then)")
 	fs.StringVar(&ic.BinDir, "cni-bin-dir", ic.BinDir, "with --install-cni: CNI binary directory")
@@ -143,6 +148,16 @@ func launch(args []string) error {
 	cfg.WGPort, cfg.VXPort = uint16(wgPort), uint16(vxPort)
 	if cfg.IPAllocRange, err = netip.ParsePrefix(rng); err != nil {
 		return usageError{fmt.Sprintf("--ipalloc-range %q: %v", rng, err)}
+	}
+	if underlayRange != "" {
+		if cfg.UnderlayRange, err = netip.ParsePrefix(underlayRange); err != nil {
+			return usageError{fmt.Sprintf("--underlay-range %q: %v", underlayRange, err)}
+		}
+	}
+	if underlayGW != "" {
+		if cfg.UnderlayGateway, err = netip.ParseAddr(underlayGW); err != nil {
+			return usageError{fmt.Sprintf("--underlay-gateway %q: want an IP address", underlayGW)}
+		}
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
@@ -292,6 +307,7 @@ func reset(args []string) error {
 	fs.StringVar(&rc.WGIface, "wg-iface", rc.WGIface, "WireGuard interface")
 	fs.StringVar(&rc.VXIface, "vxlan-iface", rc.VXIface, "VXLAN interface")
 	fs.StringVar(&rc.LocalIface, "dns-local-iface", rc.LocalIface, "node-local DNS interface")
+	fs.StringVar(&rc.Macvlan.Iface, "macvlan-iface", rc.Macvlan.Iface, "host-side macvlan interface of underlay pods")
 	ic := cni.DefaultInstallConfig()
 	fs.StringVar(&ic.BinDir, "cni-bin-dir", ic.BinDir, "remove weft-cni from this CNI binary directory")
 	fs.StringVar(&ic.ConfDir, "cni-conf-dir", ic.ConfDir, "remove weft's conflist from this CNI configuration directory")

@@ -40,6 +40,16 @@ func status(c *client.Client, g global, args []string) error {
 			return printOut(g, st.IPAM, "")
 		}
 		printIPAM(st)
+		printUnderlay(st)
+		return nil
+	case "underlay":
+		if st.Underlay == nil {
+			return fmt.Errorf("peer %s has no underlay pool (weft launch --underlay-range CIDR)", st.Name)
+		}
+		if g.json {
+			return printOut(g, st.Underlay, "")
+		}
+		printUnderlay(st)
 		return nil
 	case "dns":
 		if g.json {
@@ -71,7 +81,7 @@ func status(c *client.Client, g global, args []string) error {
 		printPolicyReport(os.Stdout, r)
 		return nil
 	}
-	return usageError{fmt.Sprintf("unknown status view %q (peers, ipam, dns, kube, policy)", view)}
+	return usageError{fmt.Sprintf("unknown status view %q (peers, ipam, underlay, dns, kube, policy)", view)}
 }
 
 func printSummary(st *client.Status) {
@@ -200,6 +210,30 @@ func printIPAM(st *client.Status) {
 		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\n", r.Start, r.End, r.Size, owner, r.Free)
 	}
 	w.Flush()
+}
+
+// printUnderlay prints the underlay pool (macvlan pods), if any.
+func printUnderlay(st *client.Status) {
+	u := st.Underlay
+	if u == nil {
+		return
+	}
+	fmt.Printf("\nUnderlay range %s on %s (gateway %s, host %s): %s\n\n", u.Range, u.Master, dash(u.Gateway), dash(u.HostAddress), u.Status)
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "OWNER\tID\tOWNED\tSHARE\tFREE\tREACHABLE")
+	for _, o := range u.Owners {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%.1f%%\t%d\t%v\n", dash(o.Name), o.ID, o.Owned, 100*o.Share, o.Free, o.Reachable)
+	}
+	w.Flush()
+	if len(u.Taken) > 0 {
+		fmt.Println()
+		w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "TAKEN\tREASON")
+		for _, t := range u.Taken {
+			fmt.Fprintf(w, "%s\t%s\n", t.Address, t.Reason)
+		}
+		w.Flush()
+	}
 }
 
 func printDNS(st *client.Status) {
