@@ -47,6 +47,9 @@ type Config struct {
 	LocalAddr  netip.Addr
 	LocalIface string
 	Peers      []Peer // every other live peer
+	// Unreachable are the peers this peer measured it cannot reach
+	// directly on the datapath (paths.go routes around them).
+	Unreachable []peer.ID
 }
 
 // Peer is another live peer as the datapath needs it.
@@ -58,6 +61,9 @@ type Peer struct {
 	WGPort      uint16         // WireGuard UDP port; 0 = Config.WGPort
 	Bridge      netip.Addr     // the peer's bridge address; invalid = not yet allocated
 	Ranges      []netip.Prefix // ranges the peer owns
+	// Unreachable are the peers that this peer reports it cannot reach
+	// directly (its published adjacency; paths.go).
+	Unreachable []peer.ID
 }
 
 // DefaultConfig returns the defaults of docs/design.md.
@@ -83,6 +89,7 @@ func DefaultConfig() Config {
 		LocalAddr:    netip.Addr{},
 		LocalIface:   "weft-dns",
 		Peers:        nil,
+		Unreachable:  nil,
 	}
 }
 
