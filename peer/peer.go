@@ -100,4 +100,8 @@ type Meta struct {
 	// launched with (always true for a peer launched with none): until
 	// every known peer has, nobody divides a new address ring.
 	Joined bool
+	// Unreachable are the peers this peer cannot reach directly on the
+	// datapath (measured, with hysteresis): the others relay for it. Sorted,
+	// at most a few dozen (the wire form is bounded).
+	Unreachable []ID
 }
