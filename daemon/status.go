@@ -54,12 +54,22 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 				cp.RxBytes, cp.TxBytes = s.RxBytes, s.TxBytes
 			}
 			cp.Reason = linkReason(p, cp, owned[cp.ID])
+			if relay, ok := d.router.PeerVia(p.ID); ok {
+				cp.Via = names[relay]
+				if cp.Via == "" {
+					cp.Via = relay.String()
+				}
+			}
+			if r := relayReason(d.linkDown(p.ID), cp.Via); r != "" && cp.Reason == "" {
+				cp.Reason = r
+			}
 		}
 		st.Peers = append(st.Peers, cp)
 	}
 	st.DNS = d.dnsStatus(names)
 	st.Pods = d.podList()
 	st.Problems = d.problems(st, peers, time.Now())
+	st.Problems = append(st.Problems, relayProblems(st)...)
 	if d.kube != nil {
 		d.kubeStatus(st, peers)
 	}
@@ -86,6 +96,42 @@ func (d *Daemon) withKnownOwners(peers []peer.Info) []peer.Info {
 		}
 	}
 	return peers
+}
+
+// linkDown reports whether this peer measures its direct link to id as
+// down (adjacency.go).
+func (d *Daemon) linkDown(id peer.ID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.links[id].Down
+}
+
+// relayReason says why a peer's traffic takes a detour, or "".
+func relayReason(down bool, via string) string {
+	switch {
+	case via != "":
+		return "no direct link; relaying through " + via
+	case down:
+		return "no direct link, and no peer relays to it: trying direct"
+	}
+	return ""
+}
+
+// relayProblems states each relayed or cut-off peer in words, from this
+// peer's point of view ("h1 cannot reach h3 directly; relaying through
+// h2").
+func relayProblems(st *client.Status) []string {
+	var out []string
+	for _, p := range st.Peers {
+		switch {
+		case p.Self:
+		case p.Via != "":
+			out = append(out, fmt.Sprintf("%s cannot reach %s directly; relaying through %s", st.Name, p.Name, p.Via))
+		case strings.HasPrefix(p.Reason, "no direct link"):
+			out = append(out, fmt.Sprintf("%s cannot reach %s directly, and no other peer reaches it", st.Name, p.Name))
+		}
+	}
+	return out
 }
 
 // linkReason says, in words, why a link to a peer is not healthy. owned is
