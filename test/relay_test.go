@@ -350,4 +350,3 @@ func TestRelayFailover(t *testing.T) {
 	waitVia(t, h1, "h3", other.Name, 30*time.Second)
 	waitVia(t, h3, "h1", other.Name, 30*time.Second)
 }
-
