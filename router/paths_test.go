@@ -38,8 +38,8 @@ func drawTopology(t *rapid.T) topology {
 	return tp
 }
 
-// connected is the reference: hop distances from src by plain BFS over
-// the full edge list.
+// hopDistances is the reference: hop distances from src by plain BFS
+// over the links that neither end reports.
 func hopDistances(tp topology, src peer.ID) map[peer.ID]int {
 	up := func(a, b peer.ID) bool {
 		return !slices.Contains(tp.adj[a], b) && !slices.Contains(tp.adj[b], a)
@@ -60,13 +60,32 @@ func hopDistances(tp topology, src peer.ID) map[peer.ID]int {
 }
 
 // TestNextHopsProperties checks, on generated topologies where every peer
-// computes on the same reports: forwarding from every peer to every other
-// reaches it along a shortest path (so never loops), a path is found
-// exactly when the graph connects the two, every next hop is a link the
-// peer itself sees up, and the result does not depend on input order.
+// computes on the same reports (symmetric ones, as a real break gives
+// once both ends have reported it, and one-sided ones, as a peer whose
+// control plane is down leaves them):
+//   - forwarding from every peer to every other never loops: the chain of
+//     next hops ends at the destination within n hops;
+//   - no hop crosses a link that both ends report broken, and only the
+//     last hop may cross a link that one end reports (a direct attempt to
+//     a peer that has not confirmed the break);
+//   - a route is found exactly when the destination is direct or the
+//     graph without reported links connects the two, and with symmetric
+//     reports it is a shortest path;
+//   - the result does not depend on the order of the inputs.
 func TestNextHopsProperties(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		tp := drawTopology(t)
+		symmetric := rapid.Bool().Draw(t, "symmetric")
+		if symmetric {
+			for a, bs := range tp.adj {
+				for _, b := range bs {
+					if !slices.Contains(tp.adj[b], a) {
+						tp.adj[b] = append(tp.adj[b], a)
+					}
+				}
+			}
+		}
+		reported := func(a, b peer.ID) bool { return slices.Contains(tp.adj[a], b) }
 		hops := map[peer.ID]map[peer.ID]peer.ID{}
 		for _, p := range tp.peers {
 			hops[p] = router.NextHops(p, tp.peers, tp.adj)
@@ -77,15 +96,15 @@ func TestNextHopsProperties(t *testing.T) {
 				if src == dst {
 					continue
 				}
+				confirmed := reported(src, dst) && reported(dst, src)
 				_, reach := want[dst]
 				_, has := hops[src][dst]
-				if reach != has {
-					t.Fatalf("%v → %v: path found = %v; graph connects them = %v", src, dst, has, reach)
+				if has != (!confirmed || reach) {
+					t.Fatalf("%v → %v: route found = %v; link confirmed broken = %v, graph connects them = %v", src, dst, has, confirmed, reach)
 				}
-				if !reach {
+				if !has {
 					continue
 				}
-				// Walk the chain of next hops.
 				at, n := src, 0
 				seen := map[peer.ID]bool{src: true}
 				for at != dst {
@@ -93,8 +112,11 @@ func TestNextHopsProperties(t *testing.T) {
 					if !ok {
 						t.Fatalf("%v → %v: chain stops at %v (no next hop)", src, dst, at)
 					}
-					if slices.Contains(tp.adj[at], next) || slices.Contains(tp.adj[next], at) {
-						t.Fatalf("%v → %v: %v forwards over its broken link to %v", src, dst, at, next)
+					switch {
+					case reported(at, next) && reported(next, at):
+						t.Fatalf("%v → %v: %v forwards over a link both ends report broken, to %v", src, dst, at, next)
+					case (reported(at, next) || reported(next, at)) && next != dst:
+						t.Fatalf("%v → %v: %v relays through %v over a link reported broken", src, dst, at, next)
 					}
 					if seen[next] {
 						t.Fatalf("%v → %v: loop at %v", src, dst, next)
@@ -103,7 +125,7 @@ func TestNextHopsProperties(t *testing.T) {
 					at = next
 					n++
 				}
-				if n != want[dst] {
+				if symmetric && n != want[dst] {
 					t.Fatalf("%v → %v: %d hops; shortest is %d", src, dst, n, want[dst])
 				}
 			}
@@ -144,19 +166,19 @@ func TestNextHops(t *testing.T) {
 		want  map[peer.ID]peer.ID
 	}{
 		{"all direct", 1, []peer.ID{2, 3}, nil, map[peer.ID]peer.ID{2: 2, 3: 3}},
-		{"h1-h3 broken, relayed by h2", 1, []peer.ID{2, 3}, router.Adjacency{1: {3}},
+		{"h1-h3 broken, both ends report it: relayed by h2", 1, []peer.ID{2, 3}, router.Adjacency{1: {3}, 3: {1}},
 			map[peer.ID]peer.ID{2: 2, 3: 2}},
-		{"reported by the other end only", 1, []peer.ID{2, 3}, router.Adjacency{3: {1}},
-			map[peer.ID]peer.ID{2: 2, 3: 2}},
-		{"two relays: lowest ID", 1, []peer.ID{3, 4, 2}, router.Adjacency{1: {3}},
+		{"reported by one end only (the other's control plane may be down): direct", 1, []peer.ID{2, 3}, router.Adjacency{1: {3}},
+			map[peer.ID]peer.ID{2: 2, 3: 3}},
+		{"two relays: lowest ID", 1, []peer.ID{3, 4, 2}, router.Adjacency{1: {3}, 3: {1}},
 			map[peer.ID]peer.ID{2: 2, 3: 2, 4: 4}},
-		{"relay dead: the other one", 1, []peer.ID{2, 3, 4}, router.Adjacency{1: {3, 2}, 3: {2}, 4: {2}},
-			map[peer.ID]peer.ID{3: 4, 4: 4}},
-		{"no path", 1, []peer.ID{2, 3}, router.Adjacency{1: {3}, 2: {3}},
+		{"relay 2 died (reports nothing): the other one", 1, []peer.ID{2, 3, 4}, router.Adjacency{1: {3, 2}, 3: {1, 2}, 4: {2}},
+			map[peer.ID]peer.ID{2: 2, 3: 4, 4: 4}},
+		{"no path", 1, []peer.ID{2, 3}, router.Adjacency{1: {3}, 3: {1, 2}, 2: {3}},
 			map[peer.ID]peer.ID{2: 2}},
 		{"line from the end", 1, line, lineAdj, map[peer.ID]peer.ID{2: 2, 3: 2, 4: 2, 5: 2}},
 		{"line from the middle", 3, line, lineAdj, map[peer.ID]peer.ID{1: 2, 2: 2, 4: 4, 5: 4}},
-		{"self-report and unknown peers ignored", 1, []peer.ID{2}, router.Adjacency{1: {1, 9}, 9: {2}},
+		{"self-report and unknown peers ignored", 1, []peer.ID{2}, router.Adjacency{1: {1, 9}, 9: {2, 1}},
 			map[peer.ID]peer.ID{2: 2}},
 	}
 	for _, tt := range tests {
@@ -170,7 +192,8 @@ func TestNextHops(t *testing.T) {
 }
 
 func BenchmarkNextHops(b *testing.B) {
-	// 1,000 peers; one in ten cannot reach 20 others directly.
+	// 1,000 peers; one in ten cannot reach 20 others directly, and those
+	// report it back (peer 1 among them: 20 breadth-first searches).
 	var peers []peer.ID
 	for i := range 1000 {
 		peers = append(peers, peer.ID(i+1))
@@ -178,7 +201,9 @@ func BenchmarkNextHops(b *testing.B) {
 	adj := router.Adjacency{}
 	for i := 0; i < 1000; i += 10 {
 		for j := range 20 {
-			adj[peers[i]] = append(adj[peers[i]], peers[(i+1+j*37)%1000])
+			o := peers[(i+1+j*37)%1000]
+			adj[peers[i]] = append(adj[peers[i]], o)
+			adj[o] = append(adj[o], peers[i])
 		}
 	}
 	b.ResetTimer()

@@ -9,8 +9,8 @@ import (
 	"github.com/weftmesh/weft/router"
 )
 
-// TestRelayTranscripts: A cannot reach C directly (A's own measurement, or
-// C's report), B reaches both. C's ranges move to B — under WireGuard into
+// TestRelayTranscripts: A and C cannot reach each other directly (both
+// report it), B reaches both. C's ranges move to B — under WireGuard into
 // B's AllowedIPs, C's WireGuard peer staying with none so that its
 // handshakes go on probing the direct path; under VXLAN via B's bridge —
 // and come back when the link heals. Each step changes only that, and
@@ -25,8 +25,8 @@ func TestRelayTranscripts(t *testing.T) {
 		back      []string
 	}{
 		{
-			name: "wireguard, A reports C", transport: router.TransportWireGuard,
-			relayed: func(c *router.Config) { c.Unreachable = []peer.ID{0xc} },
+			name: "wireguard", transport: router.TransportWireGuard,
+			relayed: func(c *router.Config) { c.Unreachable, c.Peers[1].Unreachable = []peer.ID{0xc}, []peer.ID{0xa} },
 			want: []string{
 				"wg configure weft-wg port 51820 peers [pubB@192.168.1.11:51820 allowed 10.36.0.0/14,10.36.0.1/32,10.40.0.0/14,10.40.0.1/32,10.44.0.0/15; " +
 					"pubC@172.16.0.12:51820 allowed ]",
@@ -37,8 +37,8 @@ func TestRelayTranscripts(t *testing.T) {
 			},
 		},
 		{
-			name: "vxlan, C reports A", transport: router.TransportVXLAN, insecure: true,
-			relayed: func(c *router.Config) { c.Peers[1].Unreachable = []peer.ID{0xa} },
+			name: "vxlan", transport: router.TransportVXLAN, insecure: true,
+			relayed: func(c *router.Config) { c.Unreachable, c.Peers[1].Unreachable = []peer.ID{0xc}, []peer.ID{0xa} },
 			want: []string{
 				"route replace 10.40.0.0/14 via 10.36.0.1 dev weft-vx onlink src 10.32.0.1",
 				"route replace 10.40.0.1/32 via 10.36.0.1 dev weft-vx onlink src 10.32.0.1",
@@ -55,7 +55,12 @@ func TestRelayTranscripts(t *testing.T) {
 			relayed: func(c *router.Config) {
 				c.Unreachable = []peer.ID{0xc}
 				c.Peers[0].Unreachable = []peer.ID{0xc}
+				c.Peers[1].Unreachable = []peer.ID{0xa, 0xb}
 			},
+		},
+		{
+			name: "only A reports C (C's control plane is down, its datapath sends to A directly): direct", transport: router.TransportWireGuard,
+			relayed: func(c *router.Config) { c.Unreachable = []peer.ID{0xc} },
 		},
 	}
 	for _, tt := range tests {
