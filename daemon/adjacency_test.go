@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/weftmesh/weft/api/client"
 	"github.com/weftmesh/weft/peer"
 )
 
@@ -218,4 +219,24 @@ func FuzzParseProbe(f *testing.F) {
 			t.Fatalf("round trip: %v, %v", again, err)
 		}
 	})
+}
+
+func TestRelayProblems(t *testing.T) {
+	st := &client.Status{Name: "h1", Peers: []client.Peer{
+		{Name: "h1", Self: true},
+		{Name: "h2"},
+		{Name: "h3", Via: "h2", Reason: relayReason(true, "h2")},
+		{Name: "h4", Reason: relayReason(true, "")},
+		{Name: "h5", Reason: "unreachable since 2026-01-01T00:00:00Z (failure detector)"},
+	}}
+	want := []string{
+		"h1 cannot reach h3 directly; relaying through h2",
+		"h1 gets no answer from h4 on the direct path, and no relay is in use",
+	}
+	if diff := cmp.Diff(want, relayProblems(st)); diff != "" {
+		t.Errorf("relayProblems (-want +got):\n%s", diff)
+	}
+	if got := relayReason(false, ""); got != "" {
+		t.Errorf("relayReason(up, direct) = %q; want none", got)
+	}
 }

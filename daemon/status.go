@@ -106,16 +106,21 @@ func (d *Daemon) linkDown(id peer.ID) bool {
 	return d.links[id].Down
 }
 
-// relayReason says why a peer's traffic takes a detour, or "".
+// relayReason says why a peer's traffic takes a detour, or why it does
+// not though the direct link fails, or "".
 func relayReason(down bool, via string) string {
 	switch {
 	case via != "":
 		return "no direct link; relaying through " + via
 	case down:
-		return "no direct link, and no peer relays to it: trying direct"
+		// paths.go relays only when both ends report the link and some
+		// peer reaches both.
+		return noAnswer + "; no relay in use until both ends report the link and a peer reaches both"
 	}
 	return ""
 }
+
+const noAnswer = "no answer on the direct path"
 
 // relayProblems states each relayed or cut-off peer in words, from this
 // peer's point of view ("h1 cannot reach h3 directly; relaying through
@@ -127,8 +132,8 @@ func relayProblems(st *client.Status) []string {
 		case p.Self:
 		case p.Via != "":
 			out = append(out, fmt.Sprintf("%s cannot reach %s directly; relaying through %s", st.Name, p.Name, p.Via))
-		case strings.HasPrefix(p.Reason, "no direct link"):
-			out = append(out, fmt.Sprintf("%s cannot reach %s directly, and no other peer reaches it", st.Name, p.Name))
+		case strings.HasPrefix(p.Reason, noAnswer):
+			out = append(out, fmt.Sprintf("%s gets no answer from %s on the direct path, and no relay is in use", st.Name, p.Name))
 		}
 	}
 	return out
