@@ -68,20 +68,18 @@ type prober struct {
 	replies map[peer.ID]time.Time
 }
 
-// newProber binds host:port (host "" or 0.0.0.0 = every address).
+// newProber binds host:port; host "", 0.0.0.0 or :: binds every address,
+// IPv4 and IPv6.
 func newProber(self peer.ID, host string, port uint16) (*prober, error) {
-	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(parseHostOr(host), port)))
+	laddr := &net.UDPAddr{Port: int(port)}
+	if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
+		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, port))
+	}
+	conn, err := net.ListenUDP("udp", laddr)
 	if err != nil {
 		return nil, fmt.Errorf("datapath probe listen %s:%d: %w", host, port, err)
 	}
 	return &prober{self: self, port: port, conn: conn, addrs: map[peer.ID]netip.Addr{}, replies: map[peer.ID]time.Time{}}, nil
-}
-
-func parseHostOr(host string) netip.Addr {
-	if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
-		return a
-	}
-	return netip.IPv4Unspecified()
 }
 
 // Run answers requests and records replies until ctx is done; it closes
@@ -130,6 +128,7 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 		}
 	}
 	for id, a := range targets {
+		a = a.Unmap()
 		if old, ok := p.addrs[id]; ok && old != a {
 			delete(p.replies, id) // answers from the old address say nothing of the new
 		}
