@@ -2,14 +2,14 @@
 # bench.sh - `make bench`: weft's benchmarks in sequence, each one's output
 # tee'd to out/bench/<name>.txt (root; run after `make build`).
 #   scripts/bench-datapath.sh  pod-to-pod with real peers vs raw baselines
-#   scripts/bench-dns.sh, bench-cni.sh, bench-wg.sh  when present
+#   scripts/bench-dns.sh, bench-cni.sh, bench-wg.sh, bench-relay.sh  when present
 # Env is passed through (REPS, DUR, ... of each script). A failing benchmark
 # is reported and the others still run; the exit code is 1 if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p out/bench
 rc=0
-for b in datapath dns cni wg; do
+for b in datapath dns cni wg relay; do
   s=scripts/bench-$b.sh
   [[ -f $s ]] || continue
   echo "==== $s ($(date +%T))" | tee "out/bench/$b.txt"
