@@ -60,8 +60,8 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 					cp.Via = relay.String()
 				}
 			}
-			if r := relayReason(d.linkDown(p.ID), cp.Via); r != "" && cp.Reason == "" {
-				cp.Reason = r
+			if r := relayReason(d.linkDown(p.ID), cp.Via); r != "" && p.State.Up() {
+				cp.Reason = r // says more than "no WireGuard handshake yet" of a blocked link
 			}
 		}
 		st.Peers = append(st.Peers, cp)
