@@ -38,15 +38,7 @@ func BenchmarkRelay(b *testing.B) {
 
 func benchRelay(b *testing.B, transport string) {
 	bed := testbed.New(b, 3)
-	if transport == "wireguard" {
-		launchSecureMesh(b, bed)
-	} else {
-		h1 := bed.Hosts[0]
-		h1.Launch(b, "--insecure", "--transport", transport)
-		for _, h := range bed.Hosts[1:] {
-			h.Launch(b, "--insecure", "--transport", transport, h1.Addr.String())
-		}
-	}
+	launchTransport(b, bed, transport)
 	h1, h3 := bed.Hosts[0], bed.Hosts[2]
 	p1, p3 := h1.AddPod(b, "p1"), h3.AddPod(b, "p1")
 	waitViaB(b, h1, "h3", "", 90*time.Second)
@@ -79,7 +71,7 @@ func benchRelay(b *testing.B, transport string) {
 	b.ReportMetric(med(tcp[1])/med(tcp[0]), "tcp-ratio")
 	b.ReportMetric(med(rtt[0]), "ms-rtt-direct")
 	b.ReportMetric(med(rtt[1]), "ms-rtt-relayed")
-	b.Logf("%s: TCP direct %v relayed %v Mbit/s; RTT direct %v relayed %v ms", transport, tcp[0], tcp[1], rtt[0], rtt[1])
+	b.Logf("%s: TCP direct %.0f relayed %.0f Mbit/s; RTT direct %v relayed %v ms", transport, scale(tcp[0], 1e-6), scale(tcp[1], 1e-6), rtt[0], rtt[1])
 
 	trials := envInt("RELAY_TRIALS", 10)
 	var heal []float64
@@ -178,7 +170,13 @@ func iperfBits(b *testing.B, src, dst *testbed.Pod) float64 {
 		if err != nil {
 			return fmt.Errorf("iperf3: %v: %s", err, out)
 		}
-		return json.Unmarshal([]byte(out), &res)
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			return fmt.Errorf("iperf3 output: %v: %.300s", err, out)
+		}
+		if res.End.SumReceived.Bps == 0 {
+			return fmt.Errorf("iperf3 measured nothing: %.600s", out)
+		}
+		return nil
 	})
 	<-srv
 	if err != nil {
@@ -204,4 +202,12 @@ func pingMedianMs(b *testing.B, src, dst *testbed.Pod) float64 {
 	}
 	slices.Sort(rtts)
 	return rtts[len(rtts)/2]
+}
+
+func scale(v []float64, f float64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = x * f
+	}
+	return out
 }
