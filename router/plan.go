@@ -25,6 +25,11 @@ package router
 //	                       address nobody owns gets ICMP unreachable instead
 //	                       of leaking to the default route unmasqueraded)
 //
+// A peer that this one and that peer both report unreachable directly is
+// relayed (paths.go): its ranges and bridge /32 are routed exactly like
+// those of its next hop (under WireGuard they join the next hop's
+// AllowedIPs), and its own WireGuard peer stays, without AllowedIPs.
+//
 // direct: `via <peer underlay> dev <underlay dev>`, only for peers inside our
 // underlay subnet (an off-link gateway is not a valid next hop); with
 // --transport auto those peers use direct and the others VXLAN.
