@@ -159,9 +159,12 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 			if !ok {
 				s = newLink(now)
 			}
+			// Without WireGuard counters for the peer (none yet, or the
+			// device could not be read) its handshake age says nothing.
+			st, haveStats := stats[id]
 			next[id] = stepLink(s, linkObs{LastReply: pr.LastReply(id),
-				WireGuard: d.router.PeerTransport(id) == router.TransportWireGuard,
-				Handshake: stats[id].LastHandshake}, now)
+				WireGuard: haveStats && d.router.PeerTransport(id) == router.TransportWireGuard,
+				Handshake: st.LastHandshake}, now)
 			if next[id].Down != s.Down {
 				d.log.Info("direct link", "peer", id, "down", next[id].Down)
 			}
