@@ -69,8 +69,11 @@ type linkState struct {
 // linkObs is one observation of a link.
 type linkObs struct {
 	LastReply time.Time // newest probe reply received (zero: none yet)
-	WireGuard bool      // the peer is reached over WireGuard
-	Handshake time.Time // its last WireGuard handshake (zero: none)
+	// ProbingSince is when this peer last resumed probing after a stall
+	// of its own (a loop that fell behind): silence before that is ours.
+	ProbingSince time.Time
+	WireGuard    bool      // the peer is reached over WireGuard
+	Handshake    time.Time // its last WireGuard handshake (zero: none)
 }
 
 // newLink is the state of a link to a peer just met: up.
@@ -87,7 +90,11 @@ func stepLink(s linkState, o linkObs, now time.Time) linkState {
 		}
 		s.LastReply = o.LastReply
 	}
-	silent := now.Sub(s.LastReply) > downAfter
+	heard := s.LastReply
+	if o.ProbingSince.After(heard) {
+		heard = o.ProbingSince
+	}
+	silent := now.Sub(heard) > downAfter
 	if silent {
 		s.OKSince = time.Time{}
 	}
@@ -137,18 +144,23 @@ func publishedUnreachable(ids []peer.ID) []peer.ID {
 func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
+	var sent, probingSince time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		stats := d.router.Stats() // may wait for a reconcile in progress
 		d.mu.Lock()
 		targets := maps.Clone(d.probeTargets)
 		d.mu.Unlock()
+		if now := time.Now(); now.Sub(sent) > 2*probeEvery {
+			probingSince = now // we fell behind: the silence until now is ours
+		}
 		pr.Probe(targets)
-		stats := d.router.Stats()
-		now := time.Now()
+		sent = time.Now()
+		now := sent
 		d.mu.Lock()
 		if d.links == nil {
 			d.links = map[peer.ID]linkState{}
@@ -162,7 +174,7 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 			// Without WireGuard counters for the peer (none yet, or the
 			// device could not be read) its handshake age says nothing.
 			st, haveStats := stats[id]
-			next[id] = stepLink(s, linkObs{LastReply: pr.LastReply(id),
+			next[id] = stepLink(s, linkObs{LastReply: pr.LastReply(id), ProbingSince: probingSince,
 				WireGuard: haveStats && d.router.PeerTransport(id) == router.TransportWireGuard,
 				Handshake: st.LastHandshake}, now)
 			if next[id].Down != s.Down {

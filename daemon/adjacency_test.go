@@ -20,9 +20,10 @@ func TestStepLink(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	type step struct {
-		reply bool // a probe reply arrived this second
-		wg    bool
-		hs    int // handshake at this second (-1: none)
+		stalled bool // this peer itself did not probe before this second
+		reply   bool // a probe reply arrived this second
+		wg      bool
+		hs      int // handshake at this second (-1: none)
 	}
 	run := func(steps []step) []bool {
 		s := newLink(t0)
@@ -37,7 +38,11 @@ func TestStepLink(t *testing.T) {
 			if st.hs >= 0 {
 				hs = at(st.hs)
 			}
-			s = stepLink(s, linkObs{LastReply: last, WireGuard: st.wg, Handshake: hs}, now)
+			var since time.Time
+			if st.stalled {
+				since = now
+			}
+			s = stepLink(s, linkObs{LastReply: last, ProbingSince: since, WireGuard: st.wg, Handshake: hs}, now)
 			downs = append(downs, s.Down)
 		}
 		return downs
@@ -100,6 +105,17 @@ func TestStepLink(t *testing.T) {
 			u := firstChange(downs, d)
 			if d != 8 || u != 26 {
 				t.Errorf("down at %d, up at %d; want 8 and 26 (10 s after answers resume at 17)", d, u)
+			}
+		}},
+		{"our own stall is not the peer's silence", func() []step {
+			out := seq(5, true)
+			for range 10 {
+				out = append(out, step{stalled: true, hs: -1})
+			}
+			return append(out, seq(5, true)...)
+		}(), func(t *testing.T, downs []bool) {
+			if i := firstChange(downs, 0); i != -1 {
+				t.Errorf("changed at %d: %v", i, downs)
 			}
 		}},
 		{"wireguard: probes pass but no handshake for wgStale", func() []step {
