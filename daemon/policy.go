@@ -118,7 +118,7 @@ type policyState struct {
 	err       error // of the last pass; nil after a success
 	cut       uint64
 	waiters   map[*podWait]bool
-	logged    map[string]bool // problems already logged
+	logged    map[string]bool // the problems of the last pass, each logged once when it appeared
 }
 
 // podWait is an Allocate waiting for its pod's program.
@@ -395,15 +395,18 @@ func (ps *policyState) waitReasonLocked(ns, name string) string {
 	return "the program was not applied in time"
 }
 
-// newProblemsLocked returns the problems not logged before.
+// newProblemsLocked returns the problems not logged before, and forgets
+// those that went away (one that comes back is logged again).
 func (ps *policyState) newProblemsLocked() []string {
 	var out []string
+	now := map[string]bool{}
 	for _, p := range ps.problemsLocked() {
+		now[p] = true
 		if !ps.logged[p] {
-			ps.logged[p] = true
 			out = append(out, p)
 		}
 	}
+	ps.logged = now
 	return out
 }
 

@@ -514,3 +514,93 @@ func TestPolicyWait(t *testing.T) {
 		t.Errorf("wait without a pod name = %v", err)
 	}
 }
+
+// TestPolicyUnsupported: a policy the API accepts but weft cannot express
+// (SCTP without the kernel's) is reported in status and logged once,
+// still isolates its pod, and leaves the other policies whole; a problem
+// that goes away and comes back is logged again.
+func TestPolicyUnsupported(t *testing.T) {
+	sctp := apiPolicy("sctp-a", "a", "", 0)
+	proto, p80 := corev1.ProtocolSCTP, intstr.FromInt32(80)
+	sctp.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{{Protocol: &proto, Port: &p80}}}}
+	f := newPolicyFixture(t, apiNamespace("x"), apiPod("x", "a", "10.32.0.2"), apiPod("x", "b", "10.32.0.3"),
+		apiPod("x", "c", "10.32.0.4"), sctp, apiPolicy("allow-b", "b", "c", 80))
+	f.allocs = []ipam.Allocation{alloc("c-a", "10.32.0.2/12", "a.x"), alloc("c-b", "10.32.0.3/12", "b.x"), alloc("c-c", "10.32.0.4/12", "c.x")}
+	var logs strings.Builder
+	f.ps.log = slog.New(slog.NewTextHandler(&logs, nil))
+	if err := f.ps.pass(); err != nil {
+		t.Fatalf("pass: %v", err)
+	}
+	reported := func(s string) bool { return strings.Contains(s, "x/sctp-a") && strings.Contains(s, "SCTP") }
+	st, problems := (&Daemon{policy: f.ps}).policyStatus()
+	if want := (client.PolicyStatus{Enabled: true, Synced: true, Policies: 2, Pods: 3, Isolated: 2}); st != want ||
+		len(problems) != 1 || !reported(problems[0]) {
+		t.Errorf("status %+v, problems %q; want %+v and one problem naming x/sctp-a and SCTP", st, problems, want)
+	}
+	if n := strings.Count(logs.String(), "x/sctp-a"); n != 1 || !reported(logs.String()) {
+		t.Errorf("log names x/sctp-a %d times; want once, with SCTP:\n%s", n, logs.String())
+	}
+	lines := strings.Join(f.kernel.Take(), "\n")
+	for _, w := range []string{"add rule ingress-10.32.0.2 counter drop", `meta l4proto tcp th dport 80 ip saddr @pods-`,
+		"add element ingress { 10.32.0.2 : jump ingress-10.32.0.2, 10.32.0.3 : jump ingress-10.32.0.3 }"} {
+		if !strings.Contains(lines, w) {
+			t.Errorf("kernel transcript lacks %q:\n%s", w, lines)
+		}
+	}
+	if strings.Contains(lines, "sctp") {
+		t.Errorf("kernel transcript has an SCTP match this kernel lacks:\n%s", lines)
+	}
+	host := map[netip.Addr]bool{}
+	for _, tt := range []struct {
+		f    flow
+		want bool
+	}{
+		{flow{addr("10.32.0.4"), addr("10.32.0.2"), 80, policy.TCP}, true},  // x/a: isolated, its only rule cannot match
+		{flow{addr("10.32.0.4"), addr("10.32.0.2"), 80, policy.SCTP}, true}, // ... not even SCTP
+		{flow{addr("10.32.0.4"), addr("10.32.0.3"), 80, policy.TCP}, false}, // x/allow-b is whole
+		{flow{addr("10.32.0.2"), addr("10.32.0.3"), 80, policy.TCP}, true},
+	} {
+		if got := denies(f.ps.model, "n1", host, tt.f); got != tt.want {
+			t.Errorf("denies(%+v) = %v; want %v", tt.f, got, tt.want)
+		}
+	}
+	if err := f.ps.pass(); err != nil {
+		t.Fatalf("second pass: %v", err)
+	}
+	if n := strings.Count(logs.String(), "x/sctp-a"); n != 1 {
+		t.Errorf("after a second pass the log names x/sctp-a %d times; want once", n)
+	}
+
+	// Deleted: no problem; created again: logged again.
+	ctx := context.Background()
+	policies := f.cs.NetworkingV1().NetworkPolicies("x")
+	seen := func(n int) {
+		t.Helper()
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("%d policies seen", n), func() error {
+			if v, _ := f.ps.client.PolicyView(); len(v.Policies) != n {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+	}
+	if err := policies.Delete(ctx, "sctp-a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	seen(1)
+	if err := f.ps.pass(); err != nil {
+		t.Fatalf("pass: %v", err)
+	}
+	if _, problems := (&Daemon{policy: f.ps}).policyStatus(); len(problems) != 0 {
+		t.Errorf("problems after x/sctp-a was deleted: %q; want none", problems)
+	}
+	if _, err := policies.Create(ctx, sctp, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	seen(2)
+	if err := f.ps.pass(); err != nil {
+		t.Fatalf("pass: %v", err)
+	}
+	if n := strings.Count(logs.String(), "x/sctp-a"); n != 2 {
+		t.Errorf("after x/sctp-a came back the log names it %d times; want twice", n)
+	}
+}

@@ -148,12 +148,14 @@ func TestCompileGolden(t *testing.T) {
 	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+		iifname "wf*" fib saddr . iif oif missing counter drop
 		ct state established,related accept
 		ip saddr vmap @egress
 		ip daddr vmap @ingress
 	}
 	chain input {
 		type filter hook input priority filter; policy accept;
+		iifname "wf*" fib saddr . iif oif missing counter drop
 		ct state established,related accept
 		ip saddr vmap @egress
 	}
@@ -163,10 +165,10 @@ func TestCompileGolden(t *testing.T) {
 		counter drop
 	}
 	chain ingress-10.32.1.10 {
-		ip saddr @pods-82dedc9ba628ed5a meta l4proto tcp th dport 80 accept comment "x/web ingress rule 0"
-		ip saddr @cidrs-b080e1769f988db3 meta l4proto tcp th dport 80 accept comment "x/web ingress rule 0"
-		ip saddr @pods-82dedc9ba628ed5a meta l4proto udp th dport 81 accept comment "x/web ingress rule 0"
-		ip saddr @cidrs-b080e1769f988db3 meta l4proto udp th dport 81 accept comment "x/web ingress rule 0"
+		meta l4proto tcp th dport 80 ip saddr @pods-82dedc9ba628ed5a accept comment "x/web ingress rule 0"
+		meta l4proto tcp th dport 80 ip saddr @cidrs-b080e1769f988db3 accept comment "x/web ingress rule 0"
+		meta l4proto udp th dport 81 ip saddr @pods-82dedc9ba628ed5a accept comment "x/web ingress rule 0"
+		meta l4proto udp th dport 81 ip saddr @cidrs-b080e1769f988db3 accept comment "x/web ingress rule 0"
 		limit rate 10/second burst 20 packets log prefix "weft-policy deny ingress x/a" group 6784
 		counter drop
 	}

@@ -135,6 +135,7 @@ const (
 	MatchAddrPortIn                   // ip daddr . th dport @<Set>
 	MatchProto                        // meta l4proto <Proto>
 	MatchPorts                        // th dport <Lo>-<Hi>
+	MatchSpoofed                      // iifname "<Prefix>*" fib saddr . iif oif missing
 )
 
 // Match is one condition of a rule.
@@ -144,6 +145,7 @@ type Match struct {
 	Set    string   // MatchAddrIn, MatchAddrPortIn
 	Proto  Protocol // MatchProto
 	Lo, Hi uint16   // MatchPorts, inclusive
+	Prefix string   // MatchSpoofed: the name prefix of pods' host veths
 }
 
 func (m Match) String() string {
@@ -161,6 +163,8 @@ func (m Match) String() string {
 			return fmt.Sprintf("th dport %d", m.Lo)
 		}
 		return fmt.Sprintf("th dport %d-%d", m.Lo, m.Hi)
+	case MatchSpoofed:
+		return fmt.Sprintf("iifname %q fib saddr . iif oif missing", m.Prefix+"*")
 	}
 	return fmt.Sprintf("match(%d)", m.Kind)
 }

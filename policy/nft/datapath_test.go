@@ -31,6 +31,14 @@ import (
 	"github.com/weftmesh/weft/policy/nft"
 )
 
+// bedConfig compiles for the bed, whose pods' host veths are wp0..wp4:
+// every scenario runs with the anti-spoofing rule.
+func bedConfig() policy.Config {
+	c := policy.DefaultConfig()
+	c.PodIfPrefix = "wp"
+	return c
+}
+
 var (
 	gateway  = netip.MustParseAddr("10.32.0.1")   // the node's address on the pod network
 	nodeExt  = netip.MustParseAddr("192.168.9.1") // the node's address towards the external host
@@ -289,7 +297,7 @@ func (b *dpBed) model(t *testing.T, nps []*networkingv1.NetworkPolicy) *policy.M
 func (b *dpBed) check(t *testing.T, a *nft.Applier, nps []*networkingv1.NetworkPolicy) {
 	t.Helper()
 	m := b.model(t, nps)
-	prog, err := policy.Compile(m, "n1")
+	prog, err := bedConfig().Compile(m, "n1")
 	if err != nil {
 		t.Fatal(err)
 	}

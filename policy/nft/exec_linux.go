@@ -198,6 +198,14 @@ func ruleExprs(r policy.ChainRule) ([]expr.Any, error) {
 					&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: binaryutil.BigEndian.PutUint16(m.Lo)},
 					&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binaryutil.BigEndian.PutUint16(m.Hi)})
 			}
+		case policy.MatchSpoofed:
+			// iifname "<prefix>*": compare the name's first bytes only.
+			es = append(es,
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(m.Prefix)},
+				// fib saddr . iif oif missing: no route back out of iif.
+				&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)})
 		default:
 			return nil, fmt.Errorf("unknown match %d", m.Kind)
 		}

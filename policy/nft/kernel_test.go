@@ -98,7 +98,7 @@ func TestKernelApply(t *testing.T) {
 		}},
 		{"x/b", "app", "web", func(old, _ *policy.Program) []string { // db-egress no longer selects a local pod
 			rule := func(set, ports string) string {
-				return "add rule ingress-10.32.0.11 ip saddr @" + set + " meta l4proto tcp th dport " + ports + ` accept comment "x/web-from-clients ingress rule 0"`
+				return "add rule ingress-10.32.0.11 meta l4proto tcp th dport " + ports + " ip saddr @" + set + ` accept comment "x/web-from-clients ingress rule 0"`
 			}
 			return []string{
 				"flush chain ingress-10.32.0.11",

@@ -50,5 +50,5 @@
 //	bench.go          PodStartLatencies, RSS
 //	kubebed_test.go   the smoke test
 //	images/pause      the sandbox image's binary
-//	images/testbox    the workload image's binary (HTTP, get, ping, lookup)
+//	images/testbox    the workload image's binary (HTTP and UDP serve, get, probe, ping, lookup)
 package kubebed

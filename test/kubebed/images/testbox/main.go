@@ -2,10 +2,19 @@
 // binary (localhost/weft-test/testbox:1.0, entrypoint /testbox) with a mode
 // per argument:
 //
-//	testbox [serve [-addr :8080]]    HTTP: GET / answers "host=H from=IP:PORT"
-//	                                 (the hostname, and the client address the server saw)
+//	testbox [serve [-addr :8080] [-udp]]
+//	                                 HTTP: GET / answers "host=H from=IP:PORT"
+//	                                 (the hostname, and the client address the server saw);
+//	                                 -udp: also answer every UDP datagram on the same
+//	                                 port with that line
 //	testbox get [-t 5s] [-k] URL     print the body; exit 1 on error or non-2xx
 //	                                 (-k: do not verify the server's certificate)
+//	testbox probe [-t 1s] [-until D -want ok|fail] tcp://IP:PORT|udp://IP:PORT...
+//	                                 probe every target at once (TCP: a handshake; UDP:
+//	                                 an answered datagram), one line a target:
+//	                                 "tcp://IP:PORT ok" or "... fail REASON"; -until
+//	                                 probes again until the result is -want and adds
+//	                                 "after=DURATION"; exit 0 when every target was probed
 //	testbox ping [-i 10ms] [-c N] [-W 1s] [-o FILE] IP
 //	                                 ICMP echo over a raw socket (CAP_NET_RAW, which
 //	                                 containers have by default); -c 0 runs until
@@ -52,6 +61,8 @@ func main() {
 		serve(args)
 	case "get":
 		err = get(args)
+	case "probe":
+		err = probe(args)
 	case "ping":
 		err = ping(args)
 	case "lookup":
@@ -61,7 +72,7 @@ func main() {
 	case "sleep":
 		<-stopSignal()
 	default:
-		err = fmt.Errorf("unknown mode %q (serve, get, ping, lookup, cat, sleep)", os.Args[1])
+		err = fmt.Errorf("unknown mode %q (serve, get, probe, ping, lookup, cat, sleep)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testbox:", err)
@@ -82,8 +93,17 @@ func stopSignal() <-chan struct{} {
 func serve(args []string) {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	addr := fs.String("addr", ":8080", "listen address")
+	udp := fs.Bool("udp", false, "also answer UDP datagrams on the same port")
 	_ = fs.Parse(args)
 	host, _ := os.Hostname()
+	if *udp {
+		go func() {
+			if err := serveUDP(*addr, host); err != nil {
+				fmt.Fprintln(os.Stderr, "testbox:", err)
+				os.Exit(1)
+			}
+		}()
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "host=%s from=%s\n", host, r.RemoteAddr)
