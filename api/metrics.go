@@ -76,6 +76,7 @@ type statusCollector struct {
 
 	up, info, uptime        *prometheus.Desc
 	peers, connections      *prometheus.Desc
+	relayed                 *prometheus.Desc
 	handshakeAge, rx, tx    *prometheus.Desc
 	ipamAddresses, ipamUnre *prometheus.Desc
 	dnsRecords, pods        *prometheus.Desc
@@ -94,6 +95,7 @@ func newStatusCollector(b Reporter) *statusCollector {
 		uptime:        d("weft_uptime_seconds", "Seconds since this peer started.", nil, nil),
 		peers:         d("weft_peers", "Known peers (this one included) by state.", []string{"state"}, nil),
 		connections:   d("weft_connections", "Live links from this peer to alive peers, by transport.", []string{"transport"}, nil),
+		relayed:       d("weft_relayed_peers", "Peers this peer reaches through a relay because it cannot reach them directly.", nil, nil),
 		handshakeAge:  d("weft_peer_handshake_age_seconds", "Seconds since the last WireGuard handshake with a peer.", []string{"peer"}, nil),
 		rx:            d("weft_peer_rx_bytes", "Bytes received from a peer over the datapath.", []string{"peer"}, nil),
 		tx:            d("weft_peer_tx_bytes", "Bytes sent to a peer over the datapath.", []string{"peer"}, nil),
@@ -111,7 +113,7 @@ func newStatusCollector(b Reporter) *statusCollector {
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.info, c.uptime, c.peers, c.connections, c.handshakeAge, c.rx, c.tx, c.ipamAddresses, c.ipamUnre, c.dnsRecords, c.pods,
+	for _, d := range []*prometheus.Desc{c.up, c.info, c.uptime, c.peers, c.connections, c.relayed, c.handshakeAge, c.rx, c.tx, c.ipamAddresses, c.ipamUnre, c.dnsRecords, c.pods,
 		c.kubeNodes, c.kubeNoPeer, c.kubeNoNode, c.policySynced, c.policyObj, c.underlay} {
 		ch <- d
 	}
@@ -142,10 +144,14 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	states := map[string]float64{"alive": 0, "dead": 0, "stopped": 0, "left": 0}
 	conns := map[string]float64{}
 	now := time.Now()
+	relayed := 0.0
 	for _, p := range st.Peers {
 		states[p.State]++
 		if p.Self {
 			continue
+		}
+		if p.Via != "" {
+			relayed++
 		}
 		if p.State == "alive" && p.Transport != "" {
 			conns[p.Transport]++
@@ -162,6 +168,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, t := range sortedKeys(conns) {
 		gauge(c.connections, conns[t], t)
 	}
+	gauge(c.relayed, relayed)
 
 	gauge(c.ipamAddresses, float64(st.IPAM.Owned), "owned")
 	gauge(c.ipamAddresses, float64(st.IPAM.Free), "free")
@@ -258,7 +265,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // counter with such a name would break the whole scrape.
 func reservedMetric(name string) bool {
 	switch name {
-	case "weft_status_up", "weft_info", "weft_uptime_seconds", "weft_peers", "weft_connections",
+	case "weft_status_up", "weft_info", "weft_uptime_seconds", "weft_peers", "weft_connections", "weft_relayed_peers",
 		"weft_peer_handshake_age_seconds", "weft_peer_rx_bytes", "weft_peer_tx_bytes",
 		"weft_ipam_addresses", "weft_ipam_unreachable_share", "weft_dns_records", "weft_pods",
 		"weft_kube_nodes", "weft_kube_nodes_without_peer", "weft_kube_peers_without_node",

@@ -63,6 +63,18 @@ next:
 	return math.NaN()
 }
 
+func TestMetricsRelayed(t *testing.T) {
+	ts := startServer(t)
+	for i, p := range ts.fakes.Reporter.Snapshot.Peers {
+		if p.Name == "h3" {
+			ts.fakes.Reporter.Snapshot.Peers[i].Via = "h2"
+		}
+	}
+	if got := value(scrape(t, ts), "weft_relayed_peers"); got != 1 {
+		t.Errorf("weft_relayed_peers = %v with h3 relayed through h2; want 1", got)
+	}
+}
+
 func TestMetrics(t *testing.T) {
 	ts := startServer(t)
 	// Some CNI traffic: 3 allocations, 1 refused, 1 release, 1 DNS add.
@@ -87,6 +99,7 @@ func TestMetrics(t *testing.T) {
 		{"weft_peers", []string{"state=dead"}, 1},
 		{"weft_peers", []string{"state=stopped"}, 0},
 		{"weft_connections", []string{"transport=wireguard"}, 1},
+		{"weft_relayed_peers", nil, 0},
 		{"weft_peer_rx_bytes", []string{"peer=h2"}, 18_734_112},
 		{"weft_peer_tx_bytes", []string{"peer=h3"}, 2_990_001},
 		{"weft_ipam_addresses", []string{"kind=owned"}, 1 << 19},

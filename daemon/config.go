@@ -75,6 +75,10 @@ type Config struct {
 	ExternalDatapath bool
 	// ResyncInterval is the router's drift-repair period.
 	ResyncInterval time.Duration
+	// ProbePort is the UDP port of the datapath probe that measures which
+	// peers this one reaches directly (adjacency.go); 0 = no probe, no
+	// relaying.
+	ProbePort uint16
 	// Gossip, when non-nil, adjusts the gossip configuration (tests).
 	Gossip func(*gossip.Config)
 	// Router, when non-nil, adjusts the router's options (tests and the
@@ -134,6 +138,7 @@ func DefaultConfig() Config {
 		VXPort:         rd.VXPort,
 		Bridge:         rd.Bridge,
 		ResyncInterval: 10 * time.Second,
+		ProbePort:      6785,
 
 		KubeStartTimeout: 2 * time.Minute,
 		NetworkPolicy:    true,

@@ -58,7 +58,12 @@ type Daemon struct {
 	owners     map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
 	reconciles uint64
 	recErrors  uint64
-	stop       context.CancelCauseFunc // ends Run (Leave)
+	// Adjacency (adjacency.go): the peers probed and where, the state of
+	// each link, and the peers this one cannot reach directly.
+	probeTargets map[peer.ID]netip.Addr
+	links        map[peer.ID]linkState
+	unreach      []peer.ID
+	stop         context.CancelCauseFunc // ends Run (Leave)
 }
 
 // errLeft ends Run after a Leave: not an error for the caller.
@@ -337,6 +342,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	start("api", d.api.Run)
 	start("bridge", d.bridgeLoop)
 	start("sync", d.syncLoop)
+	if d.cfg.ProbePort != 0 {
+		host, _, _ := splitHostPort(d.cfg.Listen)
+		if pr, err := newProber(d.id.ID, host, d.cfg.ProbePort); err != nil {
+			d.log.Warn("no datapath probe: broken links are not routed around", "err", err)
+		} else {
+			start("probe", pr.Run)
+			start("adjacency", func(ctx context.Context) error { return d.adjacencyLoop(ctx, pr) })
+		}
+	}
 	if d.kube != nil {
 		start("kube", d.kube.client.Run)
 		start("kube-sync", d.kubeLoop)

@@ -220,14 +220,22 @@ func (ps *policyState) pass() error {
 	recovered := ps.err != nil
 	ps.model, ps.info, ps.refused, ps.local = m, info, view.Refused, local
 	ps.version, ps.applied, ps.appliedAt, ps.took, ps.changes, ps.err = view.Version, gen, time.Now(), took, len(ops), nil
+	served := 0
 	for w := range ps.waiters {
 		if w.gen <= gen && viewHas(view, w.namespace, w.name) {
 			close(w.done)
 			delete(ps.waiters, w)
+			served++
 		}
 	}
+	left := len(ps.waiters)
 	newProblems := ps.newProblemsLocked()
 	ps.mu.Unlock()
+	// served: the CNI ADDs this pass released; waiting: those that need
+	// the next one (their pod is not in the informer yet, or they came
+	// after this pass began).
+	ps.log.Debug("network policy pass", "took", took, "changes", len(ops), "served", served, "waiting", left,
+		"policies", len(view.Policies), "pods", len(snap.Pods), "version", view.Version)
 	if recovered {
 		ps.log.Info("network policy: applied again")
 	}
@@ -235,7 +243,6 @@ func (ps *policyState) pass() error {
 		ps.log.Warn(p)
 	}
 	if len(ops) > 0 {
-		ps.log.Debug("network policy applied", "changes", len(ops), "took", took, "policies", len(view.Policies), "pods", len(snap.Pods))
 		ps.cutDenied(m)
 	}
 	return nil

@@ -55,12 +55,22 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 				cp.RxBytes, cp.TxBytes = s.RxBytes, s.TxBytes
 			}
 			cp.Reason = linkReason(p, cp, owned[cp.ID])
+			if relay, ok := d.router.PeerVia(p.ID); ok {
+				cp.Via = names[relay]
+				if cp.Via == "" {
+					cp.Via = relay.String()
+				}
+			}
+			if r := relayReason(d.linkDown(p.ID), cp.Via); r != "" && p.State.Up() {
+				cp.Reason = r // says more than "no WireGuard handshake yet" of a blocked link
+			}
 		}
 		st.Peers = append(st.Peers, cp)
 	}
 	st.DNS = d.dnsStatus(names)
 	st.Pods = d.podList()
 	st.Problems = append(d.problems(st, peers, time.Now()), d.underlayProblems(names)...)
+	st.Problems = append(st.Problems, relayProblems(st)...)
 	if d.kube != nil {
 		d.kubeStatus(st, peers)
 	}
@@ -87,6 +97,47 @@ func (d *Daemon) withKnownOwners(peers []peer.Info) []peer.Info {
 		}
 	}
 	return peers
+}
+
+// linkDown reports whether this peer measures its direct link to id as
+// down (adjacency.go).
+func (d *Daemon) linkDown(id peer.ID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.links[id].Down
+}
+
+// relayReason says why a peer's traffic takes a detour, or why it does
+// not though the direct link fails, or "".
+func relayReason(down bool, via string) string {
+	switch {
+	case via != "":
+		return "no direct link; relaying through " + via
+	case down:
+		// paths.go relays only when both ends report the link and some
+		// peer reaches both.
+		return noAnswer + "; no relay in use until both ends report the link and a peer reaches both"
+	}
+	return ""
+}
+
+const noAnswer = "no answer on the direct path"
+
+// relayProblems states each relayed or cut-off peer in words, from this
+// peer's point of view ("h1 cannot reach h3 directly; relaying through
+// h2").
+func relayProblems(st *client.Status) []string {
+	var out []string
+	for _, p := range st.Peers {
+		switch {
+		case p.Self:
+		case p.Via != "":
+			out = append(out, fmt.Sprintf("%s cannot reach %s directly; relaying through %s", st.Name, p.Name, p.Via))
+		case strings.HasPrefix(p.Reason, noAnswer):
+			out = append(out, fmt.Sprintf("%s gets no answer from %s on the direct path, and no relay is in use", st.Name, p.Name))
+		}
+	}
+	return out
 }
 
 // linkReason says, in words, why a link to a peer is not healthy. owned is

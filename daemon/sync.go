@@ -83,7 +83,15 @@ func (d *Daemon) sync() {
 	// left (pods cut until the ring is loaded). A new peer has nothing to
 	// route before it has space anyway.
 	if bridge.IsValid() {
-		err := d.router.Set(d.routerConfig(peers, ranges, known))
+		rc := d.routerConfig(peers, ranges, known)
+		targets := make(map[peer.ID]netip.Addr, len(rc.Peers))
+		for _, p := range rc.Peers {
+			targets[p.ID] = p.Underlay
+		}
+		d.mu.Lock()
+		d.probeTargets = targets
+		d.mu.Unlock()
+		err := d.router.Set(rc)
 		d.mu.Lock()
 		d.reconciles++
 		d.routed = bridge
@@ -197,13 +205,18 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	rc.LocalAddr, rc.LocalIface = d.cfg.DNSLocalAddress, d.cfg.DNSLocalIface
 	d.mu.Lock()
 	rc.BridgeAddr = d.bridge
+	rc.Unreachable = slices.Clone(d.unreach)
 	d.mu.Unlock()
 	rc.Local = ranges[d.id.ID]
 	rc.Macvlan = d.macvlanConfig()
+	reports := map[peer.ID][]peer.ID{} // what each peer publishes it cannot reach (adjacency.go)
+	for _, p := range peers {
+		reports[p.ID] = p.Meta.Unreachable
+	}
 	for _, p := range routePeers(d.id.ID, ranges, peers, known) {
 		rc.Peers = append(rc.Peers, router.Peer{
 			ID: p.ID, Name: p.Info.Name, Underlay: p.Info.Underlay, WGPublicKey: p.Info.WGKey, WGPort: p.Info.WGPort,
-			Bridge: p.Info.Bridge, Ranges: p.Ranges,
+			Bridge: p.Info.Bridge, Ranges: p.Ranges, Unreachable: reports[p.ID],
 		})
 	}
 	d.acceptUnderlay(rc.Peers)

@@ -18,6 +18,9 @@ func TestMetaRoundTrip(t *testing.T) {
 			Bridge: netip.MustParseAddr("10.32.0.1"), Transport: "wireguard"}},
 		{"insecure", peer.Meta{Insecure: true, Transport: "vxlan"}},
 		{"underlay", peer.Meta{Transport: "vxlan", Underlay: netip.MustParsePrefix("192.168.1.128/25")}},
+		{"unreachable", peer.Meta{WGKey: "mF0jK0mXwKQ1b2n1Ol3k3a0N1YQ1JX0kNw0o1S7bUHk=", WGPort: 51820, Transport: "wireguard",
+			Bridge: netip.MustParseAddr("10.32.0.1"), Version: "v1.0.0-123-gabcdef0-dirty", Joined: true,
+			Unreachable: maxUnreachable()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := EncodeMeta(42, tc.meta)
@@ -37,9 +40,30 @@ func TestMetaRoundTrip(t *testing.T) {
 	}
 }
 
+// maxUnreachable is the largest unreachable set, with the largest IDs.
+func maxUnreachable() []peer.ID {
+	var ids []peer.ID
+	for i := range MaxUnreachable {
+		ids = append(ids, peer.ID(^uint64(0)-uint64(i)))
+	}
+	return ids
+}
+
+func TestMetaUnreachableBounds(t *testing.T) {
+	if _, err := EncodeMeta(1, peer.Meta{Unreachable: append(maxUnreachable(), 5)}); err == nil {
+		t.Errorf("EncodeMeta with %d unreachable peers succeeded; want an error", MaxUnreachable+1)
+	}
+	for _, bad := range []string{`"ur":"AAAAAAAAAAA"`, `"ur":"AQ"`, `"ur":"!!"`, `"ur":"AAAAAAAAAAE="`} {
+		if _, _, err := DecodeMeta([]byte(`{"v":1,"id":"1",` + bad + `}`)); err == nil {
+			t.Errorf("DecodeMeta(%s) succeeded; want an error", bad)
+		}
+	}
+}
+
 func FuzzDecodeMeta(f *testing.F) {
 	good, _ := EncodeMeta(7, peer.Meta{Version: "x", WGPort: 1, Bridge: netip.MustParseAddr("10.32.0.1")})
-	for _, s := range [][]byte{good, nil, []byte("{}"), []byte(`{"v":1,"id":"zz"}`), []byte(`{"v":2,"id":"01"}`),
+	withUR, _ := EncodeMeta(7, peer.Meta{Unreachable: []peer.ID{1, 0xffffffffffffffff}})
+	for _, s := range [][]byte{good, withUR, nil, []byte("{}"), []byte(`{"v":1,"id":"zz"}`), []byte(`{"v":2,"id":"01"}`),
 		[]byte(`{"v":1,"id":"1","ep":["x"]}`), []byte(`{"v":1,"id":"1","br":"300.1.1.1"}`),
 		[]byte(`{"v":1,"id":"1","ul":"192.168.1.0/33"}`)} {
 		f.Add(s)

@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +37,42 @@ type wireMeta struct {
 	Insecure  bool    `json:"insec,omitempty"`
 	Joined    bool    `json:"jn,omitempty"`
 	Underlay  string  `json:"ul,omitempty"`
+	// Unreach is Meta.Unreachable: the 8-byte big-endian IDs, concatenated,
+	// in unpadded base64 (11 bytes an ID instead of 19 as hex strings).
+	Unreach string `json:"ur,omitempty"`
+}
+
+// MaxUnreachable bounds Meta.Unreachable on the wire: 24 IDs take 256 of
+// the 512 bytes. A peer that cannot reach more peers than that directly
+// publishes the first MaxUnreachable (by ID); the others are assumed
+// direct.
+const MaxUnreachable = 24
+
+func encodeIDs(ids []peer.ID) (string, error) {
+	if len(ids) > MaxUnreachable {
+		return "", fmt.Errorf("encode meta: %d unreachable peers, at most %d: %w", len(ids), MaxUnreachable, ErrTooLarge)
+	}
+	b := make([]byte, 0, 8*len(ids))
+	for _, id := range ids {
+		b = binary.BigEndian.AppendUint64(b, uint64(id))
+	}
+	return base64.RawStdEncoding.EncodeToString(b), nil
+}
+
+func decodeIDs(s string) ([]peer.ID, error) {
+	b, err := base64.RawStdEncoding.Strict().DecodeString(s)
+	if err != nil || len(b)%8 != 0 || len(b)/8 > MaxUnreachable {
+		return nil, fmt.Errorf("decode meta: unreachable set %q: %w", s, ErrBadMeta)
+	}
+	ids := make([]peer.ID, 0, len(b)/8)
+	for i := 0; i < len(b); i += 8 {
+		id := peer.ID(binary.BigEndian.Uint64(b[i:]))
+		if id == 0 {
+			return nil, fmt.Errorf("decode meta: zero ID in unreachable set: %w", ErrBadMeta)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 // EncodeMeta encodes a peer's ID and metadata for memberlist.
@@ -47,6 +85,11 @@ func EncodeMeta(id peer.ID, m peer.Meta) ([]byte, error) {
 	if m.Underlay.IsValid() {
 		w.Underlay = m.Underlay.String()
 	}
+	ur, err := encodeIDs(m.Unreachable)
+	if err != nil {
+		return nil, err
+	}
+	w.Unreach = ur
 	b, err := json.Marshal(w)
 	if err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
@@ -91,6 +134,13 @@ func DecodeMeta(b []byte) (peer.ID, peer.Meta, error) {
 			return 0, peer.Meta{}, fmt.Errorf("decode meta: underlay %q: %w", w.Underlay, ErrBadMeta)
 		}
 		m.Underlay = p
+	}
+	if w.Unreach != "" {
+		ids, err := decodeIDs(w.Unreach)
+		if err != nil {
+			return 0, peer.Meta{}, err
+		}
+		m.Unreachable = ids
 	}
 	return w.ID, m, nil
 }

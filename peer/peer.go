@@ -103,4 +103,8 @@ type Meta struct {
 	// Underlay is the peer's underlay pool (--underlay-range); invalid =
 	// none. Peers with the same pool form its ring.
 	Underlay netip.Prefix
+	// Unreachable are the peers this peer cannot reach directly on the
+	// datapath (measured, with hysteresis): the others relay for it. Sorted,
+	// at most a few dozen (the wire form is bounded).
+	Unreachable []ID
 }

@@ -49,6 +49,9 @@ type Config struct {
 	Peers      []Peer // every other live peer
 	// Macvlan is the host side of underlay (macvlan) pods (underlay.go).
 	Macvlan Macvlan
+	// Unreachable are the peers this peer measured it cannot reach
+	// directly on the datapath (paths.go routes around them).
+	Unreachable []peer.ID
 }
 
 // Peer is another live peer as the datapath needs it.
@@ -65,6 +68,9 @@ type Peer struct {
 	// our overlay pods through it), but never routed to it: those pods are
 	// on the LAN (underlay.go).
 	Accept []netip.Prefix
+	// Unreachable are the peers that this peer reports it cannot reach
+	// directly (its published adjacency; paths.go).
+	Unreachable []peer.ID
 }
 
 // DefaultConfig returns the defaults of docs/design.md.
@@ -91,6 +97,7 @@ func DefaultConfig() Config {
 		LocalIface:   "weft-dns",
 		Peers:        nil,
 		Macvlan:      Macvlan{Iface: DefaultMacvlanIface},
+		Unreachable:  nil,
 	}
 }
 

@@ -2,8 +2,10 @@
 // hang off, the routes that make every peer's address ranges reachable (the
 // IPAM ring is the routing table), the tunnel devices (WireGuard through
 // router/wg, kernel VXLAN), plain routes for same-subnet peers, the egress
-// masquerade (nftables table "weft"), the MTU arithmetic, and the reset that
-// removes all of it. It does not decide who owns which range (ipam), who is
+// masquerade (nftables table "weft"), the MTU arithmetic, the reset that
+// removes all of it, and relaying: routes around broken links through
+// other peers, a pure computation over the links each peer reports broken
+// (paths.go). It does not decide who owns which range (ipam), who is
 // alive (gossip) or how pods are plumbed into the bridge (cni).
 //
 //	r, _ := router.New(router.Options{Logger: log})

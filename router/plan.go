@@ -25,6 +25,11 @@ package router
 //	                       address nobody owns gets ICMP unreachable instead
 //	                       of leaking to the default route unmasqueraded)
 //
+// A peer that this one and that peer both report unreachable directly is
+// relayed (paths.go): its ranges and bridge /32 are routed exactly like
+// those of its next hop (under WireGuard they join the next hop's
+// AllowedIPs), and its own WireGuard peer stays, without AllowedIPs.
+//
 // direct: `via <peer underlay> dev <underlay dev>`, only for peers inside our
 // underlay subnet (an off-link gateway is not a valid next hop); with
 // --transport auto those peers use direct and the others VXLAN.
@@ -67,6 +72,7 @@ type plan struct {
 	fdbs       []FDB
 	wgPeers    []WGPeer // sorted by public key
 	transports map[peer.ID]string
+	via        map[peer.ID]peer.ID // relayed peer → its relay (paths.go)
 	sysctls    []sysctl
 	masq       netip.Prefix // invalid = no masquerade
 }
@@ -74,7 +80,7 @@ type plan struct {
 // makePlan computes the desired state. u is the underlay device (zero when
 // unknown).
 func makePlan(cfg Config, u Underlay) plan {
-	p := plan{mtu: podMTU(cfg, u.MTU), transports: map[peer.ID]string{}}
+	p := plan{mtu: podMTU(cfg, u.MTU), transports: map[peer.ID]string{}, via: map[peer.ID]peer.ID{}}
 	p.bridge = Link{Name: cfg.Bridge, Kind: "bridge", MTU: p.mtu, Up: true}
 	p.sysctls = []sysctl{
 		{"net/ipv4/ip_forward", "1"},
@@ -128,18 +134,41 @@ func makePlan(cfg Config, u Underlay) plan {
 	peers := slices.Clone(cfg.Peers)
 	slices.SortFunc(peers, func(a, b Peer) int { return cmp.Compare(a.ID, b.ID) })
 	for _, pr := range peers {
-		t := peerTransport(cfg, u, pr)
-		p.transports[pr.ID] = t
-		dsts := make([]netip.Prefix, 0, len(pr.Ranges)+1)
-		for _, r := range pr.Ranges {
-			dsts = append(dsts, r.Masked())
+		p.transports[pr.ID] = peerTransport(cfg, u, pr)
+	}
+	// Relays (paths.go): a peer this one cannot reach directly is routed
+	// like its next hop, whose WireGuard AllowedIPs grow by what it relays.
+	hops := nextHops(cfg, peers)
+	relayed := map[peer.ID][]netip.Prefix{}  // relay → the destinations it carries for us
+	accepted := map[peer.ID][]netip.Prefix{} // relay → underlay ranges it carries (accepted, never routed)
+	for _, pr := range peers {
+		h, ok := hops[pr.ID]
+		if !ok || h == pr.ID || p.transports[h] == TransportNone {
+			continue
 		}
-		if pr.Bridge.IsValid() {
-			dsts = append(dsts, netip.PrefixFrom(pr.Bridge, 32))
+		p.via[pr.ID] = h
+		relayed[h] = append(relayed[h], peerDsts(pr)...)
+		accepted[h] = append(accepted[h], pr.Accept...)
+	}
+	for _, pr := range peers {
+		t := p.transports[pr.ID]
+		dsts := peerDsts(pr)
+		if _, ok := p.via[pr.ID]; ok {
+			dsts = nil // routed through the relay, below
 		}
+		dsts = append(dsts, relayed[pr.ID]...)
 		switch t {
 		case TransportWireGuard:
-			p.wgPeers = append(p.wgPeers, wgPeer(cfg, pr))
+			// A relayed peer keeps its WireGuard peer, with no AllowedIPs:
+			// its keepalives and handshakes go on probing the direct path,
+			// and it is back to direct as soon as that heals.
+			wp := wgPeer(cfg, pr)
+			accept := accepted[pr.ID] // underlay ranges: accepted from the peer, never routed (underlay.go)
+			if _, ok := p.via[pr.ID]; !ok {
+				accept = append(accept, pr.Accept...)
+			}
+			wp.AllowedIPs = canonPrefixes(append(slices.Clone(dsts), accept...))
+			p.wgPeers = append(p.wgPeers, wp)
 			for _, d := range dsts {
 				addRoute(Route{Dst: d, Dev: cfg.WGIface})
 			}
@@ -160,6 +189,46 @@ func makePlan(cfg Config, u Underlay) plan {
 	slices.SortFunc(p.routes, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
 	slices.SortFunc(p.wgPeers, func(a, b WGPeer) int { return cmp.Compare(a.PublicKey, b.PublicKey) })
 	return p
+}
+
+// peerDsts are the destinations that belong to pr: its ranges and its
+// bridge /32.
+func peerDsts(pr Peer) []netip.Prefix {
+	dsts := make([]netip.Prefix, 0, len(pr.Ranges)+1)
+	for _, r := range pr.Ranges {
+		dsts = append(dsts, r.Masked())
+	}
+	if pr.Bridge.IsValid() {
+		dsts = append(dsts, netip.PrefixFrom(pr.Bridge, 32))
+	}
+	return dsts
+}
+
+// nextHops runs the route computation (paths.go) over cfg's peers and
+// the adjacency they and this peer report. peers is sorted by ID.
+func nextHops(cfg Config, peers []Peer) map[peer.ID]peer.ID {
+	ids := make([]peer.ID, 0, len(peers))
+	adj := Adjacency{}
+	if len(cfg.Unreachable) > 0 {
+		adj[cfg.ID] = cfg.Unreachable
+	}
+	for _, pr := range peers {
+		ids = append(ids, pr.ID)
+		if len(pr.Unreachable) > 0 {
+			adj[pr.ID] = pr.Unreachable
+		}
+	}
+	if len(adj) == 0 {
+		return nil // everything direct: skip the work
+	}
+	return NextHops(cfg.ID, ids, adj)
+}
+
+// canonPrefixes sorts and dedups a prefix list.
+func canonPrefixes(ps []netip.Prefix) []netip.Prefix {
+	out := slices.Clone(ps)
+	slices.SortFunc(out, comparePrefix)
+	return slices.Compact(out)
 }
 
 // knownUnderlay reports whether cfg names this host's underlay address

@@ -43,6 +43,7 @@ type Router struct {
 	running    bool
 	mtu        int
 	transports map[peer.ID]string
+	via        map[peer.ID]peer.ID
 	keyToID    map[string]peer.ID
 }
 
@@ -87,6 +88,7 @@ func (r *Router) Set(cfg Config) error {
 	}
 	cfg.Local = slices.Clone(cfg.Local)
 	cfg.Peers = slices.Clone(cfg.Peers)
+	cfg.Unreachable = slices.Clone(cfg.Unreachable)
 	r.mu.Lock()
 	first := !r.haveCfg
 	r.desired, r.haveCfg = cfg, true
@@ -123,7 +125,7 @@ func (r *Router) reconcile(ctx context.Context, force bool) error {
 		}
 	}
 	r.mu.Lock()
-	r.mtu, r.transports, r.keyToID = p.mtu, p.transports, keys
+	r.mtu, r.transports, r.via, r.keyToID = p.mtu, p.transports, p.via, keys
 	r.mu.Unlock()
 	r.log.Debug("reconciled", "peers", len(cfg.Peers), "routes", len(p.routes),
 		"took", time.Since(start), "err", err)
@@ -202,6 +204,15 @@ func (r *Router) PeerTransport(id peer.ID) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.transports[id]
+}
+
+// PeerVia returns the relay that carries this peer's traffic to the peer
+// (paths.go), or ok false when it goes direct or the peer is unknown.
+func (r *Router) PeerVia(id peer.ID) (relay peer.ID, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	relay, ok = r.via[id]
+	return relay, ok
 }
 
 // Stats returns WireGuard counters per peer; peers without WireGuard are

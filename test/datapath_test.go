@@ -19,7 +19,7 @@ import (
 // transport: "wireguard" is the default secure mesh (a secret, no
 // --transport flag), the others run --insecure --transport NAME. Every host
 // joins through h1.
-func launchTransport(t *testing.T, bed *testbed.Bed, transport string) {
+func launchTransport(t testing.TB, bed *testbed.Bed, transport string) {
 	t.Helper()
 	if transport == "wireguard" {
 		launchSecureMesh(t, bed)
@@ -44,7 +44,7 @@ func relaunchArgs(transport string) []string {
 
 // waitReady waits until every host sees every host alive, its IPAM ring is
 // ready, and it reaches each other peer with the wanted transport.
-func waitReady(t *testing.T, hosts []*testbed.Host, transport string) {
+func waitReady(t testing.TB, hosts []*testbed.Host, transport string) {
 	t.Helper()
 	testutil.Eventually(t, 90*time.Second, fmt.Sprintf("%d peers alive, IPAM ready, transport %s", len(hosts), transport), func() error {
 		for _, h := range hosts {

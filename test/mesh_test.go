@@ -16,7 +16,7 @@ import (
 
 // launchSecureMesh launches h1 as the first peer and every other host with
 // the previous host's address and h1's secret.
-func launchSecureMesh(t *testing.T, bed *testbed.Bed) string {
+func launchSecureMesh(t testing.TB, bed *testbed.Bed) string {
 	t.Helper()
 	h1 := bed.Hosts[0]
 	h1.Launch(t)

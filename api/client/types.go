@@ -141,6 +141,7 @@ type Peer struct {
 	State         string  `json:"state"`   // alive, dead, stopped, left
 	Self          bool    `json:"self"`
 	Transport     string  `json:"transport"`      // how this peer reaches it
+	Via           string  `json:"via"`            // the peer that relays to it (no direct link); "" = direct
 	Endpoint      string  `json:"endpoint"`       // datapath endpoint host:port
 	Bridge        string  `json:"bridge"`         // its bridge address on the pod network
 	LastSeen      string  `json:"last_seen"`      // RFC 3339, empty if never

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -122,6 +123,14 @@ func launch(args []string) error {
 	fs.BoolVar(&cfg.ExternalDatapath, "external-datapath", false, "never start the userspace WireGuard datapath; wait for the one run by 'weft datapath' (its own container in Kubernetes)")
 	fs.BoolVar(&cfg.NoMasquerade, "no-masquerade", false, "do not masquerade pod egress")
 	fs.DurationVar(&cfg.ResyncInterval, "resync", cfg.ResyncInterval, "period of the datapath's drift repair")
+	fs.Func("probe-port", fmt.Sprintf("UDP port of the datapath probe that finds broken links to route around (0 = off; default %d)", cfg.ProbePort), func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil {
+			return fmt.Errorf("want a UDP port 0..65535")
+		}
+		cfg.ProbePort = uint16(n)
+		return nil
+	})
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	peers, err := parseInterspersed(fs, args)
 	if err != nil {

@@ -185,8 +185,12 @@ func printPeers(st *client.Status) {
 		if p.RxBytes+p.TxBytes > 0 {
 			rxtx = fmt.Sprintf("%s/%s", bytesString(p.RxBytes), bytesString(p.TxBytes))
 		}
+		transport := dash(p.Transport)
+		if p.Via != "" {
+			transport += " via " + p.Via
+		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.ID, dash(p.Address), p.State,
-			dash(p.Transport), dash(p.Bridge), hs, rxtx, note)
+			transport, dash(p.Bridge), hs, rxtx, note)
 	}
 	w.Flush()
 }

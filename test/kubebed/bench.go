@@ -6,7 +6,6 @@ package kubebed
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,11 +38,12 @@ func (c *Cluster) PodStartLatencies(n int, image string) ([]time.Duration, error
 	if err != nil {
 		return nil, err
 	}
-	w, err := pods.Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: list.ResourceVersion})
+	rv := list.ResourceVersion // of the last event seen: a closed watch resumes there
+	w, err := pods.Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: rv})
 	if err != nil {
 		return nil, err
 	}
-	defer w.Stop()
+	defer func() { w.Stop() }()
 	defer c.deletePods(sel)
 
 	var mu sync.Mutex // guards created
@@ -74,13 +74,23 @@ func (c *Cluster) PodStartLatencies(n int, image string) ([]time.Duration, error
 			return nil, fmt.Errorf("%d of %d pods Running after 5 min", len(running), n)
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				return nil, errors.New("pod watch closed")
+				// The API server ends watches (its timeout, or under
+				// load): resume from the last event, which replays what
+				// happened in between.
+				if w, err = pods.Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: rv}); err != nil {
+					return nil, fmt.Errorf("pod watch closed, and again: %w", err)
+				}
+				continue
 			}
 			if ev.Type == watch.Error {
 				return nil, fmt.Errorf("pod watch: %v", ev.Object)
 			}
 			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || p.Status.Phase != corev1.PodRunning {
+			if !ok {
+				continue
+			}
+			rv = p.ResourceVersion
+			if p.Status.Phase != corev1.PodRunning {
 				continue
 			}
 			if _, seen := running[p.Name]; !seen {

@@ -58,6 +58,9 @@ type Host struct {
 	proc   *exec.Cmd
 	done   chan struct{}
 	logs   *os.File
+	// blocking: the host's nftables table of blocked addresses exists
+	// (block.go).
+	blocking bool
 }
 
 var subnetSeq struct {

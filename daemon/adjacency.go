@@ -1,0 +1,197 @@
+package daemon
+
+// Adjacency: which peers this peer reaches directly on the datapath.
+//
+// Gossip cannot tell: memberlist keeps a peer alive through indirect probes
+// when the direct path is broken, so a firewall, one-way NAT or a dead
+// switch port between two peers would silently black-hole their pods. Each
+// peer therefore measures every link itself (probe.go sends the probes) and
+// publishes the peers it cannot reach (peer.Meta.Unreachable); the router
+// routes around them through a relay (router/paths.go).
+//
+// The measurement, per peer:
+//   - A UDP probe every second from our underlay address to the peer's
+//     (port --probe-port, 6785), answered by the peer. Same addresses as
+//     the tunnel (WireGuard, VXLAN) or the direct route, so what blocks
+//     them at L3 blocks the probe: an nftables drop, a security group, a
+//     dead port. Request/response, so a one-way block breaks it both ways.
+//     ICMP over the tunnel was the alternative for vxlan/direct, but the
+//     tunnel route of a relayed peer goes via the relay by design, so it
+//     cannot measure the direct path; a probe on the underlay can, for
+//     every transport alike.
+//   - WireGuard: the handshake age. A relayed peer keeps its WireGuard peer
+//     (no AllowedIPs) with persistent keepalives, so handshakes go on over
+//     the direct path; a link whose probes pass while the WireGuard session
+//     has not handshaken for wgStale (a firewall that drops only the
+//     WireGuard port) is down too.
+//
+// Hysteresis, so that a flapping link does not churn routes: a link goes
+// down after downAfter without a reply (3 lost probes); it comes back up
+// only after upAfter of replies without a gap, twice that for a link that
+// went down twice within flapWindow. The relayed path then switches back
+// to direct within about 10-20 s of the link healing (the issue asks 30 s).
+// A peer just met starts up: that is how the datapath works without
+// relaying, and the first 3 s of silence correct it.
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/weftmesh/weft/gossip"
+	"github.com/weftmesh/weft/peer"
+	"github.com/weftmesh/weft/router"
+)
+
+const (
+	probeEvery = time.Second      // probe period per peer
+	downAfter  = 3 * time.Second  // no reply for this long: down
+	upAfter    = 10 * time.Second // replies without a gap for this long: up again
+	flapWindow = 2 * time.Minute  // two downs within it: upAfter doubles
+	// wgStale is how long a WireGuard session may go without a handshake
+	// while its probes pass: WireGuard renews every 2 min under traffic
+	// (keepalives count) and drops a session after 3 min.
+	wgStale = 200 * time.Second
+)
+
+// linkState is what this peer knows of its direct link to one peer.
+type linkState struct {
+	Down      bool
+	LastReply time.Time // last probe reply (at first: when probing began)
+	// OKSince starts the current run of replies without a gap; zero while
+	// the peer is silent.
+	OKSince time.Time
+	Changed time.Time   // last transition
+	Downs   []time.Time // recent down transitions (within flapWindow)
+}
+
+// linkObs is one observation of a link.
+type linkObs struct {
+	LastReply time.Time // newest probe reply received (zero: none yet)
+	// ProbingSince is when this peer last resumed probing after a stall
+	// of its own (a loop that fell behind): silence before that is ours.
+	ProbingSince time.Time
+	WireGuard    bool      // the peer is reached over WireGuard
+	Handshake    time.Time // its last WireGuard handshake (zero: none)
+}
+
+// newLink is the state of a link to a peer just met: up.
+func newLink(now time.Time) linkState {
+	return linkState{LastReply: now, OKSince: now, Changed: now}
+}
+
+// stepLink is the decision: the link's next state after observing o at now.
+func stepLink(s linkState, o linkObs, now time.Time) linkState {
+	s.Downs = slices.Clone(s.Downs)
+	if o.LastReply.After(s.LastReply) {
+		if s.OKSince.IsZero() {
+			s.OKSince = o.LastReply
+		}
+		s.LastReply = o.LastReply
+	}
+	heard := s.LastReply
+	if o.ProbingSince.After(heard) {
+		heard = o.ProbingSince
+	}
+	silent := now.Sub(heard) > downAfter
+	if silent {
+		s.OKSince = time.Time{}
+	}
+	wgStuck := o.WireGuard && !s.OKSince.IsZero() && now.Sub(s.OKSince) > wgStale && now.Sub(o.Handshake) > wgStale
+	s.Downs = slices.DeleteFunc(s.Downs, func(t time.Time) bool { return now.Sub(t) > flapWindow })
+	switch {
+	case !s.Down && (silent || wgStuck):
+		s.Down, s.Changed = true, now
+		s.Downs = append(s.Downs, now)
+	case s.Down && !silent && !wgStuck && !s.OKSince.IsZero() && now.Sub(s.OKSince) >= holdUp(s.Downs):
+		s.Down, s.Changed = false, now
+	}
+	return s
+}
+
+// holdUp is how long a down link must answer before it is up again.
+func holdUp(downs []time.Time) time.Duration {
+	if len(downs) >= 2 {
+		return 2 * upAfter
+	}
+	return upAfter
+}
+
+// unreachable lists the peers whose link is down, sorted by ID.
+func unreachable(links map[peer.ID]linkState) []peer.ID {
+	var out []peer.ID
+	for id, s := range links {
+		if s.Down {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// publishedUnreachable is what goes into gossip: the first
+// gossip.MaxUnreachable by ID (the wire form is bounded; the others are
+// taken as direct by the peers that read it, while this peer's own routes
+// use the whole set).
+func publishedUnreachable(ids []peer.ID) []peer.ID {
+	return ids[:min(len(ids), gossip.MaxUnreachable)]
+}
+
+// adjacencyLoop probes every peer the datapath routes to once a second,
+// steps each link, and publishes and routes on a change of the set of
+// unreachable peers.
+func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	var sent, probingSince time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		stats := d.router.Stats() // may wait for a reconcile in progress
+		d.mu.Lock()
+		targets := maps.Clone(d.probeTargets)
+		d.mu.Unlock()
+		if now := time.Now(); now.Sub(sent) > 2*probeEvery {
+			probingSince = now // we fell behind: the silence until now is ours
+		}
+		pr.Probe(targets)
+		sent = time.Now()
+		now := sent
+		d.mu.Lock()
+		if d.links == nil {
+			d.links = map[peer.ID]linkState{}
+		}
+		next := make(map[peer.ID]linkState, len(targets))
+		for id := range targets {
+			s, ok := d.links[id]
+			if !ok {
+				s = newLink(now)
+			}
+			// Without WireGuard counters for the peer (none yet, or the
+			// device could not be read) its handshake age says nothing.
+			st, haveStats := stats[id]
+			next[id] = stepLink(s, linkObs{LastReply: pr.LastReply(id), ProbingSince: probingSince,
+				WireGuard: haveStats && d.router.PeerTransport(id) == router.TransportWireGuard,
+				Handshake: st.LastHandshake}, now)
+			if next[id].Down != s.Down {
+				d.log.Info("direct link", "peer", id, "down", next[id].Down)
+			}
+		}
+		d.links = next
+		un := unreachable(next)
+		changed := !slices.Equal(un, d.unreach)
+		d.unreach = un
+		d.mu.Unlock()
+		if !changed {
+			continue
+		}
+		if err := d.updateMeta(func(m *peer.Meta) { m.Unreachable = publishedUnreachable(un) }); err != nil {
+			d.log.Warn("publish unreachable peers", "err", err)
+		}
+		d.poke()
+	}
+}

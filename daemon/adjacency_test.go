@@ -1,0 +1,258 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/weftmesh/weft/api/client"
+	"github.com/weftmesh/weft/peer"
+)
+
+// TestStepLink plays a link's history, one observation a second, and
+// checks when it goes down and up again.
+func TestStepLink(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	type step struct {
+		stalled bool // this peer itself did not probe before this second
+		reply   bool // a probe reply arrived this second
+		wg      bool
+		hs      int // handshake at this second (-1: none)
+	}
+	run := func(steps []step) []bool {
+		s := newLink(t0)
+		last := time.Time{}
+		var downs []bool
+		for i, st := range steps {
+			now := at(i + 1)
+			if st.reply {
+				last = now
+			}
+			hs := time.Time{}
+			if st.hs >= 0 {
+				hs = at(st.hs)
+			}
+			var since time.Time
+			if st.stalled {
+				since = now
+			}
+			s = stepLink(s, linkObs{LastReply: last, ProbingSince: since, WireGuard: st.wg, Handshake: hs}, now)
+			downs = append(downs, s.Down)
+		}
+		return downs
+	}
+	seq := func(parts ...any) []step { // (n int, reply bool) pairs
+		var out []step
+		for i := 0; i < len(parts); i += 2 {
+			for range parts[i].(int) {
+				out = append(out, step{reply: parts[i+1].(bool), hs: -1})
+			}
+		}
+		return out
+	}
+	firstChange := func(downs []bool, from int) int {
+		for i := from; i < len(downs); i++ {
+			if downs[i] != downs[from] {
+				return i
+			}
+		}
+		return -1
+	}
+	tests := []struct {
+		name  string
+		steps []step
+		check func(t *testing.T, downs []bool)
+	}{
+		{"healthy stays up", seq(30, true), func(t *testing.T, downs []bool) {
+			if i := firstChange(downs, 0); i != -1 || downs[0] {
+				t.Errorf("healthy link changed at %d: %v", i, downs)
+			}
+		}},
+		{"never answers: down after 3 s", seq(10, false), func(t *testing.T, downs []bool) {
+			if got := firstChange(downs, 0); got != 3 {
+				t.Errorf("went down at step %d; want 3 (4 s after the start: more than downAfter of silence)", got)
+			}
+		}},
+		{"two lost probes are not a failure", seq(5, true, 2, false, 20, true), func(t *testing.T, downs []bool) {
+			if i := firstChange(downs, 0); i != -1 {
+				t.Errorf("changed at %d: %v", i, downs)
+			}
+		}},
+		{"blocked then healed: up after 10 s of answers", seq(5, true, 10, false, 30, true), func(t *testing.T, downs []bool) {
+			down := firstChange(downs, 0)
+			up := firstChange(downs, down)
+			if down != 8 || up != 25 {
+				t.Errorf("down at %d, up at %d; want 8 (3 s after the last answer at 5) and 25 (10 s after answers resume at 16)", down, up)
+			}
+		}},
+		{"flapping: the third up waits 20 s", seq(5, true, 5, false, 12, true, 5, false, 40, true), func(t *testing.T, downs []bool) {
+			d1 := firstChange(downs, 0)
+			u1 := firstChange(downs, d1)
+			d2 := firstChange(downs, u1)
+			u2 := firstChange(downs, d2)
+			if d1 != 8 || u1 != 20 || d2 != 25 || u2 != 47 {
+				t.Errorf("transitions %d %d %d %d; want 8 20 25 47 (the second up needs 20 s of answers from 28)", d1, u1, d2, u2)
+			}
+		}},
+		{"an answer in the middle of silence restarts the hold", seq(5, true, 5, false, 1, true, 5, false, 15, true), func(t *testing.T, downs []bool) {
+			d := firstChange(downs, 0)
+			u := firstChange(downs, d)
+			if d != 8 || u != 26 {
+				t.Errorf("down at %d, up at %d; want 8 and 26 (10 s after answers resume at 17)", d, u)
+			}
+		}},
+		{"our own stall is not the peer's silence", func() []step {
+			out := seq(5, true)
+			for range 10 {
+				out = append(out, step{stalled: true, hs: -1})
+			}
+			return append(out, seq(5, true)...)
+		}(), func(t *testing.T, downs []bool) {
+			if i := firstChange(downs, 0); i != -1 {
+				t.Errorf("changed at %d: %v", i, downs)
+			}
+		}},
+		{"wireguard: probes pass but no handshake for wgStale", func() []step {
+			var out []step
+			for range 260 {
+				out = append(out, step{reply: true, wg: true, hs: 0})
+			}
+			return out
+		}(), func(t *testing.T, downs []bool) {
+			if got := firstChange(downs, 0); got != int(wgStale/time.Second) {
+				t.Errorf("went down at %d; want %d", got, int(wgStale/time.Second))
+			}
+		}},
+		{"wireguard: fresh handshakes keep it up", func() []step {
+			var out []step
+			for i := range 400 {
+				out = append(out, step{reply: true, wg: true, hs: i - i%120})
+			}
+			return out
+		}(), func(t *testing.T, downs []bool) {
+			if i := firstChange(downs, 0); i != -1 {
+				t.Errorf("changed at %d", i)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.check(t, run(tt.steps)) })
+	}
+}
+
+func TestUnreachableSets(t *testing.T) {
+	links := map[peer.ID]linkState{3: {Down: true}, 1: {Down: true}, 2: {}}
+	if diff := cmp.Diff([]peer.ID{1, 3}, unreachable(links)); diff != "" {
+		t.Errorf("unreachable (-want +got):\n%s", diff)
+	}
+	var many []peer.ID
+	for i := range 40 {
+		many = append(many, peer.ID(i+1))
+	}
+	if got := publishedUnreachable(many); len(got) != 24 || got[0] != 1 {
+		t.Errorf("publishedUnreachable(40 IDs) = %v; want the first 24", got)
+	}
+}
+
+// TestProber runs two probers on loopback: each answers the other.
+func TestProber(t *testing.T) {
+	a, err := newProber(1, "127.0.0.1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(a.conn.LocalAddr().(*net.UDPAddr).Port)
+	_ = a.conn.Close()
+	a, err = newProber(1, "127.0.0.1", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newProber(2, "127.0.0.2", port)
+	if err != nil {
+		t.Skipf("127.0.0.2 unavailable: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- a.Run(ctx) }()
+	go func() { done <- b.Run(ctx) }()
+	defer func() {
+		cancel()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}()
+	lo2 := netip.MustParseAddr("127.0.0.2")
+	deadline := time.Now().Add(10 * time.Second)
+	for a.LastReply(2).IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatal("no reply from b within 10 s")
+		}
+		a.Probe(map[peer.ID]netip.Addr{2: lo2})
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Peer 2 moved: what it answered at its old address no longer
+	// counts, nor do answers from there.
+	a.Probe(map[peer.ID]netip.Addr{2: netip.MustParseAddr("127.0.0.3")})
+	if got := a.LastReply(2); !got.IsZero() {
+		t.Errorf("LastReply(2) = %v after peer 2 moved to an address that does not answer; want zero", got)
+	}
+}
+
+func TestParseProbe(t *testing.T) {
+	good := probeMsg{Kind: probeReq, From: 7, Seq: 9}.append(nil)
+	if m, err := parseProbe(good); err != nil || m != (probeMsg{Kind: probeReq, From: 7, Seq: 9}) {
+		t.Errorf("parseProbe(good) = %v, %v", m, err)
+	}
+	for name, b := range map[string][]byte{
+		"short":     good[:20],
+		"magic":     append([]byte("xxxx"), good[4:]...),
+		"kind":      append(append([]byte{}, good[:4]...), append([]byte{3}, good[5:]...)...),
+		"zero peer": probeMsg{Kind: probeReply}.append(nil),
+	} {
+		if _, err := parseProbe(b); !errors.Is(err, errBadProbe) {
+			t.Errorf("parseProbe(%s) = %v; want errBadProbe", name, err)
+		}
+	}
+}
+
+func FuzzParseProbe(f *testing.F) {
+	f.Add(probeMsg{Kind: probeReq, From: 7, Seq: 9}.append(nil))
+	f.Add(probeMsg{Kind: probeReply, From: 1}.append(nil))
+	f.Add([]byte("wfp1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseProbe(b)
+		if err != nil {
+			return
+		}
+		if again, err := parseProbe(m.append(nil)); err != nil || again != m {
+			t.Fatalf("round trip: %v, %v", again, err)
+		}
+	})
+}
+
+func TestRelayProblems(t *testing.T) {
+	st := &client.Status{Name: "h1", Peers: []client.Peer{
+		{Name: "h1", Self: true},
+		{Name: "h2"},
+		{Name: "h3", Via: "h2", Reason: relayReason(true, "h2")},
+		{Name: "h4", Reason: relayReason(true, "")},
+		{Name: "h5", Reason: "unreachable since 2026-01-01T00:00:00Z (failure detector)"},
+	}}
+	want := []string{
+		"h1 cannot reach h3 directly; relaying through h2",
+		"h1 gets no answer from h4 on the direct path, and no relay is in use",
+	}
+	if diff := cmp.Diff(want, relayProblems(st)); diff != "" {
+		t.Errorf("relayProblems (-want +got):\n%s", diff)
+	}
+	if got := relayReason(false, ""); got != "" {
+		t.Errorf("relayReason(up, direct) = %q; want none", got)
+	}
+}
