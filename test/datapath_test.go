@@ -223,7 +223,9 @@ func checkServiceDNAT(t *testing.T, bed *testbed.Bed, pods []*testbed.Pod) {
 
 // checkEncrypted is acceptance 2, first half: during pod pings and a TCP
 // transfer between pods on h1 and h2, h2's underlay carries only UDP to or
-// from the WireGuard port (and gossip on 6783): no pod packet in clear.
+// from the WireGuard port (and the control plane: gossip on 6783, the
+// direct-link probe on 6785, which carries peer IDs): no pod packet in
+// clear.
 func checkEncrypted(t *testing.T, bed *testbed.Bed, pods []*testbed.Pod) {
 	t.Helper()
 	h2 := bed.Hosts[1]
@@ -281,14 +283,14 @@ func checkEncrypted(t *testing.T, bed *testbed.Bed, pods []*testbed.Pod) {
 		return lines
 	}
 	wgPkts := read("udp port 51820")
-	clear := read("ip and not udp port 51820 and not port 6783")
+	clear := read("ip and not udp port 51820 and not port 6783 and not udp port 6785")
 	podRange := read("net 10.32.0.0/12")
-	t.Logf("underlay capture on %s: %d WireGuard packets, %d other IPv4 packets (gossip excluded), %d with pod addresses", h2.Name, len(wgPkts), len(clear), len(podRange))
+	t.Logf("underlay capture on %s: %d WireGuard packets, %d other IPv4 packets (gossip and link probes excluded), %d with pod addresses", h2.Name, len(wgPkts), len(clear), len(podRange))
 	if len(wgPkts) < 40 {
 		t.Errorf("capture has %d packets to/from the WireGuard port; want the pings and the transfer (>= 40)", len(wgPkts))
 	}
 	if len(clear) > 0 {
-		t.Errorf("IPv4 packets on the underlay that are neither WireGuard nor gossip:\n%s", strings.Join(first(clear, 20), "\n"))
+		t.Errorf("IPv4 packets on the underlay that are neither WireGuard nor the control plane:\n%s", strings.Join(first(clear, 20), "\n"))
 	}
 	if len(podRange) > 0 {
 		t.Errorf("pod addresses in clear on the underlay:\n%s", strings.Join(first(podRange, 20), "\n"))
