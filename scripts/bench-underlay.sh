@@ -70,7 +70,9 @@ setup() {
     local args=(--name h$h --data-dir "$W/h$h/data" --socket "$W/h$h/weft.sock" --http-addr "" --advertise "$(addr $h)"
       --insecure --transport direct --underlay-range 10.98.0.128/25 --dns-upstream 127.0.0.1:1)
     [[ $h == B ]] && args+=(10.98.0.1)
-    nsx bu$h "$BIN/weft" launch "${args[@]}" > "$W/logs/weft-$h.log" 2>&1 &
+    # nsenter itself, not the nsx function: $! must be the process that
+    # becomes weft (nsenter execs it), or teardown cannot find it by PID
+    nsenter --net=/var/run/netns/bu$h -- "$BIN/weft" launch "${args[@]}" > "$W/logs/weft-$h.log" 2>&1 &
     echo "$! weft" >> "$W/pids"
   done
   for h in A B; do
@@ -86,7 +88,7 @@ setup() {
     jq -r '.ips[0].address' <<<"$out" | cut -d/ -f1 > "$W/h$h/pod.addr"
   done
   log "weft macvlan pods: $(cat "$W/hA/pod.addr") -> $(cat "$W/hB/pod.addr")"
-  for p in buRB buWB; do nsx $p iperf3 -s > "$W/logs/iperf3-$p.log" 2>&1 & echo "$! iperf3" >> "$W/pids"; done
+  for p in buRB buWB; do nsenter --net=/var/run/netns/$p -- iperf3 -s > "$W/logs/iperf3-$p.log" 2>&1 & echo "$! iperf3" >> "$W/pids"; done
   sleep 1
 }
 
