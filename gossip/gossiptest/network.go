@@ -4,7 +4,9 @@
 // Unlike memberlist's MockNetwork it is safe to grow while nodes gossip,
 // never blocks a sender (a full or closed receiver drops the packet, as UDP
 // would), fails dials to shut-down or partitioned peers at once, and can cut
-// and heal links between groups of peers.
+// and heal links between groups of peers. Optionally it delays datagrams
+// (Latency) and loses them (Loss); it counts every byte each transport
+// sends and receives (the scale simulator, internal/sim, runs on it).
 //
 //	var n gossiptest.Network
 //	tr := n.NewTransport("p1")      // memberlist.Config.Transport = tr
@@ -15,9 +17,11 @@ package gossiptest
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
-	"strconv"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -26,29 +30,44 @@ import (
 // ErrUnreachable is returned by dials to a peer that is gone or cut off.
 var ErrUnreachable = errors.New("gossiptest: peer unreachable")
 
-// Network is a set of in-memory transports. The zero value is ready.
+// Network is a set of in-memory transports. The zero value is ready; set
+// Latency and Loss before the first transport.
 type Network struct {
-	mu     sync.Mutex // guards following
+	Latency time.Duration // datagram delivery delay (and a stream dial's)
+	Loss    float64       // probability that a datagram is lost
+
+	mu     sync.RWMutex // guards following
 	byAddr map[string]*Transport
 	byName map[string]*Transport
 	next   int
 	cut    map[[2]string]bool // name pairs that cannot talk
+	group  map[string]int     // name -> partition group; absent = 0
 }
 
 // NewTransport returns a transport with a unique address 127.0.0.1:N.
 func (n *Network) NewTransport(name string) *Transport {
 	n.mu.Lock()
+	n.next++
+	ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(n.next))
+	n.mu.Unlock()
+	return n.NewTransportAt(name, ap)
+}
+
+// NewTransportAt returns a transport with address ap, so that peers have
+// distinct underlay addresses.
+func (n *Network) NewTransportAt(name string, ap netip.AddrPort) *Transport {
+	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.byAddr == nil {
-		n.byAddr, n.byName, n.cut = map[string]*Transport{}, map[string]*Transport{}, map[[2]string]bool{}
+		n.byAddr, n.byName, n.cut, n.group = map[string]*Transport{}, map[string]*Transport{}, map[[2]string]bool{}, map[string]int{}
 	}
-	n.next++
 	t := &Transport{
 		net:      n,
 		name:     name,
-		addr:     "127.0.0.1:" + strconv.Itoa(n.next),
-		packetCh: make(chan *memberlist.Packet, 1024),
-		streamCh: make(chan net.Conn, 64),
+		addr:     ap.String(),
+		ap:       ap,
+		packetCh: make(chan *memberlist.Packet, 4096),
+		streamCh: make(chan net.Conn, 256),
 		done:     make(chan struct{}),
 	}
 	n.byAddr[t.addr] = t
@@ -68,23 +87,35 @@ func (n *Network) Partition(a, b []string) {
 	}
 }
 
-// Heal restores every link.
+// SetGroup puts the peer named name in partition group g: peers of
+// different groups cannot reach each other (every peer starts in group 0).
+// Unlike Partition, it costs one entry per peer, whatever the cut.
+func (n *Network) SetGroup(name string, g int) {
+	n.mu.Lock()
+	if n.group == nil {
+		n.group = map[string]int{}
+	}
+	n.group[name] = g
+	n.mu.Unlock()
+}
+
+// Heal restores every link: no cut, every peer in group 0.
 func (n *Network) Heal() {
 	n.mu.Lock()
-	n.cut = map[[2]string]bool{}
+	n.cut, n.group = map[[2]string]bool{}, map[string]int{}
 	n.mu.Unlock()
 }
 
 func (n *Network) route(from *Transport, a memberlist.Address) (*Transport, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	dest := n.byAddr[a.Addr]
 	if a.Name != "" {
 		if d := n.byName[a.Name]; d != nil {
 			dest = d
 		}
 	}
-	if dest == nil || dest.closed() || n.cut[[2]string{from.name, dest.name}] {
+	if dest == nil || dest.closed() || from.closed() || n.cut[[2]string{from.name, dest.name}] || n.group[from.name] != n.group[dest.name] {
 		return nil, fmt.Errorf("%w: %s", ErrUnreachable, a)
 	}
 	return dest, nil
@@ -95,16 +126,22 @@ type Transport struct {
 	net      *Network
 	name     string
 	addr     string
+	ap       netip.AddrPort
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
 	once     sync.Once
 	done     chan struct{}
+	sent     atomic.Uint64 // bytes sent: datagrams and stream writes
+	recv     atomic.Uint64 // bytes received: datagrams and stream reads
 }
 
 var _ memberlist.NodeAwareTransport = (*Transport)(nil)
 
 // Addr returns the transport's address, to join it.
 func (t *Transport) Addr() string { return t.addr }
+
+// Bytes returns the bytes sent and received so far.
+func (t *Transport) Bytes() (sent, recv uint64) { return t.sent.Load(), t.recv.Load() }
 
 func (t *Transport) closed() bool {
 	select {
@@ -117,9 +154,7 @@ func (t *Transport) closed() bool {
 
 // FinalAdvertiseAddr implements memberlist.Transport.
 func (t *Transport) FinalAdvertiseAddr(string, int) (net.IP, int, error) {
-	host, port, _ := net.SplitHostPort(t.addr)
-	p, _ := strconv.Atoi(port)
-	return net.ParseIP(host), p, nil
+	return net.IP(t.ap.Addr().AsSlice()), int(t.ap.Port()), nil
 }
 
 // WriteTo implements memberlist.Transport.
@@ -127,18 +162,28 @@ func (t *Transport) WriteTo(b []byte, addr string) (time.Time, error) {
 	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
 }
 
-// WriteToAddress delivers a packet, or drops it like UDP would.
+// WriteToAddress delivers a packet after the network's latency, or drops
+// it like UDP would.
 func (t *Transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	now := time.Now()
+	t.sent.Add(uint64(len(b)))
 	dest, err := t.net.route(t, a)
-	if err != nil {
+	if err != nil || (t.net.Loss > 0 && rand.Float64() < t.net.Loss) {
 		return now, nil // a lost datagram is not an error
 	}
 	p := &memberlist.Packet{Buf: append([]byte(nil), b...), From: addr(t.addr), Timestamp: now}
-	select {
-	case dest.packetCh <- p:
-	case <-dest.done:
-	default:
+	deliver := func() {
+		select {
+		case dest.packetCh <- p:
+			dest.recv.Add(uint64(len(p.Buf)))
+		case <-dest.done:
+		default:
+		}
+	}
+	if t.net.Latency > 0 {
+		time.AfterFunc(t.net.Latency, deliver)
+	} else {
+		deliver()
 	}
 	return now, nil
 }
@@ -157,13 +202,16 @@ func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 	if err != nil {
 		return nil, err
 	}
+	if t.net.Latency > 0 {
+		time.Sleep(t.net.Latency) // the SYN's round trip, roughly
+	}
 	local, remote := net.Pipe()
 	select {
-	case dest.streamCh <- remote:
+	case dest.streamCh <- &countConn{Conn: remote, sent: &dest.sent, recv: &dest.recv}:
 		if dest.closed() {
 			dest.drain() // nobody will accept it: fail the dialer's writes
 		}
-		return local, nil
+		return &countConn{Conn: local, sent: &t.sent, recv: &t.recv}, nil
 	case <-dest.done:
 	case <-time.After(timeout):
 	}
@@ -193,6 +241,24 @@ func (t *Transport) drain() {
 			return
 		}
 	}
+}
+
+// countConn counts the bytes of one end of a stream.
+type countConn struct {
+	net.Conn
+	sent, recv *atomic.Uint64
+}
+
+func (c *countConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.recv.Add(uint64(n))
+	return n, err
+}
+
+func (c *countConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.sent.Add(uint64(n))
+	return n, err
 }
 
 type addr string

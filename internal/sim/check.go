@@ -212,5 +212,5 @@ func (c *Cluster) Explain(i int) string {
 		}
 	}
 	return fmt.Sprintf("%s sees %d alive, is seen alive by %d of %d; packets queued %d, streams queued %d, member syncs %d",
-		p.Name, up, seenUp, len(c.Live()), len(p.tr.packetCh), len(p.tr.streamCh), p.D.Mesh().MemberSyncs())
+		p.Name, up, seenUp, len(c.Live()), len(p.tr.PacketCh()), len(p.tr.StreamCh()), p.D.Mesh().MemberSyncs())
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/weftmesh/weft/api/client"
 	"github.com/weftmesh/weft/daemon"
 	"github.com/weftmesh/weft/gossip"
+	"github.com/weftmesh/weft/gossip/gossiptest"
 	"github.com/weftmesh/weft/peer"
 	"github.com/weftmesh/weft/router"
 	"github.com/weftmesh/weft/router/routertest"
@@ -60,7 +61,7 @@ type Peer struct {
 	Name   string
 	Addr   netip.Addr
 	D      *daemon.Daemon
-	tr     *Transport
+	tr     *gossiptest.Transport
 	kernel *routertest.Kernel
 	cancel context.CancelFunc
 	done   chan error
@@ -70,7 +71,7 @@ type Peer struct {
 // Cluster is a set of simulated peers on one Network.
 type Cluster struct {
 	opts   Options
-	Net    *Network
+	Net    *gossiptest.Network
 	dir    string
 	ownDir bool
 	secret string
@@ -82,7 +83,7 @@ type Cluster struct {
 
 // NewCluster prepares an empty cluster.
 func NewCluster(opts Options) (*Cluster, error) {
-	c := &Cluster{opts: opts, Net: NewNetwork(opts.Latency, opts.Loss), dir: opts.Dir}
+	c := &Cluster{opts: opts, Net: &gossiptest.Network{Latency: opts.Latency, Loss: opts.Loss}, dir: opts.Dir}
 	if c.dir == "" {
 		base := "/dev/shm"
 		if st, err := os.Stat(base); err != nil || !st.IsDir() {
@@ -152,7 +153,7 @@ func (c *Cluster) launch() error {
 	addr := AddrOf(i + 1)
 	name := fmt.Sprintf("p%04d", i)
 	dir := filepath.Join(c.dir, name)
-	tr := c.Net.NewTransport(addr)
+	tr := c.Net.NewTransportAt(name, netip.AddrPortFrom(addr, 6783))
 	k := routertest.NewKernel()
 	k.SetUnderlay(addr, routertest.Underlay("eth0", 1500, netip.PrefixFrom(addr, 16).Masked().String()))
 	wgf := routertest.NewWG(k).Factory()
@@ -224,7 +225,7 @@ func (c *Cluster) Partition(frac float64) {
 		if j >= cut {
 			g = 1
 		}
-		c.Net.SetGroup(p.Addr, g)
+		c.Net.SetGroup(p.Name, g)
 	}
 }
 
