@@ -57,29 +57,15 @@ func (p *Plugin) add(inv *invocation, args *skel.CmdArgs) (err error) {
 		return p.addMacvlan(inv, args, netNS, podName)
 	}
 
-	var undo []func()
-	defer func() {
-		if err == nil {
-			return
-		}
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
-		}
-	}()
+	var undo rollback
+	defer func() { undo.run(err) }()
 
 	id := allocID(args.ContainerID, args.IfName)
 	alloc, err := inv.peer.Allocate(inv.ctx, client.AllocateRequest{ID: id, IfName: args.IfName, Pod: podName})
 	if err != nil {
 		return peerError("allocate address", inv.conf.Socket, err)
 	}
-	undo = append(undo, func() {
-		// A fresh context: the command's may be what expired.
-		ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
-		defer cancel()
-		if rerr := inv.peer.Release(ctx, id); rerr != nil {
-			inv.log.Error("rollback: release", "id", id, "err", rerr)
-		}
-	})
+	undo = append(undo, inv.releaseStep(id))
 	addr, gw, err := parseAllocation(alloc)
 	if err != nil {
 		return cniError(types.ErrInternal, "allocate address", err)
@@ -141,6 +127,31 @@ func (p *Plugin) add(inv *invocation, args *skel.CmdArgs) (err error) {
 
 // rollbackTimeout bounds each undo step's call to the peer.
 const rollbackTimeout = 10 * time.Second
+
+// rollback is the undo steps of an ADD, in the order they were taken.
+type rollback []func()
+
+// run undoes every step, last first, when the ADD failed (err != nil).
+func (r rollback) run(err error) {
+	if err == nil {
+		return
+	}
+	for i := len(r) - 1; i >= 0; i-- {
+		r[i]()
+	}
+}
+
+// releaseStep is the undo step of allocation id: its release, with a
+// fresh context (the command's may be what expired).
+func (inv *invocation) releaseStep(id string) func() {
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
+		defer cancel()
+		if err := inv.peer.Release(ctx, id); err != nil {
+			inv.log.Error("rollback: release", "id", id, "err", err)
+		}
+	}
+}
 
 // bridgeName: the config's, else the peer's, else "weft".
 func bridgeName(c *Config, a *client.Allocation) string {

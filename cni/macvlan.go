@@ -21,7 +21,6 @@ package cni
 // pools, spooling the release while the peer is down, like the routed DEL.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -93,15 +92,8 @@ func lookupMaster(name string) (netlink.Link, error) {
 }
 
 func (p *Plugin) addMacvlan(inv *invocation, args *skel.CmdArgs, netNS ns.NetNS, podName string) (err error) {
-	var undo []func()
-	defer func() {
-		if err == nil {
-			return
-		}
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
-		}
-	}()
+	var undo rollback
+	defer func() { undo.run(err) }()
 	if inv.conf.Master != "" {
 		if _, err := lookupMaster(inv.conf.Master); err != nil {
 			return types.NewError(types.ErrInvalidNetworkConfig, "macvlan: "+err.Error(),
@@ -120,13 +112,7 @@ func (p *Plugin) addMacvlan(inv *invocation, args *skel.CmdArgs, netNS ns.NetNS,
 	if err != nil {
 		return peerError("allocate underlay address", inv.conf.Socket, err)
 	}
-	undo = append(undo, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
-		defer cancel()
-		if rerr := inv.peer.Release(ctx, id); rerr != nil {
-			inv.log.Error("rollback: release", "id", id, "err", rerr)
-		}
-	})
+	undo = append(undo, inv.releaseStep(id))
 	m, err := parseMacvlanAllocation(alloc)
 	if err != nil {
 		return cniError(types.ErrTryAgainLater, "allocate underlay address", err)
