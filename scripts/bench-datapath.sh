@@ -247,35 +247,12 @@ run() {
 }
 
 report() {
-  python3 - "$W/raw.tsv" <<'PY'
-import sys, csv, statistics as st, collections
-rows = collections.defaultdict(list); tests = []; cfgs = []
-for r in csv.reader(open(sys.argv[1]), delimiter="\t"):
-    rows[(r[1], r[2])].append(r)
-    if r[2] not in tests: tests.append(r[2])
-    if r[1] not in cfgs: cfgs.append(r[1])
-def num(v):
-    try: return float(v)
-    except ValueError: return float("nan")
-def med(c, t, i=3):
-    v = [num(r[i]) for r in rows[(c, t)] if num(r[i]) == num(r[i])]
-    return (st.median(v), min(v), max(v)) if v else None
-def cell(c, t):
-    m = med(c, t)
-    if not m: return "n/a"
-    f = "{:.3f}" if t == "ping_ms" else "{:.2f}"
-    s = f.format(m[0]) + (f" [{f.format(m[1])}-{f.format(m[2])}]" if m[1] != m[2] else "")
-    if t.startswith("udp"):
-        l = med(c, t, 4); s += f", {l[0]:.2f}% loss" if l else ""
-    elif t.startswith("tcp"):
-        l = med(c, t, 4); s += f", {int(l[0])} retr" if l else ""
-    return s
-print("Pod-to-pod (underlay: host-to-host), median [min-max]; Gbit/s for tcp/udp (received), ms for ping")
-print("| config | " + " | ".join(tests) + " |")
-print("|---|" + "---|" * len(tests))
-for c in cfgs:
-    print(f"| {c} | " + " | ".join(cell(c, t) for t in tests) + " |")
-print()
+  python3 - "$W/raw.tsv" "$ROOT/scripts" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+from benchtable import Table
+tb = Table(sys.argv[1]); tests, cfgs = tb.tests, tb.cfgs
+tb.print("Pod-to-pod (underlay: host-to-host), median [min-max]; Gbit/s for tcp/udp (received), ms for ping")
 print("Ratios of medians weft / baseline (ping: lower is better, the ratio is RTT weft/baseline)")
 print("| weft | baseline | " + " | ".join(tests) + " |")
 print("|---|---|" + "---|" * len(tests))
@@ -283,11 +260,7 @@ for w, b in (("weft-wireguard", "stock-wg"), ("weft-vxlan", "raw-vxlan"), ("weft
              ("weft-vxlan", "raw-vxlan-masq"), ("weft-direct", "raw-hostgw-masq"),
              ("weft-wireguard-nomasq", "stock-wg"), ("weft-vxlan-nomasq", "raw-vxlan"), ("weft-direct-nomasq", "raw-hostgw")):
     if w not in cfgs or b not in cfgs: continue
-    cells = []
-    for t in tests:
-        x, y = med(w, t), med(b, t)
-        cells.append(f"{x[0]/y[0]:.2f}" if x and y and y[0] else "n/a")
-    print(f"| {w} | {b} | " + " | ".join(cells) + " |")
+    print(f"| {w} | {b} | " + " | ".join(tb.ratios(w, b)) + " |")
 PY
 }
 

@@ -155,41 +155,14 @@ run() {
 }
 
 report() {
-  python3 - "$W" <<'PY'
-import sys, csv, statistics as st, collections, os
+  python3 - "$W" "$ROOT/scripts" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+from benchtable import Table
 W = sys.argv[1]
-rows = collections.defaultdict(list); tests = []; cfgs = []
-for r in csv.reader(open(W + "/raw.tsv"), delimiter="\t"):
-    rows[(r[1], r[2])].append(r)
-    if r[2] not in tests: tests.append(r[2])
-    if r[1] not in cfgs: cfgs.append(r[1])
-def num(v):
-    try: return float(v)
-    except ValueError: return float("nan")
-def med(c, t, i=3):
-    v = [num(r[i]) for r in rows[(c, t)] if num(r[i]) == num(r[i])]
-    return (st.median(v), min(v), max(v)) if v else None
-def cell(c, t):
-    m = med(c, t)
-    if not m: return "n/a"
-    f = "{:.3f}" if t == "ping_ms" else "{:.2f}"
-    s = f.format(m[0]) + (f" [{f.format(m[1])}-{f.format(m[2])}]" if m[1] != m[2] else "")
-    if t.startswith("udp"):
-        l = med(c, t, 4); s += f", {l[0]:.2f}% loss" if l else ""
-    elif t.startswith("tcp"):
-        l = med(c, t, 4); s += f", {int(l[0])} retr" if l else ""
-    return s
-print("Macvlan pod to pod across hosts, median [min-max] of rounds; Gbit/s received for tcp/udp, ms for ping")
-print("| config | " + " | ".join(tests) + " |")
-print("|---|" + "---|" * len(tests))
-for c in cfgs:
-    print(f"| {c} | " + " | ".join(cell(c, t) for t in tests) + " |")
-print()
-cells = []
-for t in tests:
-    x, y = med("weft-macvlan", t), med("raw-macvlan", t)
-    cells.append(f"{x[0]/y[0]:.2f}" if x and y and y[0] else "n/a")
-print("| ratio weft/raw | " + " | ".join(cells) + " |")
+tb = Table(W + "/raw.tsv")
+tb.print("Macvlan pod to pod across hosts, median [min-max] of rounds; Gbit/s received for tcp/udp, ms for ping")
+print("| ratio weft/raw | " + " | ".join(tb.ratios("weft-macvlan", "raw-macvlan")) + " |")
 print()
 def pct(v, p):
     v = sorted(v); return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
