@@ -36,6 +36,7 @@ BIN=$ROOT/bin
 S=buS A=buA B=buB
 
 log() { echo "[$(date +%T)] $*" >&2; }
+source "$ROOT/scripts/benchlib.sh"  # iperf, ping_rtt
 nsx() { local ns=$1; shift; nsenter --net=/var/run/netns/"$ns" -- "$@"; }
 addr() { [[ $1 == A ]] && echo 10.98.0.1 || echo 10.98.0.2; }
 conf() { # conf A|B [mode]
@@ -92,29 +93,7 @@ setup() {
   sleep 1
 }
 
-iperf() { # cfg rep test client dst args...
-  local cfg=$1 rep=$2 test=$3 cns=$4 dst=$5; shift 5
-  local js=$W/json/$cfg.$test.$rep.json val extra
-  timeout $((DUR + 30)) nsenter --net=/var/run/netns/"$cns" -- iperf3 -c "$dst" -J "$@" > "$js" 2> /dev/null || true
-  if [[ $test == udp* ]]; then
-    val=$(jq -r '(.end.sum_received.bits_per_second // .end.sum.bits_per_second) / 1e9' "$js" 2>/dev/null || echo NaN)
-    extra=$(jq -r '.end.sum.lost_percent // "NaN"' "$js" 2>/dev/null || echo NaN)
-  else
-    val=$(jq -r '.end.sum_received.bits_per_second / 1e9' "$js" 2>/dev/null || echo NaN)
-    extra=$(jq -r '.end.sum_sent.retransmits // "NaN"' "$js" 2>/dev/null || echo NaN)
-  fi
-  printf "%s\t%s\t%s\t%.3f\t%s\n" "$rep" "$cfg" "$test" "$val" "$extra" >> "$W/raw.tsv"
-  log "  $cfg $test rep$rep: $(printf %.3f "$val") Gbit/s extra=$extra"
-  sleep 1
-}
 
-ping_rtt() { # cfg rep ns dst
-  local med
-  med=$(nsx "$3" ping -n -c 200 -i 0.01 -W 1 "$4" 2>/dev/null | grep -o 'time=[0-9.]*' | cut -d= -f2 | sort -g |
-        awk '{a[NR]=$1} END{if(NR==0){print "NaN"; exit} printf "%.4f", a[int((NR+1)/2)]}')
-  printf "%s\t%s\tping_ms\t%s\t-\n" "$2" "$1" "$med" >> "$W/raw.tsv"
-  log "  $1 ping rep$2: median $med ms"
-}
 
 measure() { # cfg rep
   local cfg=$1 rep=$2 cns dst r

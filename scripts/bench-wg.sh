@@ -40,6 +40,7 @@ HZ=$(getconf CLK_TCK)
 A=bwgA B=bwgB
 
 log() { echo "[$(date +%T)] $*" >&2; }
+source scripts/benchlib.sh  # iperf_values (this script has its own iperf and ping_rtt: they count the datapath's CPU)
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 build() {
@@ -116,13 +117,7 @@ iperf() {
   t1=$(date +%s.%N); c1=$(ticks "$cfg")
   local cores; cores=$(echo "($c1 - $c0) / $HZ / ($t1 - $t0)" | bc -l)
   local val extra
-  if [[ $test == udp* ]]; then
-    val=$(jq -r '(.end.sum_received.bits_per_second // .end.sum.bits_per_second) / 1e9' "$js" 2>/dev/null || echo NaN)
-    extra=$(jq -r '.end.sum.lost_percent // "NaN"' "$js" 2>/dev/null || echo NaN)
-  else
-    val=$(jq -r '.end.sum_received.bits_per_second / 1e9' "$js" 2>/dev/null || echo NaN)
-    extra=$(jq -r '.end.sum_sent.retransmits // "NaN"' "$js" 2>/dev/null || echo NaN)
-  fi
+  iperf_values "$js" "$test"
   printf "%s\t%s\t%s\t%.3f\t%s\t%.2f\n" "$rep" "$cfg" "$test" "$val" "$extra" "$cores" >> "$W/raw.tsv"
   log "  $cfg $test rep$rep: $(printf %.3f "$val") Gbit/s extra=$extra datapath-cores=$(printf %.2f "$cores")"
   sleep 1
