@@ -350,6 +350,17 @@ func (b *dpBed) check(t *testing.T, a *nft.Applier, nps []*networkingv1.NetworkP
 	}
 }
 
+// applier returns an applier of programs to the bed's node namespace.
+func (b *dpBed) applier(t *testing.T) *nft.Applier {
+	t.Helper()
+	conn, err := nft.NewNetlinkConn(b.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return nft.NewApplier(conn)
+}
+
 func np(ns, name string, sel map[string]string, types []networkingv1.PolicyType, in []networkingv1.NetworkPolicyIngressRule, out []networkingv1.NetworkPolicyEgressRule) *networkingv1.NetworkPolicy {
 	return &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: sel}, PolicyTypes: types, Ingress: in, Egress: out}}
@@ -359,12 +370,7 @@ func np(ns, name string, sel map[string]string, types []networkingv1.PolicyType,
 // (WEFT_POLICY_DATAPATH_ROUNDS, default 4; the seed is logged).
 func TestDatapath(t *testing.T) {
 	b := newDPBed(t)
-	conn, err := nft.NewNetlinkConn(b.node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	a := nft.NewApplier(conn)
+	a := b.applier(t)
 
 	both := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}
 	eg := []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}

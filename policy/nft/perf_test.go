@@ -34,7 +34,6 @@ import (
 
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/policy"
-	"github.com/weftmesh/weft/policy/nft"
 )
 
 // pairPolicies are 100 policies of namespace x that select x/a and x/b
@@ -79,12 +78,7 @@ func TestDatapathPerf(t *testing.T) {
 		rounds = v
 	}
 	b := newDPBed(t)
-	conn, err := nft.NewNetlinkConn(b.node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	a := nft.NewApplier(conn)
+	a := b.applier(t)
 	xa, xb := b.pods[0], b.pods[1]
 
 	// The programs, and what they say about the pair. The third has

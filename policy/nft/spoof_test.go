@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/policy/nft"
 )
 
 // TestDatapathSpoofing (root): x/b admits only namespace y. x/a adds y/a's
@@ -21,12 +20,7 @@ import (
 // datagrams still arrive and x/a's from its own address are still denied.
 func TestDatapathSpoofing(t *testing.T) {
 	b := newDPBed(t)
-	conn, err := nft.NewNetlinkConn(b.node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	a := nft.NewApplier(conn)
+	a := b.applier(t)
 	xa, xb, ya := b.pods[0], b.pods[1], b.pods[3]
 	if xa.Name != "a" || xb.Name != "b" || ya.Namespace != "y" || ya.Name != "a" {
 		t.Fatalf("bed pods %v", b.pods)
