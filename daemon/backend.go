@@ -71,11 +71,7 @@ func (d *Daemon) Allocate(ctx context.Context, req client.AllocateRequest) (*cli
 		return nil, mapIPAMError(err)
 	}
 	t1 := time.Now()
-	if req.Pod != "" && d.dns != nil {
-		if err := d.dns.Add(req.Pod, p.Addr(), req.ID); err != nil {
-			d.log.Warn("dns name of allocation", "id", req.ID, "name", req.Pod, "err", err)
-		}
-	}
+	d.nameAllocation(req, p.Addr())
 	t2 := time.Now()
 	// A pod that policies select is isolated from its first packet: its
 	// program is in the kernel before weft-cni creates its veth.
@@ -99,12 +95,31 @@ func (d *Daemon) allocation(ctx context.Context, id string, p netip.Prefix, wait
 	if br.IsValid() {
 		a.Gateway = br.Addr().String()
 		a.MTU = d.router.MTU()
-		if d.dns != nil {
-			dom := strings.TrimSuffix(d.cfg.DNSDomain, ".")
-			a.DNS = &client.PodDNS{Nameservers: []string{a.Gateway}, Domain: dom, Search: []string{dom}}
-		}
+		a.DNS = d.podDNS(br.Addr())
 	}
 	return a
+}
+
+// nameAllocation registers the pod name of an allocation (the name is
+// also stored with the allocation, so it answers exactly as long as the
+// allocation exists: sync.go).
+func (d *Daemon) nameAllocation(req client.AllocateRequest, a netip.Addr) {
+	if req.Pod == "" || d.dns == nil {
+		return
+	}
+	if err := d.dns.Add(req.Pod, a, req.ID); err != nil {
+		d.log.Warn("dns name of allocation", "id", req.ID, "name", req.Pod, "err", err)
+	}
+}
+
+// podDNS is a pod's resolver configuration: this peer's DNS server at
+// server (the bridge address), nil when the peer runs no DNS.
+func (d *Daemon) podDNS(server netip.Addr) *client.PodDNS {
+	if d.dns == nil {
+		return nil
+	}
+	dom := strings.TrimSuffix(d.cfg.DNSDomain, ".")
+	return &client.PodDNS{Nameservers: []string{server.String()}, Domain: dom, Search: []string{dom}}
 }
 
 func (d *Daemon) waitBridge(ctx context.Context, wait bool) netip.Prefix {

@@ -287,11 +287,7 @@ func (d *Daemon) allocateUnderlay(ctx context.Context, req client.AllocateReques
 	if err != nil {
 		return nil, mapIPAMError(err)
 	}
-	if req.Pod != "" && d.dns != nil {
-		if err := d.dns.Add(req.Pod, p.Addr(), req.ID); err != nil {
-			d.log.Warn("dns name of allocation", "id", req.ID, "name", req.Pod, "err", err)
-		}
-	}
+	d.nameAllocation(req, p.Addr())
 	d.poke() // the host's route to the pod
 	return d.underlayAllocation(ctx, req.ID, p, true), nil
 }
@@ -387,14 +383,11 @@ func (d *Daemon) underlayAllocation(ctx context.Context, id string, p netip.Pref
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	if d.dns != nil {
-		d.mu.Lock()
-		br := d.routed
-		d.mu.Unlock()
-		if br.IsValid() {
-			dom := strings.TrimSuffix(d.cfg.DNSDomain, ".")
-			a.DNS = &client.PodDNS{Nameservers: []string{br.Addr().String()}, Domain: dom, Search: []string{dom}}
-		}
+	d.mu.Lock()
+	br := d.routed
+	d.mu.Unlock()
+	if br.IsValid() {
+		a.DNS = d.podDNS(br.Addr())
 	}
 	return a
 }
