@@ -74,6 +74,12 @@ type linkObs struct {
 	ProbingSince time.Time
 	WireGuard    bool      // the peer is reached over WireGuard
 	Handshake    time.Time // its last WireGuard handshake (zero: none)
+	// PeerDown: gossip says the peer's control plane is not up (stopped,
+	// dead, left, or not in gossip at all). Its probe responder went with
+	// it, so its silence says nothing of the link, while its datapath
+	// forwards on with the routes it last had: the link holds its state.
+	// When the peer is up again, ProbingSince is its return.
+	PeerDown bool
 }
 
 // newLink is the state of a link to a peer just met: up.
@@ -83,6 +89,9 @@ func newLink(now time.Time) linkState {
 
 // stepLink is the decision: the link's next state after observing o at now.
 func stepLink(s linkState, o linkObs, now time.Time) linkState {
+	if o.PeerDown {
+		return s
+	}
 	s.Downs = slices.Clone(s.Downs)
 	if o.LastReply.After(s.LastReply) {
 		if s.OKSince.IsZero() {
@@ -145,6 +154,7 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
 	var sent, probingSince time.Time
+	upSince := map[peer.ID]time.Time{} // when each peer's control plane was last seen coming up
 	for {
 		select {
 		case <-ctx.Done():
@@ -161,6 +171,20 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 		pr.Probe(targets)
 		sent = time.Now()
 		now := sent
+		up := map[peer.ID]bool{}
+		for _, p := range d.mesh.Peers() {
+			up[p.ID] = p.State.Up()
+		}
+		for id := range upSince {
+			if !up[id] {
+				delete(upSince, id)
+			}
+		}
+		for id := range up {
+			if _, ok := upSince[id]; !ok && up[id] {
+				upSince[id] = now
+			}
+		}
 		d.mu.Lock()
 		if d.links == nil {
 			d.links = map[peer.ID]linkState{}
@@ -174,9 +198,13 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 			// Without WireGuard counters for the peer (none yet, or the
 			// device could not be read) its handshake age says nothing.
 			st, haveStats := stats[id]
-			next[id] = stepLink(s, linkObs{LastReply: pr.LastReply(id), ProbingSince: probingSince,
+			since := probingSince
+			if upSince[id].After(since) {
+				since = upSince[id] // silence before the peer came back is not the link's
+			}
+			next[id] = stepLink(s, linkObs{LastReply: pr.LastReply(id), ProbingSince: since,
 				WireGuard: haveStats && d.router.PeerTransport(id) == router.TransportWireGuard,
-				Handshake: st.LastHandshake}, now)
+				Handshake: st.LastHandshake, PeerDown: !up[id]}, now)
 			if next[id].Down != s.Down {
 				d.log.Info("direct link", "peer", id, "down", next[id].Down)
 			}
