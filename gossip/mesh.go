@@ -189,18 +189,32 @@ func (m *Mesh) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); m.antiEntropy(ctx) }()
 	}
 
+	// Reconnect rounds run beside this loop, one at a time: a round that
+	// waits out a dial to an unreachable target (memberlist's TCP timeout,
+	// 10 s) must not hold the loop, or a stop would wait for the next
+	// round too whenever the ticker and ctx are ready at once.
+	var rounds sync.WaitGroup
+	var busy atomic.Bool
+	round := func() {
+		if ctx.Err() != nil || !busy.CompareAndSwap(false, true) {
+			return
+		}
+		rounds.Add(1)
+		go func() { defer rounds.Done(); defer busy.Store(false); m.reconnect() }()
+	}
 	reconnect := time.NewTicker(m.cfg.ReconnectEvery)
 	defer reconnect.Stop()
-	m.reconnect()
+	round()
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
 		case <-reconnect.C:
-			m.reconnect()
+			round()
 		}
 	}
 	wg.Wait()
+	rounds.Wait() // a round under way ends with its dials
 	m.wg.Wait()
 	if m.shut.Load() {
 		return nil // crashed on purpose (Shutdown): no goodbye

@@ -359,3 +359,44 @@ func TestSecretMismatchNeverJoins(t *testing.T) {
 		b = mnet.NewTransport("b-" + tc.name)
 	}
 }
+
+// A stop while a reconnect round waits out a dial to an unreachable
+// target starts no further round: the stop waits for that round alone.
+// (The loop used to run rounds itself, so with the ticker due as well it
+// picked another round half the time, 10 s each; `weft reset` timed out.)
+func TestStopStartsNoReconnectRound(t *testing.T) {
+	mnet := gossiptest.Network{Blackhole: true}
+	tr := mnet.NewTransport("a")
+	cfg := DefaultConfig()
+	cfg.Name, cfg.ID = "a", peer.ID(4242)
+	cfg.ReconnectEvery = 5 * time.Millisecond // always due when a round ends
+	fast := fastTimers(tr)
+	cfg.Memberlist = func(c *memberlist.Config) { fast(c); c.TCPTimeout = time.Second }
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetTargets([]string{"127.0.0.1:9"}) // nobody: each dial hangs 1 s
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	// Stop just after a dial begins: its round is then under way for the
+	// whole TCP timeout, so no round can begin between the stop and atStop.
+	waitDials := func(n uint64) uint64 {
+		for deadline := time.Now().Add(30 * time.Second); tr.Dials() < n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d reconnect dials in 30 s; want %d", tr.Dials(), n)
+			}
+		}
+		return tr.Dials()
+	}
+	waitDials(waitDials(1) + 1)
+	cancel()
+	atStop := tr.Dials()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := tr.Dials(); n != atStop {
+		t.Errorf("%d dials after the stop; want none (a reconnect round began after ctx was done)", n-atStop)
+	}
+}

@@ -35,6 +35,9 @@ var ErrUnreachable = errors.New("gossiptest: peer unreachable")
 type Network struct {
 	Latency time.Duration // datagram delivery delay (and a stream dial's)
 	Loss    float64       // probability that a datagram is lost
+	// Blackhole makes a dial to a gone or cut-off peer wait out its
+	// timeout, as TCP does through a cut cable, instead of failing at once.
+	Blackhole bool
 
 	mu     sync.RWMutex // guards following
 	byAddr map[string]*Transport
@@ -133,6 +136,7 @@ type Transport struct {
 	done     chan struct{}
 	sent     atomic.Uint64 // bytes sent: datagrams and stream writes
 	recv     atomic.Uint64 // bytes received: datagrams and stream reads
+	dials    atomic.Uint64 // stream dials begun
 }
 
 var _ memberlist.NodeAwareTransport = (*Transport)(nil)
@@ -142,6 +146,9 @@ func (t *Transport) Addr() string { return t.addr }
 
 // Bytes returns the bytes sent and received so far.
 func (t *Transport) Bytes() (sent, recv uint64) { return t.sent.Load(), t.recv.Load() }
+
+// Dials returns how many stream dials the transport has begun.
+func (t *Transport) Dials() uint64 { return t.dials.Load() }
 
 func (t *Transport) closed() bool {
 	select {
@@ -198,8 +205,12 @@ func (t *Transport) DialTimeout(a string, timeout time.Duration) (net.Conn, erro
 
 // DialAddressTimeout opens an in-memory stream, or fails at once.
 func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	t.dials.Add(1)
 	dest, err := t.net.route(t, a)
 	if err != nil {
+		if t.net.Blackhole {
+			time.Sleep(timeout)
+		}
 		return nil, err
 	}
 	if t.net.Latency > 0 {
