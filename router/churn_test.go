@@ -434,9 +434,47 @@ func TestThousandPeers(t *testing.T) {
 	if n := len(first); n < 4000 {
 		t.Errorf("first Set issued %d operations; want at least 4000", n)
 	}
+	f.k.TakeListed()
 	start = time.Now()
 	if got := f.set(t, cfg); len(got) != 0 {
 		t.Errorf("second Set issued %d operations; want 0", len(got))
 	}
-	t.Logf("1000 peers: first reconcile %v (%d ops), no-op reconcile %v", took, len(first), time.Since(start))
+	noop := time.Since(start)
+	if n := f.k.TakeListed(); n != 0 {
+		t.Errorf("an unchanged Set listed %d kernel entries; want 0 (nothing changed since the last reconcile)", n)
+	}
+
+	// One peer goes and one arrives: only their entries change, and
+	// nothing is read back from the kernel.
+	gone := cfg.Peers[500]
+	cfg.Peers = slices.Delete(slices.Clone(cfg.Peers), 500, 501)
+	base := netip.AddrFrom4([4]byte{10, 251, 0, 0}) // outside the 1000 peers' ranges
+	cfg.Peers = append(cfg.Peers, router.Peer{ID: 0x9999, Underlay: netip.MustParseAddr("172.21.0.1"),
+		Bridge: base.Next(), Ranges: []netip.Prefix{netip.PrefixFrom(base, 18)}})
+	start = time.Now()
+	got := f.set(t, cfg)
+	one := time.Since(start)
+	if len(got) != 8 {
+		t.Errorf("one peer replaced: %d operations; want 8 (2 routes, a neighbour and an FDB entry out and in):\n%s", len(got), strings.Join(got, "\n"))
+	}
+	for _, l := range got {
+		if !strings.Contains(l, gone.Ranges[0].Addr().String()) && !strings.Contains(l, gone.Bridge.String()) &&
+			!strings.Contains(l, gone.Underlay.String()) && !strings.Contains(l, "10.251.0.") && !strings.Contains(l, "172.21.0.1") {
+			t.Errorf("one peer replaced: unrelated operation %q", l)
+		}
+	}
+	if n := f.k.TakeListed(); n != 0 {
+		t.Errorf("one peer replaced: listed %d kernel entries; want 0", n)
+	}
+	// The resync reads everything and finds nothing to repair.
+	if err := f.r.Resync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.take(); len(got) != 0 {
+		t.Errorf("resync after the incremental change issued %d operations; want 0:\n%s", len(got), strings.Join(got, "\n"))
+	}
+	if n := f.k.TakeListed(); n < 3000 {
+		t.Errorf("resync listed %d kernel entries; want every route, neighbour and FDB entry (> 3000)", n)
+	}
+	t.Logf("1000 peers: first reconcile %v (%d ops), no-op reconcile %v, one peer replaced %v", took, len(first), noop, one)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -322,6 +323,50 @@ func TestKernelThousandPeers(t *testing.T) {
 		t.Errorf("%d weft routes in the kernel; want 2002", n)
 	}
 	t.Logf("1000 peers over VXLAN in the kernel: first reconcile %v (%d ops), no-op reconcile %v", first, ops, again)
+
+	// Churn: one peer leaves or comes back per Set (the incremental path:
+	// 4 operations, nothing read back), against the periodic full resync
+	// (every route, neighbour and FDB entry read and compared).
+	var incr, full []time.Duration
+	gone := cfg.Peers[len(cfg.Peers)-1]
+	for i := range 40 {
+		if i%2 == 0 {
+			cfg.Peers = cfg.Peers[:len(cfg.Peers)-1]
+		} else {
+			cfg.Peers = append(cfg.Peers, gone)
+		}
+		start := time.Now()
+		if err := r.Set(cfg); err != nil {
+			t.Fatalf("churn Set: %v", err)
+		}
+		incr = append(incr, time.Since(start))
+		if got := rec.Take(); len(got) != 4 {
+			t.Errorf("a peer %s: %d operations; want 4 (2 routes, its neighbour and FDB entry):\n%s",
+				map[bool]string{true: "left", false: "came back"}[i%2 == 0], len(got), strings.Join(got, "\n"))
+		}
+	}
+	for range 10 {
+		start := time.Now()
+		if err := r.Resync(); err != nil {
+			t.Fatalf("Resync: %v", err)
+		}
+		full = append(full, time.Since(start))
+	}
+	if got := rec.Take(); len(got) != 0 {
+		t.Errorf("resync after the churn issued %d operations: %q", len(got), got[:min(len(got), 5)])
+	}
+	if n := len(routesOf(t, hn)); n != 2002 {
+		t.Errorf("%d weft routes in the kernel after the churn; want 2002", n)
+	}
+	t.Logf("1000 peers, one peer changing: incremental Set p50 %v p99 %v; full resync p50 %v p99 %v",
+		quantile(incr, 0.5), quantile(incr, 0.99), quantile(full, 0.5), quantile(full, 0.99))
+}
+
+// quantile returns the q-quantile of ds (nearest rank).
+func quantile(ds []time.Duration, q float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
 // TestKernelLocalAddr puts the node-local address (Config.LocalAddr) up: a
@@ -392,6 +437,11 @@ func TestKernelLocalAddr(t *testing.T) {
 		hn.cfg.LocalAddr, hn.cfg.LocalIface = netip.MustParseAddr(s.addr), dev
 		if err := hn.r.Set(hn.cfg); err != nil {
 			t.Fatalf("%s: Set: %v", s.name, err)
+		}
+		if s.do != nil { // drift is repaired by the full resync
+			if err := hn.r.Resync(); err != nil {
+				t.Fatalf("%s: Resync: %v", s.name, err)
+			}
 		}
 		if changed := len(hn.rec.Take()) > 0; changed != s.wantChanged {
 			t.Errorf("%s: Set changed the kernel = %v; want %v", s.name, changed, s.wantChanged)

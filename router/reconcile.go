@@ -17,10 +17,12 @@ import (
 	"slices"
 )
 
-// reconcileLocked makes the kernel match cfg. forceWG reapplies the
-// WireGuard configuration even if it did not change since the last call
-// (resync repairs drift of peers removed by hand). Caller holds r.recMu.
-func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) (plan, error) {
+// reconcileLocked makes the kernel match cfg: by the difference from what
+// it last applied when only per-peer entries changed (incremental.go),
+// else in full. force runs the full reconcile and reapplies the WireGuard
+// configuration even if it did not change since the last call (resync
+// repairs drift, such as peers removed by hand). Caller holds r.recMu.
+func (r *Router) reconcileLocked(ctx context.Context, cfg Config, force bool) (plan, error) {
 	var u Underlay
 	var errs []error
 	if knownUnderlay(cfg) {
@@ -39,6 +41,12 @@ func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) 
 	mv, err := r.macvlanFor(cfg, u) // underlay.go
 	errs = append(errs, err)
 	p.routes = withMacvlanRoutes(p.routes, mv)
+	if !force && errors.Join(errs...) == nil {
+		if ok, err := r.reconcileIncremental(cfg, p, mv); ok {
+			return p, err
+		}
+	}
+	r.applied = nil
 
 	if err := r.ensureSysctl(p.sysctls[0]); err != nil { // ip_forward first
 		errs = append(errs, err)
@@ -50,7 +58,7 @@ func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) 
 		errs = append(errs, r.deleteLinkIfPresent(cfg.VXIface))
 	}
 	if p.wireguard {
-		errs = append(errs, r.ensureWG(ctx, cfg, p, forceWG))
+		errs = append(errs, r.ensureWG(ctx, cfg, p, force))
 	} else {
 		errs = append(errs, r.deleteWG(ctx, cfg))
 	}
@@ -74,7 +82,11 @@ func (r *Router) reconcileLocked(ctx context.Context, cfg Config, forceWG bool) 
 	}
 	errs = append(errs, r.ensureMacvlan(cfg.Macvlan.Iface, mv))
 	errs = append(errs, r.ensureRoutes(p.routes), r.ensureNft(p.masq))
-	return p, errors.Join(errs...)
+	err = errors.Join(errs...)
+	if err == nil {
+		r.applied = newApplied(cfg, p, mv)
+	}
+	return p, err
 }
 
 func (r *Router) ensureSysctl(s sysctl) error {

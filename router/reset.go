@@ -33,6 +33,7 @@ func (r *Router) ResetConfig(cfg Config) error {
 
 	r.recMu.Lock()
 	defer r.recMu.Unlock()
+	r.applied = nil
 	ctx, cancel := context.WithTimeout(context.Background(), wgSetupTimeout)
 	defer cancel()
 	errs := []error{r.deleteWG(ctx, cfg)}

@@ -36,6 +36,7 @@ type Router struct {
 	recMu     sync.Mutex // guards following: kernel access and the WireGuard device
 	wg        WGDevice
 	wgApplied *wgApplied
+	applied   *applied // nil = the next reconcile is a full one (incremental.go)
 
 	mu         sync.Mutex // guards following
 	desired    Config
@@ -103,6 +104,12 @@ func (r *Router) Set(cfg Config) error {
 	}
 	return nil
 }
+
+// Resync reconciles the current desired state in full now, as the
+// periodic resync does: it reads the kernel and repairs drift (an entry
+// or device changed by hand) that a Set, which applies only what changed
+// in the desired state, leaves to the next resync.
+func (r *Router) Resync() error { return r.reconcile(context.Background(), true) }
 
 // reconcile applies the current desired state.
 func (r *Router) reconcile(ctx context.Context, force bool) error {

@@ -58,7 +58,13 @@ type fixture struct {
 	r  *router.Router
 }
 
-func newFixture(t *testing.T, opts router.Options) *fixture {
+// tb is what newFixture needs of a *testing.T or *rapid.T.
+type tb interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+func newFixture(t tb, opts router.Options) *fixture {
 	t.Helper()
 	k := routertest.NewKernel()
 	k.SetUnderlay(underlayA, routertest.Underlay("eth0", 1500, "192.168.1.10/24"))

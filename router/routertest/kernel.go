@@ -33,6 +33,7 @@ type Kernel struct {
 	nft        netip.Prefix
 	underlays  map[netip.Addr]router.Underlay
 	failRoutes error // returned by RouteReplace when set
+	listed     int   // routes, neighbours and FDB entries returned by the List calls
 }
 
 var _ router.Kernel = (*Kernel)(nil)
@@ -81,6 +82,17 @@ func (k *Kernel) Take() []string {
 	return l
 }
 
+// TakeListed returns how many routes, neighbours and FDB entries the List
+// calls returned since the last TakeListed: the reads that grow with the
+// number of peers.
+func (k *Kernel) TakeListed() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := k.listed
+	k.listed = 0
+	return n
+}
+
 // Routes returns the current routes, sorted, as text.
 func (k *Kernel) Routes() []string {
 	k.mu.Lock()
@@ -89,6 +101,38 @@ func (k *Kernel) Routes() []string {
 	for _, r := range k.routes {
 		out = append(out, r.String())
 	}
+	slices.Sort(out)
+	return out
+}
+
+// Dump returns the whole state, sorted, as text: links, addresses,
+// routes, neighbours, FDB entries, sysctls and the masquerade. Two kernels
+// with equal dumps hold the same datapath.
+func (k *Kernel) Dump() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []string
+	for _, l := range k.links {
+		out = append(out, fmt.Sprintf("link %s kind %s parent %s mtu %d up %v mac %v vxlan %+v", l.Name, l.Kind, l.Parent, l.MTU, l.Up, l.HardwareAddr, l.VXLAN))
+	}
+	for dev, as := range k.addrs {
+		for _, a := range as {
+			out = append(out, fmt.Sprintf("addr %v dev %s", a, dev))
+		}
+	}
+	for _, r := range k.routes {
+		out = append(out, "route "+r.String())
+	}
+	for _, n := range k.neighs {
+		out = append(out, "neigh "+n.String())
+	}
+	for _, f := range k.fdbs {
+		out = append(out, "fdb "+f.String())
+	}
+	for key, v := range k.sysctls {
+		out = append(out, fmt.Sprintf("sysctl %s=%s", key, v))
+	}
+	out = append(out, fmt.Sprintf("nft %v", k.nft))
 	slices.Sort(out)
 	return out
 }
@@ -197,6 +241,7 @@ func (k *Kernel) RouteList() ([]router.Route, error) {
 	for _, r := range k.routes {
 		out = append(out, r)
 	}
+	k.listed += len(out)
 	return out, nil
 }
 
@@ -234,6 +279,7 @@ func (k *Kernel) NeighList(dev string) ([]router.Neigh, error) {
 			out = append(out, n)
 		}
 	}
+	k.listed += len(out)
 	return out, nil
 }
 
@@ -262,6 +308,7 @@ func (k *Kernel) FDBList(dev string) ([]router.FDB, error) {
 			out = append(out, f)
 		}
 	}
+	k.listed += len(out)
 	return out, nil
 }
 

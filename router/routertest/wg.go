@@ -21,6 +21,7 @@ type WG struct {
 	exists  bool
 	stats   map[string]router.WGPeerStats
 	creates int
+	last    string // the last Configure's line
 }
 
 var _ router.WGDevice = (*WG)(nil)
@@ -51,6 +52,14 @@ func (w *WG) SetStats(s map[string]router.WGPeerStats) {
 	w.stats = s
 }
 
+// Configured returns the line of the last Configure: the peers the device
+// holds ("" before the first).
+func (w *WG) Configured() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last
+}
+
 // Take returns the lines recorded since the last Take and forgets them.
 func (w *WG) Take() []string {
 	w.mu.Lock()
@@ -73,7 +82,8 @@ func (w *WG) Configure(privateKey string, listenPort int, peers []router.WGPeer)
 		ps[i] = fmt.Sprintf("%s@%v allowed %s", p.PublicKey, p.Endpoint, strings.Join(as, ","))
 	}
 	slices.Sort(ps)
-	w.lines = append(w.lines, fmt.Sprintf("wg configure %s port %d peers [%s]", w.name, listenPort, strings.Join(ps, "; ")))
+	w.last = fmt.Sprintf("wg configure %s port %d peers [%s]", w.name, listenPort, strings.Join(ps, "; "))
+	w.lines = append(w.lines, w.last)
 	return nil
 }
 
