@@ -7,7 +7,7 @@ LDFLAGS := -X github.com/weftmesh/weft/internal/version.Version=$(VERSION)
 
 IMAGE   ?= docker.io/weftmesh/weft:latest
 
-.PHONY: build image kube-bins test soak scale demo demo-down bench lint clean deps
+.PHONY: scale-real build image kube-bins test soak scale demo demo-down bench lint clean deps
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft ./cmd/weft
@@ -57,6 +57,13 @@ soak: build
 SCALE_N ?= 50,100,150,200
 scale:
 	$(GO) run ./internal/sim/cmd/scale -n $(SCALE_N) -out results/scale $(SCALE_FLAGS)
+
+# Real secure peers on the test bed (test/scale_real_test.go): SCALE_REAL
+# peers, each launched with one random earlier PEER; logs the convergence,
+# idle CPU/RSS and failure-detection figures. Too slow for make test.
+SCALE_REAL ?= 40
+scale-real: build
+	WEFT_SCALE_REAL=$(SCALE_REAL) $(GO) test -count=1 -timeout 30m -run '^TestScaleReal$$' -v ./test/
 
 demo: build
 	bash scripts/demo.sh up

@@ -421,12 +421,7 @@ func TestThousandPeers(t *testing.T) {
 	cfg.Range = pfx("10.0.0.0/8")
 	cfg.BridgeAddr = pfx("10.0.0.1/8")
 	cfg.Local = []netip.Prefix{pfx("10.0.0.0/18")}
-	cfg.Peers = nil
-	for i := 1; i <= 1000; i++ {
-		base := netip.AddrFrom4([4]byte{10, byte(i >> 2), byte(i&3) << 6, 0})
-		cfg.Peers = append(cfg.Peers, router.Peer{ID: peer.ID(0x100 + i), Underlay: netip.AddrFrom4([4]byte{172, 20, byte(i >> 8), byte(i)}),
-			Bridge: base.Next(), Ranges: []netip.Prefix{netip.PrefixFrom(base, 18)}})
-	}
+	cfg.Peers = manyPeers(1000)
 	start := time.Now()
 	first := f.set(t, cfg)
 	took := time.Since(start)
@@ -477,4 +472,62 @@ func TestThousandPeers(t *testing.T) {
 		t.Errorf("resync listed %d kernel entries; want every route, neighbour and FDB entry (> 3000)", n)
 	}
 	t.Logf("1000 peers: first reconcile %v (%d ops), no-op reconcile %v, one peer replaced %v", took, len(first), noop, one)
+}
+
+// manyPeers returns n (≤ 1000) VXLAN peers, each owning one /18 of
+// 10.0.0.0/8 above 10.0.0.0/18 (ours).
+func manyPeers(n int) []router.Peer {
+	var ps []router.Peer
+	for i := 1; i <= n; i++ {
+		base := netip.AddrFrom4([4]byte{10, byte(i >> 2), byte(i&3) << 6, 0})
+		ps = append(ps, router.Peer{ID: peer.ID(0x100 + i), Underlay: netip.AddrFrom4([4]byte{172, 20, byte(i >> 8), byte(i)}),
+			Bridge: base.Next(), Ranges: []netip.Prefix{netip.PrefixFrom(base, 18)}})
+	}
+	return ps
+}
+
+// BenchmarkReconcile1000 is the router's cost at 1,000 VXLAN peers on the
+// fake kernel seam: one peer leaving or coming back per Set (the
+// incremental path), and the periodic full resync (everything read and
+// compared). Reports the p99 of each.
+func BenchmarkReconcile1000(b *testing.B) {
+	f := newFixture(b, router.Options{})
+	cfg := testConfig(router.TransportVXLAN, true)
+	cfg.Range, cfg.BridgeAddr = pfx("10.0.0.0/8"), pfx("10.0.0.1/8")
+	cfg.Local = []netip.Prefix{pfx("10.0.0.0/18")}
+	cfg.Peers = manyPeers(1000)
+	if err := f.r.Set(cfg); err != nil {
+		b.Fatal(err)
+	}
+	all := cfg.Peers
+	p99 := func(b *testing.B, ds []time.Duration) {
+		slices.Sort(ds)
+		b.ReportMetric(float64(ds[min(len(ds)-1, len(ds)*99/100)].Microseconds())/1000, "p99-ms")
+	}
+	b.Run("one-peer-change", func(b *testing.B) {
+		var ds []time.Duration
+		for i := 0; b.Loop(); i++ {
+			c := cfg
+			if i%2 == 0 {
+				c.Peers = all[:len(all)-1]
+			}
+			start := time.Now()
+			if err := f.r.Set(c); err != nil {
+				b.Fatal(err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		p99(b, ds)
+	})
+	b.Run("full-resync", func(b *testing.B) {
+		var ds []time.Duration
+		for b.Loop() {
+			start := time.Now()
+			if err := f.r.Resync(); err != nil {
+				b.Fatal(err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		p99(b, ds)
+	})
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/peer"
 	"github.com/weftmesh/weft/router"
 	"github.com/weftmesh/weft/router/routertest"
 )
@@ -300,12 +299,7 @@ func TestKernelThousandPeers(t *testing.T) {
 	cfg.ID, cfg.Transport, cfg.Insecure, cfg.Underlay = 1, router.TransportVXLAN, true, hn.Addr
 	cfg.Range, cfg.BridgeAddr = netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.0.0.1/8")
 	cfg.Local = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/18")}
-	for i := 1; i <= 1000; i++ {
-		base := netip.AddrFrom4([4]byte{10, byte(i >> 2), byte(i&3) << 6, 0})
-		cfg.Peers = append(cfg.Peers, router.Peer{ID: peer.ID(0x100 + i),
-			Underlay: netip.AddrFrom4([4]byte{172, 20, byte(i >> 8), byte(i)}),
-			Bridge:   base.Next(), Ranges: []netip.Prefix{netip.PrefixFrom(base, 18)}})
-	}
+	cfg.Peers = manyPeers(1000)
 	start := time.Now()
 	if err := r.Set(cfg); err != nil {
 		t.Fatalf("Set: %v", err)

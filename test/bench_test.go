@@ -3,8 +3,6 @@ package test
 import (
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -43,35 +41,10 @@ func BenchmarkPeerIdle(b *testing.B) {
 		})
 		time.Sleep(5 * time.Second) // settle: bootstrap, bridge, first handshakes
 		pid := bed.Hosts[2].PID()
-		c0 := cpuTicks(b, pid)
+		c0 := testbed.CPUTicks(b, pid)
 		time.Sleep(10 * time.Second)
-		c1 := cpuTicks(b, pid)
+		c1 := testbed.CPUTicks(b, pid)
 		b.ReportMetric(float64(c1-c0)/100/10*100, "%cpu-idle")
-		b.ReportMetric(float64(rssKiB(b, pid))/1024, "MiB-rss")
+		b.ReportMetric(float64(testbed.RSSKiB(b, pid))/1024, "MiB-rss")
 	}
-}
-
-func cpuTicks(b *testing.B, pid int) int64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
-}
-
-func rssKiB(b *testing.B, pid int) int64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			n, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
-			return n
-		}
-	}
-	return 0
 }
