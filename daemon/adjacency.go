@@ -74,12 +74,6 @@ type linkObs struct {
 	ProbingSince time.Time
 	WireGuard    bool      // the peer is reached over WireGuard
 	Handshake    time.Time // its last WireGuard handshake (zero: none)
-	// PeerDown: gossip says the peer's control plane is not up (stopped,
-	// dead, left, or not in gossip at all). Its probe responder went with
-	// it, so its silence says nothing of the link, while its datapath
-	// forwards on with the routes it last had: the link holds its state.
-	// When the peer is up again, ProbingSince is its return.
-	PeerDown bool
 }
 
 // newLink is the state of a link to a peer just met: up.
@@ -89,9 +83,6 @@ func newLink(now time.Time) linkState {
 
 // stepLink is the decision: the link's next state after observing o at now.
 func stepLink(s linkState, o linkObs, now time.Time) linkState {
-	if o.PeerDown {
-		return s
-	}
 	s.Downs = slices.Clone(s.Downs)
 	if o.LastReply.After(s.LastReply) {
 		if s.OKSince.IsZero() {
@@ -204,7 +195,7 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 			}
 			next[id] = stepLink(s, linkObs{LastReply: pr.LastReply(id), ProbingSince: since,
 				WireGuard: haveStats && d.router.PeerTransport(id) == router.TransportWireGuard,
-				Handshake: st.LastHandshake, PeerDown: !up[id]}, now)
+				Handshake: st.LastHandshake}, now)
 			if next[id].Down != s.Down {
 				d.log.Info("direct link", "peer", id, "down", next[id].Down)
 			}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/weftmesh/weft/api"
 	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/peer"
+	"github.com/weftmesh/weft/router"
 )
 
 func peerAt(name, addr string, st peer.State, joined bool) peer.Info {
@@ -109,5 +111,62 @@ func TestMapIPAMError(t *testing.T) {
 		case tt.want != nil && !errors.Is(got, tt.want):
 			t.Errorf("mapIPAMError(%v) = %v; want %v", tt.in, got, tt.want)
 		}
+	}
+}
+
+// One status answer agrees with itself: an owner's reachability follows
+// the membership snapshot the answer lists, not the allocator's view from
+// the last sync pass; owners the snapshot lacks keep the allocator's.
+func TestIPAMStatusReachableFromSnapshot(t *testing.T) {
+	s := ipam.Status{Status: "ready",
+		Owners: []ipam.OwnerStatus{{ID: 1, Name: "self", Reachable: true}, {ID: 2, Name: "dead", Reachable: true},
+			{ID: 3, Name: "back", Reachable: false}, {ID: 4, Name: "unlisted", Reachable: true}},
+		Runs: []ipam.RunStatus{{Owner: 2, Reachable: true}, {Owner: 3}, {Owner: 4, Reachable: true}}}
+	up := map[peer.ID]bool{1: true, 2: false, 3: true}
+	got := ipamStatusOf(s, nil, up)
+	want := map[string]bool{"self": true, "dead": false, "back": true, "unlisted": true}
+	for _, o := range got.Owners {
+		if o.Reachable != want[o.Name] {
+			t.Errorf("owner %s: reachable %v; want %v", o.Name, o.Reachable, want[o.Name])
+		}
+	}
+	for i, wantRun := range []bool{false, true, true} {
+		if got.Ranges[i].Reachable != wantRun {
+			t.Errorf("run %d (owner %s): reachable %v; want %v", i, got.Ranges[i].Owner, got.Ranges[i].Reachable, wantRun)
+		}
+	}
+}
+
+// A stopped or dead peer's published report is stale: it is dropped, so
+// that our side's report of its silence alone never confirms a break
+// (NextHops then keeps the direct route to it), while a dead relay that we
+// report is still avoided.
+func TestPeerReportsOfDownPeersDropped(t *testing.T) {
+	self, relay, stopped, other := peer.ID(1), peer.ID(2), peer.ID(3), peer.ID(4)
+	peers := []peer.Info{
+		{ID: relay, State: peer.Dead, Meta: peer.Meta{Unreachable: []peer.ID{other}}},
+		{ID: stopped, State: peer.Stopped, Meta: peer.Meta{Unreachable: []peer.ID{self}}},
+		{ID: other, State: peer.Alive, Meta: peer.Meta{Unreachable: []peer.ID{self}}},
+	}
+	got := peerReports(peers)
+	if _, ok := got[stopped]; ok {
+		t.Errorf("the stopped peer's report is kept: %v", got)
+	}
+	if _, ok := got[relay]; ok {
+		t.Errorf("the dead peer's report is kept: %v", got)
+	}
+	if !slices.Equal(got[other], []peer.ID{self}) {
+		t.Errorf("the live peer's report = %v; want [%v]", got[other], self)
+	}
+	// We cannot reach the stopped peer nor the dead relay, nor other; other
+	// confirms its side.
+	adj := router.Adjacency(got)
+	adj[self] = []peer.ID{relay, stopped, other}
+	hops := router.NextHops(self, []peer.ID{self, relay, stopped, other}, adj)
+	if via, ok := hops[stopped]; ok && via != stopped {
+		t.Errorf("the stopped peer is relayed via %v; want direct (its stale report is no confirmation)", via)
+	}
+	if via, ok := hops[other]; ok && via == relay {
+		t.Errorf("other is relayed via the dead relay")
 	}
 }

@@ -17,8 +17,10 @@ import (
 func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 	peers := d.withKnownOwners(d.mesh.Peers())
 	names := map[peer.ID]string{}
+	up := map[peer.ID]bool{d.id.ID: true}
 	for _, p := range peers {
 		names[p.ID] = p.Name
+		up[p.ID] = p.ID == d.id.ID || p.State.Up()
 	}
 	st := &client.Status{
 		Name:          d.id.Name,
@@ -32,8 +34,8 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 		Pods:          []client.Pod{},
 		Problems:      []string{},
 	}
-	st.IPAM = d.ipamStatus(names)
-	st.Underlay = d.underlayStatus(names)
+	st.IPAM = ipamStatusOf(d.alloc.Status(), names, up)
+	st.Underlay = d.underlayStatus(names, up)
 	owned := map[string]int64{}
 	for _, o := range st.IPAM.Owners {
 		owned[o.ID] = o.Owned
@@ -168,13 +170,19 @@ func linkReason(p peer.Info, cp client.Peer, owned int64) string {
 	return ""
 }
 
-func (d *Daemon) ipamStatus(names map[peer.ID]string) client.IPAMStatus {
-	return ipamStatusOf(d.alloc.Status(), names)
-}
-
 // ipamStatusOf renders a ring's status (the pod range's or the underlay
-// pool's).
-func ipamStatusOf(s ipam.Status, names map[peer.ID]string) client.IPAMStatus {
+// pool's). up is whether each peer is up in the membership snapshot that
+// the rest of the status shows: an owner's reachability comes from it, so
+// that one answer never lists a peer as dead and its ranges as reachable
+// (the allocator learns membership at the next sync pass, up to 500 ms
+// later). Owners missing from up keep the allocator's view.
+func ipamStatusOf(s ipam.Status, names map[peer.ID]string, up map[peer.ID]bool) client.IPAMStatus {
+	reachable := func(id peer.ID, ipamSays bool) bool {
+		if u, ok := up[id]; ok {
+			return u
+		}
+		return ipamSays
+	}
 	out := client.IPAMStatus{Range: s.Range.String(), Status: s.Status, Owned: s.Owned, Free: s.Free,
 		Allocated: s.Allocated, Owners: []client.IPAMOwner{}, Ranges: []client.IPAMRange{}}
 	for _, o := range s.Owners {
@@ -183,7 +191,7 @@ func ipamStatusOf(s ipam.Status, names map[peer.ID]string) client.IPAMStatus {
 			name = names[o.ID]
 		}
 		out.Owners = append(out.Owners, client.IPAMOwner{Name: name, ID: o.ID.String(), Owned: o.Owned,
-			Share: o.Share, Free: o.Free, Reachable: o.Reachable})
+			Share: o.Share, Free: o.Free, Reachable: reachable(o.ID, o.Reachable)})
 	}
 	for _, r := range s.Runs {
 		name := r.OwnerName
@@ -191,7 +199,7 @@ func ipamStatusOf(s ipam.Status, names map[peer.ID]string) client.IPAMStatus {
 			name = names[r.Owner]
 		}
 		out.Ranges = append(out.Ranges, client.IPAMRange{Start: r.Start.String(), End: r.End.String(), Size: r.Size,
-			Owner: r.Owner.String(), OwnerName: name, Free: r.Free, Reachable: r.Reachable})
+			Owner: r.Owner.String(), OwnerName: name, Free: r.Free, Reachable: reachable(r.Owner, r.Reachable)})
 	}
 	return out
 }

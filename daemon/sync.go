@@ -209,10 +209,7 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	d.mu.Unlock()
 	rc.Local = ranges[d.id.ID]
 	rc.Macvlan = d.macvlanConfig()
-	reports := map[peer.ID][]peer.ID{} // what each peer publishes it cannot reach (adjacency.go)
-	for _, p := range peers {
-		reports[p.ID] = p.Meta.Unreachable
-	}
+	reports := peerReports(peers)
 	for _, p := range routePeers(d.id.ID, ranges, peers, known) {
 		rc.Peers = append(rc.Peers, router.Peer{
 			ID: p.ID, Name: p.Info.Name, Underlay: p.Info.Underlay, WGPublicKey: p.Info.WGKey, WGPort: p.Info.WGPort,
@@ -221,6 +218,23 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	}
 	d.acceptUnderlay(rc.Peers)
 	return rc
+}
+
+// peerReports is what each peer publishes it cannot reach (adjacency.go).
+// Only a peer that is up measures: the report of one whose control plane
+// stopped or died is from before, and would confirm a break that our side
+// reads from its silent probe responder while its datapath still answers
+// directly (the soak relayed h1→h3 so, and WireGuard dropped h3's direct
+// replies). Our own report of a down peer still counts on our side: a
+// relay that died is never chosen (router/paths.go).
+func peerReports(peers []peer.Info) map[peer.ID][]peer.ID {
+	reports := map[peer.ID][]peer.ID{}
+	for _, p := range peers {
+		if p.State.Up() {
+			reports[p.ID] = p.Meta.Unreachable
+		}
+	}
+	return reports
 }
 
 // learnOwners refreshes the owner table from the ring and gossip, and

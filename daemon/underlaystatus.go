@@ -29,7 +29,7 @@ func (d *Daemon) underlayPods() []client.Pod {
 }
 
 // underlayStatus is the "underlay" object of status.
-func (d *Daemon) underlayStatus(names map[peer.ID]string) *client.UnderlayStatus {
+func (d *Daemon) underlayStatus(names map[peer.ID]string, up map[peer.ID]bool) *client.UnderlayStatus {
 	u := d.under
 	if u == nil {
 		return nil
@@ -37,7 +37,7 @@ func (d *Daemon) underlayStatus(names map[peer.ID]string) *client.UnderlayStatus
 	u.mu.Lock()
 	gw, host := u.gateway, u.host
 	u.mu.Unlock()
-	st := &client.UnderlayStatus{IPAMStatus: ipamStatusOf(u.alloc.Status(), names), Master: u.master, Taken: []client.TakenAddress{}}
+	st := &client.UnderlayStatus{IPAMStatus: ipamStatusOf(u.alloc.Status(), names, up), Master: u.master, Taken: []client.TakenAddress{}}
 	if gw.IsValid() {
 		st.Gateway = gw.String()
 	}
