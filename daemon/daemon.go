@@ -251,6 +251,9 @@ func (d *Daemon) build(log *slog.Logger) error {
 		d.policy = d.newPolicy(nft.NewApplier(conn), cutter)
 	}
 
+	if d.cfg.NoAPI {
+		return nil
+	}
 	ac := api.DefaultConfig()
 	ac.Socket, ac.HTTPAddr, ac.Logger, ac.Version = d.cfg.Socket, d.cfg.HTTPAddr, log, Version
 	if d.api, err = api.New(ac, api.All(d)); err != nil {
@@ -339,7 +342,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		start("dns", d.dns.Run)
 	}
 	start("router", d.router.Run)
-	start("api", d.api.Run)
+	if d.api != nil {
+		start("api", d.api.Run)
+	}
 	start("bridge", d.bridgeLoop)
 	start("sync", d.syncLoop)
 	if d.cfg.ProbePort != 0 {
