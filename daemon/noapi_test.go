@@ -7,12 +7,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/weftmesh/weft/api/client"
 	"github.com/weftmesh/weft/gossip"
 	"github.com/weftmesh/weft/gossip/gossiptest"
+	"github.com/weftmesh/weft/peer"
 	"github.com/weftmesh/weft/router"
 	"github.com/weftmesh/weft/router/routertest"
 )
@@ -37,29 +39,7 @@ func TestNoAPIValidate(t *testing.T) {
 // created even when Socket names one) and serves allocations through its
 // methods; Run returns when its context ends.
 func TestNoAPIRun(t *testing.T) {
-	dir := t.TempDir()
-	var nw gossiptest.Network
-	addr := netip.MustParseAddr("10.200.0.1")
-	tr := nw.NewTransportAt("p0", netip.AddrPortFrom(addr, 6783))
-	k := routertest.NewKernel()
-	k.SetUnderlay(addr, routertest.Underlay("eth0", 1500, "10.200.0.0/16"))
-	wgf := routertest.NewWG(k).Factory()
-
-	cfg := DefaultConfig()
-	cfg.Name = "p0"
-	cfg.DataDir = dir
-	cfg.Socket = filepath.Join(dir, "sock") // ignored with NoAPI
-	cfg.HTTPAddr = ""
-	cfg.NoAPI = true
-	cfg.NoDNS = true
-	cfg.ProbePort = 0
-	cfg.Insecure = true
-	cfg.Listen = addr.String() + ":6783"
-	cfg.Advertise = addr.String()
-	cfg.Gossip = func(g *gossip.Config) {
-		g.Memberlist = func(mc *memberlist.Config) { mc.Transport = tr }
-	}
-	cfg.Router = func(o *router.Options) { o.Kernel, o.WireGuard = k, wgf }
+	cfg := noAPIConfig(t, new(gossiptest.Network), "p0", netip.MustParseAddr("10.200.0.1"))
 	d, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -86,4 +66,76 @@ func TestNoAPIRun(t *testing.T) {
 	if _, err := os.Stat(cfg.Socket); !os.IsNotExist(err) {
 		t.Fatalf("control socket %s: stat err %v; want it absent", cfg.Socket, err)
 	}
+}
+
+// noAPIConfig is a peer on nw at addr with a fake kernel, no API, no DNS
+// and no probe: no real socket at all.
+func noAPIConfig(t *testing.T, nw *gossiptest.Network, name string, addr netip.Addr) Config {
+	dir := t.TempDir()
+	tr := nw.NewTransportAt(name, netip.AddrPortFrom(addr, 6783))
+	k := routertest.NewKernel()
+	k.SetUnderlay(addr, routertest.Underlay("eth0", 1500, netip.PrefixFrom(addr, 16).Masked().String()))
+	wgf := routertest.NewWG(k).Factory()
+
+	cfg := DefaultConfig()
+	cfg.Name = name
+	cfg.DataDir = dir
+	cfg.Socket = filepath.Join(dir, "sock") // ignored with NoAPI
+	cfg.HTTPAddr = ""
+	cfg.NoAPI = true
+	cfg.NoDNS = true
+	cfg.ProbePort = 0
+	cfg.Insecure = true
+	cfg.Listen = addr.String() + ":6783"
+	cfg.Advertise = addr.String()
+	cfg.Gossip = func(g *gossip.Config) {
+		g.Memberlist = func(mc *memberlist.Config) { mc.Transport = tr }
+	}
+	cfg.Router = func(o *router.Options) { o.Kernel, o.WireGuard = k, wgf }
+	return cfg
+}
+
+// TestUpdateMetaDurable: a metadata update waiting for another one (which
+// may wait seconds for memberlist) is durably blocked in a synctest
+// bubble, so virtual time advances and the scale simulator does not
+// stall. With a sync.Mutex the waiter is not durably blocked: the bubble
+// never idles, the holder's sleep never ends and this test hangs.
+func TestUpdateMetaDurable(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d, err := New(noAPIConfig(t, new(gossiptest.Network), "p0", netip.MustParseAddr("10.200.0.1")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.closeAll()
+		held := make(chan struct{})
+		var order []string
+		go func() {
+			_ = d.updateMeta(func(m *peer.Meta) {
+				close(held)
+				time.Sleep(5 * time.Second) // as UpdateNode may wait for its broadcast
+				order = append(order, "first")
+			})
+		}()
+		<-held
+		done := make(chan error)
+		go func() {
+			done <- d.updateMeta(func(m *peer.Meta) {
+				order = append(order, "second")
+				m.WGPort = 1234
+			})
+		}()
+		start := time.Now()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if waited := time.Since(start); waited < 5*time.Second {
+			t.Errorf("second update ran after %v; want it to wait for the first (5 s)", waited)
+		}
+		if len(order) != 2 || order[0] != "first" || order[1] != "second" {
+			t.Errorf("order %v; want [first second]", order)
+		}
+		if got := d.mesh.Peers()[0].Meta.WGPort; got != 1234 {
+			t.Errorf("WGPort %d after the update; want 1234", got)
+		}
+	})
 }
