@@ -40,7 +40,7 @@ var Version = version.Version
 type Config struct {
 	Name         string        // peer name; "" = stored name, else hostname
 	DataDir      string        // identity, secret, targets, ipam.db
-	Socket       string        // unix control socket (full API)
+	Socket       string        // unix control socket (full API); "" only with NoAPI
 	HTTPAddr     string        // read-only TCP API + status page; "" = off
 	Listen       string        // gossip bind host:port
 	Advertise    string        // gossip address peers reach us on; "" = detect
@@ -79,6 +79,12 @@ type Config struct {
 	// peers this one reaches directly (adjacency.go); 0 = no probe, no
 	// relaying.
 	ProbePort uint16
+	// NoAPI: no API server at all, neither the control socket nor the
+	// HTTP listener; the caller uses the Daemon's methods (Allocate, ...)
+	// directly. The scale simulator (internal/sim) runs hundreds of peers
+	// in one process this way. Not a flag: the CLI and the CNI plugin need
+	// the socket.
+	NoAPI bool
 	// Gossip, when non-nil, adjusts the gossip configuration (tests).
 	Gossip func(*gossip.Config)
 	// Router, when non-nil, adjusts the router's options (tests and the
@@ -161,7 +167,10 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("--data-dir is empty")
 	}
-	if c.Socket == "" {
+	if c.NoAPI && c.HTTPAddr != "" {
+		return errors.New("--http-addr needs the API server (NoAPI is set)")
+	}
+	if c.Socket == "" && !c.NoAPI {
 		return errors.New("--socket is empty")
 	}
 	if _, _, err := splitHostPort(c.Listen); err != nil {

@@ -44,8 +44,13 @@ type Daemon struct {
 	dnsCh  *gossip.Channel
 	under  *underlayState // nil without --underlay-range (underlay.go)
 
-	kick   chan struct{} // asks the sync loop to run now (cap 1)
-	metaMu sync.Mutex    // serialises updateMeta
+	kick chan struct{} // asks the sync loop to run now (cap 1)
+	// metaSem serialises updateMeta (cap 1: held while it holds a value).
+	// A channel, not a sync.Mutex: the holder waits up to seconds for
+	// memberlist to broadcast, and a goroutine waiting on a channel is
+	// durably blocked in a testing/synctest bubble (the scale simulator's
+	// virtual time) while one waiting on a mutex is not.
+	metaSem chan struct{}
 
 	mu     sync.Mutex // guards following
 	bridge netip.Prefix
@@ -86,7 +91,7 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), started: time.Now(),
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), metaSem: make(chan struct{}, 1)}
 	if cfg.Kubernetes {
 		// Before anything is built: our Node gives the advertise address,
 		// the targets and the bootstrap quorum.
@@ -251,6 +256,9 @@ func (d *Daemon) build(log *slog.Logger) error {
 		d.policy = d.newPolicy(nft.NewApplier(conn), cutter)
 	}
 
+	if d.cfg.NoAPI {
+		return nil
+	}
 	ac := api.DefaultConfig()
 	ac.Socket, ac.HTTPAddr, ac.Logger, ac.Version = d.cfg.Socket, d.cfg.HTTPAddr, log, Version
 	if d.api, err = api.New(ac, api.All(d)); err != nil {
@@ -339,7 +347,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		start("dns", d.dns.Run)
 	}
 	start("router", d.router.Run)
-	start("api", d.api.Run)
+	if d.api != nil {
+		start("api", d.api.Run)
+	}
 	start("bridge", d.bridgeLoop)
 	start("sync", d.syncLoop)
 	if d.cfg.ProbePort != 0 {

@@ -314,8 +314,8 @@ func (d *Daemon) bridgeLoop(ctx context.Context) error {
 // writers each publishing a copy they took earlier would undo each other
 // (a Joined update once erased the bridge address).
 func (d *Daemon) updateMeta(change func(*peer.Meta)) error {
-	d.metaMu.Lock()
-	defer d.metaMu.Unlock()
+	d.metaSem <- struct{}{}
+	defer func() { <-d.metaSem }()
 	m := d.mesh.Peers()[0].Meta // Peers lists this peer first
 	change(&m)
 	return d.mesh.SetMeta(m)

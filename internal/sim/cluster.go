@@ -36,6 +36,10 @@ type Options struct {
 	// Memberlist, when non-nil, adjusts every peer's memberlist
 	// configuration after weft's (Relaxed is one).
 	Memberlist func(*memberlist.Config)
+	// Bubble says the cluster runs inside a testing/synctest bubble
+	// (virtual time: see Run). Close then lets the goroutines memberlist
+	// leaves behind at Shutdown (a probe waiting out its timeout) finish.
+	Bubble bool
 }
 
 // Relaxed quadruples the probe interval of weft's failure detection (2 s probes, 1 s
@@ -161,8 +165,8 @@ func (c *Cluster) launch() error {
 	cfg := daemon.DefaultConfig()
 	cfg.Name = name
 	cfg.DataDir = dir
-	cfg.Socket = filepath.Join(dir, "s")
-	cfg.HTTPAddr = ""
+	cfg.NoAPI, cfg.Socket, cfg.HTTPAddr = true, "", "" // the sim calls the daemon's methods
+	cfg.ProbePort = 0                                  // the fake kernel carries no datapath probes
 	cfg.Listen = addr.String() + ":6783"
 	cfg.Advertise = addr.String()
 	cfg.Insecure = !c.opts.Secure
@@ -295,6 +299,10 @@ func CPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// drainTime outlasts every timeout a stopped memberlist goroutine may
+// still wait out (probe, TCP fallback ping, push-pull: 10 s at most).
+const drainTime = time.Minute
+
 // Close stops every peer and removes the state directories.
 func (c *Cluster) Close() {
 	var wg sync.WaitGroup
@@ -305,6 +313,13 @@ func (c *Cluster) Close() {
 		})
 	}
 	wg.Wait()
+	if c.opts.Bubble {
+		// memberlist's Shutdown does not wait for its probe and
+		// push-pull goroutines; each ends within a timeout (seconds).
+		// A bubble must be empty when its function returns, and its
+		// time stops then: run the clock on until they are gone.
+		time.Sleep(drainTime)
+	}
 	if c.ownDir {
 		os.RemoveAll(c.dir)
 	}

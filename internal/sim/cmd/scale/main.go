@@ -1,9 +1,20 @@
 // Command scale runs the scale simulator (internal/sim) for each mesh size
 // given and writes, into -out, results.json, a Markdown table (table.md)
 // and an SVG plot (scale.svg) of convergence time, idle bytes per peer per
-// second and CPU against N. `make scale` runs it.
+// second and CPU against N.
 //
-//	go run ./internal/sim/cmd/scale -n 100,200,500,1000 -out results/scale
+// `make scale` runs it in virtual time: TestScale (scale_test.go) runs each
+// size in a testing/synctest bubble (internal/sim/bubble.go), so the
+// protocol's timings do not depend on how fast this machine simulates
+// hundreds of peers; the table gives the protocol's (virtual) times and,
+// apart, the wall and CPU time each simulation cost.
+//
+//	WEFT_SCALE=1 go test -run '^TestScale$' -timeout 0 ./internal/sim/cmd/scale -args -n 200,1000 -out $PWD/results/scale
+//
+// The command itself runs in real time, where the times include the
+// simulation falling behind (a few hundred peers on two cores at most):
+//
+//	go run ./internal/sim/cmd/scale -n 50,100 -out results/scale
 package main
 
 import (
@@ -23,32 +34,48 @@ import (
 	"github.com/weftmesh/weft/internal/sim"
 )
 
-// Result is one mesh size's measurements.
+// Result is one mesh size's measurements. In virtual time (Clock
+// "virtual") the durations and rates are per virtual second: what the
+// protocol takes; WallS and CPUS are what simulating it cost.
 type Result struct {
 	Peers          int     `json:"peers"`
+	Clock          string  `json:"clock"`             // "virtual" (synctest bubble) or "real"
+	WallS          float64 `json:"wall_s"`            // real time the whole run for this size took
+	CPUS           float64 `json:"cpu_s"`             // process CPU time the whole run took
+	JoinWallS      float64 `json:"join_wall_s"`       // real time until the mass join agreed
 	MembersS       float64 `json:"members_agree_s"`   // mass join: all see all alive
 	RingS          float64 `json:"ring_agree_s"`      // mass join: all hold the same complete ring
 	AgreeS         float64 `json:"all_agree_s"`       // + every peer has its address, DNS agrees
 	JoinRingS      float64 `json:"join_ring_s"`       // one more peer: until it holds the agreed ring
 	KillSeenS      float64 `json:"kill_seen_s"`       // a crash: until all see it dead
 	IdleBytesPerS  float64 `json:"idle_bytes_peer_s"` // sent+received per peer per second, idle
-	IdleCPUPerPeer float64 `json:"idle_cpu_peer"`     // fraction of one core per peer, idle
+	IdleCPUPerPeer float64 `json:"idle_cpu_peer"`     // CPU seconds per peer per (virtual) second, idle
 	JoinCPUPerPeer float64 `json:"join_cpu_peer"`     // CPU seconds per peer to converge the mass join
 	HeapMiB        float64 `json:"heap_mib_per_peer"` // Go heap in use per peer, idle
 	Secure         bool    `json:"secure"`
 	Error          string  `json:"error,omitempty"`
 }
 
+var (
+	sizes   = flag.String("n", "100,200,500,1000", "comma-separated mesh sizes")
+	out     = flag.String("out", "results/scale", "output directory")
+	secure  = flag.Bool("secure", false, "a cluster secret (encrypted gossip, WireGuard)")
+	idle    = flag.Duration("idle", 20*time.Second, "idle window for bytes and CPU")
+	limit   = flag.Duration("limit", 10*time.Minute, "give up on a convergence after this")
+	trace   = flag.Bool("trace", false, "log the progress of each convergence every second")
+	cpuprof = flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	memprof = flag.String("memprofile", "", "write an allocation profile at the end here")
+)
+
 func main() {
-	sizes := flag.String("n", "100,200,500,1000", "comma-separated mesh sizes")
-	out := flag.String("out", "results/scale", "output directory")
-	secure := flag.Bool("secure", false, "a cluster secret (encrypted gossip, WireGuard)")
-	idle := flag.Duration("idle", 20*time.Second, "idle window for bytes and CPU")
-	limit := flag.Duration("limit", 10*time.Minute, "give up on a convergence after this")
-	trace := flag.Bool("trace", false, "log the progress of each convergence every second")
-	cpuprof := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
-	memprof := flag.String("memprofile", "", "write an allocation profile at the end here")
 	flag.Parse()
+	runAll(nil)
+}
+
+// runAll measures every size of -n and writes the results after each. With
+// a nil bubble each size runs in real time; otherwise bubble runs it (in a
+// synctest bubble, virtual time).
+func runAll(bubble func(func())) {
 	if *memprof != "" {
 		defer func() {
 			if f, err := os.Create(*memprof); err == nil {
@@ -78,7 +105,14 @@ func main() {
 			log.Printf("-n %q: want sizes ≥ 2", s)
 			return
 		}
-		r := run(n, *secure, *trace, *idle, *limit)
+		var r Result
+		w0, cpu0 := sim.WallNow(), sim.CPU()
+		if bubble == nil {
+			r = run(n, *secure, *trace, *idle, *limit, false)
+		} else {
+			bubble(func() { r = run(n, *secure, *trace, *idle, *limit, true) })
+		}
+		r.WallS, r.CPUS = secs(sim.WallNow()-w0), secs(sim.CPU()-cpu0)
 		log.Printf("%+v", r)
 		results = append(results, r)
 		if err := write(*out, results); err != nil {
@@ -97,10 +131,14 @@ var relaxed = flag.Bool("relaxed", false, "relaxed failure-detection timers (sim
 
 func secs(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
 
-func run(n int, secure, trace bool, idle, limit time.Duration) (r Result) {
-	r = Result{Peers: n, Secure: secure}
+func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r Result) {
+	r = Result{Peers: n, Secure: secure, Clock: "real"}
+	if virtual {
+		r.Clock = "virtual"
+	}
 	opts := sim.DefaultOptions()
 	opts.Secure = secure
+	opts.Bubble = virtual
 	if *relaxed {
 		opts.Memberlist = sim.Relaxed
 	}
@@ -131,7 +169,7 @@ func run(n int, secure, trace bool, idle, limit time.Duration) (r Result) {
 		}
 		return secs(d), true
 	}
-	cpu0, t0 := sim.CPU(), time.Now()
+	cpu0, t0, w0 := sim.CPU(), time.Now(), sim.WallNow()
 	if err := c.Grow(n); err != nil {
 		r.Error = err.Error()
 		return r
@@ -169,6 +207,7 @@ func run(n int, secure, trace bool, idle, limit time.Duration) (r Result) {
 		return r
 	}
 	r.AgreeS = secs(time.Since(t0))
+	r.JoinWallS = secs(sim.WallNow() - w0)
 	r.JoinCPUPerPeer = (sim.CPU() - cpu0).Seconds() / float64(n)
 
 	// Idle: let stragglers' retransmissions finish, then measure.
@@ -212,11 +251,14 @@ func write(dir string, rs []Result) error {
 		return err
 	}
 	var t strings.Builder
-	t.WriteString("| peers | all alive (s) | ring agreed (s) | all agree + DNS (s) | 1 joiner has ring (s) | kill seen by all (s) | idle bytes/peer/s | idle CPU/peer (% core) | join CPU s/peer | heap MiB/peer |\n")
-	t.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	t.WriteString("Protocol times are in the run's clock: virtual (a testing/synctest bubble: what the protocol takes, " +
+		"however slowly this machine simulates it) or real. Idle rates are per second of that clock. " +
+		"The last columns are what the simulation cost: real (wall) seconds and process CPU seconds.\n\n")
+	t.WriteString("| peers | clock | all alive (s) | ring agreed (s) | all agree + DNS (s) | 1 joiner has ring (s) | kill seen by all (s) | idle bytes/peer/s | idle CPU/peer (% core) | join CPU s/peer | heap MiB/peer | join: wall s | run: wall s | run: CPU s |\n")
+	t.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&t, "| %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.2f | %.3f | %.2f |", r.Peers, r.MembersS, r.RingS, r.AgreeS,
-			r.JoinRingS, r.KillSeenS, r.IdleBytesPerS, 100*r.IdleCPUPerPeer, r.JoinCPUPerPeer, r.HeapMiB)
+		fmt.Fprintf(&t, "| %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.2f | %.3f | %.2f | %.0f | %.0f | %.0f |", r.Peers, r.Clock, r.MembersS, r.RingS, r.AgreeS,
+			r.JoinRingS, r.KillSeenS, r.IdleBytesPerS, 100*r.IdleCPUPerPeer, r.JoinCPUPerPeer, r.HeapMiB, r.JoinWallS, r.WallS, r.CPUS)
 		if r.Error != "" {
 			fmt.Fprintf(&t, " error: %s", r.Error)
 		}
