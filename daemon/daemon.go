@@ -45,6 +45,9 @@ type Daemon struct {
 	under  *underlayState // nil without --underlay-range (underlay.go)
 
 	kick chan struct{} // asks the sync loop to run now (cap 1)
+	// allocUp is who was up in the membership last handed to the
+	// allocators (sync.go); the sync loop's alone.
+	allocUp map[peer.ID]bool
 	// metaSem serialises updateMeta (cap 1: held while it holds a value).
 	// A channel, not a sync.Mutex: the holder waits up to seconds for
 	// memberlist to broadcast, and a goroutine waiting on a channel is

@@ -170,3 +170,28 @@ func TestPeerReportsOfDownPeersDropped(t *testing.T) {
 		t.Errorf("other is relayed via the dead relay")
 	}
 }
+
+// The allocators hear at once of a known peer that went up or down (or
+// was forgotten); a peer new to them waits for the coalesced pass.
+func TestLivenessChanged(t *testing.T) {
+	a, b, c := peer.ID(1), peer.ID(2), peer.ID(3)
+	known := map[peer.ID]bool{a: true, b: true}
+	for _, tc := range []struct {
+		name  string
+		peers []peer.Info
+		want  bool
+	}{
+		{"same", []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Alive}}, false},
+		{"a new peer only", []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Alive}, {ID: c, State: peer.Alive}}, false},
+		{"b died", []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Dead}}, true},
+		{"b stopped", []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Stopped}}, true},
+		{"b forgotten", []peer.Info{{ID: a, State: peer.Alive}}, true},
+	} {
+		if got := livenessChanged(known, tc.peers); got != tc.want {
+			t.Errorf("%s: livenessChanged = %v; want %v", tc.name, got, tc.want)
+		}
+	}
+	if !livenessChanged(map[peer.ID]bool{b: false}, []peer.Info{{ID: b, State: peer.Alive}}) {
+		t.Errorf("b back up: livenessChanged = false; want true")
+	}
+}

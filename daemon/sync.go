@@ -44,14 +44,61 @@ func (d *Daemon) syncLoop(ctx context.Context) error {
 		case <-d.kick:
 		case <-t.C:
 		}
+		// Liveness does not wait for the gap: the allocators judge
+		// reclaims and donations by who is up, and an operator who sees a
+		// peer dead in status must be able to rmpeer it at once.
+		d.syncLiveness()
 		if wait := syncGap - time.Since(last); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
+			gap := time.After(wait)
+			for waiting := true; waiting; {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-d.mesh.Changed():
+					d.syncLiveness()
+				case <-gap:
+					waiting = false
+				}
 			}
 		}
 	}
+}
+
+// syncLiveness hands the membership to the allocators at once when a peer
+// they know went up or down; peers new to them (a mass join brings
+// hundreds) wait for the next pass. Only the sync loop calls it.
+func (d *Daemon) syncLiveness() {
+	peers := d.mesh.Peers()
+	if !livenessChanged(d.allocUp, peers) {
+		return
+	}
+	d.alloc.SetPeers(peers)
+	d.syncUnderlay(peers)
+	d.allocUp = upStates(peers)
+}
+
+// upStates maps each peer to whether it is up.
+func upStates(peers []peer.Info) map[peer.ID]bool {
+	m := make(map[peer.ID]bool, len(peers))
+	for _, p := range peers {
+		m[p.ID] = p.State.Up()
+	}
+	return m
+}
+
+// livenessChanged reports whether a peer in known is up in peers while
+// known says down, or the reverse, or is gone from peers.
+func livenessChanged(known map[peer.ID]bool, peers []peer.Info) bool {
+	seen := 0
+	for _, p := range peers {
+		if up, ok := known[p.ID]; ok {
+			seen++
+			if up != p.State.Up() {
+				return true
+			}
+		}
+	}
+	return seen != len(known)
 }
 
 func (d *Daemon) poke() {
@@ -65,6 +112,7 @@ func (d *Daemon) sync() {
 	peers := d.mesh.Peers()
 	d.alloc.SetPeers(peers)
 	d.syncUnderlay(peers)
+	d.allocUp = upStates(peers)
 	ranges := d.alloc.Ranges()
 	if d.dns != nil {
 		d.dns.SetPeers(peers)
