@@ -23,6 +23,7 @@ type Mesh struct {
 	cfg   Config
 	log   *slog.Logger
 	ml    *memberlist.Memberlist
+	local netip.AddrPort // the advertised address, read at New
 	queue *memberlist.TransmitLimitedQueue
 
 	// chMu guards channels and channelOrder: they are written only before
@@ -134,6 +135,12 @@ func New(cfg Config) (*Mesh, error) {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	m.ml = ml
+	// Read once, before anything can join: memberlist rewrites its local
+	// node in place on every UpdateNode (SetMeta), so reading it later
+	// races with a metadata update. The advertised address never changes.
+	n := ml.LocalNode()
+	a, _ := netip.AddrFromSlice(n.Addr)
+	m.local = netip.AddrPortFrom(a.Unmap(), n.Port)
 	return m, nil
 }
 
@@ -470,11 +477,7 @@ func (m *Mesh) signal() {
 }
 
 // LocalAddr returns the address other peers reach this one on.
-func (m *Mesh) LocalAddr() netip.AddrPort {
-	n := m.ml.LocalNode()
-	a, _ := netip.AddrFromSlice(n.Addr)
-	return netip.AddrPortFrom(a.Unmap(), n.Port)
-}
+func (m *Mesh) LocalAddr() netip.AddrPort { return m.local }
 
 // BadFrames returns how many undecodable messages were received.
 func (m *Mesh) BadFrames() uint64 { return m.badFrames.Load() }
