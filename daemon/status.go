@@ -17,11 +17,10 @@ import (
 func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 	peers := d.withKnownOwners(d.mesh.Peers())
 	names := map[peer.ID]string{}
-	up := map[peer.ID]bool{d.id.ID: true}
 	for _, p := range peers {
 		names[p.ID] = p.Name
-		up[p.ID] = p.ID == d.id.ID || p.State.Up()
 	}
+	up := upStates(peers) // Peers lists this peer first, alive
 	st := &client.Status{
 		Name:          d.id.Name,
 		ID:            d.id.ID.String(),
