@@ -73,66 +73,13 @@ func (d planDiff) empty() bool {
 }
 
 // diffPlans returns the entries to delete and to set to go from the plan
-// old to the plan new. Routes are keyed by destination (RouteReplace
-// overwrites one with another next hop), neighbours by address,
-// FDB entries by MAC and destination.
+// old to the plan new, matched as the full reconcile matches the kernel's
+// (diffRoutes, diffNeighs, diffFDBs in reconcile.go).
 func diffPlans(old, new plan) planDiff {
 	var d planDiff
-	newRoutes := make(map[netip.Prefix]Route, len(new.routes))
-	for _, rt := range new.routes {
-		newRoutes[rt.Dst] = rt
-	}
-	oldRoutes := make(map[netip.Prefix]Route, len(old.routes))
-	for _, rt := range old.routes {
-		oldRoutes[rt.Dst] = rt
-		if _, ok := newRoutes[rt.Dst]; !ok {
-			d.routeDel = append(d.routeDel, rt)
-		}
-	}
-	for _, rt := range new.routes {
-		if o, ok := oldRoutes[rt.Dst]; !ok || o != rt {
-			d.routeSet = append(d.routeSet, rt)
-		}
-	}
-
-	newNeigh := make(map[netip.Addr]string, len(new.neighs))
-	for _, n := range new.neighs {
-		newNeigh[n.IP] = n.MAC.String()
-	}
-	oldNeigh := make(map[netip.Addr]string, len(old.neighs))
-	for _, n := range old.neighs {
-		oldNeigh[n.IP] = n.MAC.String()
-		if _, ok := newNeigh[n.IP]; !ok {
-			d.neighDel = append(d.neighDel, n)
-		}
-	}
-	for _, n := range new.neighs {
-		if mac, ok := oldNeigh[n.IP]; !ok || mac != newNeigh[n.IP] {
-			d.neighSet = append(d.neighSet, n)
-		}
-	}
-
-	type fdbKey struct {
-		mac string
-		dst netip.Addr
-	}
-	newFDB := make(map[fdbKey]bool, len(new.fdbs))
-	for _, f := range new.fdbs {
-		newFDB[fdbKey{f.MAC.String(), f.Dst}] = true
-	}
-	oldFDB := make(map[fdbKey]bool, len(old.fdbs))
-	for _, f := range old.fdbs {
-		k := fdbKey{f.MAC.String(), f.Dst}
-		oldFDB[k] = true
-		if !newFDB[k] {
-			d.fdbDel = append(d.fdbDel, f)
-		}
-	}
-	for _, f := range new.fdbs {
-		if !oldFDB[fdbKey{f.MAC.String(), f.Dst}] {
-			d.fdbSet = append(d.fdbSet, f)
-		}
-	}
+	d.routeDel, d.routeSet = diffRoutes(old.routes, new.routes)
+	d.neighDel, d.neighSet = diffNeighs(old.neighs, new.neighs)
+	d.fdbDel, d.fdbSet = diffFDBs(old.fdbs, new.fdbs)
 	d.wgPeers = !sameWGPeers(old.wgPeers, new.wgPeers)
 	return d
 }
@@ -146,12 +93,7 @@ func (r *Router) applyDiff(cfg Config, p plan, d planDiff) error {
 		if r.wg == nil {
 			return fmt.Errorf("wireguard %s: no device", cfg.WGIface)
 		}
-		if err := r.wg.Configure(cfg.WGPrivateKey, int(cfg.WGPort), slices.Clone(p.wgPeers)); err != nil {
-			errs = append(errs, fmt.Errorf("wireguard configure %s: %w", cfg.WGIface, err))
-			r.wgApplied = nil
-		} else {
-			r.wgApplied = &wgApplied{key: cfg.WGPrivateKey, port: cfg.WGPort, peers: p.wgPeers}
-		}
+		errs = append(errs, r.configureWG(cfg, p.wgPeers))
 	}
 	for _, f := range d.fdbDel {
 		if err := r.kernel.FDBDelete(f); err != nil && !errors.Is(err, ErrNotFound) {

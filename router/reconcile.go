@@ -171,37 +171,15 @@ func (r *Router) ensureRoutes(want []Route) error {
 	if err != nil {
 		return fmt.Errorf("route list: %w", err)
 	}
-	wantBy := map[netip.Prefix]Route{}
-	for _, rt := range want {
-		wantBy[rt.Dst] = rt
-	}
-	// An exact match is kept; one other route per wanted destination is
-	// left for RouteReplace to overwrite; everything else goes.
-	kept := map[netip.Prefix]bool{}
-	keptIdx := map[int]bool{}
-	for i, rt := range have {
-		if w, ok := wantBy[rt.Dst]; ok && w == rt && !kept[rt.Dst] {
-			kept[rt.Dst], keptIdx[i] = true, true
-		}
-	}
+	have, extra := oneRoutePerDst(have, want)
+	del, set := diffRoutes(have, want)
 	var errs []error
-	overwritten := map[netip.Prefix]bool{}
-	for i, rt := range have {
-		if keptIdx[i] {
-			continue
-		}
-		if _, ok := wantBy[rt.Dst]; ok && !kept[rt.Dst] && !overwritten[rt.Dst] {
-			overwritten[rt.Dst] = true
-			continue
-		}
+	for _, rt := range append(extra, del...) {
 		if err := r.kernel.RouteDelete(rt); err != nil {
 			errs = append(errs, fmt.Errorf("route delete %v: %w", rt, err))
 		}
 	}
-	for _, rt := range want {
-		if kept[rt.Dst] {
-			continue
-		}
+	for _, rt := range set {
 		if err := r.kernel.RouteReplace(rt); err != nil {
 			errs = append(errs, fmt.Errorf("route replace %v: %w", rt, err))
 		}
@@ -209,32 +187,58 @@ func (r *Router) ensureRoutes(want []Route) error {
 	return errors.Join(errs...)
 }
 
+// oneRoutePerDst splits the kernel's routes have: the kernel may hold
+// several routes to one destination (other metrics, added by hand), and
+// RouteReplace overwrites only one of them. Of the routes to a wanted
+// destination it keeps the first one equal to the wanted route, else the
+// first one (for RouteReplace to overwrite), and returns the others as
+// extra, to delete. Routes to destinations nobody wants are all kept:
+// diffRoutes deletes them.
+func oneRoutePerDst(have, want []Route) (kept, extra []Route) {
+	wantBy := make(map[netip.Prefix]Route, len(want))
+	for _, rt := range want {
+		wantBy[rt.Dst] = rt
+	}
+	keep := make(map[netip.Prefix]int, len(want)) // wanted destination → index in have of the route kept
+	for i, rt := range have {
+		if w, ok := wantBy[rt.Dst]; ok && w == rt {
+			if _, ok := keep[rt.Dst]; !ok {
+				keep[rt.Dst] = i
+			}
+		}
+	}
+	for i, rt := range have {
+		if _, ok := wantBy[rt.Dst]; ok {
+			if _, ok := keep[rt.Dst]; !ok {
+				keep[rt.Dst] = i // no exact match: the first, for RouteReplace
+			}
+		}
+	}
+	for i, rt := range have {
+		if j, ok := keep[rt.Dst]; ok && i != j {
+			extra = append(extra, rt)
+		} else {
+			kept = append(kept, rt)
+		}
+	}
+	return kept, extra
+}
+
 func (r *Router) ensureNeigh(dev string, want []Neigh) error {
 	have, err := r.kernel.NeighList(dev)
 	if err != nil {
 		return fmt.Errorf("neigh list dev %s: %w", dev, err)
 	}
-	wantBy := make(map[netip.Addr]string, len(want))
-	for _, w := range want {
-		wantBy[w.IP] = w.MAC.String()
-	}
-	haveBy := make(map[netip.Addr]string, len(have))
+	del, set := diffNeighs(have, want)
 	var errs []error
-	for _, n := range have {
-		if _, ok := wantBy[n.IP]; !ok {
-			if err := r.kernel.NeighDelete(n); err != nil {
-				errs = append(errs, fmt.Errorf("neigh delete %v: %w", n, err))
-			}
-			continue
+	for _, n := range del {
+		if err := r.kernel.NeighDelete(n); err != nil {
+			errs = append(errs, fmt.Errorf("neigh delete %v: %w", n, err))
 		}
-		haveBy[n.IP] = n.MAC.String()
 	}
-	for _, w := range want {
-		if mac, ok := haveBy[w.IP]; ok && mac == wantBy[w.IP] {
-			continue
-		}
-		if err := r.kernel.NeighSet(w); err != nil {
-			errs = append(errs, fmt.Errorf("neigh replace %v: %w", w, err))
+	for _, n := range set {
+		if err := r.kernel.NeighSet(n); err != nil {
+			errs = append(errs, fmt.Errorf("neigh replace %v: %w", n, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -245,35 +249,82 @@ func (r *Router) ensureFDB(dev string, want []FDB) error {
 	if err != nil {
 		return fmt.Errorf("fdb list dev %s: %w", dev, err)
 	}
-	type key struct {
-		mac string
-		dst netip.Addr
-	}
-	wanted := make(map[key]bool, len(want))
-	for _, w := range want {
-		wanted[key{w.MAC.String(), w.Dst}] = true
-	}
-	present := make(map[key]bool, len(have))
+	del, set := diffFDBs(have, want)
 	var errs []error
-	for _, f := range have {
-		k := key{f.MAC.String(), f.Dst}
-		if !wanted[k] {
-			if err := r.kernel.FDBDelete(f); err != nil {
-				errs = append(errs, fmt.Errorf("fdb delete %v: %w", f, err))
-			}
-			continue
+	for _, f := range del {
+		if err := r.kernel.FDBDelete(f); err != nil {
+			errs = append(errs, fmt.Errorf("fdb delete %v: %w", f, err))
 		}
-		present[k] = true
 	}
-	for _, w := range want {
-		if present[key{w.MAC.String(), w.Dst}] {
-			continue
-		}
-		if err := r.kernel.FDBSet(w); err != nil {
-			errs = append(errs, fmt.Errorf("fdb append %v: %w", w, err))
+	for _, f := range set {
+		if err := r.kernel.FDBSet(f); err != nil {
+			errs = append(errs, fmt.Errorf("fdb append %v: %w", f, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// diffKeyed returns the entries of have to delete and those of want to set
+// so that have becomes want, entries matched by key: an entry of have whose
+// key is not wanted is deleted; the entries of want with a key are set
+// unless have holds that key with an entry the same as the last wanted one.
+// For a key met several times the last entry counts, as it does in the
+// kernel after setting them in order. Both results keep their input order.
+// The full reconcile diffs the kernel's entries with the plan's
+// (ensureRoutes, ensureNeigh, ensureFDB); the incremental one diffs the
+// last plan with the new (diffPlans).
+func diffKeyed[K comparable, E any](have, want []E, key func(E) K, same func(a, b E) bool) (del, set []E) {
+	wantBy := make(map[K]E, len(want))
+	for _, w := range want {
+		wantBy[key(w)] = w
+	}
+	haveBy := make(map[K]E, len(have))
+	for _, h := range have {
+		k := key(h)
+		if _, ok := wantBy[k]; !ok {
+			del = append(del, h)
+			continue
+		}
+		haveBy[k] = h
+	}
+	for _, w := range want {
+		k := key(w)
+		if h, ok := haveBy[k]; ok && same(h, wantBy[k]) {
+			continue
+		}
+		set = append(set, w)
+	}
+	return del, set
+}
+
+// diffRoutes keys routes by destination: RouteReplace overwrites a route
+// to the same destination with another next hop.
+func diffRoutes(have, want []Route) (del, set []Route) {
+	return diffKeyed(have, want,
+		func(rt Route) netip.Prefix { return rt.Dst },
+		func(a, b Route) bool { return a == b })
+}
+
+// diffNeighs keys neighbours by address; a changed MAC is set anew.
+func diffNeighs(have, want []Neigh) (del, set []Neigh) {
+	return diffKeyed(have, want,
+		func(n Neigh) netip.Addr { return n.IP },
+		func(a, b Neigh) bool { return a.MAC.String() == b.MAC.String() })
+}
+
+// fdbKey identifies a forwarding entry: a MAC may have several remote
+// destinations.
+type fdbKey struct {
+	mac string
+	dst netip.Addr
+}
+
+// diffFDBs keys FDB entries by MAC and destination: an entry is there or
+// not.
+func diffFDBs(have, want []FDB) (del, set []FDB) {
+	return diffKeyed(have, want,
+		func(f FDB) fdbKey { return fdbKey{f.MAC.String(), f.Dst} },
+		func(a, b FDB) bool { return true })
 }
 
 func (r *Router) ensureNft(want netip.Prefix) error {
@@ -314,14 +365,21 @@ func (r *Router) ensureWG(ctx context.Context, cfg Config, p plan, force bool) e
 	errs = append(errs, r.ensureLink(Link{Name: cfg.WGIface, MTU: p.mtu, Up: true}))
 	applied := &wgApplied{key: cfg.WGPrivateKey, port: cfg.WGPort, peers: p.wgPeers}
 	if force || r.wgApplied == nil || !r.wgApplied.equal(applied) {
-		if err := r.wg.Configure(cfg.WGPrivateKey, int(cfg.WGPort), slices.Clone(p.wgPeers)); err != nil {
-			errs = append(errs, fmt.Errorf("wireguard configure %s: %w", cfg.WGIface, err))
-			r.wgApplied = nil
-		} else {
-			r.wgApplied = applied
-		}
+		errs = append(errs, r.configureWG(cfg, p.wgPeers))
 	}
 	return errors.Join(errs...)
+}
+
+// configureWG hands the WireGuard device its key, port and peers and
+// records them as applied (none on error, so that the next reconcile
+// configures again). Caller holds r.recMu; r.wg is not nil.
+func (r *Router) configureWG(cfg Config, peers []WGPeer) error {
+	if err := r.wg.Configure(cfg.WGPrivateKey, int(cfg.WGPort), slices.Clone(peers)); err != nil {
+		r.wgApplied = nil
+		return fmt.Errorf("wireguard configure %s: %w", cfg.WGIface, err)
+	}
+	r.wgApplied = &wgApplied{key: cfg.WGPrivateKey, port: cfg.WGPort, peers: peers}
+	return nil
 }
 
 // deleteWG removes a WireGuard device left from an earlier transport.
