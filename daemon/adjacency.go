@@ -145,7 +145,6 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
 	var sent, probingSince time.Time
-	upSince := map[peer.ID]time.Time{} // when each peer's control plane was last seen coming up
 	for {
 		select {
 		case <-ctx.Done():
@@ -162,20 +161,6 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 		pr.Probe(targets)
 		sent = time.Now()
 		now := sent
-		up := map[peer.ID]bool{}
-		for _, p := range d.mesh.Peers() {
-			up[p.ID] = p.State.Up()
-		}
-		for id := range upSince {
-			if !up[id] {
-				delete(upSince, id)
-			}
-		}
-		for id := range up {
-			if _, ok := upSince[id]; !ok && up[id] {
-				upSince[id] = now
-			}
-		}
 		d.mu.Lock()
 		if d.links == nil {
 			d.links = map[peer.ID]linkState{}
@@ -190,8 +175,8 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 			// device could not be read) its handshake age says nothing.
 			st, haveStats := stats[id]
 			since := probingSince
-			if upSince[id].After(since) {
-				since = upSince[id] // silence before the peer came back is not the link's
+			if d.upSince[id].After(since) {
+				since = d.upSince[id] // silence before the peer came back is not the link's (sync.go)
 			}
 			next[id] = stepLink(s, linkObs{LastReply: pr.LastReply(id), ProbingSince: since,
 				WireGuard: haveStats && d.router.PeerTransport(id) == router.TransportWireGuard,

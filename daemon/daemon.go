@@ -71,7 +71,11 @@ type Daemon struct {
 	probeTargets map[peer.ID]netip.Addr
 	links        map[peer.ID]linkState
 	unreach      []peer.ID
-	stop         context.CancelCauseFunc // ends Run (Leave)
+	// upSince is when the sync loop saw each up peer come up (its
+	// handLiveness): the adjacency loop does not count probe silence from
+	// before then against the link.
+	upSince map[peer.ID]time.Time
+	stop    context.CancelCauseFunc // ends Run (Leave)
 }
 
 // errLeft ends Run after a Leave: not an error for the caller.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -193,5 +194,30 @@ func TestLivenessChanged(t *testing.T) {
 	}
 	if !livenessChanged(map[peer.ID]bool{b: false}, []peer.Info{{ID: b, State: peer.Alive}}) {
 		t.Errorf("b back up: livenessChanged = false; want true")
+	}
+}
+
+// A peer keeps the time it came up while it stays up; one that comes back
+// up gets the time it did; a peer not up has none.
+func TestUpSince(t *testing.T) {
+	a, b, c := peer.ID(1), peer.ID(2), peer.ID(3)
+	t0 := time.Unix(1000, 0)
+	now := t0.Add(time.Minute)
+	known := map[peer.ID]time.Time{a: t0, b: t0}
+	for _, tc := range []struct {
+		name  string
+		known map[peer.ID]time.Time
+		peers []peer.Info
+		want  map[peer.ID]time.Time
+	}{
+		{"still up", known, []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Alive}}, map[peer.ID]time.Time{a: t0, b: t0}},
+		{"new peer", known, []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Alive}, {ID: c, State: peer.Alive}}, map[peer.ID]time.Time{a: t0, b: t0, c: now}},
+		{"b stopped", known, []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Stopped}}, map[peer.ID]time.Time{a: t0}},
+		{"b back", map[peer.ID]time.Time{a: t0}, []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Alive}}, map[peer.ID]time.Time{a: t0, b: now}},
+		{"b forgotten", known, []peer.Info{{ID: a, State: peer.Alive}}, map[peer.ID]time.Time{a: t0}},
+	} {
+		if got := upSince(tc.known, tc.peers, now); !maps.Equal(got, tc.want) {
+			t.Errorf("%s: upSince = %v; want %v", tc.name, got, tc.want)
+		}
 	}
 }

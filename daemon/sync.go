@@ -72,9 +72,20 @@ func (d *Daemon) syncLiveness() {
 	if !livenessChanged(d.allocUp, peers) {
 		return
 	}
+	d.handLiveness(peers)
+}
+
+// handLiveness hands the membership to the allocators and remembers who
+// was up, and since when (the adjacency loop reads it). Only the sync loop
+// calls it.
+func (d *Daemon) handLiveness(peers []peer.Info) {
 	d.alloc.SetPeers(peers)
 	d.syncUnderlay(peers)
 	d.allocUp = upStates(peers)
+	now := time.Now()
+	d.mu.Lock()
+	d.upSince = upSince(d.upSince, peers, now)
+	d.mu.Unlock()
 }
 
 // upStates maps each peer to whether it is up.
@@ -82,6 +93,23 @@ func upStates(peers []peer.Info) map[peer.ID]bool {
 	m := make(map[peer.ID]bool, len(peers))
 	for _, p := range peers {
 		m[p.ID] = p.State.Up()
+	}
+	return m
+}
+
+// upSince maps each peer up in peers to when it came up: its time in
+// known if it was up there too, else now. Peers not up are left out.
+func upSince(known map[peer.ID]time.Time, peers []peer.Info, now time.Time) map[peer.ID]time.Time {
+	m := make(map[peer.ID]time.Time, len(peers))
+	for _, p := range peers {
+		if !p.State.Up() {
+			continue
+		}
+		if t, ok := known[p.ID]; ok {
+			m[p.ID] = t
+		} else {
+			m[p.ID] = now
+		}
 	}
 	return m
 }
@@ -110,9 +138,7 @@ func (d *Daemon) poke() {
 
 func (d *Daemon) sync() {
 	peers := d.mesh.Peers()
-	d.alloc.SetPeers(peers)
-	d.syncUnderlay(peers)
-	d.allocUp = upStates(peers)
+	d.handLiveness(peers)
 	ranges := d.alloc.Ranges()
 	if d.dns != nil {
 		d.dns.SetPeers(peers)
