@@ -56,7 +56,7 @@ func TestScaleReal(t *testing.T) {
 		}
 		if aliveAt == 0 {
 			for _, st := range sts {
-				if a := aliveIn(st); a != n {
+				if a := testbed.AliveIn(st); a != n {
 					return fmt.Errorf("%s sees %d of %d alive", st.Name, a, n)
 				}
 			}
@@ -124,8 +124,8 @@ func TestScaleReal(t *testing.T) {
 	t.Logf("%d peers: kill -9 of %s seen by all %.1f s later", n, victim.Name, time.Since(killed).Seconds())
 }
 
-// statusAll reads every host's status over its socket, in parallel (an
-// exec of `weft status` per host would load the machine it measures).
+// statusAll reads every host's status over its socket (Host.APIStatus),
+// all hosts in parallel.
 func statusAll(hosts []*testbed.Host) ([]*client.Status, error) {
 	out := make([]*client.Status, len(hosts))
 	errs := make([]error, len(hosts))
@@ -134,10 +134,7 @@ func statusAll(hosts []*testbed.Host) ([]*client.Status, error) {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			out[i], errs[i] = client.New(h.Socket).Status(ctx)
-			if errs[i] != nil {
-				errs[i] = fmt.Errorf("%s: %w", h.Name, errs[i])
-			}
+			out[i], errs[i] = h.APIStatus(ctx)
 		})
 	}
 	wg.Wait()
@@ -147,14 +144,4 @@ func statusAll(hosts []*testbed.Host) ([]*client.Status, error) {
 		}
 	}
 	return out, nil
-}
-
-func aliveIn(st *client.Status) int {
-	a := 0
-	for _, p := range st.Peers {
-		if p.State == "alive" {
-			a++
-		}
-	}
-	return a
 }

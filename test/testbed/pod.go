@@ -28,19 +28,35 @@ func (h *Host) Status() (*client.Status, error) {
 	return &st, nil
 }
 
+// APIStatus returns the host's status read from its control socket, as
+// `weft status` reads it but without an exec: for polling many hosts at
+// once (an exec per host would load the machine under test).
+func (h *Host) APIStatus(ctx context.Context) (*client.Status, error) {
+	st, err := client.New(h.Socket).Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h.Name, err)
+	}
+	return st, nil
+}
+
 // AliveCount returns how many peers (itself included) the host sees alive.
 func (h *Host) AliveCount() (int, error) {
 	st, err := h.Status()
 	if err != nil {
 		return 0, err
 	}
+	return AliveIn(st), nil
+}
+
+// AliveIn counts the peers st lists alive (the host itself included).
+func AliveIn(st *client.Status) int {
 	n := 0
 	for _, p := range st.Peers {
 		if p.State == "alive" {
 			n++
 		}
 	}
-	return n, nil
+	return n
 }
 
 // Pod is a namespace wired to a host by the real weft-cni binary.
