@@ -141,13 +141,15 @@ func TestIPAMStatusReachableFromSnapshot(t *testing.T) {
 // A stopped or dead peer's published report is stale: it is dropped, so
 // that our side's report of its silence alone never confirms a break
 // (NextHops then keeps the direct route to it), while a dead relay that we
-// report is still avoided.
+// report is still avoided. A live peer that reaches everyone could relay,
+// so a kept stale report would route to the stopped peer through it.
 func TestPeerReportsOfDownPeersDropped(t *testing.T) {
-	self, relay, stopped, other := peer.ID(1), peer.ID(2), peer.ID(3), peer.ID(4)
+	self, relay, stopped, other, live := peer.ID(1), peer.ID(2), peer.ID(3), peer.ID(4), peer.ID(5)
 	peers := []peer.Info{
 		{ID: relay, State: peer.Dead, Meta: peer.Meta{Unreachable: []peer.ID{other}}},
 		{ID: stopped, State: peer.Stopped, Meta: peer.Meta{Unreachable: []peer.ID{self}}},
 		{ID: other, State: peer.Alive, Meta: peer.Meta{Unreachable: []peer.ID{self}}},
+		{ID: live, State: peer.Alive},
 	}
 	got := peerReports(peers)
 	if _, ok := got[stopped]; ok {
@@ -161,14 +163,22 @@ func TestPeerReportsOfDownPeersDropped(t *testing.T) {
 	}
 	// We cannot reach the stopped peer nor the dead relay, nor other; other
 	// confirms its side.
+	ids := []peer.ID{self, relay, stopped, other, live}
 	adj := router.Adjacency(got)
 	adj[self] = []peer.ID{relay, stopped, other}
-	hops := router.NextHops(self, []peer.ID{self, relay, stopped, other}, adj)
+	hops := router.NextHops(self, ids, adj)
 	if via, ok := hops[stopped]; ok && via != stopped {
 		t.Errorf("the stopped peer is relayed via %v; want direct (its stale report is no confirmation)", via)
 	}
 	if via, ok := hops[other]; ok && via == relay {
 		t.Errorf("other is relayed via the dead relay")
+	}
+	// The stopped peer's report, were it kept, would confirm the break and
+	// relay it: the check above can fail.
+	stale := maps.Clone(adj)
+	stale[stopped] = []peer.ID{self}
+	if via := router.NextHops(self, ids, stale)[stopped]; via != live {
+		t.Errorf("with the stale report the stopped peer's next hop = %v; want %v", via, live)
 	}
 }
 
