@@ -48,6 +48,9 @@ type Daemon struct {
 	// allocUp is who was up in the membership last handed to the
 	// allocators (sync.go); the sync loop's alone.
 	allocUp map[peer.ID]bool
+	liveGen uint64 // the mesh's LivenessGen when syncLiveness last looked
+	// ownersSaved is when owners.json was last written (sync.go).
+	ownersSaved time.Time
 	// metaSem serialises updateMeta (cap 1: held while it holds a value).
 	// A channel, not a sync.Mutex: the holder waits up to seconds for
 	// memberlist to broadcast, and a goroutine waiting on a channel is

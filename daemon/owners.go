@@ -85,6 +85,14 @@ func learnOwners(known map[peer.ID]ownerInfo, self peer.ID, ranges map[peer.ID][
 	return next, !maps.Equal(next, known)
 }
 
+// sameButSeen reports whether two owner tables differ at most in LastSeen.
+func sameButSeen(a, b map[peer.ID]ownerInfo) bool {
+	return maps.EqualFunc(a, b, func(x, y ownerInfo) bool {
+		x.LastSeen = y.LastSeen
+		return x == y
+	})
+}
+
 func infoOf(p peer.Info) ownerInfo {
 	return ownerInfo{Name: p.Name, Underlay: p.Addr, WGKey: p.Meta.WGKey, WGPort: p.Meta.WGPort,
 		Bridge: p.Meta.Bridge, LastSeen: p.LastSeen}

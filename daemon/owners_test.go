@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -203,5 +204,25 @@ func TestOwnerProblem(t *testing.T) {
 	}
 	if got := ownerProblem(client.IPAMOwner{Name: "h3", Owned: 0}, seen(peer.Dead, time.Hour), true, now, now.Add(-time.Hour)); got != "" {
 		t.Errorf("an owner of nothing is a problem: %q", got)
+	}
+}
+
+// TestSameButSeen: a table whose owners moved only in LastSeen is the same
+// for the once-a-minute write; any other field, or an owner more or less,
+// is a change.
+func TestSameButSeen(t *testing.T) {
+	a := map[peer.ID]ownerInfo{h2ID: {Name: "h2", WGKey: "k2", LastSeen: time.Unix(100, 0)}, h3ID: {Name: "h3", WGKey: "k3"}}
+	b := maps.Clone(a)
+	b[h2ID] = ownerInfo{Name: "h2", WGKey: "k2", LastSeen: time.Unix(400, 0)}
+	if !sameButSeen(a, b) {
+		t.Errorf("LastSeen alone moved: want same")
+	}
+	b[h3ID] = ownerInfo{Name: "h3", WGKey: "k3-new"}
+	if sameButSeen(a, b) {
+		t.Errorf("a key changed: want different")
+	}
+	delete(b, h3ID)
+	if sameButSeen(a, b) {
+		t.Errorf("an owner went: want different")
 	}
 }

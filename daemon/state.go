@@ -122,8 +122,11 @@ func readSecretFile(path string) (string, error) {
 }
 
 // writeJSON writes v atomically with mode 0600.
+// writeJSON writes v compact (owners.json holds an entry per ring owner
+// and is rewritten as owners change: indenting it cost more than the
+// rest of the write at hundreds of peers).
 func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}

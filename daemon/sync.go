@@ -68,6 +68,13 @@ func (d *Daemon) syncLoop(ctx context.Context) error {
 // they know went up or down; peers new to them (a mass join brings
 // hundreds) wait for the next pass. Only the sync loop calls it.
 func (d *Daemon) syncLiveness() {
+	// Most membership changes of a mass join are arrivals, which do not
+	// concern the allocators yet: skip them without copying the table.
+	g := d.mesh.LivenessGen()
+	if g == d.liveGen {
+		return
+	}
+	d.liveGen = g
 	peers := d.mesh.Peers()
 	if !livenessChanged(d.allocUp, peers) {
 		return
@@ -315,16 +322,22 @@ func peerReports(peers []peer.Info) map[peer.ID][]peer.ID {
 // persists it when it changed.
 func (d *Daemon) learnOwners(peers []peer.Info, ranges map[peer.ID][]netip.Prefix) map[peer.ID]ownerInfo {
 	d.mu.Lock()
-	next, changed := learnOwners(d.owners, d.id.ID, ranges, peers)
+	prev := d.owners
+	next, changed := learnOwners(prev, d.id.ID, ranges, peers)
 	if changed {
 		d.owners = next
 	}
 	known := d.owners
 	d.mu.Unlock()
-	if changed {
+	// Each owner's LastSeen steps once a minute, but the owners step at
+	// different times: with hundreds of them, writing the table at every
+	// step would write it at every pass. A change of LastSeen alone is
+	// written at most once a minute.
+	if changed && (!sameButSeen(prev, next) || time.Since(d.ownersSaved) >= lastSeenStep) {
 		if err := saveOwners(d.cfg.DataDir, next); err != nil {
 			d.log.Warn("save owners", "err", err)
 		}
+		d.ownersSaved = time.Now()
 	}
 	return known
 }

@@ -49,11 +49,13 @@ func DefaultConfig() Config {
 		BindAddr:       "0.0.0.0",
 		BindPort:       DefaultPort,
 		ReconnectEvery: 5 * time.Second,
-		// Anti-entropy every 10 s instead of memberlist's 30 s: a ring or
-		// DNS delta broadcast while the mesh was still forming reaches
-		// peers that joined later only through push-pull (or the ring's
-		// own rebroadcast).
-		PushPullInterval: 10 * time.Second,
+		// memberlist's periodic push-pull moves both full views (O(N)
+		// bytes) and it stretches the period only by log N, so its cost
+		// per peer grows almost linearly with N. The digests repair both
+		// channel state and membership (membership.go) when they differ,
+		// so push-pull is only a slow safety net here: every 5 min at
+		// 32 peers, 30 min at 1,000.
+		PushPullInterval: 5 * time.Minute,
 		// One digest a second to one random peer: a few hundred bytes each
 		// way, flat in N; a missed delta is repaired within seconds.
 		DigestInterval: time.Second,

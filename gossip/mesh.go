@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,14 @@ type Mesh struct {
 	alive      []*memberlist.Node
 	aliveDirty bool
 	memberHash uint64 // XOR of the entries' hash (membership.go)
+	// names is the peers' names sorted, for Peers; nil after a peer was
+	// added or forgotten. Peers is called on every membership change, and
+	// sorting hundreds of entries each time was the largest CPU cost of a
+	// mass join in the simulator.
+	names []string
+	// liveGen counts the events that took a known peer up or down or
+	// forgot one (not the arrival of a new peer): see LivenessGen.
+	liveGen uint64
 }
 
 type entry struct {
@@ -506,10 +515,12 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 	if e == nil {
 		e = &entry{}
 		m.peers[n.Name] = e
+		m.names = nil
 	}
 	if err == nil {
 		if e.info.ID != 0 && e.info.ID != id {
 			m.log.Info("peer restarted with a new identity", "peer", n.Name, "old", e.info.ID, "new", id)
+			m.liveGen++ // the old identity is gone
 		}
 		e.info.ID, e.info.Meta = id, meta
 	}
@@ -537,6 +548,9 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 		e.info.LastSeen = time.Now()
 	}
 	m.rehashLocked(e, cp.Meta)
+	if prev != "" && prev.Up() != e.info.State.Up() {
+		m.liveGen++
+	}
 	info := e.info
 	m.mu.Unlock()
 	if prev != info.State {
@@ -547,16 +561,29 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 
 // Peers returns every known peer, this one included (first), sorted by name.
 func (m *Mesh) Peers() []peer.Info {
+	self := peer.Info{Name: m.cfg.Name, ID: m.cfg.ID, Addr: m.LocalAddr().Addr(), State: peer.Alive, LastSeen: time.Now()}
 	m.mu.Lock()
-	self := peer.Info{Name: m.cfg.Name, ID: m.cfg.ID, State: peer.Alive, LastSeen: time.Now(), Meta: m.meta}
-	out := make([]peer.Info, 0, len(m.peers)+1)
-	for _, e := range m.peers {
-		out = append(out, e.info)
+	defer m.mu.Unlock()
+	self.Meta = m.meta
+	if m.names == nil {
+		m.names = slices.Sorted(maps.Keys(m.peers))
 	}
-	m.mu.Unlock()
-	self.Addr = m.LocalAddr().Addr()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return append([]peer.Info{self}, out...)
+	out := make([]peer.Info, 0, len(m.names)+1)
+	out = append(out, self)
+	for _, n := range m.names {
+		out = append(out, m.peers[n].info)
+	}
+	return out
+}
+
+// LivenessGen returns a number that changes whenever a peer this mesh
+// already listed went up or down, took a new identity, or was forgotten;
+// a new peer does not change it. A caller that acts on liveness changes of the peers it knows
+// compares it with the last value it acted on instead of reading Peers.
+func (m *Mesh) LivenessGen() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.liveGen
 }
 
 // Forget drops dead or departed peers from the table (and from targets).
@@ -568,6 +595,8 @@ func (m *Mesh) Forget(names ...string) {
 			m.memberHash ^= e.hash
 			delete(m.peers, n)
 			m.aliveDirty = true
+			m.names = nil
+			m.liveGen++
 		}
 	}
 	m.mu.Unlock()

@@ -174,6 +174,14 @@ func wantCount(what string, got, want int) error {
 	return nil
 }
 
+func peerNames(ps []peer.Info) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
 func countState(p *testPeer, st peer.State) int {
 	n := 0
 	for _, i := range p.mesh.Peers() {
@@ -260,6 +268,19 @@ func TestChannelReplicates(t *testing.T) {
 func TestDeadAndRejoin(t *testing.T) {
 	peers := startMesh(t, 5, nil)
 	testutil.Eventually(t, 20*time.Second, "5 alive", func() error { return wantCount("alive", countState(peers[0], peer.Alive), 5) })
+	if names := peerNames(peers[0].mesh.Peers()); !slices.Equal(names, []string{"p000", "p001", "p002", "p003", "p004"}) {
+		t.Errorf("Peers lists %v; want this peer first, then the others by name", names)
+	}
+	// Every change of liveness below moves LivenessGen.
+	gen := peers[0].mesh.LivenessGen()
+	genMoved := func(what string) {
+		t.Helper()
+		if g := peers[0].mesh.LivenessGen(); g == gen {
+			t.Errorf("LivenessGen still %d after %s", g, what)
+		} else {
+			gen = g
+		}
+	}
 	// gone waits until p000 sees name gone, and returns the state it shows.
 	gone := func(name string, want ...peer.State) peer.State {
 		t.Helper()
@@ -285,6 +306,7 @@ func TestDeadAndRejoin(t *testing.T) {
 	<-stopped.done
 	stopped.cancel = nil
 	t.Logf("p000 sees the stopped p004 as %q", gone("p004", peer.Stopped, peer.Dead))
+	genMoved("p004 stopped")
 	// Peer 3 leaves for good (`weft reset`).
 	victim := peers[3]
 	victim.mesh.Leaving()
@@ -292,6 +314,7 @@ func TestDeadAndRejoin(t *testing.T) {
 	<-victim.done // Run leaves gracefully; that is the "left" path
 	victim.cancel = nil
 	t.Logf("p000 sees the departed p003 as %q", gone("p003", peer.Left, peer.Dead))
+	genMoved("p003 left")
 	// p001 hears of both on its own time.
 	testutil.Eventually(t, 20*time.Second, "p001 to see 3 alive", func() error {
 		return wantCount("alive", countState(peers[1], peer.Alive), 3)
@@ -310,8 +333,10 @@ func TestDeadAndRejoin(t *testing.T) {
 		}
 		return errors.New("not listed")
 	})
+	genMoved("p002 dead")
 	// The departed peer stays listed until forgotten.
 	peers[0].mesh.Forget("p003")
+	genMoved("p003 forgotten")
 	for _, i := range peers[0].mesh.Peers() {
 		if i.Name == "p003" {
 			t.Errorf("p003 still listed after Forget")

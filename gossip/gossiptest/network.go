@@ -137,7 +137,14 @@ type Transport struct {
 	sent     atomic.Uint64 // bytes sent: datagrams and stream writes
 	recv     atomic.Uint64 // bytes received: datagrams and stream reads
 	dials    atomic.Uint64 // stream dials begun
+	streamed atomic.Uint64 // bytes sent and received on streams (part of sent+recv)
+	full     atomic.Uint64 // datagrams sent of FullDatagram bytes or more
 }
+
+// FullDatagram is the size from which a datagram counts as full: memberlist
+// fills a gossip packet with queued broadcasts up to its 1,400-byte buffer,
+// and probes and digests alone stay far below it.
+const FullDatagram = 1000
 
 var _ memberlist.NodeAwareTransport = (*Transport)(nil)
 
@@ -146,6 +153,15 @@ func (t *Transport) Addr() string { return t.addr }
 
 // Bytes returns the bytes sent and received so far.
 func (t *Transport) Bytes() (sent, recv uint64) { return t.sent.Load(), t.recv.Load() }
+
+// StreamBytes returns the bytes sent and received on streams so far
+// (memberlist's TCP: push-pulls, large messages); Bytes includes them.
+func (t *Transport) StreamBytes() uint64 { return t.streamed.Load() }
+
+// FullDatagrams returns how many datagrams of FullDatagram bytes or more
+// the transport sent: packets memberlist filled with a backlog of
+// broadcasts.
+func (t *Transport) FullDatagrams() uint64 { return t.full.Load() }
 
 // Dials returns how many stream dials the transport has begun.
 func (t *Transport) Dials() uint64 { return t.dials.Load() }
@@ -174,6 +190,9 @@ func (t *Transport) WriteTo(b []byte, addr string) (time.Time, error) {
 func (t *Transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	now := time.Now()
 	t.sent.Add(uint64(len(b)))
+	if len(b) >= FullDatagram {
+		t.full.Add(1)
+	}
 	dest, err := t.net.route(t, a)
 	if err != nil || (t.net.Loss > 0 && rand.Float64() < t.net.Loss) {
 		return now, nil // a lost datagram is not an error
@@ -218,11 +237,11 @@ func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 	}
 	local, remote := net.Pipe()
 	select {
-	case dest.streamCh <- &countConn{Conn: remote, sent: &dest.sent, recv: &dest.recv}:
+	case dest.streamCh <- &countConn{Conn: remote, sent: &dest.sent, recv: &dest.recv, both: &dest.streamed}:
 		if dest.closed() {
 			dest.drain() // nobody will accept it: fail the dialer's writes
 		}
-		return &countConn{Conn: local, sent: &t.sent, recv: &t.recv}, nil
+		return &countConn{Conn: local, sent: &t.sent, recv: &t.recv, both: &t.streamed}, nil
 	case <-dest.done:
 	case <-time.After(timeout):
 	}
@@ -258,17 +277,20 @@ func (t *Transport) drain() {
 type countConn struct {
 	net.Conn
 	sent, recv *atomic.Uint64
+	both       *atomic.Uint64 // the transport's stream total
 }
 
 func (c *countConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	c.recv.Add(uint64(n))
+	c.both.Add(uint64(n))
 	return n, err
 }
 
 func (c *countConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.sent.Add(uint64(n))
+	c.both.Add(uint64(n))
 	return n, err
 }
 

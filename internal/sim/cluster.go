@@ -280,12 +280,25 @@ func (c *Cluster) TrimKernels() {
 	}
 }
 
-// Bytes returns the bytes sent plus received by the live peers' transports.
-func (c *Cluster) Bytes() uint64 {
-	var n uint64
+// Counters are totals over the live peers, for rates over a window.
+type Counters struct {
+	Bytes       uint64 // sent plus received by the transports
+	StreamBytes uint64 // the part of Bytes on streams (push-pulls, large messages)
+	Full        uint64 // full datagrams sent: a backlog of broadcasts (gossiptest.FullDatagram)
+	MemberSyncs uint64 // membership push-pulls started by anti-entropy
+	Repairs     uint64 // channel states found different by anti-entropy
+}
+
+// Count returns the live peers' counters.
+func (c *Cluster) Count() Counters {
+	var n Counters
 	for _, p := range c.Live() {
 		s, r := p.tr.Bytes()
-		n += s + r
+		n.Bytes += s + r
+		n.StreamBytes += p.tr.StreamBytes()
+		n.Full += p.tr.FullDatagrams()
+		n.MemberSyncs += p.D.Mesh().MemberSyncs()
+		n.Repairs += p.D.Mesh().Repairs()
 	}
 	return n
 }

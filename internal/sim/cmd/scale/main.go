@@ -38,33 +38,40 @@ import (
 // "virtual") the durations and rates are per virtual second: what the
 // protocol takes; WallS and CPUS are what simulating it cost.
 type Result struct {
-	Peers          int     `json:"peers"`
-	Clock          string  `json:"clock"`             // "virtual" (synctest bubble) or "real"
-	WallS          float64 `json:"wall_s"`            // real time the whole run for this size took
-	CPUS           float64 `json:"cpu_s"`             // process CPU time the whole run took
-	JoinWallS      float64 `json:"join_wall_s"`       // real time until the mass join agreed
-	MembersS       float64 `json:"members_agree_s"`   // mass join: all see all alive
-	RingS          float64 `json:"ring_agree_s"`      // mass join: all hold the same complete ring
-	AgreeS         float64 `json:"all_agree_s"`       // + every peer has its address, DNS agrees
-	JoinRingS      float64 `json:"join_ring_s"`       // one more peer: until it holds the agreed ring
-	KillSeenS      float64 `json:"kill_seen_s"`       // a crash: until all see it dead
-	IdleBytesPerS  float64 `json:"idle_bytes_peer_s"` // sent+received per peer per second, idle
-	IdleCPUPerPeer float64 `json:"idle_cpu_peer"`     // CPU seconds per peer per (virtual) second, idle
-	JoinCPUPerPeer float64 `json:"join_cpu_peer"`     // CPU seconds per peer to converge the mass join
-	HeapMiB        float64 `json:"heap_mib_per_peer"` // Go heap in use per peer, idle
-	Secure         bool    `json:"secure"`
-	Error          string  `json:"error,omitempty"`
+	Peers         int     `json:"peers"`
+	Clock         string  `json:"clock"`             // "virtual" (synctest bubble) or "real"
+	WallS         float64 `json:"wall_s"`            // real time the whole run for this size took
+	CPUS          float64 `json:"cpu_s"`             // process CPU time the whole run took
+	JoinWallS     float64 `json:"join_wall_s"`       // real time until the mass join agreed
+	MembersS      float64 `json:"members_agree_s"`   // mass join: all see all alive
+	RingS         float64 `json:"ring_agree_s"`      // mass join: all hold the same complete ring
+	AgreeS        float64 `json:"all_agree_s"`       // + every peer has its address, DNS agrees
+	JoinRingS     float64 `json:"join_ring_s"`       // one more peer: until it holds the agreed ring
+	KillSeenS     float64 `json:"kill_seen_s"`       // a crash: until all see it dead
+	SettleS       float64 `json:"settle_s"`          // after agreement: until the join's relay backlog drained
+	IdleBytesPerS float64 `json:"idle_bytes_peer_s"` // sent+received per peer per second, idle
+	// IdleStreamBytesPerS is the part of IdleBytesPerS on streams (TCP:
+	// push-pulls); the member syncs and repairs are per peer per minute.
+	IdleStreamBytesPerS   float64 `json:"idle_stream_bytes_peer_s"`
+	IdleMemberSyncsPerMin float64 `json:"idle_member_syncs_peer_min"`
+	IdleRepairsPerMin     float64 `json:"idle_repairs_peer_min"`
+	IdleCPUPerPeer        float64 `json:"idle_cpu_peer"`     // CPU seconds per peer per (virtual) second, idle
+	JoinCPUPerPeer        float64 `json:"join_cpu_peer"`     // CPU seconds per peer to converge the mass join
+	HeapMiB               float64 `json:"heap_mib_per_peer"` // Go heap in use per peer, idle
+	Secure                bool    `json:"secure"`
+	Error                 string  `json:"error,omitempty"`
 }
 
 var (
-	sizes   = flag.String("n", "100,200,500,1000", "comma-separated mesh sizes")
-	out     = flag.String("out", "results/scale", "output directory")
-	secure  = flag.Bool("secure", false, "a cluster secret (encrypted gossip, WireGuard)")
-	idle    = flag.Duration("idle", 20*time.Second, "idle window for bytes and CPU")
-	limit   = flag.Duration("limit", 10*time.Minute, "give up on a convergence after this")
-	trace   = flag.Bool("trace", false, "log the progress of each convergence every second")
-	cpuprof = flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
-	memprof = flag.String("memprofile", "", "write an allocation profile at the end here")
+	sizes    = flag.String("n", "100,200,500,1000", "comma-separated mesh sizes")
+	out      = flag.String("out", "results/scale", "output directory")
+	secure   = flag.Bool("secure", false, "a cluster secret (encrypted gossip, WireGuard)")
+	idle     = flag.Duration("idle", 20*time.Second, "idle window for bytes and CPU")
+	limit    = flag.Duration("limit", 10*time.Minute, "give up on a convergence after this")
+	trace    = flag.Bool("trace", false, "log the progress of each convergence every second")
+	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	memprof  = flag.String("memprofile", "", "write an allocation profile at the end here")
+	heapprof = flag.String("heapprofile", "", "write a heap profile at each size's idle point here (.N appended)")
 )
 
 func main() {
@@ -210,13 +217,29 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 	r.JoinWallS = secs(sim.WallNow() - w0)
 	r.JoinCPUPerPeer = (sim.CPU() - cpu0).Seconds() / float64(n)
 
-	// Idle: let stragglers' retransmissions finish, then measure.
-	time.Sleep(5 * time.Second)
+	// Idle: a mass join leaves every peer a backlog to relay: memberlist
+	// re-gossips each new alive message (a join, each metadata update)
+	// RetransmitMult·log N times from every peer that hears it, O(N log N)
+	// messages per peer at about 20 a gossip round. Wait until the byte
+	// rate stops falling (it has drained), then measure.
+	r.SettleS = settle(c, n, limit)
 	c.TrimKernels()
-	b0, cpu1, t1 := c.Bytes(), sim.CPU(), time.Now()
+	k0, cpu1, t1 := c.Count(), sim.CPU(), time.Now()
 	time.Sleep(idle)
 	wall := time.Since(t1)
-	r.IdleBytesPerS = float64(c.Bytes()-b0) / wall.Seconds() / float64(n)
+	k1 := c.Count()
+	perPeer := func(v uint64) float64 { return float64(v) / wall.Seconds() / float64(n) }
+	r.IdleBytesPerS = perPeer(k1.Bytes - k0.Bytes)
+	r.IdleStreamBytesPerS = perPeer(k1.StreamBytes - k0.StreamBytes)
+	r.IdleMemberSyncsPerMin = 60 * perPeer(k1.MemberSyncs-k0.MemberSyncs)
+	r.IdleRepairsPerMin = 60 * perPeer(k1.Repairs-k0.Repairs)
+	if *heapprof != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", *heapprof, n)); err == nil {
+			runtime.GC()
+			pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+	}
 	r.IdleCPUPerPeer = (sim.CPU() - cpu1).Seconds() / wall.Seconds() / float64(n)
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -242,6 +265,24 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 	return r
 }
 
+// settle waits, in 5 s windows, until the peers send less than one full
+// datagram (a packet memberlist filled from its broadcast backlog) per ten
+// peers in a window, or limit passes, and returns the seconds it waited.
+// The backlog drains at the gossip rate, so the byte rate stays flat
+// until it is gone: a falling rate is no sign.
+func settle(c *sim.Cluster, n int, limit time.Duration) float64 {
+	const window = 5 * time.Second
+	t0 := time.Now()
+	for time.Since(t0) < limit {
+		f0 := c.Count().Full
+		time.Sleep(window)
+		if c.Count().Full-f0 < uint64(n/10+1) {
+			break
+		}
+	}
+	return secs(time.Since(t0))
+}
+
 func write(dir string, rs []Result) error {
 	b, err := json.MarshalIndent(rs, "", "  ")
 	if err != nil {
@@ -254,11 +295,11 @@ func write(dir string, rs []Result) error {
 	t.WriteString("Protocol times are in the run's clock: virtual (a testing/synctest bubble: what the protocol takes, " +
 		"however slowly this machine simulates it) or real. Idle rates are per second of that clock. " +
 		"The last columns are what the simulation cost: real (wall) seconds and process CPU seconds.\n\n")
-	t.WriteString("| peers | clock | all alive (s) | ring agreed (s) | all agree + DNS (s) | 1 joiner has ring (s) | kill seen by all (s) | idle bytes/peer/s | idle CPU/peer (% core) | join CPU s/peer | heap MiB/peer | join: wall s | run: wall s | run: CPU s |\n")
-	t.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	t.WriteString("| peers | clock | all alive (s) | ring agreed (s) | all agree + DNS (s) | 1 joiner has ring (s) | kill seen by all (s) | join backlog drained (s) | idle bytes/peer/s (of which TCP) | idle CPU/peer (% core) | join CPU s/peer | heap MiB/peer | join: wall s | run: wall s | run: CPU s |\n")
+	t.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&t, "| %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.2f | %.3f | %.2f | %.0f | %.0f | %.0f |", r.Peers, r.Clock, r.MembersS, r.RingS, r.AgreeS,
-			r.JoinRingS, r.KillSeenS, r.IdleBytesPerS, 100*r.IdleCPUPerPeer, r.JoinCPUPerPeer, r.HeapMiB, r.JoinWallS, r.WallS, r.CPUS)
+		fmt.Fprintf(&t, "| %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f (%.0f) | %.2f | %.3f | %.2f | %.0f | %.0f | %.0f |", r.Peers, r.Clock, r.MembersS, r.RingS, r.AgreeS,
+			r.JoinRingS, r.KillSeenS, r.SettleS, r.IdleBytesPerS, r.IdleStreamBytesPerS, 100*r.IdleCPUPerPeer, r.JoinCPUPerPeer, r.HeapMiB, r.JoinWallS, r.WallS, r.CPUS)
 		if r.Error != "" {
 			fmt.Fprintf(&t, " error: %s", r.Error)
 		}
