@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +71,7 @@ var (
 	limit    = flag.Duration("limit", 10*time.Minute, "give up on a convergence after this")
 	trace    = flag.Bool("trace", false, "log the progress of each convergence every second")
 	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	keep     = flag.Bool("keep", false, "keep the other sizes' rows of -out/results.json (a size run again is replaced)")
 	memprof  = flag.String("memprofile", "", "write an allocation profile at the end here")
 	heapprof = flag.String("heapprofile", "", "write a heap profile at each size's idle point here (.N appended)")
 )
@@ -106,12 +108,25 @@ func runAll(bubble func(func())) {
 	}
 	*dumpDir = *out
 	var results []Result
+	if *keep {
+		// A 1,000-peer size takes a quarter of an hour here: sizes can be
+		// run one at a time into the same table.
+		if b, err := os.ReadFile(filepath.Join(*out, "results.json")); err == nil {
+			if err := json.Unmarshal(b, &results); err != nil {
+				log.Fatalf("-keep: %s/results.json: %v", *out, err)
+			}
+		}
+	}
 	for _, s := range strings.Split(*sizes, ",") {
+		if strings.TrimSpace(s) == "" {
+			continue // -n "" with -keep: only rewrite the table and plot
+		}
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 2 {
 			log.Printf("-n %q: want sizes ≥ 2", s)
 			return
 		}
+		results = slices.DeleteFunc(results, func(r Result) bool { return r.Peers == n })
 		var r Result
 		w0, cpu0 := sim.WallNow(), sim.CPU()
 		if bubble == nil {
@@ -122,11 +137,15 @@ func runAll(bubble func(func())) {
 		r.WallS, r.CPUS = secs(sim.WallNow()-w0), secs(sim.CPU()-cpu0)
 		log.Printf("%+v", r)
 		results = append(results, r)
+		slices.SortStableFunc(results, func(a, b Result) int { return a.Peers - b.Peers })
 		if err := write(*out, results); err != nil {
 			log.Print(err)
 			return
 		}
 		runtime.GC()
+	}
+	if err := write(*out, results); err != nil {
+		log.Print(err)
 	}
 }
 
