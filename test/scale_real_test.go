@@ -33,8 +33,12 @@ func TestScaleReal(t *testing.T) {
 	testbed.RaiseNeighbourTables(t, 8*n*n)
 	bed := testbed.New(t, n)
 	bed.DumpLogsOnFailure(t)
+	// The test bed's peers log at debug level and repair drift every 2 s
+	// (LaunchArgs, for the functional tests); the figures here are for
+	// weft launch's defaults, so the later flags restore them.
+	prod := []string{"--log-level", "info", "--resync", "10s"}
 	h1 := bed.Hosts[0]
-	h1.Launch(t)
+	h1.Launch(t, prod...)
 	secret := bed.Dir + "/secret"
 	testutil.Eventually(t, 30*time.Second, "h1 to create the secret", func() error {
 		b, err := os.ReadFile(h1.Dir + "/data/secret")
@@ -44,7 +48,7 @@ func TestScaleReal(t *testing.T) {
 		return os.WriteFile(secret, b, 0o600)
 	})
 	for i, h := range bed.Hosts[1:] {
-		h.Launch(t, "--password-file", secret, bed.Hosts[rand.IntN(i+1)].Addr.String())
+		h.Launch(t, append(prod, "--password-file", secret, bed.Hosts[rand.IntN(i+1)].Addr.String())...)
 	}
 	last := time.Now()
 
