@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +38,9 @@ func TestScaleReal(t *testing.T) {
 	// (LaunchArgs, for the functional tests); the figures here are for
 	// weft launch's defaults, so the later flags restore them.
 	prod := []string{"--log-level", "info", "--resync", "10s"}
+	// WEFT_SCALE_REAL_ARGS adds launch flags, to measure what a feature
+	// costs (e.g. "--probe-port 0": no datapath probes).
+	prod = append(prod, strings.Fields(os.Getenv("WEFT_SCALE_REAL_ARGS"))...)
 	h1 := bed.Hosts[0]
 	h1.Launch(t, prod...)
 	secret := bed.Dir + "/secret"
