@@ -78,7 +78,10 @@ type Daemon struct {
 	// handLiveness): the adjacency loop does not count probe silence from
 	// before then against the link.
 	upSince map[peer.ID]time.Time
-	stop    context.CancelCauseFunc // ends Run (Leave)
+	// relayedAtDown: for each down peer, whether its link with us was
+	// relayed both ways when it went down (sync.go peerReports).
+	relayedAtDown map[peer.ID]bool
+	stop          context.CancelCauseFunc // ends Run (Leave)
 }
 
 // errLeft ends Run after a Leave: not an error for the caller.

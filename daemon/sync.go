@@ -88,11 +88,37 @@ func (d *Daemon) syncLiveness() {
 func (d *Daemon) handLiveness(peers []peer.Info) {
 	d.alloc.SetPeers(peers)
 	d.syncUnderlay(peers)
-	d.allocUp = upStates(peers)
 	now := time.Now()
 	d.mu.Lock()
 	d.upSince = upSince(d.upSince, peers, now)
+	d.relayedAtDown = relayedAtDown(d.relayedAtDown, d.allocUp, peers, d.id.ID, d.links)
 	d.mu.Unlock()
+	d.allocUp = upStates(peers)
+}
+
+// relayedAtDown keeps, for each peer that is down, whether its link with
+// this peer (self) was relayed both ways when it went down: its last
+// report named self, and our side had the link down since before the peer
+// was last seen up (not merely silent since it went). A stopped or crashed
+// peer's datapath keeps routing as it did then, so our side must too
+// (peerReports). wasUp is who was up before; links is our side.
+func relayedAtDown(known map[peer.ID]bool, wasUp map[peer.ID]bool, peers []peer.Info, self peer.ID, links map[peer.ID]linkState) map[peer.ID]bool {
+	out := map[peer.ID]bool{}
+	for _, p := range peers {
+		if p.State.Up() {
+			continue
+		}
+		if r, ok := known[p.ID]; ok {
+			out[p.ID] = r
+			continue
+		}
+		if !wasUp[p.ID] {
+			continue // never seen up here: nothing to keep
+		}
+		l, ok := links[p.ID]
+		out[p.ID] = ok && l.Down && l.Changed.Before(p.LastSeen) && slices.Contains(p.Meta.Unreachable, self)
+	}
+	return out
 }
 
 // upStates maps each peer to whether it is up.
@@ -290,7 +316,9 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	d.mu.Unlock()
 	rc.Local = ranges[d.id.ID]
 	rc.Macvlan = d.macvlanConfig()
-	reports := peerReports(peers)
+	d.mu.Lock()
+	reports := peerReports(d.id.ID, peers, d.relayedAtDown)
+	d.mu.Unlock()
 	for _, p := range routePeers(d.id.ID, ranges, peers, known) {
 		rc.Peers = append(rc.Peers, router.Peer{
 			ID: p.ID, Name: p.Info.Name, Underlay: p.Info.Underlay, WGPublicKey: p.Info.WGKey, WGPort: p.Info.WGPort,
@@ -308,11 +336,21 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 // directly (the soak relayed h1→h3 so, and WireGuard dropped h3's direct
 // replies). Our own report of a down peer still counts on our side: a
 // relay that died is never chosen (router/paths.go).
-func peerReports(peers []peer.Info) map[peer.ID][]peer.ID {
+//
+// One edge of a down peer's report is kept: the one with this peer, when
+// the link was relayed both ways as it went down (relayed, from
+// relayedAtDown). Its datapath still relays to us then, and going direct
+// on our side alone would have its WireGuard drop our replies (the soak:
+// h4 stopped while h3-h4 was relayed; h3 went direct and lost h4's pings
+// until h4 came back).
+func peerReports(self peer.ID, peers []peer.Info, relayed map[peer.ID]bool) map[peer.ID][]peer.ID {
 	reports := map[peer.ID][]peer.ID{}
 	for _, p := range peers {
-		if p.State.Up() {
+		switch {
+		case p.State.Up():
 			reports[p.ID] = p.Meta.Unreachable
+		case relayed[p.ID]:
+			reports[p.ID] = []peer.ID{self}
 		}
 	}
 	return reports
