@@ -313,12 +313,10 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	d.mu.Lock()
 	rc.BridgeAddr = d.bridge
 	rc.Unreachable = slices.Clone(d.unreach)
+	reports := peerReports(d.id.ID, peers, d.relayedAtDown)
 	d.mu.Unlock()
 	rc.Local = ranges[d.id.ID]
 	rc.Macvlan = d.macvlanConfig()
-	d.mu.Lock()
-	reports := peerReports(d.id.ID, peers, d.relayedAtDown)
-	d.mu.Unlock()
 	for _, p := range routePeers(d.id.ID, ranges, peers, known) {
 		rc.Peers = append(rc.Peers, router.Peer{
 			ID: p.ID, Name: p.Info.Name, Underlay: p.Info.Underlay, WGPublicKey: p.Info.WGKey, WGPort: p.Info.WGPort,
