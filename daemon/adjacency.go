@@ -283,16 +283,24 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 			next[id] = s
 		}
 		d.links = next
+		// A new set is published, to take effect switchDelay later on
+		// every peer (switch.go), once the last one has taken effect: so
+		// every peer saw the set it replaces in effect.
 		un := unreachable(next)
-		changed := !slices.Equal(un, d.unreach)
-		d.unreach = un
+		publish := !slices.Equal(un, d.ownReport.cur) && !now.Before(d.ownReport.at)
+		at := now.Add(switchDelay).Truncate(time.Millisecond)
+		if publish {
+			d.ownReport = d.ownReport.observe(un, at, now)
+		}
 		d.mu.Unlock()
 		pr.Probe(targets, send)
 		sent = time.Now()
-		if !changed {
+		if !publish {
 			continue
 		}
-		if err := d.updateMeta(func(m *peer.Meta) { m.Unreachable = publishedUnreachable(un) }); err != nil {
+		if err := d.updateMeta(func(m *peer.Meta) {
+			m.Unreachable, m.UnreachableAt = publishedUnreachable(un), at
+		}); err != nil {
 			d.log.Warn("publish unreachable peers", "err", err)
 		}
 		d.poke()

@@ -45,6 +45,9 @@ type Daemon struct {
 	under  *underlayState // nil without --underlay-range (underlay.go)
 
 	kick chan struct{} // asks the sync loop to run now (cap 1)
+	// switchKick asks the sync loop to run now, even within its gap: a
+	// report takes effect (switch.go). Cap 1.
+	switchKick chan struct{}
 	// allocUp is who was up in the membership last handed to the
 	// allocators (sync.go); the sync loop's alone.
 	allocUp map[peer.ID]bool
@@ -73,7 +76,13 @@ type Daemon struct {
 	// each link, and the peers this one cannot reach directly.
 	probeTargets map[peer.ID]netip.Addr
 	links        map[peer.ID]linkState
-	unreach      []peer.ID
+	// Route switches (switch.go): our own report (the peers this one
+	// cannot reach directly) and each peer's as they take effect, and the
+	// wakeup of the sync loop for the next one.
+	ownReport   report
+	reports     map[peer.ID]report
+	switchWhen  time.Time
+	switchTimer *time.Timer
 	// upSince is when the sync loop saw each up peer come up (its
 	// handLiveness): the adjacency loop does not count probe silence from
 	// before then against the link.
@@ -104,7 +113,8 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	d := &Daemon{cfg: cfg, log: log.With("component", "daemon"), started: time.Now(),
-		kick: make(chan struct{}, 1), metaSem: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), switchKick: make(chan struct{}, 1), metaSem: make(chan struct{}, 1),
+		reports: map[peer.ID]report{}}
 	if cfg.Kubernetes {
 		// Before anything is built: our Node gives the advertise address,
 		// the targets and the bootstrap quorum.

@@ -42,6 +42,7 @@ func (d *Daemon) syncLoop(ctx context.Context) error {
 		case <-d.alloc.Changed():
 		case <-d.underlayChanged():
 		case <-d.kick:
+		case <-d.switchKick:
 		case <-t.C:
 		}
 		// Liveness does not wait for the gap: the allocators judge
@@ -56,6 +57,8 @@ func (d *Daemon) syncLoop(ctx context.Context) error {
 					return nil
 				case <-d.mesh.Changed():
 					d.syncLiveness()
+				case <-d.switchKick:
+					waiting = false
 				case <-gap:
 					waiting = false
 				}
@@ -310,11 +313,18 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	rc.Insecure = d.cfg.Insecure
 	rc.Masquerade = !d.cfg.NoMasquerade
 	rc.LocalAddr, rc.LocalIface = d.cfg.DNSLocalAddress, d.cfg.DNSLocalIface
+	now := time.Now()
 	d.mu.Lock()
 	rc.BridgeAddr = d.bridge
-	rc.Unreachable = slices.Clone(d.unreach)
+	rc.Unreachable = slices.Clone(d.ownReport.effective(now))
+	next := d.ownReport.pending(now)
+	peers, nextPeer := effectiveReports(d.reports, peers, now)
 	reports := peerReports(d.id.ID, peers, d.relayedAtDown)
 	d.mu.Unlock()
+	if next.IsZero() || (!nextPeer.IsZero() && nextPeer.Before(next)) {
+		next = nextPeer
+	}
+	d.switchAt(next)
 	rc.Local = ranges[d.id.ID]
 	rc.Macvlan = d.macvlanConfig()
 	for _, p := range routePeers(d.id.ID, ranges, peers, known) {

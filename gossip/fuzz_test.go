@@ -3,6 +3,7 @@ package gossip
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/weftmesh/weft/peer"
@@ -20,7 +21,7 @@ func TestMetaRoundTrip(t *testing.T) {
 		{"underlay", peer.Meta{Transport: "vxlan", Underlay: netip.MustParsePrefix("192.168.1.128/25")}},
 		{"unreachable", peer.Meta{WGKey: "mF0jK0mXwKQ1b2n1Ol3k3a0N1YQ1JX0kNw0o1S7bUHk=", WGPort: 51820, Transport: "wireguard",
 			Bridge: netip.MustParseAddr("10.32.0.1"), Version: "v1.0.0-123-gabcdef0-dirty", Joined: true,
-			Unreachable: maxUnreachable()}},
+			Unreachable: maxUnreachable(), UnreachableAt: time.UnixMilli(1796000000123)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := EncodeMeta(42, tc.meta)
@@ -53,7 +54,7 @@ func TestMetaUnreachableBounds(t *testing.T) {
 	if _, err := EncodeMeta(1, peer.Meta{Unreachable: append(maxUnreachable(), 5)}); err == nil {
 		t.Errorf("EncodeMeta with %d unreachable peers succeeded; want an error", MaxUnreachable+1)
 	}
-	for _, bad := range []string{`"ur":"AAAAAAAAAAA"`, `"ur":"AQ"`, `"ur":"!!"`, `"ur":"AAAAAAAAAAE="`} {
+	for _, bad := range []string{`"ua":-1`, `"ua":"x"`, `"ur":"AAAAAAAAAAA"`, `"ur":"AQ"`, `"ur":"!!"`, `"ur":"AAAAAAAAAAE="`} {
 		if _, _, err := DecodeMeta([]byte(`{"v":1,"id":"1",` + bad + `}`)); err == nil {
 			t.Errorf("DecodeMeta(%s) succeeded; want an error", bad)
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/weftmesh/weft/peer"
 )
@@ -40,6 +41,8 @@ type wireMeta struct {
 	// Unreach is Meta.Unreachable: the 8-byte big-endian IDs, concatenated,
 	// in unpadded base64 (11 bytes an ID instead of 19 as hex strings).
 	Unreach string `json:"ur,omitempty"`
+	// UnreachAt is Meta.UnreachableAt in Unix milliseconds (0: none).
+	UnreachAt int64 `json:"ua,omitempty"`
 }
 
 // MaxUnreachable bounds Meta.Unreachable on the wire: 24 IDs take 256 of
@@ -90,6 +93,9 @@ func EncodeMeta(id peer.ID, m peer.Meta) ([]byte, error) {
 		return nil, err
 	}
 	w.Unreach = ur
+	if !m.UnreachableAt.IsZero() {
+		w.UnreachAt = m.UnreachableAt.UnixMilli()
+	}
 	b, err := json.Marshal(w)
 	if err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
@@ -141,6 +147,12 @@ func DecodeMeta(b []byte) (peer.ID, peer.Meta, error) {
 			return 0, peer.Meta{}, err
 		}
 		m.Unreachable = ids
+	}
+	if w.UnreachAt < 0 {
+		return 0, peer.Meta{}, fmt.Errorf("decode meta: unreachable set time %d: %w", w.UnreachAt, ErrBadMeta)
+	}
+	if w.UnreachAt > 0 {
+		m.UnreachableAt = time.UnixMilli(w.UnreachAt)
 	}
 	return w.ID, m, nil
 }

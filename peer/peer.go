@@ -107,4 +107,8 @@ type Meta struct {
 	// datapath (measured, with hysteresis): the others relay for it. Sorted,
 	// at most a few dozen (the wire form is bounded).
 	Unreachable []ID
+	// UnreachableAt is when Unreachable takes effect, on the publisher's
+	// clock (millisecond precision on the wire): every peer switches its
+	// routes to the new set at the same moment (zero: at once).
+	UnreachableAt time.Time
 }

@@ -1,0 +1,114 @@
+package daemon
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/peer"
+)
+
+// TestReportSwitch: a report takes effect at its time, on the publisher
+// and on a peer that learns it late alike.
+func TestReportSwitch(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	sec := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	var r report
+	r = r.observe([]peer.ID{7}, sec(2), sec(0))
+	if got := r.effective(sec(1.999)); got != nil {
+		t.Errorf("before its time: %v in effect; want none", got)
+	}
+	if got := r.effective(sec(2)); !slices.Equal(got, []peer.ID{7}) {
+		t.Errorf("at its time: %v in effect; want [7]", got)
+	}
+	if got := r.pending(sec(1)); !got.Equal(sec(2)) {
+		t.Errorf("pending at 1 s = %v; want 2 s", got)
+	}
+	if again := r.observe([]peer.ID{7}, sec(2), sec(1)); !slices.Equal(again.prev, r.prev) || !again.at.Equal(r.at) {
+		t.Errorf("the same publication seen again changed the report: %+v → %+v", r, again)
+	}
+	// Published late (its time passed) or without a time: at once.
+	if got := r.observe([]peer.ID{8}, sec(3), sec(4)).effective(sec(4)); !slices.Equal(got, []peer.ID{8}) {
+		t.Errorf("late publication: %v in effect; want [8]", got)
+	}
+	if got := r.observe([]peer.ID{9}, time.Time{}, sec(1)).effective(sec(1)); !slices.Equal(got, []peer.ID{9}) {
+		t.Errorf("publication without a time: %v in effect; want [9]", got)
+	}
+	// Withdrawn before its time: never in effect.
+	w := r.observe(nil, sec(3), sec(1))
+	for _, s := range []float64{1, 2, 2.5, 3, 10} {
+		if got := w.effective(sec(s)); got != nil {
+			t.Errorf("withdrawn publication: %v in effect at %v s; want none", got, s)
+		}
+	}
+
+	// The publisher and a peer that sees each publication late (less than
+	// switchDelay) agree at every moment from the first arrival on. A new
+	// set is published only once the last one took effect (adjacency.go).
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := range 200 {
+		type pub struct {
+			ids      []peer.ID
+			when, at time.Time
+			arr      time.Time // when the other peer sees it
+			own      report    // the publisher's report from then on
+		}
+		var pubs []pub
+		var own report
+		now := t0
+		for range 1 + rng.IntN(6) {
+			now = now.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
+			if now.Before(own.at) {
+				now = own.at
+			}
+			var ids []peer.ID
+			for id := range peer.ID(4) {
+				if rng.IntN(2) == 0 {
+					ids = append(ids, id+1)
+				}
+			}
+			at := now.Add(switchDelay)
+			own = own.observe(ids, at, now)
+			arr := now.Add(time.Duration(rng.IntN(int(switchDelay/time.Millisecond))) * time.Millisecond)
+			pubs = append(pubs, pub{ids: ids, when: now, at: at, arr: arr, own: own})
+		}
+		seen := map[peer.ID]report{}
+		first := pubs[0].arr
+		for ts := first; ts.Before(now.Add(2 * switchDelay)); ts = ts.Add(10 * time.Millisecond) {
+			// The receiver's newest metadata at ts.
+			var latest *pub
+			var mine report
+			for k := range pubs {
+				if !pubs[k].arr.After(ts) {
+					latest = &pubs[k]
+				}
+				if !pubs[k].when.After(ts) {
+					mine = pubs[k].own
+				}
+			}
+			if latest != nil {
+				effectiveReports(seen, []peer.Info{{ID: 1, Meta: peer.Meta{Unreachable: latest.ids, UnreachableAt: latest.at}}}, ts)
+			}
+			if a, b := mine.effective(ts), seen[1].effective(ts); !slices.Equal(a, b) {
+				t.Fatalf("trial %d at %v: publisher has %v in effect, receiver %v", trial, ts.Sub(t0), a, b)
+			}
+		}
+	}
+
+	// effectiveReports forgets peers that are gone and names the next time.
+	reports := map[peer.ID]report{5: {cur: []peer.ID{1}}}
+	infos, next := effectiveReports(reports, []peer.Info{
+		{ID: 1, Meta: peer.Meta{Unreachable: []peer.ID{2}, UnreachableAt: sec(3)}},
+		{ID: 2, Meta: peer.Meta{Unreachable: []peer.ID{1}, UnreachableAt: sec(2)}},
+	}, sec(1))
+	if _, ok := reports[5]; ok {
+		t.Error("a peer no longer listed kept its report")
+	}
+	if !next.Equal(sec(2)) {
+		t.Errorf("next switch %v; want 2 s", next.Sub(t0))
+	}
+	if infos[0].Meta.Unreachable != nil || infos[1].Meta.Unreachable != nil {
+		t.Errorf("reports before their time: %v, %v in effect; want none", infos[0].Meta.Unreachable, infos[1].Meta.Unreachable)
+	}
+}
