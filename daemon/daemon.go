@@ -83,6 +83,7 @@ type Daemon struct {
 	reports     map[peer.ID]report
 	switchWhen  time.Time
 	switchTimer *time.Timer
+	lastRouted  time.Time // when the last router configuration was made
 	// upSince is when the sync loop saw each up peer come up (its
 	// handLiveness): the adjacency loop does not count probe silence from
 	// before then against the link.

@@ -63,6 +63,11 @@ func (r report) pending(now time.Time) time.Time {
 	return time.Time{}
 }
 
+// tookEffect says whether r took effect after since, up to now.
+func tookEffect(r report, since, now time.Time) bool {
+	return r.at.After(since) && !r.at.After(now)
+}
+
 // effectiveReports replaces each peer's published unreachable set by the
 // one in effect at now, keeps what it saw of each in reports, and returns
 // the next time a report takes effect (zero: none). Peers not listed are

@@ -112,3 +112,18 @@ func TestReportSwitch(t *testing.T) {
 		t.Errorf("reports before their time: %v, %v in effect; want none", infos[0].Meta.Unreachable, infos[1].Meta.Unreachable)
 	}
 }
+
+func TestTookEffect(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r := report{cur: []peer.ID{1}, at: t0.Add(time.Second)}
+	for _, tc := range []struct {
+		since, now float64
+		want       bool
+	}{{0, 0.5, false}, {0, 1, true}, {0.5, 2, true}, {1, 2, false}, {1.5, 3, false}} {
+		s := t0.Add(time.Duration(tc.since * float64(time.Second)))
+		n := t0.Add(time.Duration(tc.now * float64(time.Second)))
+		if got := tookEffect(r, s, n); got != tc.want {
+			t.Errorf("tookEffect(at 1 s, since %v s, now %v s) = %v; want %v", tc.since, tc.now, got, tc.want)
+		}
+	}
+}

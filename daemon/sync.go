@@ -193,7 +193,7 @@ func (d *Daemon) sync() {
 	// left (pods cut until the ring is loaded). A new peer has nothing to
 	// route before it has space anyway.
 	if bridge.IsValid() {
-		rc := d.routerConfig(peers, ranges, known)
+		rc, switched := d.routerConfig(peers, ranges, known)
 		targets := make(map[peer.ID]netip.Addr, len(rc.Peers))
 		for _, p := range rc.Peers {
 			targets[p.ID] = p.Underlay
@@ -201,7 +201,11 @@ func (d *Daemon) sync() {
 		d.mu.Lock()
 		d.probeTargets = targets
 		d.mu.Unlock()
-		err := d.router.Set(rc)
+		set := d.router.Set
+		if switched {
+			set = d.router.SetNow
+		}
+		err := set(rc)
 		d.mu.Lock()
 		d.reconciles++
 		d.routed = bridge
@@ -300,8 +304,11 @@ func inRestartGrace(up time.Duration, haveTargets bool, peers []peer.Info) bool 
 
 // routerConfig is the datapath's full desired state: routes follow the
 // ring (see owners.go), so every ring owner is in it whatever its liveness.
-func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Prefix, known map[peer.ID]ownerInfo) router.Config {
-	rc := router.DefaultConfig()
+//
+// switched is true when a report took effect since the last call
+// (switch.go): the other end switches now too, so it is applied at once.
+func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Prefix, known map[peer.ID]ownerInfo) (rc router.Config, switched bool) {
+	rc = router.DefaultConfig()
 	rc.ID = d.id.ID
 	rc.Bridge = d.cfg.Bridge
 	rc.Range = d.cfg.IPAllocRange
@@ -320,6 +327,10 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	next := d.ownReport.pending(now)
 	peers, nextPeer := effectiveReports(d.reports, peers, now)
 	reports := peerReports(d.id.ID, peers, d.relayedAtDown)
+	switched = tookEffect(d.ownReport, d.lastRouted, now) || slices.ContainsFunc(peers, func(p peer.Info) bool {
+		return tookEffect(d.reports[p.ID], d.lastRouted, now)
+	})
+	d.lastRouted = now
 	d.mu.Unlock()
 	if next.IsZero() || (!nextPeer.IsZero() && nextPeer.Before(next)) {
 		next = nextPeer
@@ -334,7 +345,7 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 		})
 	}
 	d.acceptUnderlay(rc.Peers)
-	return rc
+	return rc, switched
 }
 
 // peerReports is what each peer publishes it cannot reach (adjacency.go).

@@ -531,3 +531,38 @@ func BenchmarkReconcile1000(b *testing.B) {
 		p99(b, ds)
 	})
 }
+
+// TestSetNow: while Run runs, SetNow applies before it returns, where Set
+// waits for the debounce.
+func TestSetNow(t *testing.T) {
+	f := newFixture(t, router.Options{ResyncInterval: time.Hour, Debounce: time.Hour})
+	cfg := testConfig(router.TransportVXLAN, true)
+	f.set(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = f.r.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	// Run reconciles once as it starts: wait until a Set is debounced.
+	i := 0
+	testutil.Eventually(t, 5*time.Second, "Run to start", func() error {
+		i++
+		c := cfg
+		c.MTU = 1300 + i
+		if err := f.r.Set(c); err != nil {
+			return err
+		}
+		if f.r.MTU() == c.MTU {
+			return fmt.Errorf("Set applied at once: Run not running yet")
+		}
+		return nil
+	})
+	c := cfg
+	c.MTU = 1402
+	if err := f.r.SetNow(c); err != nil {
+		t.Fatalf("SetNow: %v", err)
+	}
+	if got := f.r.MTU(); got != 1402 {
+		t.Errorf("MTU() = %d right after SetNow; want 1402", got)
+	}
+}

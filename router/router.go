@@ -84,8 +84,32 @@ func New(opts Options) (*Router, error) {
 // Set stores cfg as the desired state and reconciles: synchronously the
 // first time and whenever Run is not running, debounced in Run otherwise.
 func (r *Router) Set(cfg Config) error {
-	if err := cfg.Validate(); err != nil {
+	now, err := r.record(cfg)
+	if err != nil || now {
 		return err
+	}
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// SetNow is Set applied at once, without the debounce: for a change that
+// other peers apply at the same moment (a relay switch, daemon/switch.go),
+// where 200 ms of coalescing on one end only would be 200 ms of loss.
+func (r *Router) SetNow(cfg Config) error {
+	if now, err := r.record(cfg); err != nil || now {
+		return err
+	}
+	return r.reconcile(context.Background(), false)
+}
+
+// record makes cfg the desired state; if this is the first, or Run is not
+// running, it reconciles at once (now is true).
+func (r *Router) record(cfg Config) (now bool, err error) {
+	if err := cfg.Validate(); err != nil {
+		return false, err
 	}
 	cfg.Local = slices.Clone(cfg.Local)
 	cfg.Peers = slices.Clone(cfg.Peers)
@@ -96,13 +120,9 @@ func (r *Router) Set(cfg Config) error {
 	running := r.running
 	r.mu.Unlock()
 	if first || !running {
-		return r.reconcile(context.Background(), false)
+		return true, r.reconcile(context.Background(), false)
 	}
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-	return nil
+	return false, nil
 }
 
 // Resync reconciles the current desired state in full now, as the
