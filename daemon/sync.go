@@ -35,6 +35,7 @@ func (d *Daemon) syncLoop(ctx context.Context) error {
 	for {
 		d.sync()
 		last := time.Now()
+		urgent := false // a report takes effect (switch.go): no gap
 		select {
 		case <-ctx.Done():
 			return nil
@@ -43,13 +44,14 @@ func (d *Daemon) syncLoop(ctx context.Context) error {
 		case <-d.underlayChanged():
 		case <-d.kick:
 		case <-d.switchKick:
+			urgent = true
 		case <-t.C:
 		}
 		// Liveness does not wait for the gap: the allocators judge
 		// reclaims and donations by who is up, and an operator who sees a
 		// peer dead in status must be able to rmpeer it at once.
 		d.syncLiveness()
-		if wait := syncGap - time.Since(last); wait > 0 {
+		if wait := syncGap - time.Since(last); wait > 0 && !urgent {
 			gap := time.After(wait)
 			for waiting := true; waiting; {
 				select {
