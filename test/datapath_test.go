@@ -493,13 +493,17 @@ func TestDatapathHostLeaves(t *testing.T) {
 	// 2. kill -9 of h3, then `weft rmpeer h3` on h1: its ranges route to h1.
 	owned3 := ownedBy(t, h1, h3.Name)
 	h3.Kill()
-	testutil.Eventually(t, 60*time.Second, "h3 dead on h1", func() error {
-		if st, _ := peerState(t, h1, h3.Name); st != "dead" {
-			return fmt.Errorf("h1 sees h3 %q", st)
+	survivors = bed.Hosts[:2]
+	// Every survivor: the reclaim's acceptors refuse while h3 is alive to
+	// them (each allocator learns it from its own sync loop).
+	testutil.Eventually(t, 60*time.Second, "h3 dead on h1 and h2", func() error {
+		for _, h := range survivors {
+			if st, _ := peerState(t, h, h3.Name); st != "dead" {
+				return fmt.Errorf("%s sees h3 %q", h.Name, st)
+			}
 		}
 		return nil
 	})
-	survivors = bed.Hosts[:2]
 	reclaim(t, h1, h3, survivors)
 	waitNoRoutesVia(t, survivors, h3)
 	waitRingRoutes(t, survivors, bed.Hosts)
