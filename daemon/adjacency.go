@@ -32,27 +32,10 @@ package daemon
 // to direct within about 10-20 s of the link healing (the issue asks 30 s).
 // A peer just met starts up: that is how the datapath works without
 // relaying, and the first 3 s of silence correct it.
-//
-// Probe rate. One probe a second to every peer is O(N) datagrams and
-// wakeups per peer per second: at 40 peers, half of an idle peer's CPU.
-// An idle WireGuard link needs less: its byte counters tell whether it
-// carries traffic, and an idle link that breaks black-holes nothing until
-// traffic starts. So a WireGuard link is probed every slowEvery (down after
-// three of those without a reply) while it is idle, and every second while
-//   - it carries traffic: a decayed byte sum (time constant busyDecay) above
-//     busyBytes, more than keepalives and handshakes move; or more than
-//     lonelyBytes sent with nothing received in one observation, the first
-//     packets into a link that may be broken; and for busyHold after;
-//   - it is down, or changed state within upAfter;
-//   - its counters cannot be read, or it is not WireGuard (VXLAN and direct
-//     routes have no per-peer counters).
-// When a link goes to the full rate, the silence before counts no more:
-// 3 s without a reply from then on take it down.
 
 import (
 	"context"
 	"maps"
-	"math"
 	"slices"
 	"time"
 
@@ -70,16 +53,6 @@ const (
 	// while its probes pass: WireGuard renews every 2 min under traffic
 	// (keepalives count) and drops a session after 3 min.
 	wgStale = 200 * time.Second
-
-	slowEvery     = 5 * time.Second // probe period of an idle WireGuard link
-	slowDownAfter = 3 * slowEvery   // its silence before it is down
-	busyDecay     = 5 * time.Second // time constant of a link's byte sum
-	// busyBytes: a decayed sum above this is traffic. Persistent keepalives
-	// (32 B each way every 25 s) and a handshake (148 + 92 B every 2 min
-	// under traffic) stay below it.
-	busyBytes   = 400
-	lonelyBytes = 64               // sent in one observation with nothing received
-	busyHold    = 30 * time.Second // full rate this long after traffic
 )
 
 // linkState is what this peer knows of its direct link to one peer.
@@ -91,15 +64,6 @@ type linkState struct {
 	OKSince time.Time
 	Changed time.Time   // last transition
 	Downs   []time.Time // recent down transitions (within flapWindow)
-
-	// Probe rate.
-	Fast      bool      // probed every second (else every slowEvery)
-	FastSince time.Time // when it last went to the full rate
-	NextProbe time.Time // when it is next probed
-	Rx, Tx    int64     // WireGuard counters at Sampled
-	Sampled   time.Time // zero: no counters
-	Load      float64   // decayed byte sum (busyDecay)
-	BusyUntil time.Time // full rate until then
 }
 
 // linkObs is one observation of a link.
@@ -110,55 +74,14 @@ type linkObs struct {
 	ProbingSince time.Time
 	WireGuard    bool      // the peer is reached over WireGuard
 	Handshake    time.Time // its last WireGuard handshake (zero: none)
-	Counters     bool      // RxBytes and TxBytes are the WireGuard peer's
-	RxBytes      int64
-	TxBytes      int64
 }
 
-// newLink is the state of a link to a peer just met: up, probed at the
-// full rate.
+// newLink is the state of a link to a peer just met: up.
 func newLink(now time.Time) linkState {
-	return linkState{LastReply: now, OKSince: now, Changed: now, Fast: true, FastSince: now}
+	return linkState{LastReply: now, OKSince: now, Changed: now}
 }
 
-// stepTraffic folds the link's WireGuard counters into its byte sum.
-func stepTraffic(s linkState, o linkObs, now time.Time) linkState {
-	if !o.Counters {
-		s.Sampled, s.Load = time.Time{}, 0
-		return s
-	}
-	// A counter that went back is a WireGuard peer made anew: resample.
-	if !s.Sampled.IsZero() && o.RxBytes >= s.Rx && o.TxBytes >= s.Tx {
-		rx, tx := o.RxBytes-s.Rx, o.TxBytes-s.Tx
-		s.Load = s.Load*math.Exp(-now.Sub(s.Sampled).Seconds()/busyDecay.Seconds()) + float64(rx+tx)
-		if s.Load > busyBytes || (tx > lonelyBytes && rx == 0) {
-			s.BusyUntil = now.Add(busyHold)
-		}
-	}
-	s.Rx, s.Tx, s.Sampled = o.RxBytes, o.TxBytes, now
-	return s
-}
-
-// fastProbe says whether the link is probed every second (see the top).
-func fastProbe(s linkState, o linkObs, now time.Time) bool {
-	return !o.WireGuard || !o.Counters || s.Down || now.Sub(s.Changed) < upAfter || now.Before(s.BusyUntil)
-}
-
-// probeDue says whether the link is probed now, and moves its next probe.
-func probeDue(s linkState, now time.Time) (linkState, bool) {
-	if !s.Fast && now.Before(s.NextProbe) {
-		return s, false
-	}
-	every := slowEvery
-	if s.Fast {
-		every = probeEvery
-	}
-	s.NextProbe = now.Add(every)
-	return s, true
-}
-
-// stepLink is the decision: the link's next state after observing o at
-// now, and the rate it is probed at from now on.
+// stepLink is the decision: the link's next state after observing o at now.
 func stepLink(s linkState, o linkObs, now time.Time) linkState {
 	s.Downs = slices.Clone(s.Downs)
 	if o.LastReply.After(s.LastReply) {
@@ -167,12 +90,11 @@ func stepLink(s linkState, o linkObs, now time.Time) linkState {
 		}
 		s.LastReply = o.LastReply
 	}
-	heard := latest(s.LastReply, o.ProbingSince, s.FastSince)
-	limit := downAfter
-	if !s.Fast {
-		limit = slowDownAfter
+	heard := s.LastReply
+	if o.ProbingSince.After(heard) {
+		heard = o.ProbingSince
 	}
-	silent := now.Sub(heard) > limit
+	silent := now.Sub(heard) > downAfter
 	if silent {
 		s.OKSince = time.Time{}
 	}
@@ -185,24 +107,7 @@ func stepLink(s linkState, o linkObs, now time.Time) linkState {
 	case s.Down && !silent && !wgStuck && !s.OKSince.IsZero() && now.Sub(s.OKSince) >= holdUp(s.Downs):
 		s.Down, s.Changed = false, now
 	}
-	s = stepTraffic(s, o, now)
-	fast := fastProbe(s, o, now)
-	if fast && !s.Fast {
-		s.FastSince = now
-	}
-	s.Fast = fast
 	return s
-}
-
-// latest is the latest of ts.
-func latest(ts ...time.Time) time.Time {
-	var out time.Time
-	for _, t := range ts {
-		if t.After(out) {
-			out = t
-		}
-	}
-	return out
 }
 
 // holdUp is how long a down link must answer before it is up again.
@@ -233,8 +138,8 @@ func publishedUnreachable(ids []peer.ID) []peer.ID {
 	return ids[:min(len(ids), gossip.MaxUnreachable)]
 }
 
-// adjacencyLoop steps every link the datapath routes to once a second,
-// probes those due, and publishes and routes on a change of the set of
+// adjacencyLoop probes every peer the datapath routes to once a second,
+// steps each link, and publishes and routes on a change of the set of
 // unreachable peers.
 func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 	t := time.NewTicker(probeEvery)
@@ -247,17 +152,20 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 		case <-t.C:
 		}
 		stats := d.router.Stats() // may wait for a reconcile in progress
-		now := time.Now()
-		if now.Sub(sent) > 2*probeEvery {
-			probingSince = now // we fell behind: the silence until now is ours
-		}
 		d.mu.Lock()
 		targets := maps.Clone(d.probeTargets)
+		d.mu.Unlock()
+		if now := time.Now(); now.Sub(sent) > 2*probeEvery {
+			probingSince = now // we fell behind: the silence until now is ours
+		}
+		pr.Probe(targets)
+		sent = time.Now()
+		now := sent
+		d.mu.Lock()
 		if d.links == nil {
 			d.links = map[peer.ID]linkState{}
 		}
 		next := make(map[peer.ID]linkState, len(targets))
-		var send []peer.ID
 		for id := range targets {
 			s, ok := d.links[id]
 			if !ok {
@@ -270,17 +178,12 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 			if d.upSince[id].After(since) {
 				since = d.upSince[id] // silence before the peer came back is not the link's (sync.go)
 			}
-			s = stepLink(s, linkObs{LastReply: pr.LastReply(id), ProbingSince: since,
+			next[id] = stepLink(s, linkObs{LastReply: pr.LastReply(id), ProbingSince: since,
 				WireGuard: haveStats && d.router.PeerTransport(id) == router.TransportWireGuard,
-				Handshake: st.LastHandshake, Counters: haveStats, RxBytes: st.RxBytes, TxBytes: st.TxBytes}, now)
-			if s.Down != d.links[id].Down && ok {
-				d.log.Info("direct link", "peer", id, "down", s.Down)
+				Handshake: st.LastHandshake}, now)
+			if next[id].Down != s.Down {
+				d.log.Info("direct link", "peer", id, "down", next[id].Down)
 			}
-			var due bool
-			if s, due = probeDue(s, now); due {
-				send = append(send, id)
-			}
-			next[id] = s
 		}
 		d.links = next
 		// A new set is published, to take effect switchDelay later on
@@ -293,8 +196,6 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 			d.ownReport = d.ownReport.observe(un, at, now)
 		}
 		d.mu.Unlock()
-		pr.Probe(targets, send)
-		sent = time.Now()
 		if !publish {
 			continue
 		}

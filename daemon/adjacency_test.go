@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"slices"
 	"testing"
 	"time"
 
@@ -194,12 +193,12 @@ func TestProber(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no reply from b within 10 s")
 		}
-		a.Probe(map[peer.ID]netip.Addr{2: lo2}, []peer.ID{2})
+		a.Probe(map[peer.ID]netip.Addr{2: lo2})
 		time.Sleep(50 * time.Millisecond)
 	}
 	// Peer 2 moved: what it answered at its old address no longer
 	// counts, nor do answers from there.
-	a.Probe(map[peer.ID]netip.Addr{2: netip.MustParseAddr("127.0.0.3")}, nil)
+	a.Probe(map[peer.ID]netip.Addr{2: netip.MustParseAddr("127.0.0.3")})
 	if got := a.LastReply(2); !got.IsZero() {
 		t.Errorf("LastReply(2) = %v after peer 2 moved to an address that does not answer; want zero", got)
 	}
@@ -254,169 +253,5 @@ func TestRelayProblems(t *testing.T) {
 	}
 	if got := relayReason(false, ""); got != "" {
 		t.Errorf("relayReason(up, direct) = %q; want none", got)
-	}
-}
-
-// TestStepTraffic checks which counter movements are traffic.
-func TestStepTraffic(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	type move struct{ rx, tx int64 } // bytes in one second
-	busyAfter := func(moves []move) (busy []bool) {
-		s := newLink(t0)
-		var rx, tx int64
-		s = stepTraffic(s, linkObs{Counters: true}, t0)
-		for i, m := range moves {
-			rx, tx = rx+m.rx, tx+m.tx
-			now := t0.Add(time.Duration(i+1) * time.Second)
-			s = stepTraffic(s, linkObs{Counters: true, RxBytes: rx, TxBytes: tx}, now)
-			busy = append(busy, now.Before(s.BusyUntil))
-		}
-		return busy
-	}
-	idle := func(n int) []move { return make([]move, n) }
-
-	// Keepalives both ways every 25 s and a handshake every 2 min: idle.
-	var keep []move
-	for i := range 300 {
-		m := move{}
-		if i%25 == 0 {
-			m = move{32, 32}
-		}
-		if i%120 == 7 {
-			m = move{92, 148}
-		}
-		keep = append(keep, m)
-	}
-	if b := busyAfter(keep); slices.Contains(b, true) {
-		t.Errorf("keepalives and handshakes made the link busy at second %d", slices.Index(b, true)+1)
-	}
-	// A ping a second (two 128-B WireGuard packets each way): busy within
-	// 3 s, and for busyHold after it stops.
-	ping := append(slices.Repeat([]move{{128, 128}}, 10), idle(60)...)
-	b := busyAfter(ping)
-	if first := slices.Index(b, true); first < 0 || first > 2 {
-		t.Errorf("pings: first busy second %d, want ≤ 3", first+1)
-	}
-	last := -1
-	for i, busy := range b {
-		if busy {
-			last = i
-		}
-	}
-	if got, want := last+1, 10+int(busyHold/time.Second); got < want-1 || got > want+6 {
-		t.Errorf("pings stopped at 10 s: busy until second %d, want about %d", got, want)
-	}
-	// The first packets into a broken link: sent, nothing back.
-	if b := busyAfter(append(idle(5), move{0, 148})); !b[5] {
-		t.Error("148 B sent with nothing received: not busy")
-	}
-	// A WireGuard peer made anew restarts its counters: no traffic.
-	s := stepTraffic(newLink(t0), linkObs{Counters: true, RxBytes: 1 << 20, TxBytes: 1 << 20}, t0)
-	s = stepTraffic(s, linkObs{Counters: true, RxBytes: 10, TxBytes: 10}, t0.Add(time.Second))
-	if s.Load != 0 || t0.Add(time.Second).Before(s.BusyUntil) {
-		t.Errorf("counters reset: load %v busy until %v", s.Load, s.BusyUntil)
-	}
-}
-
-// TestProbeRate plays links second by second through stepLink and
-// probeDue, as the adjacency loop does.
-func TestProbeRate(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	type run struct {
-		probes []int // seconds at which a probe was sent
-		downAt int   // first second the link was down (-1: never)
-	}
-	// play runs secs seconds; answers(i) says whether the probe sent at
-	// second i is answered (at once), traffic(i) the bytes each way in
-	// sent in second i (received too while the link answers), wg whether the link is WireGuard with counters.
-	play := func(secs int, wg bool, answers func(int) bool, traffic func(int) int64) run {
-		s := newLink(t0)
-		var last time.Time
-		var rx, tx int64
-		r := run{downAt: -1}
-		for i := 1; i <= secs; i++ {
-			now := t0.Add(time.Duration(i) * time.Second)
-			b := traffic(i)
-			tx += b
-			if answers(i) {
-				rx += b // a broken link brings nothing back
-			}
-			s = stepLink(s, linkObs{LastReply: last, WireGuard: wg, Counters: wg, RxBytes: rx, TxBytes: tx}, now)
-			if s.Down && r.downAt < 0 {
-				r.downAt = i
-			}
-			var due bool
-			if s, due = probeDue(s, now); due {
-				r.probes = append(r.probes, i)
-				if answers(i) {
-					last = now.Add(time.Millisecond)
-				}
-			}
-		}
-		return r
-	}
-	always := func(int) bool { return true }
-	quiet := func(int) int64 { return 0 }
-	count := func(ps []int, from, to int) (n int) {
-		for _, p := range ps {
-			if p >= from && p <= to {
-				n++
-			}
-		}
-		return n
-	}
-
-	// An idle WireGuard link: every second while just met, then every 5 s.
-	r := play(120, true, always, quiet)
-	if n := count(r.probes, 1, 10); n < 9 {
-		t.Errorf("new idle link: %d probes in its first 10 s, want ≥ 9", n)
-	}
-	if n := count(r.probes, 60, 119); n != 12 {
-		t.Errorf("idle link: %d probes in 60 s, want 12 (one per 5 s); probes %v", n, r.probes)
-	}
-	if r.downAt >= 0 {
-		t.Errorf("idle answering link went down at %d s", r.downAt)
-	}
-	// VXLAN or direct (no counters): every second.
-	if r := play(60, false, always, quiet); count(r.probes, 1, 60) != 60 {
-		t.Errorf("link without counters: %d probes in 60 s, want 60", count(r.probes, 1, 60))
-	}
-	// An idle link that stops answering at 60 s: down once three slow
-	// probes went unanswered (10-16 s), and probed every second from then.
-	r = play(120, true, func(i int) bool { return i < 60 }, quiet)
-	if r.downAt < 60+10 || r.downAt > 60+16 {
-		t.Errorf("idle link silent from 60 s: down at %d s, want 70-76", r.downAt)
-	}
-	if r.downAt > 0 && count(r.probes, r.downAt+1, r.downAt+10) != 10 {
-		t.Errorf("down link: %d probes in the 10 s after going down, want 10", count(r.probes, r.downAt+1, r.downAt+10))
-	}
-	// Broken while idle, traffic from 61 s: full rate at once, and down
-	// 3-4 s after the traffic began, not at once for the silence before.
-	r = play(120, true, func(i int) bool { return i < 58 }, func(i int) int64 {
-		if i > 60 {
-			return 200
-		}
-		return 0
-	})
-	if r.downAt < 61+3 || r.downAt > 61+4 {
-		t.Errorf("traffic into a link silent since 58 s from 61 s: down at %d s, want 64-65", r.downAt)
-	}
-	// A busy link: every second, and for busyHold after its traffic stops
-	// (and its byte sum decayed: 1,000 B/s takes ~17 s to fall below
-	// busyBytes).
-	r = play(150, true, always, func(i int) int64 {
-		if i >= 30 && i < 60 {
-			return 1000
-		}
-		return 0
-	})
-	if n := count(r.probes, 31, 59); n != 29 {
-		t.Errorf("busy link: %d probes in 29 s, want 29", n)
-	}
-	if n := count(r.probes, 60, 60+int(busyHold/time.Second)-1); n != int(busyHold/time.Second) {
-		t.Errorf("link idle for busyHold after traffic: %d probes, want %d", n, int(busyHold/time.Second))
-	}
-	if n := count(r.probes, 120, 149); n != 6 {
-		t.Errorf("link idle again: %d probes in 30 s, want 6", n)
 	}
 }

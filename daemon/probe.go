@@ -115,10 +115,9 @@ func (p *prober) Run(ctx context.Context) error {
 	}
 }
 
-// Probe sends one request to each peer in send, looking each up in
-// targets (ID → underlay address, every peer being probed), and forgets
-// the peers not in targets.
-func (p *prober) Probe(targets map[peer.ID]netip.Addr, send []peer.ID) {
+// Probe sends one request to each peer (ID → underlay address) and
+// forgets the peers not listed.
+func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 	p.mu.Lock()
 	p.seq++
 	seq := p.seq
@@ -137,10 +136,8 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr, send []peer.ID) {
 	}
 	p.mu.Unlock()
 	msg := probeMsg{Kind: probeReq, From: p.self, Seq: seq}.append(nil)
-	for _, id := range send {
-		if a, ok := targets[id]; ok {
-			_, _ = p.conn.WriteToUDPAddrPort(msg, netip.AddrPortFrom(a, p.port))
-		}
+	for _, a := range targets {
+		_, _ = p.conn.WriteToUDPAddrPort(msg, netip.AddrPortFrom(a, p.port))
 	}
 }
 
