@@ -220,6 +220,18 @@ func TestResetHandsSpaceOver(t *testing.T) {
 		}
 		return nil
 	})
+	// h1 takes a handoff only once it holds the ring (it learns the ring
+	// h2's consensus formed a moment later; CI once reset h2 before that).
+	testutil.Eventually(t, 30*time.Second, "h1 to hold the ring", func() error {
+		st, err := h1.Status()
+		if err != nil {
+			return err
+		}
+		if st.IPAM.Status != "ready" {
+			return fmt.Errorf("h1's ring is %q", st.IPAM.Status)
+		}
+		return nil
+	})
 	out := h2.MustRun(t, h2.ResetArgs()...)
 	t.Logf("weft reset: %s", out)
 	if code, ok := h2.Wait(30 * time.Second); !ok || code != 0 {
