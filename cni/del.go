@@ -9,8 +9,6 @@ package cni
 
 import (
 	"errors"
-	"io"
-	"syscall"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -43,7 +41,9 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 	case err == nil, errors.Is(err, client.ErrNotFound):
 		inv.log.Info("released", "id", id, "veth", hostName)
 		return nil
-	case errors.Is(err, client.ErrNotRunning), peerDiedDuring(err):
+	case errors.Is(err, client.ErrNotRunning), errors.Is(err, client.ErrPeerGone):
+		// A peer killed while it served the release may or may not have
+		// applied it; the replay of an applied release is a no-op.
 		dir := spool.Dir(inv.conf.DataDir)
 		if serr := spool.Write(dir, id); serr != nil {
 			return types.NewError(types.ErrTryAgainLater,
@@ -106,13 +106,4 @@ func (p *Plugin) gc(inv *invocation) error {
 	}
 	inv.log.Info("gc", "kept", len(keep), "released", r.Released)
 	return nil
-}
-
-// peerDiedDuring says whether the peer went away in the middle of the
-// request (killed while it served it: the soak saw "connection reset by
-// peer"). It may or may not have released; a spooled release of what is
-// gone is a no-op when the peer replays the spool, so DEL spools it as
-// for a peer that is not running.
-func peerDiedDuring(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -30,6 +31,11 @@ var (
 	ErrNotRunning = errors.New("weft peer not running")
 	// ErrNotFound is a 404 from the peer (unknown ID, name or peer).
 	ErrNotFound = errors.New("not found")
+	// ErrPeerGone means the peer went away in the middle of the request
+	// (killed while it served it: the connection was reset or closed
+	// before the whole answer came). It may or may not have applied the
+	// request.
+	ErrPeerGone = errors.New("weft peer went away during the request")
 )
 
 // APIError is a non-2xx answer from the peer.
@@ -103,11 +109,17 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 			}
 			return fmt.Errorf("%w at %s (start it with 'weft launch', or pass --socket): %v", ErrNotRunning, where, err)
 		}
+		if isCut(err) {
+			return fmt.Errorf("%s %s: %w: %v", method, path, ErrPeerGone, err)
+		}
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
+		if isCut(err) {
+			return fmt.Errorf("read answer of %s %s: %w: %v", method, path, ErrPeerGone, err)
+		}
 		return fmt.Errorf("read answer of %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
@@ -130,6 +142,12 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 func isDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// isCut says whether a connection that was made broke before the whole
+// answer came: reset by the peer, or closed (EOF) mid-exchange.
+func isCut(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // Status returns the peer's full status.
