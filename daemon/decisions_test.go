@@ -237,43 +237,55 @@ func TestUpSince(t *testing.T) {
 // but whose link we found down only after it went silent, or that never
 // named us, does not.
 func TestRelayedAtDown(t *testing.T) {
-	self, a, b, c, d := peer.ID(1), peer.ID(2), peer.ID(3), peer.ID(4), peer.ID(5)
+	self, a, b, c, d, e, f := peer.ID(1), peer.ID(2), peer.ID(3), peer.ID(4), peer.ID(5), peer.ID(6), peer.ID(7)
 	t0 := time.Unix(1000, 0)
 	seen := t0.Add(time.Minute) // when each was last seen up
+	now := seen.Add(5 * time.Second)
 	peers := []peer.Info{
 		{ID: a, State: peer.Stopped, LastSeen: seen, Meta: peer.Meta{Unreachable: []peer.ID{self}}},
 		{ID: b, State: peer.Dead, LastSeen: seen, Meta: peer.Meta{Unreachable: []peer.ID{self}}},
 		{ID: c, State: peer.Stopped, LastSeen: seen},
 		{ID: d, State: peer.Alive, Meta: peer.Meta{Unreachable: []peer.ID{self}}},
+		// Published, but not in effect yet when e stopped: its datapath
+		// never relayed.
+		{ID: e, State: peer.Stopped, LastSeen: seen, Meta: peer.Meta{Unreachable: []peer.ID{self}, UnreachableAt: now.Add(time.Second)}},
+		// Withdrawn, but the withdrawal not in effect yet: still relayed.
+		{ID: f, State: peer.Stopped, LastSeen: seen, Meta: peer.Meta{UnreachableAt: now.Add(time.Second)}},
 	}
-	wasUp := map[peer.ID]bool{a: true, b: true, c: true, d: true}
+	reports := map[peer.ID]report{f: {cur: []peer.ID{self}, at: t0}}
+	wasUp := map[peer.ID]bool{a: true, b: true, c: true, d: true, e: true, f: true}
 	links := map[peer.ID]linkState{
 		a: {Down: true, Changed: t0},                        // down long before a stopped: relayed both ways
 		b: {Down: true, Changed: seen.Add(3 * time.Second)}, // down only once b went silent
 		c: {Down: true, Changed: t0},                        // c never reported us
 		d: {Down: true, Changed: t0},
+		e: {Down: true, Changed: t0},
+		f: {Down: true, Changed: t0},
 	}
-	got := relayedAtDown(nil, wasUp, peers, self, links)
-	if want := map[peer.ID]bool{a: true, b: false, c: false}; !maps.Equal(got, want) {
+	got := relayedAtDown(nil, wasUp, peers, self, links, reports, now)
+	if want := map[peer.ID]bool{a: true, b: false, c: false, e: false, f: true}; !maps.Equal(got, want) {
 		t.Errorf("relayedAtDown = %v; want %v", got, want)
 	}
+	peers = peers[:4]
+	delete(got, e)
+	delete(got, f)
 	// Kept while down, whatever the links say later; dropped once up.
 	links[a] = linkState{}
 	peers[0].State = peer.Stopped
-	if again := relayedAtDown(got, wasUp, peers, self, links); !again[a] {
+	if again := relayedAtDown(got, wasUp, peers, self, links, reports, now); !again[a] {
 		t.Errorf("a's relay forgotten while a is still down: %v", again)
 	}
 	peers[0].State = peer.Alive
-	if again := relayedAtDown(got, wasUp, peers, self, links); len(again) != 2 || again[a] {
+	if again := relayedAtDown(got, wasUp, peers, self, links, reports, now); len(again) != 2 || again[a] {
 		t.Errorf("after a came back: %v; want only b and c", again)
 	}
 	// peerReports keeps only the edge with us of a relayed down peer, and
 	// NextHops then relays to it, as its frozen datapath does to us.
-	reports := peerReports(self, []peer.Info{peers[1], {ID: a, State: peer.Stopped, Meta: peer.Meta{Unreachable: []peer.ID{self, d}}}, {ID: d, State: peer.Alive}}, map[peer.ID]bool{a: true, b: false})
-	if !slices.Equal(reports[a], []peer.ID{self}) || reports[b] != nil {
-		t.Errorf("peerReports = %v; want a: [self] only, nothing of b", reports)
+	reported := peerReports(self, []peer.Info{peers[1], {ID: a, State: peer.Stopped, Meta: peer.Meta{Unreachable: []peer.ID{self, d}}}, {ID: d, State: peer.Alive}}, map[peer.ID]bool{a: true, b: false})
+	if !slices.Equal(reported[a], []peer.ID{self}) || reported[b] != nil {
+		t.Errorf("peerReports = %v; want a: [self] only, nothing of b", reported)
 	}
-	adj := router.Adjacency(reports)
+	adj := router.Adjacency(reported)
 	adj[self] = []peer.ID{a, b} // our side: a held down, dead b silent
 	if via := router.NextHops(self, []peer.ID{self, a, b, d}, adj)[a]; via != d {
 		t.Errorf("next hop to the stopped a = %v; want the relay %v", via, d)

@@ -55,43 +55,48 @@ func (r report) observe(ids []peer.ID, at, now time.Time) report {
 	return report{prev: r.effective(now), cur: slices.Clone(ids), at: at}
 }
 
-// pending is the time at which r still has to take effect (zero: none).
-func (r report) pending(now time.Time) time.Time {
+// step says, for a pass at now whose previous pass was at since, whether
+// r took effect in between (since, now], and when it still has to
+// (zero: it has).
+func (r report) step(since, now time.Time) (took bool, pending time.Time) {
 	if now.Before(r.at) {
-		return r.at
+		return false, r.at
 	}
-	return time.Time{}
-}
-
-// tookEffect says whether r took effect after since, up to now.
-func tookEffect(r report, since, now time.Time) bool {
-	return r.at.After(since) && !r.at.After(now)
+	return r.at.After(since), time.Time{}
 }
 
 // effectiveReports replaces each peer's published unreachable set by the
-// one in effect at now, keeps what it saw of each in reports, and returns
-// the next time a report takes effect (zero: none). Peers not listed are
+// one in effect at now, and keeps what it saw of each in reports. It
+// returns whether one took effect since the previous pass (at since) and
+// the next time one takes effect (zero: none). Peers not listed are
 // forgotten.
-func effectiveReports(reports map[peer.ID]report, peers []peer.Info, now time.Time) ([]peer.Info, time.Time) {
-	out := make([]peer.Info, len(peers))
+func effectiveReports(reports map[peer.ID]report, peers []peer.Info, since, now time.Time) (out []peer.Info, took bool, next time.Time) {
+	out = make([]peer.Info, len(peers))
 	seen := make(map[peer.ID]bool, len(peers))
-	var next time.Time
 	for i, p := range peers {
 		r := reports[p.ID].observe(p.Meta.Unreachable, p.Meta.UnreachableAt, now)
 		reports[p.ID] = r
 		seen[p.ID] = true
 		p.Meta.Unreachable = r.effective(now)
 		out[i] = p
-		if at := r.pending(now); !at.IsZero() && (next.IsZero() || at.Before(next)) {
-			next = at
-		}
+		t, at := r.step(since, now)
+		took = took || t
+		next = earliest(next, at)
 	}
 	for id := range reports {
 		if !seen[id] {
 			delete(reports, id)
 		}
 	}
-	return out, next
+	return out, took, next
+}
+
+// earliest is the earlier of two times, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // switchAt has the sync loop run a pass at t (zero: none), without

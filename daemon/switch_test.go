@@ -22,8 +22,8 @@ func TestReportSwitch(t *testing.T) {
 	if got := r.effective(sec(2)); !slices.Equal(got, []peer.ID{7}) {
 		t.Errorf("at its time: %v in effect; want [7]", got)
 	}
-	if got := r.pending(sec(1)); !got.Equal(sec(2)) {
-		t.Errorf("pending at 1 s = %v; want 2 s", got)
+	if took, at := r.step(sec(0), sec(1)); took || !at.Equal(sec(2)) {
+		t.Errorf("step at 1 s = %v, %v; want not yet, pending at 2 s", took, at)
 	}
 	if again := r.observe([]peer.ID{7}, sec(2), sec(1)); !slices.Equal(again.prev, r.prev) || !again.at.Equal(r.at) {
 		t.Errorf("the same publication seen again changed the report: %+v → %+v", r, again)
@@ -88,7 +88,7 @@ func TestReportSwitch(t *testing.T) {
 				}
 			}
 			if latest != nil {
-				effectiveReports(seen, []peer.Info{{ID: 1, Meta: peer.Meta{Unreachable: latest.ids, UnreachableAt: latest.at}}}, ts)
+				effectiveReports(seen, []peer.Info{{ID: 1, Meta: peer.Meta{Unreachable: latest.ids, UnreachableAt: latest.at}}}, ts.Add(-10*time.Millisecond), ts)
 			}
 			if a, b := mine.effective(ts), seen[1].effective(ts); !slices.Equal(a, b) {
 				t.Fatalf("trial %d at %v: publisher has %v in effect, receiver %v", trial, ts.Sub(t0), a, b)
@@ -98,10 +98,13 @@ func TestReportSwitch(t *testing.T) {
 
 	// effectiveReports forgets peers that are gone and names the next time.
 	reports := map[peer.ID]report{5: {cur: []peer.ID{1}}}
-	infos, next := effectiveReports(reports, []peer.Info{
+	infos, took, next := effectiveReports(reports, []peer.Info{
 		{ID: 1, Meta: peer.Meta{Unreachable: []peer.ID{2}, UnreachableAt: sec(3)}},
 		{ID: 2, Meta: peer.Meta{Unreachable: []peer.ID{1}, UnreachableAt: sec(2)}},
-	}, sec(1))
+	}, sec(0.5), sec(1))
+	if took {
+		t.Error("a switch reported before any report's time")
+	}
 	if _, ok := reports[5]; ok {
 		t.Error("a peer no longer listed kept its report")
 	}
@@ -111,19 +114,42 @@ func TestReportSwitch(t *testing.T) {
 	if infos[0].Meta.Unreachable != nil || infos[1].Meta.Unreachable != nil {
 		t.Errorf("reports before their time: %v, %v in effect; want none", infos[0].Meta.Unreachable, infos[1].Meta.Unreachable)
 	}
+	if _, took, next := effectiveReports(reports, infosOf(reports, sec(3), sec(2)), sec(1), sec(2.5)); !took || !next.Equal(sec(3)) {
+		t.Errorf("pass at 2.5 s after one at 1 s: switched %v, next %v; want switched, next at 3 s", took, next.Sub(t0))
+	}
 }
 
-func TestTookEffect(t *testing.T) {
+// infosOf publishes again what each of peers 1 and 2 published, at1 and
+// at2 its times.
+func infosOf(reports map[peer.ID]report, at1, at2 time.Time) []peer.Info {
+	return []peer.Info{
+		{ID: 1, Meta: peer.Meta{Unreachable: reports[1].cur, UnreachableAt: at1}},
+		{ID: 2, Meta: peer.Meta{Unreachable: reports[2].cur, UnreachableAt: at2}},
+	}
+}
+
+func TestStep(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	r := report{cur: []peer.ID{1}, at: t0.Add(time.Second)}
 	for _, tc := range []struct {
 		since, now float64
-		want       bool
-	}{{0, 0.5, false}, {0, 1, true}, {0.5, 2, true}, {1, 2, false}, {1.5, 3, false}} {
+		took       bool
+		pending    bool
+	}{{0, 0.5, false, true}, {0, 1, true, false}, {0.5, 2, true, false}, {1, 2, false, false}, {1.5, 3, false, false}} {
 		s := t0.Add(time.Duration(tc.since * float64(time.Second)))
 		n := t0.Add(time.Duration(tc.now * float64(time.Second)))
-		if got := tookEffect(r, s, n); got != tc.want {
-			t.Errorf("tookEffect(at 1 s, since %v s, now %v s) = %v; want %v", tc.since, tc.now, got, tc.want)
+		took, at := r.step(s, n)
+		if took != tc.took || at.IsZero() == tc.pending || (tc.pending && !at.Equal(r.at)) {
+			t.Errorf("step(since %v s, now %v s) of a report at 1 s = %v, %v; want took %v, pending %v", tc.since, tc.now, took, at, tc.took, tc.pending)
 		}
+	}
+	if got := earliest(time.Time{}, t0); !got.Equal(t0) {
+		t.Errorf("earliest(none, t0) = %v", got)
+	}
+	if got := earliest(t0.Add(time.Second), t0); !got.Equal(t0) {
+		t.Errorf("earliest(t0+1s, t0) = %v", got)
+	}
+	if got := earliest(t0, time.Time{}); !got.Equal(t0) {
+		t.Errorf("earliest(t0, none) = %v", got)
 	}
 }

@@ -96,18 +96,21 @@ func (d *Daemon) handLiveness(peers []peer.Info) {
 	now := time.Now()
 	d.mu.Lock()
 	d.upSince = upSince(d.upSince, peers, now)
-	d.relayedAtDown = relayedAtDown(d.relayedAtDown, d.allocUp, peers, d.id.ID, d.links)
+	d.relayedAtDown = relayedAtDown(d.relayedAtDown, d.allocUp, peers, d.id.ID, d.links, d.reports, now)
 	d.mu.Unlock()
 	d.allocUp = upStates(peers)
 }
 
 // relayedAtDown keeps, for each peer that is down, whether its link with
-// this peer (self) was relayed both ways when it went down: its last
-// report named self, and our side had the link down since before the peer
-// was last seen up (not merely silent since it went). A stopped or crashed
-// peer's datapath keeps routing as it did then, so our side must too
-// (peerReports). wasUp is who was up before; links is our side.
-func relayedAtDown(known map[peer.ID]bool, wasUp map[peer.ID]bool, peers []peer.Info, self peer.ID, links map[peer.ID]linkState) map[peer.ID]bool {
+// this peer (self) was relayed both ways when it went down: its report in
+// effect at now named self (the one routing uses, switch.go: a
+// publication not yet in effect never reached its datapath), and our side
+// had the link down since before the peer was last seen up (not merely
+// silent since it went). A stopped or crashed peer's datapath keeps
+// routing as it did then, so our side must too (peerReports). wasUp is who
+// was up before; links is our side; reports is what the routing passes
+// saw of each peer's report.
+func relayedAtDown(known map[peer.ID]bool, wasUp map[peer.ID]bool, peers []peer.Info, self peer.ID, links map[peer.ID]linkState, reports map[peer.ID]report, now time.Time) map[peer.ID]bool {
 	out := map[peer.ID]bool{}
 	for _, p := range peers {
 		if p.State.Up() {
@@ -121,7 +124,8 @@ func relayedAtDown(known map[peer.ID]bool, wasUp map[peer.ID]bool, peers []peer.
 			continue // never seen up here: nothing to keep
 		}
 		l, ok := links[p.ID]
-		out[p.ID] = ok && l.Down && l.Changed.Before(p.LastSeen) && slices.Contains(p.Meta.Unreachable, self)
+		inEffect := reports[p.ID].observe(p.Meta.Unreachable, p.Meta.UnreachableAt, now).effective(now)
+		out[p.ID] = ok && l.Down && l.Changed.Before(p.LastSeen) && slices.Contains(inEffect, self)
 	}
 	return out
 }
@@ -326,18 +330,13 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	d.mu.Lock()
 	rc.BridgeAddr = d.bridge
 	rc.Unreachable = slices.Clone(d.ownReport.effective(now))
-	next := d.ownReport.pending(now)
-	peers, nextPeer := effectiveReports(d.reports, peers, now)
+	ownTook, next := d.ownReport.step(d.lastRouted, now)
+	peers, peerTook, nextPeer := effectiveReports(d.reports, peers, d.lastRouted, now)
 	reports := peerReports(d.id.ID, peers, d.relayedAtDown)
-	switched = tookEffect(d.ownReport, d.lastRouted, now) || slices.ContainsFunc(peers, func(p peer.Info) bool {
-		return tookEffect(d.reports[p.ID], d.lastRouted, now)
-	})
+	switched = ownTook || peerTook
 	d.lastRouted = now
 	d.mu.Unlock()
-	if next.IsZero() || (!nextPeer.IsZero() && nextPeer.Before(next)) {
-		next = nextPeer
-	}
-	d.switchAt(next)
+	d.switchAt(earliest(next, nextPeer))
 	rc.Local = ranges[d.id.ID]
 	rc.Macvlan = d.macvlanConfig()
 	for _, p := range routePeers(d.id.ID, ranges, peers, known) {
