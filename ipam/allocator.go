@@ -82,6 +82,7 @@ type Allocator struct {
 	paxos   paxosState          // acceptor memory and our rounds in flight (paxos.go)
 	boot    bootstrapState      // what other bootstrap proposers are doing (bootstrap.go)
 	reqs    requests            // donation and handoff replies awaited (donate.go)
+	held    map[peer.ID]heldReq // donation requests from peers not known yet (donate.go)
 	handoff handoffState        // leaving, and to whom (handoff.go)
 	refused map[peer.ID]Refusal // peers whose messages carried another range (rekey.go)
 }
@@ -122,6 +123,7 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 		paxos:   newPaxosState(saved.acceptors),
 		boot:    bootstrapState{heard: map[peer.ID]bool{cfg.Self: true}},
 		reqs:    requests{next: rand.Uint64(), replies: map[uint64]chan *message{}},
+		held:    map[peer.ID]heldReq{},
 		// A handoff interrupted by a restart resumes with the same peer.
 		handoff: handoffState{leaving: saved.leaving, target: saved.target},
 	}
@@ -147,6 +149,7 @@ func (a *Allocator) SetPeers(peers []peer.Info) {
 	for _, p := range peers {
 		a.peers[p.ID] = p
 	}
+	a.answerHeldLocked()
 	a.wakeLocked()
 }
 

@@ -29,6 +29,7 @@ package ipam
 import (
 	"math/bits"
 	"slices"
+	"time"
 
 	"github.com/weftmesh/weft/peer"
 )
@@ -77,8 +78,11 @@ func (a *Allocator) handleDonateReqLocked(from peer.ID, m *message) error {
 	if !a.aliveLocked(from) {
 		// We cannot answer a peer our membership does not know yet (the
 		// reply would be lost, and the requester would ask someone else
-		// while this space is already written as its): stay silent; it
-		// retries when its request times out, by when we know it.
+		// while this space is already written as its). Hold the request
+		// until SetPeers brings the peer (answerHeldLocked): in a mass
+		// join, the requester's arrival reaches us by gossip a moment
+		// after its request, and staying silent cost it a RequestTimeout.
+		a.holdLocked(from, m)
 		return nil
 	}
 	give, ok := a.donationLocked(from)
@@ -102,6 +106,47 @@ func (a *Allocator) handleDonateReqLocked(from peer.ID, m *message) error {
 	a.sendLocked(from, r)
 	a.log.Info("donated space", "to", from, "start", a.addr(give[0].Start).Addr(), "tokens", len(give))
 	return nil
+}
+
+// maxHeld bounds the donation requests held for peers not known yet (one
+// per requester): a mass join of this many peers at once is far beyond
+// any other limit, and a flood of forged requesters cannot grow memory.
+const maxHeld = 1024
+
+// heldReq is a donation request from a peer not known yet when it came.
+type heldReq struct {
+	m  *message
+	at time.Time
+}
+
+// holdLocked keeps from's request m until from is known (the latest per
+// requester: it asks one donor at a time).
+func (a *Allocator) holdLocked(from peer.ID, m *message) {
+	if _, ok := a.held[from]; !ok && len(a.held) >= maxHeld {
+		a.log.Debug("donation request from an unknown peer dropped: too many held", "from", from)
+		return
+	}
+	a.held[from] = heldReq{m: m, at: time.Now()}
+}
+
+// answerHeldLocked answers the held requests of peers now up. One older
+// than RequestTimeout is dropped: its requester has asked again (that
+// request is the one held) or asked another donor, and space given to it
+// now could be given twice (not the same address: only waste).
+func (a *Allocator) answerHeldLocked() {
+	for from, h := range a.held {
+		if time.Since(h.at) >= a.cfg.RequestTimeout {
+			delete(a.held, from)
+			continue
+		}
+		if !a.aliveLocked(from) {
+			continue
+		}
+		delete(a.held, from)
+		if err := a.handleDonateReqLocked(from, h.m); err != nil {
+			a.log.Warn("answer held donation request", "from", from, "err", err)
+		}
+	}
 }
 
 // donationLocked computes the tokens that give `to` a block of our largest

@@ -156,3 +156,85 @@ func TestCapacity(t *testing.T) {
 		}
 	}
 }
+
+// TestDonationHeld: a donation request from a peer the membership does
+// not know yet is answered as soon as SetPeers brings the peer up, not
+// dropped (its requester would wait a RequestTimeout); one held longer
+// than RequestTimeout is dropped (the requester has asked again); the
+// number held is bounded.
+func TestDonationHeld(t *testing.T) {
+	a := soloAllocator(t)
+	sent := func() []outMsg {
+		var out []outMsg
+		for {
+			select {
+			case m := <-a.out:
+				out = append(out, m)
+			default:
+				return out
+			}
+		}
+	}
+	request := func(from peer.ID, id uint64) {
+		t.Helper()
+		a.mu.Lock()
+		m := &message{Kind: kindDonateReq, ReqID: id, Range: a.cfg.Range, Seed: a.ring.Seed}
+		a.mu.Unlock()
+		if err := a.Merge(from, m.encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent()
+	const b, c = peer.ID(0xb), peer.ID(0xc)
+	request(b, 42)
+	if out := sent(); len(out) != 0 {
+		t.Fatalf("answered a peer not known yet: %d messages", len(out))
+	}
+	a.SetPeers([]peer.Info{{ID: b, State: peer.Alive}})
+	out := sent()
+	var reply *message
+	for _, o := range out {
+		if m, err := decode(o.msg); err == nil && o.to == b && m.Kind == kindDonateReply {
+			reply = m
+		}
+	}
+	if reply == nil || reply.ReqID != 42 || reply.Flags&flagOK == 0 || len(reply.Tokens) == 0 {
+		t.Fatalf("no donation to b once it was known: %d messages, reply %+v", len(out), reply)
+	}
+	if len(a.Ranges()[b]) == 0 {
+		t.Fatalf("b owns nothing after the donation: %v", a.Ranges())
+	}
+	a.SetPeers([]peer.Info{{ID: b, State: peer.Alive}})
+	if out := sent(); len(out) != 0 {
+		t.Fatalf("a held request answered twice: %d messages", len(out))
+	}
+
+	// Held past RequestTimeout: dropped, not answered.
+	request(c, 43)
+	a.mu.Lock()
+	h := a.held[c]
+	h.at = h.at.Add(-a.cfg.RequestTimeout)
+	a.held[c] = h
+	a.mu.Unlock()
+	a.SetPeers([]peer.Info{{ID: b, State: peer.Alive}, {ID: c, State: peer.Alive}})
+	if out := sent(); len(out) != 0 || len(a.Ranges()[c]) != 0 {
+		t.Fatalf("a request held past RequestTimeout was answered: %d messages, c owns %v", len(out), a.Ranges()[c])
+	}
+	a.mu.Lock()
+	n := len(a.held)
+	a.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d requests still held; want none", n)
+	}
+
+	// Bounded: requests from more unknown peers than maxHeld keep maxHeld.
+	for i := range maxHeld + 10 {
+		request(peer.ID(0x1000+i), uint64(i))
+	}
+	a.mu.Lock()
+	n = len(a.held)
+	a.mu.Unlock()
+	if n != maxHeld {
+		t.Fatalf("%d requests held; want the bound %d", n, maxHeld)
+	}
+}
