@@ -187,6 +187,16 @@ func (m *Mesh) channelList() []*Channel {
 	return cs
 }
 
+// joinRetryMin is the first retry of the targets while this peer is alone;
+// each further one waits twice as long, up to ReconnectEvery. When many
+// peers start at once (a DaemonSet rolled out on every node, make
+// scale-real's 40 launches), a peer's PEER is often not listening yet and
+// refuses the first dial at once; a full ReconnectEvery (5 s) before the
+// second held 40 peers ~12 s from seeing each other. Once it has met a
+// peer, targets are retried every ReconnectEvery: memberlist then finds
+// the rest.
+const joinRetryMin = 250 * time.Millisecond
+
 // Run drives the channels, large broadcasts, reconnection of targets and
 // the liveness table until ctx is done; then it tells the others why it
 // goes (a stop, or a leave after Leaving), leaves memberlist gracefully and
@@ -218,15 +228,23 @@ func (m *Mesh) Run(ctx context.Context) error {
 		rounds.Add(1)
 		go func() { defer rounds.Done(); defer busy.Store(false); m.reconnect() }()
 	}
-	reconnect := time.NewTicker(m.cfg.ReconnectEvery)
+	reconnect := time.NewTimer(0) // the first round at once
 	defer reconnect.Stop()
-	round()
+	retry := joinRetryMin
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
 		case <-reconnect.C:
+			alone := m.randomAlive() == nil
 			round()
+			reconnect.Reset(m.cfg.ReconnectEvery)
+			if alone {
+				reconnect.Reset(min(retry, m.cfg.ReconnectEvery))
+				retry *= 2
+			} else {
+				retry = joinRetryMin
+			}
 		}
 	}
 	wg.Wait()

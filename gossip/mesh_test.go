@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -424,4 +425,45 @@ func TestStopStartsNoReconnectRound(t *testing.T) {
 	if n := tr.Dials(); n != atStop {
 		t.Errorf("%d dials after the stop; want none (a reconnect round began after ctx was done)", n-atStop)
 	}
+}
+
+// A peer alone retries its targets fast: its PEER, started a moment
+// later (a mass start), is joined long before ReconnectEvery (here a
+// minute, past the test's deadline).
+func TestJoinRetriedFastWhileAlone(t *testing.T) {
+	var mnet gossiptest.Network
+	ta := mnet.NewTransport("a")
+	bAddr := netip.MustParseAddrPort("127.0.0.1:40123")
+	mk := func(name string, tr *gossiptest.Transport) *Mesh {
+		cfg := DefaultConfig()
+		cfg.Name, cfg.ID = name, peer.ID(len(name)+100)
+		cfg.ReconnectEvery = time.Minute
+		cfg.Memberlist = fastTimers(tr)
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatalf("New(%s): %v", name, err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return m
+	}
+	a := mk("a", ta)
+	a.SetTargets([]string{bAddr.String()})
+	// Wait for a failed dial or two (nobody listens at b yet).
+	for deadline := time.Now().Add(30 * time.Second); ta.Dials() < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d join dials in 30 s while alone; want 2", ta.Dials())
+		}
+	}
+	mk("b", mnet.NewTransportAt("b", bAddr))
+	testutil.Eventually(t, 30*time.Second, "a to join b, started after a's first tries", func() error {
+		for _, p := range a.Peers() {
+			if p.Name == "b" && p.State == peer.Alive {
+				return nil
+			}
+		}
+		return errors.New("b not alive at a")
+	})
 }
