@@ -27,6 +27,8 @@ type Mesh struct {
 	local netip.AddrPort // the advertised address, read at New
 	queue *memberlist.TransmitLimitedQueue
 
+	pubMu sync.Mutex // serializes SetMeta
+
 	// chMu guards channels and channelOrder: they are written only before
 	// Run, but memberlist already listens then, and a remote push-pull may
 	// read them from its own goroutine.
@@ -473,12 +475,25 @@ func (m *Mesh) reconnect() {
 	wg.Wait()
 }
 
-// SetMeta publishes new metadata for this peer.
+// SetMeta publishes new metadata for this peer. It returns once the
+// update is queued for gossip, without waiting for it to be sent.
+//
+// memberlist's UpdateNode queues the alive message carrying the new
+// metadata before it waits, and the wait is only for that message's
+// retransmissions to end (RetransmitMult·log N gossip rounds, behind
+// whatever else is queued: seconds during a mass join), which nothing here
+// needs. Waiting held the daemon's sync loop 5 s in a 40-peer start (its
+// Joined flag), and its allocator saw no new peer meanwhile. So SetMeta
+// waits as little as memberlist allows; the wait's timeout is UpdateNode's
+// only error. Calls are serialized: each update reads the newest metadata
+// and takes the next incarnation in one step, so an older one never wins.
 func (m *Mesh) SetMeta(meta peer.Meta) error {
 	b, err := EncodeMeta(m.cfg.ID, meta)
 	if err != nil {
 		return err
 	}
+	m.pubMu.Lock()
+	defer m.pubMu.Unlock()
 	m.mu.Lock()
 	same := string(b) == string(m.metaBytes)
 	m.metaBytes, m.meta = b, meta
@@ -486,9 +501,7 @@ func (m *Mesh) SetMeta(meta peer.Meta) error {
 	if same {
 		return nil
 	}
-	if err := m.ml.UpdateNode(5 * time.Second); err != nil {
-		return fmt.Errorf("publish metadata: %w", err)
-	}
+	_ = m.ml.UpdateNode(time.Nanosecond) // queued; only the wait timed out
 	m.signal()
 	return nil
 }

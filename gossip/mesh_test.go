@@ -467,3 +467,58 @@ func TestJoinRetriedFastWhileAlone(t *testing.T) {
 		return errors.New("b not alive at a")
 	})
 }
+
+// SetMeta does not wait for memberlist to finish gossiping the update:
+// with no gossip round or probe ever due (broadcasts ride on both), the
+// update's retransmissions never end, and SetMeta still returns without
+// error (it used to wait 5 s and fail). The other peer gets the new
+// metadata by push-pull here.
+func TestSetMetaDoesNotWait(t *testing.T) {
+	var mnet gossiptest.Network
+	ta, tb := mnet.NewTransport("a"), mnet.NewTransport("b")
+	mk := func(name string, tr *gossiptest.Transport, tune func(*memberlist.Config)) *Mesh {
+		cfg := DefaultConfig()
+		cfg.Name, cfg.ID = name, peer.ID(len(name)+200)
+		fast := fastTimers(tr)
+		cfg.Memberlist = func(c *memberlist.Config) { fast(c); tune(c) }
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatalf("New(%s): %v", name, err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return m
+	}
+	quiet := func(c *memberlist.Config) { c.GossipInterval, c.ProbeInterval = time.Hour, time.Hour }
+	a := mk("a", ta, quiet)
+	b := mk("b", tb, quiet)
+	if _, err := a.Join([]string{tb.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "a to see b alive", func() error {
+		for _, p := range a.Peers() {
+			if p.Name == "b" && p.State == peer.Alive {
+				return nil
+			}
+		}
+		return errors.New("b not alive at a")
+	})
+	meta := a.Peers()[0].Meta
+	meta.Joined = true
+	if err := a.SetMeta(meta); err != nil {
+		t.Fatalf("SetMeta = %v; want it queued without waiting for gossip", err)
+	}
+	if !a.Peers()[0].Meta.Joined {
+		t.Error("a's own view lacks the new metadata")
+	}
+	testutil.Eventually(t, 30*time.Second, "b to see a's new metadata", func() error {
+		for _, p := range b.Peers() {
+			if p.Name == "a" && p.Meta.Joined {
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+}
