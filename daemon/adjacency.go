@@ -53,6 +53,12 @@ const (
 	// while its probes pass: WireGuard renews every 2 min under traffic
 	// (keepalives count) and drops a session after 3 min.
 	wgStale = 200 * time.Second
+	// statsEvery is how often the WireGuard device is read for handshake
+	// ages. They matter only past wgStale, and a healthy session's is at
+	// most ~135 s old (renewed every 2 min), so a reading this old cannot
+	// make one look stale; reading every second cost each idle peer a
+	// round trip to its userspace datapath, which lists every peer.
+	statsEvery = 10 * time.Second
 )
 
 // linkState is what this peer knows of its direct link to one peer.
@@ -144,14 +150,18 @@ func publishedUnreachable(ids []peer.ID) []peer.ID {
 func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
-	var sent, probingSince time.Time
+	var sent, probingSince, statsAt time.Time
+	var stats map[peer.ID]router.PeerStats
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		stats := d.router.Stats() // may wait for a reconcile in progress
+		if time.Since(statsAt) >= statsEvery {
+			stats = d.router.Stats() // may wait for a reconcile in progress
+			statsAt = time.Now()
+		}
 		d.mu.Lock()
 		targets := maps.Clone(d.probeTargets)
 		d.mu.Unlock()
