@@ -11,7 +11,9 @@ package daemon
 //
 // The measurement, per peer:
 //   - A UDP probe every second from our underlay address to the peer's
-//     (port --probe-port, 6785), answered by the peer. Same addresses as
+//     (port --probe-port, 6785), answered by the peer (or, between peers
+//     of this version, a hello each way that echoes the other's last
+//     round: probe.go). Same addresses as
 //     the tunnel (WireGuard, VXLAN) or the direct route, so what blocks
 //     them at L3 blocks the probe: an nftables drop, a security group, a
 //     dead port. Request/response, so a one-way block breaks it both ways.
@@ -37,6 +39,8 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weftmesh/weft/gossip"
@@ -150,18 +154,32 @@ func publishedUnreachable(ids []peer.ID) []peer.ID {
 func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
-	var sent, probingSince, statsAt time.Time
-	var stats map[peer.ID]router.PeerStats
+	var sent, probingSince time.Time
+	// The WireGuard reading runs beside the loop: it may wait for a
+	// reconcile in progress, and the peers judge our link by our hellos
+	// (probe.go), so the probes must not wait for it.
+	var stats atomic.Pointer[map[peer.ID]router.PeerStats]
+	stats.Store(&map[peer.ID]router.PeerStats{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		for {
+			st := d.router.Stats()
+			stats.Store(&st)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(statsEvery):
+			}
+		}
+	})
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		if time.Since(statsAt) >= statsEvery {
-			stats = d.router.Stats() // may wait for a reconcile in progress
-			statsAt = time.Now()
-		}
+		stats := *stats.Load()
 		d.mu.Lock()
 		targets := maps.Clone(d.probeTargets)
 		d.mu.Unlock()

@@ -2,15 +2,19 @@ package daemon
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/weftmesh/weft/api/client"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/peer"
 )
 
@@ -209,11 +213,20 @@ func TestParseProbe(t *testing.T) {
 	if m, err := parseProbe(good); err != nil || m != (probeMsg{Kind: probeReq, From: 7, Seq: 9}) {
 		t.Errorf("parseProbe(good) = %v, %v", m, err)
 	}
+	hello := probeMsg{Kind: probeHello, From: 7, Seq: 9, Echo: 11}
+	if b := hello.append(nil); len(b) != helloLen {
+		t.Errorf("hello of %d bytes; want %d", len(b), helloLen)
+	} else if m, err := parseProbe(b); err != nil || m != hello {
+		t.Errorf("parseProbe(hello) = %v, %v", m, err)
+	}
 	for name, b := range map[string][]byte{
-		"short":     good[:20],
-		"magic":     append([]byte("xxxx"), good[4:]...),
-		"kind":      append(append([]byte{}, good[:4]...), append([]byte{3}, good[5:]...)...),
-		"zero peer": probeMsg{Kind: probeReply}.append(nil),
+		"short":            good[:20],
+		"magic":            append([]byte("xxxx"), good[4:]...),
+		"kind":             append(append([]byte{}, good[:4]...), append([]byte{4}, good[5:]...)...),
+		"zero peer":        probeMsg{Kind: probeReply}.append(nil),
+		"short hello":      hello.append(nil)[:probeLen],
+		"long request":     append(append([]byte{}, good...), 0, 0, 0, 0, 0, 0, 0, 0),
+		"hello, zero peer": probeMsg{Kind: probeHello, Seq: 1}.append(nil),
 	} {
 		if _, err := parseProbe(b); !errors.Is(err, errBadProbe) {
 			t.Errorf("parseProbe(%s) = %v; want errBadProbe", name, err)
@@ -224,6 +237,7 @@ func TestParseProbe(t *testing.T) {
 func FuzzParseProbe(f *testing.F) {
 	f.Add(probeMsg{Kind: probeReq, From: 7, Seq: 9}.append(nil))
 	f.Add(probeMsg{Kind: probeReply, From: 1}.append(nil))
+	f.Add(probeMsg{Kind: probeHello, From: 1, Seq: 2, Echo: 3}.append(nil))
 	f.Add([]byte("wfp1"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := parseProbe(b)
@@ -234,6 +248,221 @@ func FuzzParseProbe(f *testing.F) {
 			t.Fatalf("round trip: %v, %v", again, err)
 		}
 	})
+}
+
+// probePair is two probers on loopback addresses, on one port.
+func probePair(t *testing.T) (a, b *prober, bAddr netip.Addr) {
+	t.Helper()
+	x, err := newProber(1, "127.0.0.1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(x.conn.LocalAddr().(*net.UDPAddr).Port)
+	_ = x.conn.Close()
+	a, err = newProber(1, "127.0.0.1", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = newProber(2, "127.0.0.2", port)
+	if err != nil {
+		a.conn.Close()
+		t.Skipf("127.0.0.2 unavailable: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- a.Run(ctx) }()
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	})
+	return a, b, netip.MustParseAddr("127.0.0.2")
+}
+
+// TestProberHellos: two peers of this version move from requests to
+// hellos within a few rounds, and the hellos alone keep both links
+// answered; a hello whose echo stops moving (our packets no longer reach
+// the peer) does not.
+func TestProberHellos(t *testing.T) {
+	a, b, lo2 := probePair(t)
+	lo1 := netip.MustParseAddr("127.0.0.1")
+	ta, tb := map[peer.ID]netip.Addr{2: lo2}, map[peer.ID]netip.Addr{1: lo1}
+	count := func(p *prober) (hellos, requests uint64) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.sentHellos, p.sentRequests
+	}
+	// Rounds until both have sent 5 hellos in a row and no request.
+	deadline := time.Now().Add(20 * time.Second)
+	var ha0, ra0, hb0, rb0 uint64
+	settled := false
+	for !settled {
+		if time.Now().After(deadline) {
+			ha, ra := count(a)
+			hb, rb := count(b)
+			t.Fatalf("not settled on hellos in 20 s: a sent %d hellos %d requests, b %d and %d", ha, ra, hb, rb)
+		}
+		ha0, ra0 = count(a)
+		hb0, rb0 = count(b)
+		for range 5 {
+			a.Probe(ta)
+			b.Probe(tb)
+			time.Sleep(20 * time.Millisecond)
+		}
+		ha, ra := count(a)
+		hb, rb := count(b)
+		settled = ha-ha0 == 5 && hb-hb0 == 5 && ra == ra0 && rb == rb0
+	}
+	// On hellos alone, each round is answered.
+	before := a.LastReply(2)
+	testutil.Eventually(t, 10*time.Second, "a hello to answer a's round", func() error {
+		a.Probe(ta)
+		b.Probe(tb)
+		if !a.LastReply(2).After(before) || b.LastReply(1).IsZero() {
+			return fmt.Errorf("LastReply a→b %v (before %v), b→a %v", a.LastReply(2), before, b.LastReply(1))
+		}
+		return nil
+	})
+	if _, ra := count(a); ra != ra0 {
+		t.Errorf("a sent %d requests to a peer that speaks hellos", ra-ra0)
+	}
+
+	// b stops taking a's packets (it expects a elsewhere now) but goes on
+	// sending hellos to a: their echo is stuck at the last round b took,
+	// and a's evidence of b stops at that round's send time plus one
+	// period (shortened here, so that the rounds below outlast it).
+	a.mu.Lock()
+	a.period = 30 * time.Millisecond
+	a.mu.Unlock()
+	b.mu.Lock()
+	b.addrs[1] = netip.MustParseAddr("127.0.0.3")
+	b.mu.Unlock()
+	time.Sleep(50 * time.Millisecond) // packets in flight land
+	b.mu.Lock()
+	stuck := b.heard[1]
+	b.mu.Unlock()
+	a.mu.Lock()
+	sentAt, ok := a.sentAtLocked(stuck)
+	a.mu.Unlock()
+	if !ok {
+		t.Fatalf("a does not remember its round %d that b took last", stuck)
+	}
+	for range 10 {
+		a.Probe(ta)
+		b.mu.Lock()
+		b.seq++
+		msg := probeMsg{Kind: probeHello, From: 2, Seq: b.seq, Echo: b.heard[1]}.append(nil)
+		b.mu.Unlock()
+		if _, err := b.conn.WriteToUDPAddrPort(msg, netip.AddrPortFrom(lo1, b.port)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a.mu.Lock()
+	gotHello := a.hellos[2]
+	a.mu.Unlock()
+	if !gotHello.After(sentAt.Add(100 * time.Millisecond)) {
+		t.Fatalf("a got no hello from b after the break (last %v)", gotHello)
+	}
+	if got := a.LastReply(2); got.After(sentAt.Add(30 * time.Millisecond)) {
+		t.Errorf("a's evidence of b moved to %v on hellos with a stuck echo (round sent at %v)", got, sentAt)
+	}
+}
+
+// oldResponder is a prober of an older version at addr:port: it answers
+// requests with plain replies, sends requests, and drops what it does not
+// parse (hellos are longer than its packets).
+func oldResponder(t *testing.T, addr netip.Addr, port uint16, self peer.ID) (*net.UDPConn, *atomic.Int64) {
+	t.Helper()
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, port)))
+	if err != nil {
+		t.Skipf("%v unavailable: %v", addr, err)
+	}
+	var dropped atomic.Int64
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			b := buf[:n]
+			if n != probeLen || string(b[:4]) != probeMagic || (b[4] != probeReq && b[4] != probeReply) {
+				dropped.Add(1)
+				continue
+			}
+			if b[4] == probeReq {
+				out := probeMsg{Kind: probeReply, From: self, Seq: binary.BigEndian.Uint64(b[13:])}.append(nil)
+				_, _ = c.WriteToUDPAddrPort(out, from)
+			}
+		}
+	}()
+	t.Cleanup(func() { c.Close() })
+	return c, &dropped
+}
+
+// TestProberOldPeer: a peer of an older version is probed with requests,
+// never hellos, and its replies keep the link answered; a peer that goes
+// back to an older version (its requests come, its hellos stop) is put
+// back on requests.
+func TestProberOldPeer(t *testing.T) {
+	a, b, lo2 := probePair(t)
+	port := b.port
+	ta := map[peer.ID]netip.Addr{2: lo2}
+	// Settle a and b on hellos.
+	testutil.Eventually(t, 20*time.Second, "a to speak hellos to b", func() error {
+		a.Probe(ta)
+		b.Probe(map[peer.ID]netip.Addr{1: netip.MustParseAddr("127.0.0.1")})
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.hellos[2].IsZero() || a.speaks[2].IsZero() {
+			return errors.New("no hello from b yet")
+		}
+		return nil
+	})
+	// b goes back to an older version at the same address.
+	b.conn.Close()
+	time.Sleep(50 * time.Millisecond) // b's Run returns on the closed socket
+	old, dropped := oldResponder(t, lo2, port, 2)
+	// Its first request puts it back on requests, once its hellos have
+	// been quiet for helloQuiet (forced here).
+	a.mu.Lock()
+	a.hellos[2] = time.Now().Add(-helloQuiet - time.Second)
+	a.mu.Unlock()
+	req := probeMsg{Kind: probeReq, From: 2, Seq: 5}.append(nil)
+	if _, err := old.WriteToUDPAddrPort(req, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "a to probe the old peer with requests, answered", func() error {
+		before := a.LastReply(2)
+		a.mu.Lock()
+		h0 := a.sentHellos
+		a.mu.Unlock()
+		a.Probe(ta)
+		time.Sleep(20 * time.Millisecond)
+		a.mu.Lock()
+		h1 := a.sentHellos
+		a.mu.Unlock()
+		if h1 != h0 {
+			return errors.New("a still sends hellos")
+		}
+		if !a.LastReply(2).After(before) {
+			return errors.New("no reply from the old peer")
+		}
+		return nil
+	})
+	n := dropped.Load()
+	for range 3 {
+		a.Probe(ta)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if d := dropped.Load() - n; d != 0 {
+		t.Errorf("the old peer dropped %d packets from a on requests", d)
+	}
 }
 
 func TestRelayProblems(t *testing.T) {

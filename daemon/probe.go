@@ -1,17 +1,42 @@
 package daemon
 
 // The datapath probe (adjacency.go says why): one UDP socket on the
-// underlay, port --probe-port. A request carries the sender's peer ID and a
-// sequence number; the answer carries the responder's ID and the same
-// number, sent back to the request's source. Both are 21 bytes, so the
-// probe cannot amplify anything, and answers are counted only from the
-// address this peer probed for that ID.
+// underlay, port --probe-port.
+//
+// Two protocols share it. The first, which every version speaks, is
+// request/response: a request carries the sender's peer ID and a sequence
+// number; the answer carries the responder's ID and the same number, sent
+// back to the request's source. Both are 21 bytes, so the probe cannot
+// amplify anything. It costs four packets per pair of peers per second,
+// and at 40 peers the probes were half of an idle peer's CPU (each packet
+// is a send or a wakeup on both sides).
+//
+// The second, between peers that both speak it, halves that, as BFD does:
+// each peer sends every other one hello per second carrying its own round
+// number and the newest round number it received from that peer (the
+// echo), and answers nothing. A hello that echoes a round of ours sent
+// within the last second or so proves the path both ways: ours reached
+// the peer, and its hello reached us. It counts as a reply received at the
+// echoed round's send time plus one period (no later than its arrival),
+// so a path broken one way is seen down as soon as with replies (its echo
+// stops moving), give or take a period.
+//
+// A peer learns that the other speaks hellos from a hello, or from the
+// top bit of a reply's number (set by new responders, ignored by old
+// requesters, which never read it), and then sends it hellos instead of
+// requests. A request from a peer that has sent no hello for a few seconds
+// (an older version, or one that has not learned yet that we speak them)
+// puts it back on requests, which every version answers: two new peers
+// settle on hellos within a round or two, and a peer rolled back to an
+// older version is probed the old way from its first request on. Hellos
+// and replies count only from the address this peer probed for that ID.
 
 import (
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -22,16 +47,33 @@ import (
 
 const (
 	probeMagic = "wfp1"
-	probeLen   = 21
+	probeLen   = 21 // request and reply
+	helloLen   = 29 // hello: a request's fields and the echo
 	probeReq   = 1
 	probeReply = 2
+	probeHello = 3
+
+	// helloBit, in a reply's number, says the responder speaks hellos.
+	helloBit = 1 << 63
+	// helloFresh is how long after the last sign that a peer speaks
+	// hellos this peer goes on sending it hellos. A request from a peer
+	// that sent no hello for helloQuiet means it does not speak them to
+	// us (an older version, or it has not learned that we do): requests
+	// then, which every version answers.
+	helloFresh = 10 * time.Second
+	helloQuiet = 3 * time.Second
+	// sentRounds is how many of its own rounds this peer remembers the
+	// send time of, to read echoes (at one round a second, an echo older
+	// than that proves nothing recent anyway).
+	sentRounds = 8
 )
 
 // probeMsg is one probe packet.
 type probeMsg struct {
-	Kind byte // probeReq or probeReply
+	Kind byte // probeReq, probeReply or probeHello
 	From peer.ID
 	Seq  uint64
+	Echo uint64 // hello only: the newest round received from the addressee
 }
 
 var errBadProbe = errors.New("bad probe packet")
@@ -40,16 +82,30 @@ func (m probeMsg) append(b []byte) []byte {
 	b = append(b, probeMagic...)
 	b = append(b, m.Kind)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.From))
-	return binary.BigEndian.AppendUint64(b, m.Seq)
+	b = binary.BigEndian.AppendUint64(b, m.Seq)
+	if m.Kind == probeHello {
+		b = binary.BigEndian.AppendUint64(b, m.Echo)
+	}
+	return b
 }
 
 // parseProbe decodes a probe packet; anything else is an error.
 func parseProbe(b []byte) (probeMsg, error) {
-	if len(b) != probeLen || string(b[:4]) != probeMagic {
+	if len(b) < probeLen || string(b[:4]) != probeMagic {
 		return probeMsg{}, fmt.Errorf("%w: %d bytes", errBadProbe, len(b))
 	}
 	m := probeMsg{Kind: b[4], From: peer.ID(binary.BigEndian.Uint64(b[5:])), Seq: binary.BigEndian.Uint64(b[13:])}
-	if (m.Kind != probeReq && m.Kind != probeReply) || m.From == 0 {
+	want := probeLen
+	if m.Kind == probeHello {
+		want = helloLen
+	}
+	if len(b) != want {
+		return probeMsg{}, fmt.Errorf("%w: %d bytes of kind %d", errBadProbe, len(b), m.Kind)
+	}
+	if m.Kind == probeHello {
+		m.Echo = binary.BigEndian.Uint64(b[21:])
+	}
+	if (m.Kind != probeReq && m.Kind != probeReply && m.Kind != probeHello) || m.From == 0 {
 		return probeMsg{}, fmt.Errorf("%w: kind %d from %v", errBadProbe, m.Kind, m.From)
 	}
 	return m, nil
@@ -63,9 +119,29 @@ type prober struct {
 	conn *net.UDPConn
 
 	mu      sync.Mutex // guards following
-	seq     uint64
+	seq     uint64     // this peer's round number
+	sent    [sentRounds]sentRound
 	addrs   map[peer.ID]netip.Addr // where each peer was last probed
-	replies map[peer.ID]time.Time
+	replies map[peer.ID]time.Time  // two-way evidence: a reply, or a hello's echo
+	heard   map[peer.ID]uint64     // the newest round received from each (echoed in hellos)
+	speaks  map[peer.ID]time.Time  // the last sign that it speaks hellos (a hello or a marked reply)
+	hellos  map[peer.ID]time.Time  // the last hello received from it
+	period  time.Duration          // between rounds (probeEvery)
+
+	sentHellos, sentRequests uint64 // counts (tests)
+}
+
+// sentRound is the send time of one of this peer's rounds.
+type sentRound struct {
+	seq uint64
+	at  time.Time
+}
+
+// roundTo is a round's packets to one peer.
+type roundTo struct {
+	to    netip.AddrPort
+	echo  uint64
+	hello bool // else a request
 }
 
 // newProber binds host:port; host "", 0.0.0.0 or :: binds every address,
@@ -79,16 +155,24 @@ func newProber(self peer.ID, host string, port uint16) (*prober, error) {
 	if err != nil {
 		return nil, fmt.Errorf("datapath probe listen %s:%d: %w", host, port, err)
 	}
-	return &prober{self: self, port: port, conn: conn, addrs: map[peer.ID]netip.Addr{}, replies: map[peer.ID]time.Time{}}, nil
+	return &prober{
+		self: self, port: port, conn: conn, period: probeEvery,
+		// A random start: a reply or echo forged without seeing our
+		// packets has to guess the round.
+		seq:   rand.Uint64() >> 2,
+		addrs: map[peer.ID]netip.Addr{}, replies: map[peer.ID]time.Time{},
+		heard: map[peer.ID]uint64{}, speaks: map[peer.ID]time.Time{}, hellos: map[peer.ID]time.Time{},
+	}, nil
 }
 
-// Run answers requests and records replies until ctx is done; it closes
-// the socket on return.
+// Run answers requests and records replies and hellos until ctx is done;
+// it closes the socket on return.
 func (p *prober) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = p.conn.Close() })
 	defer stop()
 	defer p.conn.Close()
 	buf := make([]byte, 64)
+	out := make([]byte, 0, helloLen)
 	for {
 		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -101,47 +185,111 @@ func (p *prober) Run(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		switch m.Kind {
-		case probeReq:
-			out := probeMsg{Kind: probeReply, From: p.self, Seq: m.Seq}.append(nil)
+		if m.Kind == probeReq {
+			// Answer whoever asks (as every version does), telling it we
+			// speak hellos.
+			out = probeMsg{Kind: probeReply, From: p.self, Seq: m.Seq | helloBit}.append(out[:0])
 			_, _ = p.conn.WriteToUDPAddrPort(out, from)
-		case probeReply:
-			p.mu.Lock()
-			if a, ok := p.addrs[m.From]; ok && a == from.Addr().Unmap() {
-				p.replies[m.From] = time.Now()
+		}
+		p.receive(m, from.Addr().Unmap(), time.Now())
+	}
+}
+
+// receive records what m, from addr at now, says of the link to its sender.
+func (p *prober) receive(m probeMsg, addr netip.Addr, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a, ok := p.addrs[m.From]; !ok || a != addr {
+		return // not a peer we probe there
+	}
+	switch m.Kind {
+	case probeReq:
+		p.heard[m.From] = m.Seq
+		if now.Sub(p.hellos[m.From]) > helloQuiet {
+			delete(p.speaks, m.From)
+		}
+	case probeReply:
+		p.replies[m.From] = now
+		if m.Seq&helloBit != 0 {
+			p.speaks[m.From] = now
+		}
+	case probeHello:
+		p.heard[m.From] = m.Seq
+		p.speaks[m.From] = now
+		p.hellos[m.From] = now
+		if at, ok := p.sentAtLocked(m.Echo); ok {
+			ev := at.Add(p.period)
+			if ev.After(now) {
+				ev = now
 			}
-			p.mu.Unlock()
+			if ev.After(p.replies[m.From]) {
+				p.replies[m.From] = ev
+			}
 		}
 	}
 }
 
-// Probe sends one request to each peer (ID → underlay address) and
-// forgets the peers not listed.
+// sentAtLocked is when this peer sent its round seq, if it remembers.
+func (p *prober) sentAtLocked(seq uint64) (time.Time, bool) {
+	r := p.sent[seq%sentRounds]
+	return r.at, r.seq == seq && !r.at.IsZero()
+}
+
+// Probe sends one round to each peer (ID → underlay address): a hello to
+// each that speaks them, a request to the others. It forgets the peers not
+// listed.
 func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
+	now := time.Now()
 	p.mu.Lock()
 	p.seq++
 	seq := p.seq
+	p.sent[seq%sentRounds] = sentRound{seq: seq, at: now}
 	for id := range p.addrs {
 		if _, ok := targets[id]; !ok {
-			delete(p.addrs, id)
-			delete(p.replies, id)
+			p.forgetLocked(id)
 		}
 	}
+	round := make([]roundTo, 0, len(targets))
 	for id, a := range targets {
 		a = a.Unmap()
 		if old, ok := p.addrs[id]; ok && old != a {
-			delete(p.replies, id) // answers from the old address say nothing of the new
+			p.forgetLocked(id) // what came from the old address says nothing of the new
 		}
 		p.addrs[id] = a
+		hello := !p.speaks[id].IsZero() && now.Sub(p.speaks[id]) <= helloFresh
+		round = append(round, roundTo{to: netip.AddrPortFrom(a, p.port), echo: p.heard[id], hello: hello})
+	}
+	for _, r := range round {
+		if r.hello {
+			p.sentHellos++
+		} else {
+			p.sentRequests++
+		}
 	}
 	p.mu.Unlock()
-	msg := probeMsg{Kind: probeReq, From: p.self, Seq: seq}.append(nil)
-	for _, a := range targets {
-		_, _ = p.conn.WriteToUDPAddrPort(msg, netip.AddrPortFrom(a, p.port))
+	req := probeMsg{Kind: probeReq, From: p.self, Seq: seq}.append(nil)
+	buf := make([]byte, 0, helloLen)
+	for _, r := range round {
+		if r.hello {
+			buf = probeMsg{Kind: probeHello, From: p.self, Seq: seq, Echo: r.echo}.append(buf[:0])
+			_, _ = p.conn.WriteToUDPAddrPort(buf, r.to)
+		} else {
+			_, _ = p.conn.WriteToUDPAddrPort(req, r.to)
+		}
 	}
 }
 
-// LastReply is when the peer last answered (zero: never).
+// forgetLocked drops what this peer knows of id's link.
+func (p *prober) forgetLocked(id peer.ID) {
+	delete(p.addrs, id)
+	delete(p.replies, id)
+	delete(p.heard, id)
+	delete(p.speaks, id)
+	delete(p.hellos, id)
+}
+
+// LastReply is when the peer last answered (zero: never): a reply, or a
+// hello echoing a recent round of ours.
 func (p *prober) LastReply(id peer.ID) time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
