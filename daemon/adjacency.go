@@ -11,12 +11,12 @@ package daemon
 //
 // The measurement, per peer:
 //   - A UDP probe every second from our underlay address to the peer's
-//     (port --probe-port, 6785), answered by the peer (or, between peers
-//     of this version, a hello each way that echoes the other's last
-//     round: probe.go). Same addresses as
-//     the tunnel (WireGuard, VXLAN) or the direct route, so what blocks
-//     them at L3 blocks the probe: an nftables drop, a security group, a
-//     dead port. Request/response, so a one-way block breaks it both ways.
+//     (port --probe-port, 6785), answered by the peer; between peers of
+//     this version, a hello each way instead, echoing the other's last
+//     round (probe.go). Same addresses as the tunnel (WireGuard, VXLAN)
+//     or the direct route, so what blocks them at L3 blocks the probe: an
+//     nftables drop, a security group, a dead port. A reply or an echo
+//     needs both directions, so a one-way block breaks it both ways.
 //     ICMP over the tunnel was the alternative for vxlan/direct, but the
 //     tunnel route of a relayed peer goes via the relay by design, so it
 //     cannot measure the direct path; a probe on the underlay can, for
