@@ -373,6 +373,32 @@ func TestProberHellos(t *testing.T) {
 	}
 }
 
+// TestProberPeerNotProbing: a peer that speaks hellos but does not probe
+// us (we are not among its targets yet: it just started) sends no hellos;
+// our requests, which it answers, keep the link answered.
+func TestProberPeerNotProbing(t *testing.T) {
+	a, _, lo2 := probePair(t) // b never probes
+	ta := map[peer.ID]netip.Addr{2: lo2}
+	for round := range 10 {
+		before := a.LastReply(2)
+		a.Probe(ta)
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("an answer to round %d", round), func() error {
+			if !a.LastReply(2).After(before) {
+				return errors.New("no answer")
+			}
+			return nil
+		})
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.speaks[2].IsZero() || a.sentHellos == 0 {
+		t.Errorf("a did not learn from b's replies that b speaks hellos (sent %d hellos)", a.sentHellos)
+	}
+	if a.sentRequests != 10 {
+		t.Errorf("a sent %d requests in 10 rounds to a peer that sends no hellos; want 10", a.sentRequests)
+	}
+}
+
 // oldResponder is a prober of an older version at addr:port: it answers
 // requests with plain replies, sends requests, and drops what it does not
 // parse (hellos are longer than its packets).

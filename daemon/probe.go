@@ -24,12 +24,16 @@ package daemon
 // A peer learns that the other speaks hellos from a hello, or from the
 // top bit of a reply's number (set by new responders, ignored by old
 // requesters, which never read it), and then sends it hellos instead of
-// requests. A request from a peer that has sent no hello for a few seconds
-// (an older version, or one that has not learned yet that we speak them)
-// puts it back on requests, which every version answers: two new peers
-// settle on hellos within a round or two, and a peer rolled back to an
-// older version is probed the old way from its first request on. Hellos
-// and replies count only from the address this peer probed for that ID.
+// requests, while the peer's own hellos come. Whenever they are late (a
+// peer just started, or one that does not probe us yet: it answers
+// requests but sends no hellos), a request goes too, so the link never
+// lacks evidence for want of a protocol. A request from a peer that has
+// sent no hello for a few seconds (an older version, or one that has not
+// learned yet that we speak them) puts it back on requests only, which
+// every version answers: two new peers settle on hellos within a round or
+// two, and a peer rolled back to an older version is probed the old way
+// from its first request on. Hellos and replies count only from the
+// address this peer probed for that ID.
 
 import (
 	"context"
@@ -59,9 +63,14 @@ const (
 	// hellos this peer goes on sending it hellos. A request from a peer
 	// that sent no hello for helloQuiet means it does not speak them to
 	// us (an older version, or it has not learned that we do): requests
-	// then, which every version answers.
+	// only, then, which every version answers.
 	helloFresh = 10 * time.Second
 	helloQuiet = 3 * time.Second
+	// helloLate: while a peer's hellos are this late, this peer sends it
+	// a request besides its hello, so the link has evidence all the same:
+	// a peer just started, or one that does not probe us (our address is
+	// not among its targets yet), sends no hellos but answers requests.
+	helloLate = 1500 * time.Millisecond
 	// sentRounds is how many of its own rounds this peer remembers the
 	// send time of, to read echoes (at one round a second, an echo older
 	// than that proves nothing recent anyway).
@@ -139,9 +148,9 @@ type sentRound struct {
 
 // roundTo is a round's packets to one peer.
 type roundTo struct {
-	to    netip.AddrPort
-	echo  uint64
-	hello bool // else a request
+	to             netip.AddrPort
+	echo           uint64
+	hello, request bool
 }
 
 // newProber binds host:port; host "", 0.0.0.0 or :: binds every address,
@@ -236,8 +245,8 @@ func (p *prober) sentAtLocked(seq uint64) (time.Time, bool) {
 }
 
 // Probe sends one round to each peer (ID → underlay address): a hello to
-// each that speaks them, a request to the others. It forgets the peers not
-// listed.
+// each that speaks them, a request to the others and to those whose
+// hellos are late. It forgets the peers not listed.
 func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 	now := time.Now()
 	p.mu.Lock()
@@ -257,12 +266,14 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 		}
 		p.addrs[id] = a
 		hello := !p.speaks[id].IsZero() && now.Sub(p.speaks[id]) <= helloFresh
-		round = append(round, roundTo{to: netip.AddrPortFrom(a, p.port), echo: p.heard[id], hello: hello})
+		request := !hello || now.Sub(p.hellos[id]) > helloLate
+		round = append(round, roundTo{to: netip.AddrPortFrom(a, p.port), echo: p.heard[id], hello: hello, request: request})
 	}
 	for _, r := range round {
 		if r.hello {
 			p.sentHellos++
-		} else {
+		}
+		if r.request {
 			p.sentRequests++
 		}
 	}
@@ -273,7 +284,8 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 		if r.hello {
 			buf = probeMsg{Kind: probeHello, From: p.self, Seq: seq, Echo: r.echo}.append(buf[:0])
 			_, _ = p.conn.WriteToUDPAddrPort(buf, r.to)
-		} else {
+		}
+		if r.request {
 			_, _ = p.conn.WriteToUDPAddrPort(req, r.to)
 		}
 	}
