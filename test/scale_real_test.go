@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,7 +82,24 @@ func TestScaleReal(t *testing.T) {
 		ringAt = time.Since(last)
 		return nil
 	})
-	t.Logf("%d peers: all see all alive %.1f s and agree on the ring %.1f s after the last launch", n, aliveAt.Seconds(), ringAt.Seconds())
+	t.Logf("%d peers: all see all alive %.1f s and agree on the ring %.1f s after the last launch (at %s)",
+		n, aliveAt.Seconds(), ringAt.Seconds(), last.Format(time.RFC3339Nano))
+	// WEFT_SCALE_REAL_LOGS=dir keeps every peer's log of the join there
+	// (the test bed's directory goes with the test).
+	if dir := os.Getenv("WEFT_SCALE_REAL_LOGS"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range bed.Hosts {
+			b, err := os.ReadFile(filepath.Join(h.Dir, "weft.log"))
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, h.Name+".log"), b, 0o644)
+			}
+			if err != nil {
+				t.Errorf("keep %s's log: %v", h.Name, err)
+			}
+		}
+	}
 
 	// Idle: after a settle, CPU of every `weft launch` over 20 s, and RSS.
 	time.Sleep(10 * time.Second)
