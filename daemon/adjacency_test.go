@@ -165,33 +165,7 @@ func TestUnreachableSets(t *testing.T) {
 
 // TestProber runs two probers on loopback: each answers the other.
 func TestProber(t *testing.T) {
-	a, err := newProber(1, "127.0.0.1", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := uint16(a.conn.LocalAddr().(*net.UDPAddr).Port)
-	_ = a.conn.Close()
-	a, err = newProber(1, "127.0.0.1", port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := newProber(2, "127.0.0.2", port)
-	if err != nil {
-		t.Skipf("127.0.0.2 unavailable: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- a.Run(ctx) }()
-	go func() { done <- b.Run(ctx) }()
-	defer func() {
-		cancel()
-		for range 2 {
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-	}()
-	lo2 := netip.MustParseAddr("127.0.0.2")
+	a, _, lo2 := probePair(t)
 	deadline := time.Now().Add(10 * time.Second)
 	for a.LastReply(2).IsZero() {
 		if time.Now().After(deadline) {

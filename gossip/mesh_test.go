@@ -427,6 +427,33 @@ func TestStopStartsNoReconnectRound(t *testing.T) {
 	}
 }
 
+// runMesh starts a mesh named name on tr with fast timers, conf and tune
+// (either may be nil) applied, running until the test ends.
+func runMesh(t *testing.T, name string, tr *gossiptest.Transport, conf func(*Config), tune func(*memberlist.Config)) *Mesh {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Name, cfg.ID = name, peer.ID(len(name)+100)
+	if conf != nil {
+		conf(&cfg)
+	}
+	fast := fastTimers(tr)
+	cfg.Memberlist = func(c *memberlist.Config) {
+		fast(c)
+		if tune != nil {
+			tune(c)
+		}
+	}
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New(%s): %v", name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return m
+}
+
 // A peer alone retries its targets fast: its PEER, started a moment
 // later (a mass start), is joined long before ReconnectEvery (here a
 // minute, past the test's deadline).
@@ -435,19 +462,7 @@ func TestJoinRetriedFastWhileAlone(t *testing.T) {
 	ta := mnet.NewTransport("a")
 	bAddr := netip.MustParseAddrPort("127.0.0.1:40123")
 	mk := func(name string, tr *gossiptest.Transport) *Mesh {
-		cfg := DefaultConfig()
-		cfg.Name, cfg.ID = name, peer.ID(len(name)+100)
-		cfg.ReconnectEvery = time.Minute
-		cfg.Memberlist = fastTimers(tr)
-		m, err := New(cfg)
-		if err != nil {
-			t.Fatalf("New(%s): %v", name, err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- m.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
-		return m
+		return runMesh(t, name, tr, func(cfg *Config) { cfg.ReconnectEvery = time.Minute }, nil)
 	}
 	a := mk("a", ta)
 	a.SetTargets([]string{bAddr.String()})
@@ -476,24 +491,9 @@ func TestJoinRetriedFastWhileAlone(t *testing.T) {
 func TestSetMetaDoesNotWait(t *testing.T) {
 	var mnet gossiptest.Network
 	ta, tb := mnet.NewTransport("a"), mnet.NewTransport("b")
-	mk := func(name string, tr *gossiptest.Transport, tune func(*memberlist.Config)) *Mesh {
-		cfg := DefaultConfig()
-		cfg.Name, cfg.ID = name, peer.ID(len(name)+200)
-		fast := fastTimers(tr)
-		cfg.Memberlist = func(c *memberlist.Config) { fast(c); tune(c) }
-		m, err := New(cfg)
-		if err != nil {
-			t.Fatalf("New(%s): %v", name, err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- m.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
-		return m
-	}
 	quiet := func(c *memberlist.Config) { c.GossipInterval, c.ProbeInterval = time.Hour, time.Hour }
-	a := mk("a", ta, quiet)
-	b := mk("b", tb, quiet)
+	a := runMesh(t, "a", ta, nil, quiet)
+	b := runMesh(t, "b", tb, nil, quiet)
 	if _, err := a.Join([]string{tb.Addr()}); err != nil {
 		t.Fatal(err)
 	}
