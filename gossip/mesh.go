@@ -189,15 +189,19 @@ func (m *Mesh) channelList() []*Channel {
 	return cs
 }
 
-// joinRetryMin is the first retry of the targets while this peer is alone;
-// each further one waits twice as long, up to ReconnectEvery. When many
-// peers start at once (a DaemonSet rolled out on every node, make
-// scale-real's 40 launches), a peer's PEER is often not listening yet and
-// refuses the first dial at once; a full ReconnectEvery (5 s) before the
-// second held 40 peers ~12 s from seeing each other. Once it has met a
-// peer, targets are retried every ReconnectEvery: memberlist then finds
-// the rest.
-const joinRetryMin = 250 * time.Millisecond
+// While this peer is alone it retries its targets after joinRetryMin,
+// then twice that, then every joinRetryMax; once it has met a peer, every
+// ReconnectEvery (memberlist then finds the rest). When many peers start at
+// once (a DaemonSet rolled out on every node, make scale-real's 40
+// launches), a peer's PEER is often not listening yet and refuses the
+// first dial at once: a full ReconnectEvery (5 s) before the second try
+// held 40 peers ~12 s from seeing each other, and a group of peers cut off
+// that long may divide a ring of their own (ipam/bootstrap.go: peers
+// launched with different PEER lists and the default consensus).
+const (
+	joinRetryMin = 250 * time.Millisecond
+	joinRetryMax = time.Second
+)
 
 // Run drives the channels, large broadcasts, reconnection of targets and
 // the liveness table until ctx is done; then it tells the others why it
@@ -242,7 +246,7 @@ func (m *Mesh) Run(ctx context.Context) error {
 			round()
 			reconnect.Reset(m.cfg.ReconnectEvery)
 			if alone {
-				reconnect.Reset(min(retry, m.cfg.ReconnectEvery))
+				reconnect.Reset(min(retry, joinRetryMax, m.cfg.ReconnectEvery))
 				retry *= 2
 			} else {
 				retry = joinRetryMin
