@@ -347,6 +347,36 @@ func TestProberHellos(t *testing.T) {
 	}
 }
 
+// TestProberLearnsHellos: a peer learns from a marked reply that the
+// other speaks hellos, and keeps that through the other's requests while
+// the other has not learned it yet (rounds in step: the other's request
+// comes after its reply); a peer whose hellos stopped and that sends
+// requests again is put back on requests.
+func TestProberLearnsHellos(t *testing.T) {
+	a, err := newProber(1, "127.0.0.1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.conn.Close()
+	lo2 := netip.MustParseAddr("127.0.0.2")
+	a.addrs[2] = lo2
+	t0 := time.Now()
+	a.receive(probeMsg{Kind: probeReply, From: 2, Seq: 5 | helloBit}, lo2, t0)
+	a.receive(probeMsg{Kind: probeReq, From: 2, Seq: 9}, lo2, t0.Add(time.Millisecond))
+	if a.speaks[2].IsZero() {
+		t.Fatal("a forgot that 2 speaks hellos on its request, before 2 ever sent a hello")
+	}
+	a.receive(probeMsg{Kind: probeHello, From: 2, Seq: 10, Echo: 1}, lo2, t0.Add(time.Second))
+	a.receive(probeMsg{Kind: probeReq, From: 2, Seq: 11}, lo2, t0.Add(2*time.Second))
+	if a.speaks[2].IsZero() {
+		t.Fatal("a request 1 s after a hello put 2 back on requests")
+	}
+	a.receive(probeMsg{Kind: probeReq, From: 2, Seq: 12}, lo2, t0.Add(time.Second+helloQuiet+time.Millisecond))
+	if !a.speaks[2].IsZero() {
+		t.Fatal("2 sends requests, its hellos stopped: still taken to speak hellos")
+	}
+}
+
 // TestProberPeerNotProbing: a peer that speaks hellos but does not probe
 // us (we are not among its targets yet: it just started) sends no hellos;
 // our requests, which it answers, keep the link answered.

@@ -27,12 +27,11 @@ package daemon
 // requests, while the peer's own hellos come. Whenever they are late (a
 // peer just started, or one that does not probe us yet: it answers
 // requests but sends no hellos), a request goes too, so the link never
-// lacks evidence for want of a protocol. A request from a peer that has
-// sent no hello for a few seconds (an older version, or one that has not
-// learned yet that we speak them) puts it back on requests only, which
-// every version answers: two new peers settle on hellos within a round or
-// two, and a peer rolled back to an older version is probed the old way
-// from its first request on. Hellos and replies count only from the
+// lacks evidence for want of a protocol. A request from a peer whose
+// hellos stopped a few seconds ago (it went back to an older version)
+// puts it back on requests only, which every version answers: two new
+// peers settle on hellos within a round or two, and a peer rolled back is
+// probed the old way from its first request on. Hellos and replies count only from the
 // address this peer probed for that ID.
 
 import (
@@ -61,9 +60,8 @@ const (
 	helloBit = 1 << 63
 	// helloFresh is how long after the last sign that a peer speaks
 	// hellos this peer goes on sending it hellos. A request from a peer
-	// that sent no hello for helloQuiet means it does not speak them to
-	// us (an older version, or it has not learned that we do): requests
-	// only, then, which every version answers.
+	// whose hellos stopped helloQuiet ago means it went back to an older
+	// version: requests only, then, which every version answers.
 	helloFresh = 10 * time.Second
 	helloQuiet = 3 * time.Second
 	// helloLate: while a peer's hellos are this late, this peer sends it
@@ -214,8 +212,14 @@ func (p *prober) receive(m probeMsg, addr netip.Addr, now time.Time) {
 	switch m.Kind {
 	case probeReq:
 		p.heard[m.From] = m.Seq
-		if now.Sub(p.hellos[m.From]) > helloQuiet {
+		// A peer that sent hellos and now sends requests went back to an
+		// older version. One that never sent us a hello has not learned
+		// yet that we speak them (our marked reply tells it): two peers
+		// whose rounds run in step each get the other's request after its
+		// reply, and forgetting then kept both on requests for good.
+		if h := p.hellos[m.From]; !h.IsZero() && now.Sub(h) > helloQuiet {
 			delete(p.speaks, m.From)
+			delete(p.hellos, m.From)
 		}
 	case probeReply:
 		p.replies[m.From] = now
