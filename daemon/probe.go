@@ -272,12 +272,10 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 		hello := !p.speaks[id].IsZero() && now.Sub(p.speaks[id]) <= helloFresh
 		request := !hello || now.Sub(p.hellos[id]) > helloLate
 		round = append(round, roundTo{to: netip.AddrPortFrom(a, p.port), echo: p.heard[id], hello: hello, request: request})
-	}
-	for _, r := range round {
-		if r.hello {
+		if hello {
 			p.sentHellos++
 		}
-		if r.request {
+		if request {
 			p.sentRequests++
 		}
 	}
