@@ -49,6 +49,7 @@ type Allocator struct {
 	log     *slog.Logger
 	st      *store                 // committed to only under mu (see store.commit)
 	changed chan struct{}          // cap 1, see Changed
+	heldUp  chan struct{}          // cap 1: a held donation request's peer is up (donate.go)
 	full    atomic.Pointer[[]byte] // encoded FullState, refreshed on every change
 	summary atomic.Pointer[[]byte] // anti-entropy Summary, refreshed with full
 	out     chan outMsg            // unicasts for the sender goroutine
@@ -114,6 +115,7 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 	a := &Allocator{
 		cfg: cfg, tr: tr, log: log, st: st,
 		changed: make(chan struct{}, 1),
+		heldUp:  make(chan struct{}, 1),
 		out:     make(chan outMsg, 1024),
 		done:    make(chan struct{}),
 		ring:    saved.ring,
@@ -141,7 +143,9 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 // or ownership changes.
 func (a *Allocator) Changed() <-chan struct{} { return a.changed }
 
-// SetPeers gives the current view of the mesh. Non-blocking.
+// SetPeers gives the current view of the mesh. Non-blocking: it never
+// commits to the store (held donation requests of peers now up are
+// answered by Run's goroutine, answerHeld).
 func (a *Allocator) SetPeers(peers []peer.Info) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -149,7 +153,15 @@ func (a *Allocator) SetPeers(peers []peer.Info) {
 	for _, p := range peers {
 		a.peers[p.ID] = p
 	}
-	a.answerHeldLocked()
+	for from := range a.held {
+		if a.aliveLocked(from) {
+			select {
+			case a.heldUp <- struct{}{}:
+			default:
+			}
+			break
+		}
+	}
 	a.wakeLocked()
 }
 
@@ -194,6 +206,16 @@ func (a *Allocator) Run(ctx context.Context) error {
 		wg.Go(func() { a.sendLoop(ctx) })
 	}
 	wg.Go(func() { a.bootstrapLoop(ctx) })
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.heldUp:
+				a.answerHeld()
+			}
+		}
+	})
 	if a.cfg.RebroadcastInterval > 0 {
 		wg.Go(func() {
 			t := time.NewTicker(a.cfg.RebroadcastInterval)

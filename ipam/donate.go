@@ -79,7 +79,7 @@ func (a *Allocator) handleDonateReqLocked(from peer.ID, m *message) error {
 		// We cannot answer a peer our membership does not know yet (the
 		// reply would be lost, and the requester would ask someone else
 		// while this space is already written as its). Hold the request
-		// until SetPeers brings the peer (answerHeldLocked): in a mass
+		// until SetPeers brings the peer (answerHeld): in a mass
 		// join, the requester's arrival reaches us by gossip a moment
 		// after its request, and staying silent cost it a RequestTimeout.
 		a.holdLocked(from, m)
@@ -129,11 +129,17 @@ func (a *Allocator) holdLocked(from peer.ID, m *message) {
 	a.held[from] = heldReq{m: m, at: time.Now()}
 }
 
-// answerHeldLocked answers the held requests of peers now up. One older
-// than RequestTimeout is dropped: its requester has asked again (that
-// request is the one held) or asked another donor, and space given to it
-// now could be given twice (not the same address: only waste).
-func (a *Allocator) answerHeldLocked() {
+// answerHeld answers the held requests of peers now up (Run calls it when
+// SetPeers signals heldUp). One older than RequestTimeout is dropped: its
+// requester has asked again (that request is the one held) or asked
+// another donor, and space given to it now could be given twice (not the
+// same address: only waste).
+func (a *Allocator) answerHeld() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return
+	}
 	for from, h := range a.held {
 		if time.Since(h.at) >= a.cfg.RequestTimeout {
 			delete(a.held, from)

@@ -1,12 +1,14 @@
 package ipam
 
 import (
+	"context"
 	"fmt"
 	"math/bits"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/weftmesh/weft/peer"
 	"pgregory.net/rapid"
@@ -191,6 +193,17 @@ func TestDonationHeld(t *testing.T) {
 		t.Fatalf("answered a peer not known yet: %d messages", len(out))
 	}
 	a.SetPeers([]peer.Info{{ID: b, State: peer.Alive}})
+	// SetPeers never commits (it runs in the daemon's sync loop): it
+	// signals Run's goroutine, which answers.
+	if out := sent(); len(out) != 0 {
+		t.Fatalf("SetPeers answered itself: %d messages", len(out))
+	}
+	select {
+	case <-a.heldUp:
+	default:
+		t.Fatal("SetPeers did not signal the held request's peer up")
+	}
+	a.answerHeld()
 	out := sent()
 	var reply *message
 	for _, o := range out {
@@ -205,6 +218,12 @@ func TestDonationHeld(t *testing.T) {
 		t.Fatalf("b owns nothing after the donation: %v", a.Ranges())
 	}
 	a.SetPeers([]peer.Info{{ID: b, State: peer.Alive}})
+	select {
+	case <-a.heldUp:
+		t.Fatal("SetPeers signalled with nothing held")
+	default:
+	}
+	a.answerHeld()
 	if out := sent(); len(out) != 0 {
 		t.Fatalf("a held request answered twice: %d messages", len(out))
 	}
@@ -217,6 +236,12 @@ func TestDonationHeld(t *testing.T) {
 	a.held[c] = h
 	a.mu.Unlock()
 	a.SetPeers([]peer.Info{{ID: b, State: peer.Alive}, {ID: c, State: peer.Alive}})
+	select {
+	case <-a.heldUp:
+	default:
+		t.Fatal("SetPeers did not signal c up")
+	}
+	a.answerHeld()
 	if out := sent(); len(out) != 0 || len(a.Ranges()[c]) != 0 {
 		t.Fatalf("a request held past RequestTimeout was answered: %d messages, c owns %v", len(out), a.Ranges()[c])
 	}
@@ -225,6 +250,20 @@ func TestDonationHeld(t *testing.T) {
 	a.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d requests still held; want none", n)
+	}
+
+	// Through Run: SetPeers's signal is answered by Run's goroutine.
+	const d = peer.ID(0xd)
+	request(d, 44)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { a.Run(ctx); close(ran) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	a.SetPeers([]peer.Info{{ID: b, State: peer.Alive}, {ID: d, State: peer.Alive}})
+	for deadline := time.Now().Add(30 * time.Second); len(a.Ranges()[d]) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not answer d's held request after SetPeers brought d up")
+		}
 	}
 
 	// Bounded: requests from more unknown peers than maxHeld keep maxHeld.
@@ -237,4 +276,5 @@ func TestDonationHeld(t *testing.T) {
 	if n != maxHeld {
 		t.Fatalf("%d requests held; want the bound %d", n, maxHeld)
 	}
+
 }
