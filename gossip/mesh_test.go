@@ -124,17 +124,7 @@ func startMeshWith(t *testing.T, n int, conf func(*Config), tune func(*memberlis
 		if conf != nil {
 			conf(&cfg)
 		}
-		fast := fastTimers(trs[i])
-		cfg.Memberlist = func(c *memberlist.Config) {
-			fast(c)
-			if tune != nil {
-				tune(c)
-			}
-		}
-		m, err := New(cfg)
-		if err != nil {
-			t.Fatalf("New(%s): %v", cfg.Name, err)
-		}
+		m := newTestMesh(t, cfg, trs[i], tune)
 		set := newSet()
 		ch := m.Channel("set", handler(set))
 		ctx, cancel := context.WithCancel(context.Background())
@@ -427,15 +417,10 @@ func TestStopStartsNoReconnectRound(t *testing.T) {
 	}
 }
 
-// runMesh starts a mesh named name on tr with fast timers, conf and tune
-// (either may be nil) applied, running until the test ends.
-func runMesh(t *testing.T, name string, tr *gossiptest.Transport, conf func(*Config), tune func(*memberlist.Config)) *Mesh {
+// newTestMesh makes a mesh of cfg on tr with the tests' fast timers, then
+// tune; the caller runs it.
+func newTestMesh(t *testing.T, cfg Config, tr *gossiptest.Transport, tune func(*memberlist.Config)) *Mesh {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.Name, cfg.ID = name, peer.ID(len(name)+100)
-	if conf != nil {
-		conf(&cfg)
-	}
 	fast := fastTimers(tr)
 	cfg.Memberlist = func(c *memberlist.Config) {
 		fast(c)
@@ -445,8 +430,21 @@ func runMesh(t *testing.T, name string, tr *gossiptest.Transport, conf func(*Con
 	}
 	m, err := New(cfg)
 	if err != nil {
-		t.Fatalf("New(%s): %v", name, err)
+		t.Fatalf("New(%s): %v", cfg.Name, err)
 	}
+	return m
+}
+
+// runMesh starts a mesh named name on tr with fast timers, conf and tune
+// (either may be nil) applied, running until the test ends.
+func runMesh(t *testing.T, name string, tr *gossiptest.Transport, conf func(*Config), tune func(*memberlist.Config)) *Mesh {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Name, cfg.ID = name, peer.ID(len(name)+100)
+	if conf != nil {
+		conf(&cfg)
+	}
+	m := newTestMesh(t, cfg, tr, tune)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
