@@ -505,10 +505,18 @@ func (m *Mesh) SetMeta(meta peer.Meta) error {
 	if same {
 		return nil
 	}
-	_ = m.ml.UpdateNode(time.Nanosecond) // queued; only the wait timed out
+	// Queued; only the wait timed out. Any other error (a memberlist
+	// upgrade that changed UpdateNode) is returned, never ignored.
+	if err := m.ml.UpdateNode(time.Nanosecond); err != nil && err.Error() != updateTimedOut {
+		return fmt.Errorf("publish metadata: %w", err)
+	}
 	m.signal()
 	return nil
 }
+
+// updateTimedOut is the error memberlist's UpdateNode (v0.7.0) returns
+// when its wait for the update's broadcast times out, after queueing it.
+const updateTimedOut = "timeout waiting for update broadcast"
 
 // Changed receives a value whenever membership or metadata change.
 func (m *Mesh) Changed() <-chan struct{} { return m.changed }
