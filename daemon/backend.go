@@ -382,6 +382,7 @@ func (d *Daemon) Counters() map[string]float64 {
 		"reconcile_errors_total": float64(d.recErrors),
 	}
 	d.mu.Unlock()
+	c["reconcile_skipped_total"] = float64(d.router.Skipped()) // passes that changed nothing
 	c["gossip_bad_frames_total"] = float64(d.mesh.BadFrames())
 	c["gossip_dropped_total"] = float64(d.ipamCh.Dropped())
 	c["gossip_rejected_total"] = float64(d.ipamCh.Rejected())

@@ -566,3 +566,81 @@ func TestSetNow(t *testing.T) {
 		t.Errorf("MTU() = %d right after SetNow; want 1402", got)
 	}
 }
+
+// TestSetUnchangedSkipped: while Run runs, a Set equal to the state
+// applied without error does nothing (an idle daemon hands the same state
+// every 2 s); one after a failed reconcile is not skipped, and a changed
+// one applies.
+func TestSetUnchangedSkipped(t *testing.T) {
+	f := newFixture(t, router.Options{ResyncInterval: time.Hour, Debounce: time.Millisecond})
+	cfg := testConfig(router.TransportVXLAN, true)
+	f.set(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = f.r.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	// Set a new MTU until one goes through Run's debounce (Run running).
+	i := 0
+	testutil.Eventually(t, 10*time.Second, "a Set applied by Run", func() error {
+		i++
+		cfg.MTU = 1300 + i
+		if err := f.r.Set(cfg); err != nil {
+			return err
+		}
+		if f.r.MTU() == cfg.MTU {
+			return fmt.Errorf("applied at once: Run not running yet")
+		}
+		for deadline := time.Now().Add(10 * time.Second); f.r.MTU() != cfg.MTU; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("MTU %d not applied in 10 s", cfg.MTU)
+			}
+		}
+		return nil
+	})
+	before := f.r.Skipped()
+	same := cfg
+	same.Peers = slices.Clone(cfg.Peers) // equal, not the same backing array
+	for range 3 {
+		if err := f.r.Set(same); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.r.Skipped() - before; got != 3 {
+		t.Fatalf("%d of 3 unchanged Sets skipped", got)
+	}
+
+	// A failed reconcile (a new peer range whose route the kernel
+	// refuses): the same state set again is not skipped.
+	failed := cfg
+	failed.Peers = slices.Clone(cfg.Peers)
+	failed.Peers[0].Ranges = append(slices.Clone(failed.Peers[0].Ranges), netip.MustParsePrefix("10.44.0.0/16"))
+	f.k.FailRouteReplace(errors.New("injected"))
+	if err := f.r.SetNow(failed); err == nil {
+		t.Fatal("SetNow with failing routes succeeded")
+	}
+	f.k.FailRouteReplace(nil)
+	before = f.r.Skipped()
+	if err := f.r.Set(failed); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.r.Skipped() - before; got != 0 {
+		t.Fatal("a Set after a failed reconcile was skipped")
+	}
+
+	// A change applies (through the debounce).
+	before = f.r.Skipped()
+	cfg.MTU = 1280
+	if err := f.r.Set(cfg); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the changed MTU applied", func() error {
+		if got := f.r.MTU(); got != 1280 {
+			return fmt.Errorf("MTU %d", got)
+		}
+		return nil
+	})
+	if f.r.Skipped() != before {
+		t.Fatal("a changed Set was skipped")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -41,6 +42,9 @@ type Router struct {
 	mu         sync.Mutex // guards following
 	desired    Config
 	haveCfg    bool
+	gen        uint64 // bumped by every record: which desired state
+	okGen      uint64 // the gen last reconciled without error
+	skipped    uint64 // Sets that changed nothing (see Set)
 	running    bool
 	mtu        int
 	transports map[peer.ID]string
@@ -83,7 +87,23 @@ func New(opts Options) (*Router, error) {
 
 // Set stores cfg as the desired state and reconciles: synchronously the
 // first time and whenever Run is not running, debounced in Run otherwise.
+//
+// While Run runs, a Set equal to the desired state already applied
+// without error does nothing: the daemon hands the full state every 2 s,
+// and an idle mesh's pass would otherwise plan, read the underlay and diff
+// every peer to find nothing. Drift (an entry changed by hand) is repaired
+// by the periodic resync, as before; a failed reconcile is retried by the
+// next Set.
 func (r *Router) Set(cfg Config) error {
+	r.mu.Lock()
+	same := r.running && r.haveCfg && r.okGen == r.gen && reflect.DeepEqual(cfg, r.desired)
+	if same {
+		r.skipped++
+	}
+	r.mu.Unlock()
+	if same {
+		return nil
+	}
 	now, err := r.record(cfg)
 	if err != nil || now {
 		return err
@@ -117,6 +137,7 @@ func (r *Router) record(cfg Config) (now bool, err error) {
 	r.mu.Lock()
 	first := !r.haveCfg
 	r.desired, r.haveCfg = cfg, true
+	r.gen++
 	running := r.running
 	r.mu.Unlock()
 	if first || !running {
@@ -136,7 +157,7 @@ func (r *Router) reconcile(ctx context.Context, force bool) error {
 	r.recMu.Lock()
 	defer r.recMu.Unlock()
 	r.mu.Lock()
-	cfg, ok := r.desired, r.haveCfg
+	cfg, ok, gen := r.desired, r.haveCfg, r.gen
 	r.mu.Unlock()
 	if !ok {
 		return nil
@@ -153,6 +174,11 @@ func (r *Router) reconcile(ctx context.Context, force bool) error {
 	}
 	r.mu.Lock()
 	r.mtu, r.transports, r.via, r.keyToID = p.mtu, p.transports, p.via, keys
+	if err == nil {
+		r.okGen = gen
+	} else {
+		r.okGen = 0 // gen starts at 1: the next Set is never skipped
+	}
 	r.mu.Unlock()
 	r.log.Debug("reconciled", "peers", len(cfg.Peers), "routes", len(p.routes),
 		"took", time.Since(start), "err", err)
@@ -215,6 +241,13 @@ func (r *Router) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// Skipped returns how many Sets changed nothing and were skipped.
+func (r *Router) Skipped() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.skipped
 }
 
 // MTU returns the pod MTU in effect (0 before the first Set).

@@ -237,6 +237,7 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 			check(fmt.Sprintf("weft_pods == %v", pods), v("weft_pods") == pods, v("weft_pods"))
 			check("weft_reconcile_runs_total > 0", v("weft_reconcile_runs_total") > 0, v("weft_reconcile_runs_total"))
 			check("weft_reconcile_errors_total >= 0", v("weft_reconcile_errors_total") >= 0, v("weft_reconcile_errors_total"))
+			v("weft_reconcile_skipped_total") // router passes that changed nothing
 			v("weft_dns_queries_total")
 			if h != h1 {
 				continue
