@@ -3,6 +3,7 @@ package gossip
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/memberlist"
@@ -32,7 +33,7 @@ type Channel struct {
 	mesh    *Mesh
 	name    string
 	handler Handler
-	inbox   chan inbound
+	inbox   inbox
 	dropped atomic.Uint64 // messages dropped because the inbox was full
 	errors  atomic.Uint64 // messages the handler rejected
 }
@@ -41,6 +42,46 @@ type inbound struct {
 	from  peer.ID
 	msg   []byte
 	relay []byte // the broadcast frame to forward if msg is new; nil = not relayed
+}
+
+// inbox is a channel's queue of received messages, bounded by max. It is
+// a slice that grows as messages come and is handed over whole to the
+// channel's goroutine, not a buffered chan: a chan allocates its whole
+// buffer up front (InboxSize × 56 bytes, ~230 KiB per channel), which an
+// idle peer never uses.
+type inbox struct {
+	max   int
+	ready chan struct{} // capacity 1: q is not empty
+
+	mu sync.Mutex // guards q
+	q  []inbound
+}
+
+func (b *inbox) init(max int) { b.max, b.ready = max, make(chan struct{}, 1) }
+
+// push queues in; false when the inbox is full. It never blocks.
+func (b *inbox) push(in inbound) bool {
+	b.mu.Lock()
+	if len(b.q) >= b.max {
+		b.mu.Unlock()
+		return false
+	}
+	b.q = append(b.q, in)
+	b.mu.Unlock()
+	select {
+	case b.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take returns every queued message, oldest first, and empties the inbox.
+func (b *inbox) take() []inbound {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.q
+	b.q = nil
+	return q
 }
 
 // broadcastLimit is the largest message sent through memberlist's UDP
@@ -117,9 +158,7 @@ func (c *Channel) deliver(from peer.ID, payload, relay []byte) {
 	} else {
 		in.msg = append([]byte(nil), payload...)
 	}
-	select {
-	case c.inbox <- in:
-	default:
+	if !c.inbox.push(in) {
 		c.dropped.Add(1)
 	}
 }
@@ -149,10 +188,12 @@ func (c *Channel) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case in := <-c.inbox:
-			if err := c.merge(in); err != nil {
-				c.errors.Add(1)
-				c.mesh.log.Warn("rejected message", "channel", c.name, "from", in.from, "err", err)
+		case <-c.inbox.ready:
+			for _, in := range c.inbox.take() {
+				if err := c.merge(in); err != nil {
+					c.errors.Add(1)
+					c.mesh.log.Warn("rejected message", "channel", c.name, "from", in.from, "err", err)
+				}
 			}
 		}
 	}

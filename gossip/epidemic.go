@@ -46,8 +46,11 @@ type seenCache struct {
 	next int
 }
 
+// newSeenCache returns an empty cache. It grows as frames come (full, it
+// holds ~0.5 MiB): an idle or small mesh never fills it, and a thousand
+// peers simulated in one process do not each start with it full size.
 func newSeenCache() *seenCache {
-	return &seenCache{seed: maphash.MakeSeed(), set: make(map[uint64]struct{}, seenSize), ring: make([]uint64, 0, seenSize)}
+	return &seenCache{seed: maphash.MakeSeed(), set: map[uint64]struct{}{}}
 }
 
 // add records frame f and reports whether it was new.

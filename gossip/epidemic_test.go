@@ -171,3 +171,42 @@ func FuzzDecodeDigest(f *testing.F) {
 		}
 	})
 }
+
+// A channel's inbox keeps at most InboxSize messages, oldest first, drops
+// (and counts) the rest, and allocates nothing before the first message.
+func TestInbox(t *testing.T) {
+	c := &Channel{}
+	c.inbox.init(3)
+	if cap(c.inbox.q) != 0 {
+		t.Fatalf("an empty inbox holds room for %d messages", cap(c.inbox.q))
+	}
+	payload := []byte("m0")
+	for i := range 5 {
+		payload[1] = byte('0' + i)
+		c.deliver(peer.ID(i), payload, nil)
+	}
+	if got := c.Dropped(); got != 2 {
+		t.Errorf("Dropped() = %d after 5 messages into an inbox of 3; want 2", got)
+	}
+	select {
+	case <-c.inbox.ready:
+	default:
+		t.Fatal("inbox not ready with messages queued")
+	}
+	got := c.inbox.take()
+	if len(got) != 3 {
+		t.Fatalf("took %d messages; want 3", len(got))
+	}
+	for i, in := range got {
+		if in.from != peer.ID(i) || string(in.msg) != "m"+string(rune('0'+i)) {
+			t.Errorf("message %d: from %v %q; want from %d %q (in order, copied)", i, in.from, in.msg, i, "m"+string(rune('0'+i)))
+		}
+	}
+	if q := c.inbox.take(); len(q) != 0 {
+		t.Errorf("took %d more messages from an emptied inbox", len(q))
+	}
+	c.deliver(9, payload, nil)
+	if q := c.inbox.take(); len(q) != 1 || c.Dropped() != 2 {
+		t.Errorf("after emptying: took %d, dropped %d; want 1 taken, still 2 dropped", len(q), c.Dropped())
+	}
+}

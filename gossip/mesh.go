@@ -163,7 +163,8 @@ func (m *Mesh) Channel(name string, h Handler) *Channel {
 	if len(name) == 0 || len(name) > maxChanName || name[0] == '~' {
 		panic("gossip: channel name must be 1-32 bytes, not starting with '~'")
 	}
-	c := &Channel{mesh: m, name: name, handler: h, inbox: make(chan inbound, m.cfg.InboxSize)}
+	c := &Channel{mesh: m, name: name, handler: h}
+	c.inbox.init(m.cfg.InboxSize)
 	m.chMu.Lock()
 	m.channels[name] = c
 	m.channelOrder = append(m.channelOrder, name)
