@@ -76,8 +76,8 @@ type Allocator struct {
 	// (ErrClaimOnAllocated), a donation gives free spans only, and Handoff
 	// drops the allocations before giving anything away.
 	ring  Ring
-	peers map[peer.ID]peer.Info // the last SetPeers
-	wake  chan struct{}         // closed and replaced on every change waiters care about
+	peers map[peer.ID]member // the last SetPeers
+	wake  chan struct{}      // closed and replaced on every change waiters care about
 
 	allocs  allocations         // this peer's allocations (allocate.go)
 	paxos   paxosState          // acceptor memory and our rounds in flight (paxos.go)
@@ -119,7 +119,7 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 		out:     make(chan outMsg, 1024),
 		done:    make(chan struct{}),
 		ring:    saved.ring,
-		peers:   map[peer.ID]peer.Info{},
+		peers:   map[peer.ID]member{},
 		wake:    make(chan struct{}),
 		allocs:  newAllocations(saved.allocs, saved.names),
 		paxos:   newPaxosState(saved.acceptors),
@@ -143,15 +143,22 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 // or ownership changes.
 func (a *Allocator) Changed() <-chan struct{} { return a.changed }
 
+// member is what the allocator keeps of a peer from SetPeers (the whole
+// peer.Info is ten times larger, and it keeps one per peer of the mesh).
+type member struct {
+	name  string
+	state peer.State
+}
+
 // SetPeers gives the current view of the mesh. Non-blocking: it never
 // commits to the store (held donation requests of peers now up are
 // answered by Run's goroutine, answerHeld).
 func (a *Allocator) SetPeers(peers []peer.Info) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.peers = make(map[peer.ID]peer.Info, len(peers))
+	a.peers = make(map[peer.ID]member, len(peers))
 	for _, p := range peers {
-		a.peers[p.ID] = p
+		a.peers[p.ID] = member{name: p.Name, state: p.State}
 	}
 	for from := range a.held {
 		if a.aliveLocked(from) {
@@ -171,7 +178,7 @@ func (a *Allocator) aliveLocked(id peer.ID) bool {
 		return true
 	}
 	p, ok := a.peers[id]
-	return ok && p.State.Up()
+	return ok && p.state.Up()
 }
 
 // liveLocked returns the IDs of live peers, self included, sorted.

@@ -151,8 +151,8 @@ func (a *Allocator) trySeed() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	byName := map[string]peer.ID{}
-	for _, p := range a.peers {
-		byName[p.Name] = p.ID
+	for id, p := range a.peers {
+		byName[p.name] = id
 	}
 	if a.cfg.Name != "" {
 		byName[a.cfg.Name] = a.cfg.Self

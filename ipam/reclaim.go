@@ -147,7 +147,7 @@ func (a *Allocator) Reclaim(ctx context.Context, id peer.ID) (int64, error) {
 func (a *Allocator) electorateLocked(target peer.ID) (int, []peer.ID) {
 	n := 1
 	for id, p := range a.peers {
-		if id != a.cfg.Self && id != target && p.State != peer.Left {
+		if id != a.cfg.Self && id != target && p.state != peer.Left {
 			n++
 		}
 	}

@@ -88,7 +88,7 @@ func (a *Allocator) Status() Status {
 
 func (a *Allocator) nameLocked(id peer.ID) string {
 	if p, ok := a.peers[id]; ok {
-		return p.Name
+		return p.name
 	}
 	if id == a.cfg.Self {
 		return a.cfg.Name
