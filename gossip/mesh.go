@@ -568,8 +568,11 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 		}
 		e.info.ID, e.info.Meta = id, meta
 	}
-	cp := *n // memberlist mutates *n later under its own lock: keep a copy
-	cp.Meta = append([]byte(nil), n.Meta...)
+	// memberlist mutates *n later under its own lock: keep a copy, of the
+	// address only (the metadata is decoded in e.info; a peer's node is
+	// only ever used to reach it).
+	cp := *n
+	cp.Meta = nil
 	e.node = &cp
 	m.aliveDirty = true
 	e.info.Name = n.Name
@@ -591,7 +594,7 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 	if e.info.State == peer.Alive {
 		e.info.LastSeen = time.Now()
 	}
-	m.rehashLocked(e, cp.Meta)
+	m.rehashLocked(e, n.Meta)
 	if prev != "" && prev.Up() != e.info.State.Up() {
 		m.liveGen++
 	}
