@@ -72,24 +72,36 @@ func (r report) step(since, now time.Time) (took bool, pending time.Time) {
 // forgotten.
 func effectiveReports(reports map[peer.ID]report, peers []peer.Info, since, now time.Time) (out []peer.Info, took bool, next time.Time) {
 	out = make([]peer.Info, len(peers))
-	seen := make(map[peer.ID]bool, len(peers))
 	for i, p := range peers {
 		r := reports[p.ID].observe(p.Meta.Unreachable, p.Meta.UnreachableAt, now)
-		reports[p.ID] = r
-		seen[p.ID] = true
+		if r.none() {
+			delete(reports, p.ID) // the zero report: most peers, most of the time
+		} else {
+			reports[p.ID] = r
+		}
 		p.Meta.Unreachable = r.effective(now)
 		out[i] = p
 		t, at := r.step(since, now)
 		took = took || t
 		next = earliest(next, at)
 	}
-	for id := range reports {
-		if !seen[id] {
-			delete(reports, id)
+	if len(reports) > 0 {
+		listed := make(map[peer.ID]bool, len(peers))
+		for _, p := range peers {
+			listed[p.ID] = true
+		}
+		for id := range reports {
+			if !listed[id] {
+				delete(reports, id)
+			}
 		}
 	}
 	return out, took, next
 }
+
+// none reports whether r is the zero report (nothing reported, ever or
+// since long enough): a missing map entry stands for it.
+func (r report) none() bool { return len(r.prev) == 0 && len(r.cur) == 0 && r.at.IsZero() }
 
 // earliest is the earlier of two times, zero meaning none.
 func earliest(a, b time.Time) time.Time {

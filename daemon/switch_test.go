@@ -101,12 +101,16 @@ func TestReportSwitch(t *testing.T) {
 	infos, took, next := effectiveReports(reports, []peer.Info{
 		{ID: 1, Meta: peer.Meta{Unreachable: []peer.ID{2}, UnreachableAt: sec(3)}},
 		{ID: 2, Meta: peer.Meta{Unreachable: []peer.ID{1}, UnreachableAt: sec(2)}},
+		{ID: 3}, // reports nothing
 	}, sec(0.5), sec(1))
 	if took {
 		t.Error("a switch reported before any report's time")
 	}
 	if _, ok := reports[5]; ok {
 		t.Error("a peer no longer listed kept its report")
+	}
+	if _, ok := reports[3]; ok {
+		t.Error("a peer that reports nothing has an entry (the zero report is the missing one)")
 	}
 	if !next.Equal(sec(2)) {
 		t.Errorf("next switch %v; want 2 s", next.Sub(t0))
