@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -642,5 +643,43 @@ func TestSetUnchangedSkipped(t *testing.T) {
 	})
 	if f.r.Skipped() != before {
 		t.Fatal("a changed Set was skipped")
+	}
+}
+
+// TestSamePeer: samePeer tells apart two peers that differ in any one
+// field, so a field added to Peer and not compared fails here (an unchanged
+// Set is skipped on its word).
+func TestSamePeer(t *testing.T) {
+	base := router.Peer{}
+	if !router.SamePeer(base, base) {
+		t.Fatal("a zero peer differs from itself")
+	}
+	typ := reflect.TypeFor[router.Peer]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		other := base
+		v := reflect.ValueOf(&other).Elem().Field(i)
+		switch x := v.Addr().Interface().(type) {
+		case *peer.ID:
+			*x = 7
+		case *string:
+			*x = "x"
+		case *uint16:
+			*x = 7
+		case *netip.Addr:
+			*x = netip.MustParseAddr("192.0.2.7")
+		case *[]netip.Prefix:
+			*x = []netip.Prefix{netip.MustParsePrefix("10.32.0.0/24")}
+		case *[]peer.ID:
+			*x = []peer.ID{7}
+		default:
+			t.Fatalf("field %s of type %s: teach this test (and samePeer) about it", f.Name, f.Type)
+		}
+		if router.SamePeer(base, other) || router.SamePeer(other, base) {
+			t.Errorf("peers differing in %s compare the same", f.Name)
+		}
+		if !router.SamePeer(other, other) {
+			t.Errorf("a peer with %s set differs from itself", f.Name)
+		}
 	}
 }

@@ -96,7 +96,7 @@ func New(opts Options) (*Router, error) {
 // next Set.
 func (r *Router) Set(cfg Config) error {
 	r.mu.Lock()
-	same := r.running && r.haveCfg && r.okGen == r.gen && reflect.DeepEqual(cfg, r.desired)
+	same := r.running && r.haveCfg && r.okGen == r.gen && sameConfig(cfg, r.desired)
 	if same {
 		r.skipped++
 	}
@@ -241,6 +241,26 @@ func (r *Router) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// sameConfig reports whether a and b are the same desired state. The
+// peer list, O(N), is compared field by field (reflect.DeepEqual on it was
+// 3 % of a 300-peer simulation's CPU); the rest with DeepEqual.
+func sameConfig(a, b Config) bool {
+	if !slices.EqualFunc(a.Peers, b.Peers, samePeer) {
+		return false
+	}
+	a.Peers, b.Peers = nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// samePeer compares every field of Peer (TestSamePeer fails when a field
+// is added and not compared here).
+func samePeer(a, b Peer) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.Underlay == b.Underlay &&
+		a.WGPublicKey == b.WGPublicKey && a.WGPort == b.WGPort && a.Bridge == b.Bridge &&
+		slices.Equal(a.Ranges, b.Ranges) && slices.Equal(a.Accept, b.Accept) &&
+		slices.Equal(a.Unreachable, b.Unreachable)
 }
 
 // Skipped returns how many Sets changed nothing and were skipped.
