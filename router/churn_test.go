@@ -533,31 +533,37 @@ func BenchmarkReconcile1000(b *testing.B) {
 	})
 }
 
-// TestSetNow: while Run runs, SetNow applies before it returns, where Set
-// waits for the debounce.
-func TestSetNow(t *testing.T) {
-	f := newFixture(t, router.Options{ResyncInterval: time.Hour, Debounce: time.Hour})
-	cfg := testConfig(router.TransportVXLAN, true)
+// startRun sets cfg, runs the router's loop until the test ends, and
+// returns once a Set is left to Run's debounce (not applied at once: Run
+// is running), with the config of that Set.
+func startRun(t *testing.T, f *fixture, cfg router.Config) router.Config {
+	t.Helper()
 	f.set(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = f.r.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
-	// Run reconciles once as it starts: wait until a Set is debounced.
+	t.Cleanup(func() { cancel(); wg.Wait() })
 	i := 0
-	testutil.Eventually(t, 5*time.Second, "Run to start", func() error {
+	testutil.Eventually(t, 10*time.Second, "Run to start", func() error {
 		i++
-		c := cfg
-		c.MTU = 1300 + i
-		if err := f.r.Set(c); err != nil {
+		cfg.MTU = 1300 + i
+		if err := f.r.Set(cfg); err != nil {
 			return err
 		}
-		if f.r.MTU() == c.MTU {
+		if f.r.MTU() == cfg.MTU {
 			return fmt.Errorf("Set applied at once: Run not running yet")
 		}
 		return nil
 	})
+	return cfg
+}
+
+// TestSetNow: while Run runs, SetNow applies before it returns, where Set
+// waits for the debounce.
+func TestSetNow(t *testing.T) {
+	f := newFixture(t, router.Options{ResyncInterval: time.Hour, Debounce: time.Hour})
+	cfg := startRun(t, f, testConfig(router.TransportVXLAN, true))
 	c := cfg
 	c.MTU = 1402
 	if err := f.r.SetNow(c); err != nil {
@@ -574,28 +580,10 @@ func TestSetNow(t *testing.T) {
 // one applies.
 func TestSetUnchangedSkipped(t *testing.T) {
 	f := newFixture(t, router.Options{ResyncInterval: time.Hour, Debounce: time.Millisecond})
-	cfg := testConfig(router.TransportVXLAN, true)
-	f.set(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = f.r.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
-	// Set a new MTU until one goes through Run's debounce (Run running).
-	i := 0
-	testutil.Eventually(t, 10*time.Second, "a Set applied by Run", func() error {
-		i++
-		cfg.MTU = 1300 + i
-		if err := f.r.Set(cfg); err != nil {
-			return err
-		}
-		if f.r.MTU() == cfg.MTU {
-			return fmt.Errorf("applied at once: Run not running yet")
-		}
-		for deadline := time.Now().Add(10 * time.Second); f.r.MTU() != cfg.MTU; time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("MTU %d not applied in 10 s", cfg.MTU)
-			}
+	cfg := startRun(t, f, testConfig(router.TransportVXLAN, true))
+	testutil.Eventually(t, 10*time.Second, "the debounced Set applied", func() error {
+		if got := f.r.MTU(); got != cfg.MTU {
+			return fmt.Errorf("MTU %d; want %d", got, cfg.MTU)
 		}
 		return nil
 	})
