@@ -474,6 +474,27 @@ func TestHandoff(t *testing.T) {
 	}
 }
 
+// A handoff to a live peer whose ring is not ready yet (it has just
+// joined) is retried until it is, not given up at the first refusal.
+func TestHandoffWaitsForReadyPeer(t *testing.T) {
+	c := newCluster(t, t.TempDir(), 2, "10.32.0.0/16", consensus(1), 11)
+	defer c.close()
+	aID, bID := c.ids[0], c.ids[1]
+	c.inits = map[peer.ID]ipam.Init{bID: {Mode: ipam.InitObserver}}
+	a := c.start(aID)
+	c.waitReadySync(10*time.Second, false, aID)
+	b := c.start(bID) // alive for a; an observer, it asks for the ring
+	if st := b.Status().Status; st == "ready" {
+		t.Fatalf("b is %s at once; the test needs it not ready yet", st)
+	}
+	if err := a.Handoff(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatalf("Handoff = %v; want it to wait for b's ring", err)
+	}
+	eventually(t, 10*time.Second, "b owns everything", func() bool {
+		return b.Status().Owned == 1<<16 && a.Status().Owned == 0
+	})
+}
+
 func TestParseInit(t *testing.T) {
 	tests := []struct {
 		in   string

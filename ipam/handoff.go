@@ -23,6 +23,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/weftmesh/weft/peer"
 )
@@ -63,35 +64,66 @@ func (a *Allocator) Handoff(ctx context.Context) error {
 		a.mu.Unlock()
 		return nil
 	}
-	var cands []peer.ID
-	if a.handoff.target != 0 {
-		// An earlier offer may have been taken without our hearing of it:
-		// offering the same tokens to another peer could give them two
-		// owners, so we only ever retry the same peer (merging the same
-		// tokens twice is a no-op for it).
-		cands = []peer.ID{a.handoff.target}
-	} else {
-		for _, id := range a.liveLocked() {
-			if id != a.cfg.Self {
-				cands = append(cands, id)
+	a.mu.Unlock()
+	// A live peer refuses while its ring is not ready yet (it joined a
+	// moment ago): such refusals are retried for a while, with the live
+	// peers of each round. With no live peer at all, there is nobody to
+	// wait for.
+	deadline := time.Now().Add(handoffPatience)
+	for {
+		cands := a.handoffCandidates()
+		if len(cands) == 0 {
+			break
+		}
+		for _, c := range cands {
+			ok, refused, err := a.handoffTo(ctx, c)
+			if err != nil {
+				return err
+			}
+			if ok {
+				a.log.Info("handed space off", "to", c)
+				return nil
+			}
+			if !refused {
+				return fmt.Errorf("handoff to %s: offer sent, no acknowledgement: %w", c, ErrNoPeer)
 			}
 		}
-	}
-	a.mu.Unlock()
-	for _, c := range cands {
-		ok, refused, err := a.handoffTo(ctx, c)
-		if err != nil {
-			return err
+		if time.Now().After(deadline) {
+			break
 		}
-		if ok {
-			a.log.Info("handed space off", "to", c)
-			return nil
-		}
-		if !refused {
-			return fmt.Errorf("handoff to %s: offer sent, no acknowledgement: %w", c, ErrNoPeer)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("handoff: %w: %w", ErrNoPeer, ctx.Err())
+		case <-time.After(handoffRetry):
 		}
 	}
 	return fmt.Errorf("handoff: %w", ErrNoPeer)
+}
+
+// handoffPatience bounds how long Handoff retries live peers that refuse
+// (their ring is not ready yet), every handoffRetry.
+const (
+	handoffPatience = 10 * time.Second
+	handoffRetry    = 250 * time.Millisecond
+)
+
+// handoffCandidates are the peers an offer may go to: the one an earlier
+// offer went to, if it may have been taken (offering the same tokens to
+// another peer could give them two owners; merging the same tokens twice
+// is a no-op for it), else every live peer.
+func (a *Allocator) handoffCandidates() []peer.ID {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.handoff.target != 0 {
+		return []peer.ID{a.handoff.target}
+	}
+	var cands []peer.ID
+	for _, id := range a.liveLocked() {
+		if id != a.cfg.Self {
+			cands = append(cands, id)
+		}
+	}
+	return cands
 }
 
 // handoffTo offers all our tokens to `to`. refused means `to` certainly did
