@@ -49,7 +49,7 @@ type Allocator struct {
 	log     *slog.Logger
 	st      *store                 // committed to only under mu (see store.commit)
 	changed chan struct{}          // cap 1, see Changed
-	heldUp  chan struct{}          // cap 1: a held donation request's peer is up (donate.go)
+	heldUp  chan struct{}          // cap 1: a held donation request is to be answered or dropped (donate.go)
 	full    atomic.Pointer[[]byte] // encoded FullState, refreshed on every change
 	summary atomic.Pointer[[]byte] // anti-entropy Summary, refreshed with full
 	out     chan outMsg            // unicasts for the sender goroutine
@@ -160,8 +160,8 @@ func (a *Allocator) SetPeers(peers []peer.Info) {
 	for _, p := range peers {
 		a.peers[p.ID] = member{name: p.Name, state: p.State}
 	}
-	for from := range a.held {
-		if a.aliveLocked(from) {
+	for from, h := range a.held {
+		if a.aliveLocked(from) || time.Since(h.at) >= a.cfg.RequestTimeout {
 			select {
 			case a.heldUp <- struct{}{}:
 			default:

@@ -252,6 +252,29 @@ func TestDonationHeld(t *testing.T) {
 		t.Fatalf("%d requests still held; want none", n)
 	}
 
+	// Held past RequestTimeout by a peer that never comes up: dropped too
+	// (stale requests must not fill maxHeld).
+	const e = peer.ID(0xe)
+	request(e, 45)
+	a.mu.Lock()
+	h = a.held[e]
+	h.at = h.at.Add(-a.cfg.RequestTimeout)
+	a.held[e] = h
+	a.mu.Unlock()
+	a.SetPeers([]peer.Info{{ID: b, State: peer.Alive}})
+	select {
+	case <-a.heldUp:
+	default:
+		t.Fatal("SetPeers did not signal a stale held request")
+	}
+	a.answerHeld()
+	a.mu.Lock()
+	_, kept := a.held[e]
+	a.mu.Unlock()
+	if kept {
+		t.Fatal("a stale request of a peer that never came up is still held")
+	}
+
 	// Through Run: SetPeers's signal is answered by Run's goroutine.
 	const d = peer.ID(0xd)
 	request(d, 44)
