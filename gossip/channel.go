@@ -190,6 +190,9 @@ func (c *Channel) run(ctx context.Context) {
 			return
 		case <-c.inbox.ready:
 			for _, in := range c.inbox.take() {
+				if ctx.Err() != nil {
+					return // stopping: the handler may be closed already
+				}
 				if err := c.merge(in); err != nil {
 					c.errors.Add(1)
 					c.mesh.log.Warn("rejected message", "channel", c.name, "from", in.from, "err", err)
