@@ -132,10 +132,9 @@ func (a *Allocator) holdLocked(from peer.ID, m *message) {
 // answerHeld answers the held requests of peers now up (Run calls it when
 // SetPeers signals heldUp: a held request's peer is up, or one is stale,
 // so that stale ones never fill maxHeld). One older than RequestTimeout is
-// dropped: its
-// requester has asked again (that request is the one held) or asked
-// another donor, and space given to it now could be given twice (not the
-// same address: only waste).
+// dropped: its requester has asked again (that request is the one held)
+// or asked another donor, and space given to it now could be given twice
+// (not the same address: only waste).
 func (a *Allocator) answerHeld() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
