@@ -380,6 +380,7 @@ func (d *Daemon) Counters() map[string]float64 {
 	c := map[string]float64{
 		"reconcile_runs_total":   float64(d.reconciles),
 		"reconcile_errors_total": float64(d.recErrors),
+		"sync_skipped_total":     float64(d.syncSkipped),
 	}
 	d.mu.Unlock()
 	c["reconcile_skipped_total"] = float64(d.router.Skipped()) // passes that changed nothing

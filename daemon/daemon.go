@@ -51,7 +51,8 @@ type Daemon struct {
 	// allocUp is who was up in the membership last handed to the
 	// allocators (sync.go); the sync loop's alone.
 	allocUp map[peer.ID]bool
-	liveGen uint64 // the mesh's LivenessGen when syncLiveness last looked
+	liveGen uint64   // the mesh's LivenessGen when syncLiveness last looked
+	last    lastPass // the sync loop's last full pass (sync.go); the sync loop's alone
 	// ownersSaved is when owners.json was last written (sync.go).
 	ownersSaved time.Time
 	// metaSem serialises updateMeta (cap 1: held while it holds a value).
@@ -66,12 +67,13 @@ type Daemon struct {
 	// routed is the bridge address once the router has been given it
 	// (its first Set is synchronous, so the bridge device exists with that
 	// address): what pods may be attached to.
-	routed     netip.Prefix
-	dnsListen  []string
-	targets    targetsFile
-	owners     map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
-	reconciles uint64
-	recErrors  uint64
+	routed      netip.Prefix
+	dnsListen   []string
+	targets     targetsFile
+	owners      map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
+	reconciles  uint64
+	recErrors   uint64
+	syncSkipped uint64 // ticker passes skipped: nothing changed (sync.go)
 	// Adjacency (adjacency.go): the peers probed and where, the state of
 	// each link, and the peers this one cannot reach directly.
 	probeTargets map[peer.ID]netip.Addr

@@ -291,3 +291,32 @@ func TestRelayedAtDown(t *testing.T) {
 		t.Errorf("next hop to the stopped a = %v; want the relay %v", via, d)
 	}
 }
+
+// TestPassDue: a ticker's pass is skipped only when nothing it reads
+// changed, the last pass ended cleanly, and it is younger than
+// fullPassEvery.
+func TestPassDue(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	st := passStamp{mesh: 7, ring: 3, underlay: 1}
+	last := lastPass{stamp: st, clean: true, at: t0}
+	for _, c := range []struct {
+		what string
+		last lastPass
+		cur  passStamp
+		now  time.Time
+		want bool
+	}{
+		{"nothing changed", last, st, t0.Add(syncEvery), false},
+		{"nothing changed, just under the full pass", last, st, t0.Add(fullPassEvery - time.Millisecond), false},
+		{"full pass due", last, st, t0.Add(fullPassEvery), true},
+		{"membership changed", last, passStamp{mesh: 8, ring: 3, underlay: 1}, t0.Add(syncEvery), true},
+		{"ring changed", last, passStamp{mesh: 7, ring: 4, underlay: 1}, t0.Add(syncEvery), true},
+		{"underlay pool changed", last, passStamp{mesh: 7, ring: 3, underlay: 2}, t0.Add(syncEvery), true},
+		{"last pass not clean", lastPass{stamp: st, at: t0}, st, t0.Add(syncEvery), true},
+		{"no pass yet", lastPass{}, passStamp{}, t0, true},
+	} {
+		if got := c.last.due(c.cur, c.now); got != c.want {
+			t.Errorf("%s: due = %v; want %v", c.what, got, c.want)
+		}
+	}
+}

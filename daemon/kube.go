@@ -215,6 +215,7 @@ func (d *Daemon) setKubeTargets(targets []string) {
 	}
 	d.log.Info("kubernetes: gossip targets follow the Nodes", "targets", targets, "before", old)
 	d.mesh.SetTargets(d.joinTargets())
+	d.poke() // a pass publishes Joined once one of them is reached
 }
 
 // setNetworkAvailable patches our Node's NetworkUnavailable=False,

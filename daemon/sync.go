@@ -16,11 +16,25 @@ import (
 
 // The sync loop is the only place where subsystems meet. Each pass reads
 // the full current state (membership, ring, bridge address) and hands each
-// consumer its full desired state; every consumer is idempotent, so a pass
-// that changes nothing costs nothing, and a periodic pass repairs anything a
-// missed signal left behind.
+// consumer its full desired state; every consumer is idempotent, and a
+// periodic pass repairs anything a missed signal left behind.
+//
+// A pass reads and hands over O(N) state (the peer list, the routing
+// table, the owner table, the router's plan), so the ticker's pass is
+// skipped when nothing it reads changed since the last pass: the mesh's
+// and the allocators' generations are the same, the last pass finished
+// cleanly, and the last full pass is younger than fullPassEvery. Every
+// other wake (a membership or ring signal, a kick, a switch) runs a full
+// pass. What a pass reads without a generation (the bridge address, our
+// own report, the underlay pods, the Kubernetes targets) kicks the loop
+// when it changes.
 
 const syncEvery = 2 * time.Second
+
+// fullPassEvery bounds how long the ticker's passes may be skipped: the
+// owner table's LastSeen steps (once a minute) and anything a missed
+// kick left behind are picked up by then.
+const fullPassEvery = 10 * time.Second
 
 // syncGap is the least time between two passes: a pass reads and hands
 // over O(N) state, and in a mass join of N peers each peer sees O(N)
@@ -32,10 +46,19 @@ const syncGap = 500 * time.Millisecond
 func (d *Daemon) syncLoop(ctx context.Context) error {
 	t := time.NewTicker(syncEvery)
 	defer t.Stop()
+	woken := true // by something other than the ticker: a full pass
 	for {
-		d.sync()
+		if woken || d.passDue() {
+			d.sync()
+		} else {
+			d.syncOwnedNames() // local, O(pods here)
+			d.mu.Lock()
+			d.syncSkipped++
+			d.mu.Unlock()
+		}
 		last := time.Now()
 		urgent := false // a report takes effect (switch.go): no gap
+		woken = true
 		select {
 		case <-ctx.Done():
 			return nil
@@ -46,6 +69,7 @@ func (d *Daemon) syncLoop(ctx context.Context) error {
 		case <-d.switchKick:
 			urgent = true
 		case <-t.C:
+			woken = false
 		}
 		// Liveness does not wait for the gap: the allocators judge
 		// reclaims and donations by who is up, and an operator who sees a
@@ -178,7 +202,40 @@ func (d *Daemon) poke() {
 	}
 }
 
+// passStamp is what a pass read: the generations of the state it hands
+// over (see the top of this file).
+type passStamp struct {
+	mesh, ring, underlay uint64
+}
+
+// stamp reads the generations; a pass reads them before the state.
+func (d *Daemon) stamp() passStamp {
+	s := passStamp{mesh: d.mesh.Gen(), ring: d.alloc.Gen()}
+	if d.under != nil {
+		s.underlay = d.under.alloc.Gen()
+	}
+	return s
+}
+
+// lastPass is what the sync loop knows of its last full pass.
+type lastPass struct {
+	stamp passStamp
+	clean bool // it ran to the end and the router took its state
+	at    time.Time
+}
+
+// due reports whether a pass the ticker woke must run, at stamp cur and
+// time now: the state changed, the last pass did not end cleanly (a
+// router error to retry, the restart grace), or it is fullPassEvery old.
+func (l lastPass) due(cur passStamp, now time.Time) bool {
+	return !l.clean || cur != l.stamp || now.Sub(l.at) >= fullPassEvery
+}
+
+func (d *Daemon) passDue() bool { return d.last.due(d.stamp(), time.Now()) }
+
 func (d *Daemon) sync() {
+	st := d.stamp()
+	d.last = lastPass{stamp: st, at: time.Now()} // clean once it ends so
 	peers := d.mesh.Peers()
 	d.handLiveness(peers)
 	ranges := d.alloc.Ranges()
@@ -191,6 +248,7 @@ func (d *Daemon) sync() {
 	if d.inRestartGrace(peers) {
 		return // keep the kernel as the last run left it until the mesh is found again
 	}
+	clean := true
 	d.mu.Lock()
 	bridge := d.bridge
 	d.mu.Unlock()
@@ -221,6 +279,7 @@ func (d *Daemon) sync() {
 		d.mu.Unlock()
 		if err != nil {
 			d.log.Warn("router", "err", err)
+			clean = false // the next tick retries
 		}
 	}
 	d.syncDNSListen()
@@ -229,6 +288,7 @@ func (d *Daemon) sync() {
 	if d.kube != nil {
 		d.kube.poke() // membership or the ring changed: Kubernetes mode looks again
 	}
+	d.last.clean = clean
 }
 
 // markJoined publishes Joined once this peer has reached one of the peers

@@ -71,6 +71,9 @@ type Mesh struct {
 	// liveGen counts the events that took a known peer up or down or
 	// forgot one (not the arrival of a new peer): see LivenessGen.
 	liveGen uint64
+	// gen counts every change of what Peers returns but the readings
+	// LastSeen and RTT: see Gen.
+	gen uint64
 }
 
 type entry struct {
@@ -301,6 +304,7 @@ func (m *Mesh) heardBye(id peer.ID, stop bool) {
 		e.saidBye, e.saidStop = !stop, stop
 		if e.info.State == peer.Dead || e.info.State == peer.Left || e.info.State == peer.Stopped {
 			e.info.State = goneState(e) // the leave overtook the goodbye
+			m.gen++
 		}
 	}
 	m.mu.Unlock()
@@ -502,6 +506,9 @@ func (m *Mesh) SetMeta(meta peer.Meta) error {
 	m.mu.Lock()
 	same := string(b) == string(m.metaBytes)
 	m.metaBytes, m.meta = b, meta
+	if !same {
+		m.gen++
+	}
 	m.mu.Unlock()
 	if same {
 		return nil
@@ -598,6 +605,7 @@ func (m *Mesh) observe(n *memberlist.Node, ev string) {
 	if prev != "" && prev.Up() != e.info.State.Up() {
 		m.liveGen++
 	}
+	m.gen++
 	info := e.info
 	m.mu.Unlock()
 	if prev != info.State {
@@ -633,6 +641,17 @@ func (m *Mesh) LivenessGen() uint64 {
 	return m.liveGen
 }
 
+// Gen returns a number that changes whenever what Peers returns changes,
+// but for the readings LastSeen and RTT (every probe refreshes them): a
+// caller that acts on the peer list compares it with the value it last
+// acted on instead of reading Peers. Read it before Peers: a change in
+// between then shows as a new number next time.
+func (m *Mesh) Gen() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.gen
+}
+
 // Forget drops dead or departed peers from the table (and from targets).
 // Alive peers are not forgotten: they would reappear at once.
 func (m *Mesh) Forget(names ...string) {
@@ -644,6 +663,7 @@ func (m *Mesh) Forget(names ...string) {
 			m.aliveDirty = true
 			m.names = nil
 			m.liveGen++
+			m.gen++
 		}
 	}
 	m.mu.Unlock()

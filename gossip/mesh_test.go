@@ -262,14 +262,19 @@ func TestDeadAndRejoin(t *testing.T) {
 	if names := peerNames(peers[0].mesh.Peers()); !slices.Equal(names, []string{"p000", "p001", "p002", "p003", "p004"}) {
 		t.Errorf("Peers lists %v; want this peer first, then the others by name", names)
 	}
-	// Every change of liveness below moves LivenessGen.
-	gen := peers[0].mesh.LivenessGen()
+	// Every change of liveness below moves LivenessGen, and Gen.
+	gen, allGen := peers[0].mesh.LivenessGen(), peers[0].mesh.Gen()
 	genMoved := func(what string) {
 		t.Helper()
 		if g := peers[0].mesh.LivenessGen(); g == gen {
 			t.Errorf("LivenessGen still %d after %s", g, what)
 		} else {
 			gen = g
+		}
+		if g := peers[0].mesh.Gen(); g == allGen {
+			t.Errorf("Gen still %d after %s", g, what)
+		} else {
+			allGen = g
 		}
 	}
 	// gone waits until p000 sees name gone, and returns the state it shows.
@@ -505,11 +510,15 @@ func TestSetMetaDoesNotWait(t *testing.T) {
 	})
 	meta := a.Peers()[0].Meta
 	meta.Joined = true
+	genA, genB := a.Gen(), b.Gen()
 	if err := a.SetMeta(meta); err != nil {
 		t.Fatalf("SetMeta = %v; want it queued without waiting for gossip", err)
 	}
 	if !a.Peers()[0].Meta.Joined {
 		t.Error("a's own view lacks the new metadata")
+	}
+	if g := a.Gen(); g == genA {
+		t.Errorf("a's Gen still %d after its metadata changed", g)
 	}
 	testutil.Eventually(t, 30*time.Second, "b to see a's new metadata", func() error {
 		for _, p := range b.Peers() {
@@ -519,4 +528,16 @@ func TestSetMetaDoesNotWait(t *testing.T) {
 		}
 		return errors.New("not yet")
 	})
+	if g := b.Gen(); g == genB {
+		t.Errorf("b's Gen still %d after a's metadata reached it", g)
+	}
+	// Neither the same metadata again nor a probe's reading is a change.
+	genA = a.Gen()
+	if err := a.SetMeta(meta); err != nil {
+		t.Fatal(err)
+	}
+	a.pinged("b", time.Millisecond)
+	if g := a.Gen(); g != genA {
+		t.Errorf("a's Gen moved from %d to %d by the same metadata and a probe", genA, g)
+	}
 }

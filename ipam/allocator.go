@@ -78,6 +78,7 @@ type Allocator struct {
 	ring  Ring
 	peers map[peer.ID]member // the last SetPeers
 	wake  chan struct{}      // closed and replaced on every change waiters care about
+	gen   uint64             // counts the changes Changed signals: see Gen
 
 	allocs  allocations         // this peer's allocations (allocate.go)
 	paxos   paxosState          // acceptor memory and our rounds in flight (paxos.go)
@@ -142,6 +143,15 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 // Changed gets a value (non-blocking send, capacity 1) whenever the ring
 // or ownership changes.
 func (a *Allocator) Changed() <-chan struct{} { return a.changed }
+
+// Gen returns a number that changes whenever the ring or ownership
+// changes (whenever Changed is signalled): a caller that acts on Ranges
+// compares it with the value it last acted on. Read it before Ranges.
+func (a *Allocator) Gen() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.gen
+}
 
 // member is what the allocator keeps of a peer from SetPeers (the whole
 // peer.Info is ten times larger, and it keeps one per peer of the mesh).
@@ -295,6 +305,7 @@ func (a *Allocator) wakeLocked() {
 // changedLocked wakes waiters and notifies Changed.
 func (a *Allocator) changedLocked() {
 	a.wakeLocked()
+	a.gen++
 	select {
 	case a.changed <- struct{}{}:
 	default:

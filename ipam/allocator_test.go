@@ -333,11 +333,15 @@ func TestDonation(t *testing.T) {
 		}
 	}
 	drain()
+	gen := a.Gen()
 	if _, err := a.Allocate(ctx, "c-first"); err != nil {
 		t.Fatal(err)
 	}
 	if drain() {
 		t.Fatalf("Changed() signalled by an allocation inside our own space")
+	}
+	if g := a.Gen(); g != gen {
+		t.Fatalf("Gen moved from %d to %d by an allocation inside our own space", gen, g)
 	}
 	for i := range int(owned) + 20 {
 		if _, err := a.Allocate(ctx, fmt.Sprintf("c%d", i)); err != nil {
@@ -349,6 +353,9 @@ func TestDonation(t *testing.T) {
 	}
 	if !drain() {
 		t.Fatalf("Changed() not signalled by a donation")
+	}
+	if g := a.Gen(); g == gen {
+		t.Fatalf("Gen still %d after a donation", g)
 	}
 	c.healAndConverge(10 * time.Second)
 	c.checkUnique()

@@ -238,6 +238,7 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 			check("weft_reconcile_runs_total > 0", v("weft_reconcile_runs_total") > 0, v("weft_reconcile_runs_total"))
 			check("weft_reconcile_errors_total >= 0", v("weft_reconcile_errors_total") >= 0, v("weft_reconcile_errors_total"))
 			v("weft_reconcile_skipped_total") // router passes that changed nothing
+			v("weft_sync_skipped_total")      // sync passes skipped: nothing changed
 			v("weft_dns_queries_total")
 			if h != h1 {
 				continue

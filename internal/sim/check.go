@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/weftmesh/weft/peer"
@@ -213,4 +214,28 @@ func (c *Cluster) Explain(i int) string {
 	}
 	return fmt.Sprintf("%s sees %d alive, is seen alive by %d of %d; packets queued %d, streams queued %d, member syncs %d",
 		p.Name, up, seenUp, len(c.Live()), len(p.tr.PacketCh()), len(p.tr.StreamCh()), p.D.Mesh().MemberSyncs())
+}
+
+// RoutesFollowRing is nil when every live peer's kernel routes every
+// range the peer's ring gives another owner.
+func (c *Cluster) RoutesFollowRing() error {
+	for _, p := range c.Live() {
+		routed := map[string]bool{}
+		for _, r := range p.kernel.Routes() {
+			dst, _, _ := strings.Cut(r, " ")
+			routed[dst] = true
+		}
+		self := p.D.Mesh().Peers()[0].ID
+		for owner, prefixes := range p.D.Allocator().Ranges() {
+			if owner == self {
+				continue
+			}
+			for _, pfx := range prefixes {
+				if !routed[pfx.String()] {
+					return fmt.Errorf("%s has no route to %v (owner %v)", p.Name, pfx, owner)
+				}
+			}
+		}
+	}
+	return nil
 }
