@@ -224,20 +224,22 @@ func FuzzParseProbe(f *testing.F) {
 	})
 }
 
-// probePair is two probers on loopback addresses, on one port.
+// probePair is two probers on loopback addresses, on one port, for
+// rounds about every 20 ms (period: what a hello's echo is worth).
 func probePair(t *testing.T) (a, b *prober, bAddr netip.Addr) {
+	const period = 30 * time.Millisecond
 	t.Helper()
-	x, err := newProber(1, "127.0.0.1", 0)
+	x, err := newProber(1, "127.0.0.1", 0, probeEvery)
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := uint16(x.conn.LocalAddr().(*net.UDPAddr).Port)
 	_ = x.conn.Close()
-	a, err = newProber(1, "127.0.0.1", port)
+	a, err = newProber(1, "127.0.0.1", port, period)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err = newProber(2, "127.0.0.2", port)
+	b, err = newProber(2, "127.0.0.2", port, period)
 	if err != nil {
 		a.conn.Close()
 		t.Skipf("127.0.0.2 unavailable: %v", err)
@@ -265,11 +267,7 @@ func TestProberHellos(t *testing.T) {
 	a, b, lo2 := probePair(t)
 	lo1 := netip.MustParseAddr("127.0.0.1")
 	ta, tb := map[peer.ID]netip.Addr{2: lo2}, map[peer.ID]netip.Addr{1: lo1}
-	count := func(p *prober) (hellos, requests uint64) {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.sentHellos, p.sentRequests
-	}
+	count := (*prober).Sent
 	// Rounds until both have sent 5 hellos in a row and no request.
 	deadline := time.Now().Add(20 * time.Second)
 	var ha0, ra0, hb0, rb0 uint64
@@ -308,10 +306,7 @@ func TestProberHellos(t *testing.T) {
 	// b stops taking a's packets (it expects a elsewhere now) but goes on
 	// sending hellos to a: their echo is stuck at the last round b took,
 	// and a's evidence of b stops at that round's send time plus one
-	// period (shortened here, so that the rounds below outlast it).
-	a.mu.Lock()
-	a.period = 30 * time.Millisecond
-	a.mu.Unlock()
+	// period (probePair's, so that the rounds below outlast it).
 	b.mu.Lock()
 	b.addrs[1] = netip.MustParseAddr("127.0.0.3")
 	b.mu.Unlock()
@@ -353,7 +348,7 @@ func TestProberHellos(t *testing.T) {
 // comes after its reply); a peer whose hellos stopped and that sends
 // requests again is put back on requests.
 func TestProberLearnsHellos(t *testing.T) {
-	a, err := newProber(1, "127.0.0.1", 0)
+	a, err := newProber(1, "127.0.0.1", 0, probeEvery)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,13 +388,14 @@ func TestProberPeerNotProbing(t *testing.T) {
 			return nil
 		})
 	}
+	hellos, requests := a.Sent()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.speaks[2].IsZero() || a.sentHellos == 0 {
-		t.Errorf("a did not learn from b's replies that b speaks hellos (sent %d hellos)", a.sentHellos)
+	if a.speaks[2].IsZero() || hellos == 0 {
+		t.Errorf("a did not learn from b's replies that b speaks hellos (sent %d hellos)", hellos)
 	}
-	if a.sentRequests != 10 {
-		t.Errorf("a sent %d requests in 10 rounds to a peer that sends no hellos; want 10", a.sentRequests)
+	if requests != 10 {
+		t.Errorf("a sent %d requests in 10 rounds to a peer that sends no hellos; want 10", requests)
 	}
 }
 
@@ -469,14 +465,10 @@ func TestProberOldPeer(t *testing.T) {
 	}
 	testutil.Eventually(t, 5*time.Second, "a to probe the old peer with requests, answered", func() error {
 		before := a.LastReply(2)
-		a.mu.Lock()
-		h0 := a.sentHellos
-		a.mu.Unlock()
+		h0, _ := a.Sent()
 		a.Probe(ta)
 		time.Sleep(20 * time.Millisecond)
-		a.mu.Lock()
-		h1 := a.sentHellos
-		a.mu.Unlock()
+		h1, _ := a.Sent()
 		if h1 != h0 {
 			return errors.New("a still sends hellos")
 		}

@@ -382,7 +382,13 @@ func (d *Daemon) Counters() map[string]float64 {
 		"reconcile_errors_total": float64(d.recErrors),
 		"sync_skipped_total":     float64(d.syncSkipped),
 	}
+	pr := d.prober
 	d.mu.Unlock()
+	if pr != nil {
+		hellos, requests := pr.Sent()
+		c["probe_hellos_sent_total"] = float64(hellos)
+		c["probe_requests_sent_total"] = float64(requests)
+	}
 	c["reconcile_skipped_total"] = float64(d.router.Skipped()) // passes that changed nothing
 	c["gossip_bad_frames_total"] = float64(d.mesh.BadFrames())
 	c["gossip_dropped_total"] = float64(d.ipamCh.Dropped())

@@ -71,6 +71,7 @@ type Daemon struct {
 	dnsListen   []string
 	targets     targetsFile
 	owners      map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
+	prober      *prober               // nil without the datapath probe (adjacency.go)
 	reconciles  uint64
 	recErrors   uint64
 	syncSkipped uint64 // ticker passes skipped: nothing changed (sync.go)
@@ -380,9 +381,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	start("sync", d.syncLoop)
 	if d.cfg.ProbePort != 0 {
 		host, _, _ := splitHostPort(d.cfg.Listen)
-		if pr, err := newProber(d.id.ID, host, d.cfg.ProbePort); err != nil {
+		if pr, err := newProber(d.id.ID, host, d.cfg.ProbePort, probeEvery); err != nil {
 			d.log.Warn("no datapath probe: broken links are not routed around", "err", err)
 		} else {
+			d.mu.Lock()
+			d.prober = pr
+			d.mu.Unlock()
 			start("probe", pr.Run)
 			start("adjacency", func(ctx context.Context) error { return d.adjacencyLoop(ctx, pr) })
 		}

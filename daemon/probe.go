@@ -133,9 +133,9 @@ type prober struct {
 	heard   map[peer.ID]uint64     // the newest round received from each (echoed in hellos)
 	speaks  map[peer.ID]time.Time  // the last sign that it speaks hellos (a hello or a marked reply)
 	hellos  map[peer.ID]time.Time  // the last hello received from it
-	period  time.Duration          // between rounds (probeEvery)
+	period  time.Duration          // between the caller's rounds (newProber)
 
-	sentHellos, sentRequests uint64 // counts (tests)
+	sentHellos, sentRequests uint64 // packets sent, for /metrics (Sent)
 }
 
 // sentRound is the send time of one of this peer's rounds.
@@ -152,8 +152,9 @@ type roundTo struct {
 }
 
 // newProber binds host:port; host "", 0.0.0.0 or :: binds every address,
-// IPv4 and IPv6.
-func newProber(self peer.ID, host string, port uint16) (*prober, error) {
+// IPv4 and IPv6. The caller calls Probe every period: a hello's echo of a
+// round counts as a reply received one period after the round was sent.
+func newProber(self peer.ID, host string, port uint16, period time.Duration) (*prober, error) {
 	laddr := &net.UDPAddr{Port: int(port)}
 	if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
 		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, port))
@@ -163,7 +164,7 @@ func newProber(self peer.ID, host string, port uint16) (*prober, error) {
 		return nil, fmt.Errorf("datapath probe listen %s:%d: %w", host, port, err)
 	}
 	return &prober{
-		self: self, port: port, conn: conn, period: probeEvery,
+		self: self, port: port, conn: conn, period: period,
 		// A random start: a reply or echo forged without seeing our
 		// packets has to guess the round.
 		seq:   rand.Uint64() >> 2,
@@ -291,6 +292,13 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 			_, _ = p.conn.WriteToUDPAddrPort(req, r.to)
 		}
 	}
+}
+
+// Sent returns how many hellos and requests this peer has sent.
+func (p *prober) Sent() (hellos, requests uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sentHellos, p.sentRequests
 }
 
 // forgetLocked drops what this peer knows of id's link.
