@@ -239,3 +239,38 @@ func (c *Cluster) RoutesFollowRing() error {
 	}
 	return nil
 }
+
+// Rings describes each distinct ring the live peers hold: how many hold
+// it, one of them, its seed, its owners and the holder's IPAM status, to
+// diagnose a run whose rings do not agree.
+func (c *Cluster) Rings() string {
+	type ring struct {
+		n       int
+		example string
+		status  string
+		owners  int
+	}
+	rings := map[string]*ring{}
+	var order []string
+	for _, p := range c.Live() {
+		sum := string(p.D.Allocator().Summary())
+		r := rings[sum]
+		if r == nil {
+			st := p.D.Allocator().Status()
+			r = &ring{example: p.Name, status: st.Status, owners: len(st.Owners)}
+			rings[sum] = r
+			order = append(order, sum)
+		}
+		r.n++
+	}
+	var b strings.Builder
+	for _, sum := range order {
+		r := rings[sum]
+		seed := ""
+		if len(sum) >= 9 {
+			seed = fmt.Sprintf("%x", sum[1:9]) // after the magic byte (ipam/summary.go)
+		}
+		fmt.Fprintf(&b, "ring seed %s held by %d (e.g. %s: %s, %d owners); ", seed, r.n, r.example, r.status, r.owners)
+	}
+	return b.String()
+}

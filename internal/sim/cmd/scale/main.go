@@ -180,6 +180,7 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 		d, err := sim.Wait(ctx, cond)
 		if err != nil {
 			r.Error = err.Error()
+			log.Printf("%d peers: %v; %s; %s", n, err, c.Progress(), c.Rings())
 			if i := strings.Index(r.Error, "sees p"); i >= 0 {
 				if k, err := strconv.Atoi(r.Error[i+6 : i+10]); err == nil {
 					log.Print(c.Explain(k))
