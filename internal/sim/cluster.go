@@ -31,6 +31,13 @@ type Options struct {
 	Seed    uint64        // picks each peer's PEER; 0 = random
 	// LaunchEvery spaces the launches of Grow (0 = all at once: a mass join).
 	LaunchEvery time.Duration
+	// Consensus launches every peer with the default IPAM bootstrap
+	// (consensus among 1 + its PEERs). Without it, every peer but the first
+	// is an observer, as a mass start must be launched (README, "Running
+	// a mesh"): peers started at once with different PEER lists, each
+	// allowed to divide a ring, can divide two (a 200-peer run did, once
+	// in about 25: rings never mix, and the run waits out its limit).
+	Consensus bool
 	// Gossip, when non-nil, adjusts every peer's gossip configuration.
 	Gossip func(*gossip.Config)
 	// Memberlist, when non-nil, adjusts every peer's memberlist
@@ -173,6 +180,9 @@ func (c *Cluster) launch() error {
 	cfg.Password = c.secret
 	if target != "" {
 		cfg.Peers = []string{target}
+		if !c.opts.Consensus {
+			cfg.IPAllocInit = "observer"
+		}
 	}
 	cfg.Gossip = func(g *gossip.Config) {
 		g.Memberlist = func(mc *memberlist.Config) {

@@ -64,16 +64,17 @@ type Result struct {
 }
 
 var (
-	sizes    = flag.String("n", "100,200,500,1000", "comma-separated mesh sizes")
-	out      = flag.String("out", "results/scale", "output directory")
-	secure   = flag.Bool("secure", false, "a cluster secret (encrypted gossip, WireGuard)")
-	idle     = flag.Duration("idle", 20*time.Second, "idle window for bytes and CPU")
-	limit    = flag.Duration("limit", 10*time.Minute, "give up on a convergence after this")
-	trace    = flag.Bool("trace", false, "log the progress of each convergence every second")
-	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
-	keep     = flag.Bool("keep", false, "keep the other sizes' rows of -out/results.json (a size run again is replaced)")
-	memprof  = flag.String("memprofile", "", "write an allocation profile at the end here")
-	heapprof = flag.String("heapprofile", "", "write a heap profile at each size's idle point here (.N appended)")
+	sizes     = flag.String("n", "100,200,500,1000", "comma-separated mesh sizes")
+	out       = flag.String("out", "results/scale", "output directory")
+	secure    = flag.Bool("secure", false, "a cluster secret (encrypted gossip, WireGuard)")
+	consensus = flag.Bool("consensus", false, "every peer may divide the ring (the default bootstrap), not only the first: can divide two rings in a mass start")
+	idle      = flag.Duration("idle", 20*time.Second, "idle window for bytes and CPU")
+	limit     = flag.Duration("limit", 10*time.Minute, "give up on a convergence after this")
+	trace     = flag.Bool("trace", false, "log the progress of each convergence every second")
+	cpuprof   = flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	keep      = flag.Bool("keep", false, "keep the other sizes' rows of -out/results.json (a size run again is replaced)")
+	memprof   = flag.String("memprofile", "", "write an allocation profile at the end here")
+	heapprof  = flag.String("heapprofile", "", "write a heap profile at each size's idle point here (.N appended)")
 )
 
 func main() {
@@ -164,6 +165,7 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 	}
 	opts := sim.DefaultOptions()
 	opts.Secure = secure
+	opts.Consensus = *consensus
 	opts.Bubble = virtual
 	if *relaxed {
 		opts.Memberlist = sim.Relaxed
