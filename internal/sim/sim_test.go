@@ -39,13 +39,7 @@ func simPeers(t *testing.T) int {
 func TestSimulator(t *testing.T) {
 	n := simPeers(t)
 	synctest.Test(t, func(t *testing.T) {
-		opts := DefaultOptions()
-		opts.Bubble = true
-		c, err := NewCluster(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := bubbleCluster(t)
 		step := func(what string, limit time.Duration, cond func() error) {
 			t.Helper()
 			ctx, cancel := context.WithTimeout(context.Background(), limit)
@@ -105,6 +99,20 @@ func TestSimulator(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// bubbleCluster is a default Cluster for a test inside a synctest bubble
+// (called there), closed when the test ends, inside the bubble.
+func bubbleCluster(t *testing.T) *Cluster {
+	t.Helper()
+	opts := DefaultOptions()
+	opts.Bubble = true
+	c, err := NewCluster(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }
 
 type errString string

@@ -14,13 +14,7 @@ import (
 // (Which tick may be skipped is TestPassDue's, in daemon/.)
 func TestIdlePassesSkipped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		opts := DefaultOptions()
-		opts.Bubble = true
-		c, err := NewCluster(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := bubbleCluster(t)
 		wait := func(what string, cond func() error) {
 			t.Helper()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
