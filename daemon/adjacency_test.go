@@ -506,3 +506,72 @@ func TestRelayProblems(t *testing.T) {
 		t.Errorf("relayReason(up, direct) = %q; want none", got)
 	}
 }
+
+// BenchmarkProbeRound: one round of this peer's probes to 39 peers of a
+// 40-peer mesh (all speak hellos; one receiver on 127.0.0.2 that never
+// reads), per op.
+func BenchmarkProbeRound(b *testing.B) {
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		b.Skipf("127.0.0.2 unavailable: %v", err)
+	}
+	defer rx.Close()
+	port := uint16(rx.LocalAddr().(*net.UDPAddr).Port)
+	a, err := newProber(1, "", port+1, probeEvery) // dual-stack, as weft binds by default
+	if err != nil {
+		b.Skip(err)
+	}
+	defer a.conn.Close()
+	a.port = port
+	targets := map[peer.ID]netip.Addr{}
+	now := time.Now().Add(time.Hour) // hellos fresh all along
+	for id := peer.ID(2); id <= 40; id++ {
+		targets[id] = netip.MustParseAddr("127.0.0.2")
+		a.speaks[id], a.hellos[id] = now, now
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		a.Probe(targets)
+	}
+	if h, r := a.Sent(); h == 0 || r != 0 {
+		b.Fatalf("sent %d hellos, %d requests; want hellos only", h, r)
+	}
+}
+
+// TestProbeRoundSkipsFailedPacket: a round's packets go out in batches; a
+// packet the kernel refuses (here an IPv6 peer on an IPv4 socket) is
+// skipped and the rest of the round still goes, wherever it falls.
+func TestProbeRoundSkipsFailedPacket(t *testing.T) {
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Skipf("127.0.0.2 unavailable: %v", err)
+	}
+	defer rx.Close()
+	port := uint16(rx.LocalAddr().(*net.UDPAddr).Port)
+	a, err := newProber(1, "127.0.0.1", 0, probeEvery) // an IPv4 socket
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.conn.Close()
+	a.port = port
+	targets := map[peer.ID]netip.Addr{
+		2: netip.MustParseAddr("::1"), 3: netip.MustParseAddr("127.0.0.2"),
+		4: netip.MustParseAddr("::2"), 5: netip.MustParseAddr("127.0.0.2"),
+	}
+	buf := make([]byte, 64)
+	for round := range 10 { // the round's order follows the map's
+		a.Probe(targets)
+		for range 2 { // peers 3 and 5
+			if err := rx.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			n, _, err := rx.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			if m, err := parseProbe(buf[:n]); err != nil || m.Kind != probeReq || m.From != 1 {
+				t.Fatalf("round %d: got %+v, %v; want a request from 1", round, m, err)
+			}
+		}
+	}
+}

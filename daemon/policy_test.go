@@ -228,9 +228,9 @@ func TestExplain(t *testing.T) {
 	}
 }
 
-// ipv4 builds an IPv4 header of protocol proto with a transport header
+// ipv4Packet builds an IPv4 header of protocol proto with a transport header
 // carrying dport.
-func ipv4(src, dst string, proto policy.Protocol, dport uint16) []byte {
+func ipv4Packet(src, dst string, proto policy.Protocol, dport uint16) []byte {
 	b := make([]byte, 28)
 	b[0] = 0x45
 	b[9] = byte(proto)
@@ -242,16 +242,16 @@ func ipv4(src, dst string, proto policy.Protocol, dport uint16) []byte {
 }
 
 func TestParseDrop(t *testing.T) {
-	k, ok := parseDrop("weft-policy deny ingress x/a", ipv4("10.32.0.4", "10.32.0.2", policy.TCP, 80))
+	k, ok := parseDrop("weft-policy deny ingress x/a", ipv4Packet("10.32.0.4", "10.32.0.2", policy.TCP, 80))
 	want := dropKey{Direction: "ingress", Pod: "x/a", Src: addr("10.32.0.4"), Dst: addr("10.32.0.2"), Port: 80, Proto: policy.TCP}
 	if !ok || k != want {
 		t.Errorf("parseDrop = %+v, %v; want %+v", k, ok, want)
 	}
-	icmp := ipv4("10.32.0.2", "10.36.0.2", policy.ICMP, 0x0800)
+	icmp := ipv4Packet("10.32.0.2", "10.36.0.2", policy.ICMP, 0x0800)
 	if k, ok := parseDrop("weft-policy deny egress x/a", icmp); !ok || k.Port != 0 || k.Proto != policy.ICMP {
 		t.Errorf("parseDrop(ICMP) = %+v, %v; want port 0", k, ok)
 	}
-	frag := ipv4("10.32.0.4", "10.32.0.2", policy.UDP, 53)
+	frag := ipv4Packet("10.32.0.4", "10.32.0.2", policy.UDP, 53)
 	frag[7] = 1 // a later fragment: no ports
 	if k, ok := parseDrop("weft-policy deny ingress x/a", frag); !ok || k.Port != 0 {
 		t.Errorf("parseDrop(fragment) = %+v, %v; want port 0", k, ok)
@@ -260,9 +260,9 @@ func TestParseDrop(t *testing.T) {
 		prefix string
 		pkt    []byte
 	}{
-		{"other deny ingress x/a", ipv4("10.32.0.4", "10.32.0.2", policy.TCP, 80)},
-		{"weft-policy deny sideways x/a", ipv4("10.32.0.4", "10.32.0.2", policy.TCP, 80)},
-		{"weft-policy deny ingress a", ipv4("10.32.0.4", "10.32.0.2", policy.TCP, 80)},
+		{"other deny ingress x/a", ipv4Packet("10.32.0.4", "10.32.0.2", policy.TCP, 80)},
+		{"weft-policy deny sideways x/a", ipv4Packet("10.32.0.4", "10.32.0.2", policy.TCP, 80)},
+		{"weft-policy deny ingress a", ipv4Packet("10.32.0.4", "10.32.0.2", policy.TCP, 80)},
 		{"weft-policy deny ingress x/a", []byte{0x60, 0, 0}},
 		{"weft-policy deny ingress x/a", []byte{0x4f, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}},
 	} {
@@ -273,7 +273,7 @@ func TestParseDrop(t *testing.T) {
 }
 
 func FuzzParseDrop(f *testing.F) {
-	f.Add("weft-policy deny ingress x/a", ipv4("10.32.0.4", "10.32.0.2", policy.TCP, 80))
+	f.Add("weft-policy deny ingress x/a", ipv4Packet("10.32.0.4", "10.32.0.2", policy.TCP, 80))
 	f.Add("weft-policy deny egress x/a", []byte{0x46, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, prefix string, pkt []byte) {
 		if k, ok := parseDrop(prefix, pkt); ok && (!k.Src.Is4() || !k.Dst.Is4()) {
@@ -286,12 +286,12 @@ func TestDropLog(t *testing.T) {
 	m := explainModel(t)
 	l := newDropLog(2)
 	deny := "weft-policy deny ingress x/a"
-	if l.Record(m, "something else", ipv4("10.32.0.4", "10.32.0.2", policy.TCP, 80), t0) {
+	if l.Record(m, "something else", ipv4Packet("10.32.0.4", "10.32.0.2", policy.TCP, 80), t0) {
 		t.Errorf("Record of another prefix = true")
 	}
-	l.Record(m, deny, ipv4("10.32.0.4", "10.32.0.2", policy.TCP, 80), t0)
-	l.Record(m, deny, ipv4("10.36.0.2", "10.32.0.2", policy.UDP, 81), t0.Add(time.Second))
-	l.Record(m, deny, ipv4("10.32.0.4", "10.32.0.2", policy.TCP, 80), t0.Add(2*time.Second)) // the first again: newest
+	l.Record(m, deny, ipv4Packet("10.32.0.4", "10.32.0.2", policy.TCP, 80), t0)
+	l.Record(m, deny, ipv4Packet("10.36.0.2", "10.32.0.2", policy.UDP, 81), t0.Add(time.Second))
+	l.Record(m, deny, ipv4Packet("10.32.0.4", "10.32.0.2", policy.TCP, 80), t0.Add(2*time.Second)) // the first again: newest
 	got := l.List()
 	want := []client.PolicyDrop{
 		{Time: "2026-12-04T10:00:02Z", Count: 2, Direction: "ingress", Pod: "x/a", Src: "10.32.0.4", SrcName: "x/c",
@@ -305,7 +305,7 @@ func TestDropLog(t *testing.T) {
 		t.Errorf("List (-want +got):\n%s", diff)
 	}
 	// A third kind evicts the oldest; the counters keep counting.
-	l.Record(nil, "weft-policy deny egress x/b", ipv4("10.32.0.3", "10.36.0.2", policy.TCP, 443), t0.Add(3*time.Second))
+	l.Record(nil, "weft-policy deny egress x/b", ipv4Packet("10.32.0.3", "10.36.0.2", policy.TCP, 443), t0.Add(3*time.Second))
 	got = l.List()
 	if len(got) != 2 || got[0].Pod != "x/b" || got[0].Reason != "default deny" || got[0].SrcName != "10.32.0.3" || got[1].Port != 80 {
 		t.Errorf("after a third kind: %+v; want x/b's egress drop (no model) and x/a's port 80", got)
@@ -321,7 +321,7 @@ func TestDropLog(t *testing.T) {
 		t.Errorf("Total = %d; want 4", l.Total())
 	}
 	// A drop that the model allows now says so.
-	l.Record(m, deny, ipv4("10.32.0.3", "10.32.0.2", policy.TCP, 80), t0)
+	l.Record(m, deny, ipv4Packet("10.32.0.3", "10.32.0.2", policy.TCP, 80), t0)
 	if d := l.List()[0]; len(d.Policies) != 0 || !strings.Contains(d.Reason, "now ingress allowed: by x/allow-b rule 0") {
 		t.Errorf("drop of a now allowed flow: %+v", d)
 	}

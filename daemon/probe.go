@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/peer"
+	"golang.org/x/net/ipv4"
 )
 
 const (
@@ -121,19 +122,21 @@ func parseProbe(b []byte) (probeMsg, error) {
 // prober sends probes and answers them. Run owns the socket's reader;
 // Probe and LastReply may be called from any goroutine.
 type prober struct {
-	self peer.ID
-	port uint16
-	conn *net.UDPConn
+	self  peer.ID
+	port  uint16
+	conn  *net.UDPConn
+	batch *ipv4.PacketConn // conn, for sendmmsg (x/net writes an IPv4 destination as AF_INET, which a dual-stack socket takes)
 
 	mu      sync.Mutex // guards following
 	seq     uint64     // this peer's round number
 	sent    [sentRounds]sentRound
-	addrs   map[peer.ID]netip.Addr // where each peer was last probed
-	replies map[peer.ID]time.Time  // two-way evidence: a reply, or a hello's echo
-	heard   map[peer.ID]uint64     // the newest round received from each (echoed in hellos)
-	speaks  map[peer.ID]time.Time  // the last sign that it speaks hellos (a hello or a marked reply)
-	hellos  map[peer.ID]time.Time  // the last hello received from it
-	period  time.Duration          // between the caller's rounds (newProber)
+	addrs   map[peer.ID]netip.Addr   // where each peer was last probed
+	dests   map[peer.ID]*net.UDPAddr // addrs and our port, as sendmmsg takes them
+	replies map[peer.ID]time.Time    // two-way evidence: a reply, or a hello's echo
+	heard   map[peer.ID]uint64       // the newest round received from each (echoed in hellos)
+	speaks  map[peer.ID]time.Time    // the last sign that it speaks hellos (a hello or a marked reply)
+	hellos  map[peer.ID]time.Time    // the last hello received from it
+	period  time.Duration            // between the caller's rounds (newProber)
 
 	sentHellos, sentRequests uint64 // packets sent, for /metrics (Sent)
 }
@@ -146,7 +149,7 @@ type sentRound struct {
 
 // roundTo is a round's packets to one peer.
 type roundTo struct {
-	to             netip.AddrPort
+	to             *net.UDPAddr
 	echo           uint64
 	hello, request bool
 }
@@ -164,11 +167,11 @@ func newProber(self peer.ID, host string, port uint16, period time.Duration) (*p
 		return nil, fmt.Errorf("datapath probe listen %s:%d: %w", host, port, err)
 	}
 	return &prober{
-		self: self, port: port, conn: conn, period: period,
+		self: self, port: port, conn: conn, batch: ipv4.NewPacketConn(conn), period: period,
 		// A random start: a reply or echo forged without seeing our
 		// packets has to guess the round.
 		seq:   rand.Uint64() >> 2,
-		addrs: map[peer.ID]netip.Addr{}, replies: map[peer.ID]time.Time{},
+		addrs: map[peer.ID]netip.Addr{}, dests: map[peer.ID]*net.UDPAddr{}, replies: map[peer.ID]time.Time{},
 		heard: map[peer.ID]uint64{}, speaks: map[peer.ID]time.Time{}, hellos: map[peer.ID]time.Time{},
 	}, nil
 }
@@ -272,7 +275,12 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 		p.addrs[id] = a
 		hello := !p.speaks[id].IsZero() && now.Sub(p.speaks[id]) <= helloFresh
 		request := !hello || now.Sub(p.hellos[id]) > helloLate
-		round = append(round, roundTo{to: netip.AddrPortFrom(a, p.port), echo: p.heard[id], hello: hello, request: request})
+		to := p.dests[id]
+		if to == nil {
+			to = net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, p.port))
+			p.dests[id] = to
+		}
+		round = append(round, roundTo{to: to, echo: p.heard[id], hello: hello, request: request})
 		if hello {
 			p.sentHellos++
 		}
@@ -281,16 +289,40 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 		}
 	}
 	p.mu.Unlock()
+	p.send(round, seq)
+}
+
+// send writes a round's packets in as few sendmmsg calls as the kernel
+// takes (one, usually): a round to N−1 peers was N−1 sendto calls, and
+// each syscall costs more than its packet. A packet that cannot be sent
+// (no route to that peer, say) is skipped, as a lone sendto's error was.
+func (p *prober) send(round []roundTo, seq uint64) {
 	req := probeMsg{Kind: probeReq, From: p.self, Seq: seq}.append(nil)
-	buf := make([]byte, 0, helloLen)
+	// One backing array each, sized up front: the slices taken of them
+	// stay valid.
+	hellos := make([]byte, 0, len(round)*helloLen)
+	bufs := make([][]byte, 0, 2*len(round))
+	ms := make([]ipv4.Message, 0, 2*len(round))
+	add := func(b []byte, to *net.UDPAddr) {
+		bufs = append(bufs, b)
+		ms = append(ms, ipv4.Message{Buffers: bufs[len(bufs)-1 : len(bufs) : len(bufs)], Addr: to})
+	}
 	for _, r := range round {
 		if r.hello {
-			buf = probeMsg{Kind: probeHello, From: p.self, Seq: seq, Echo: r.echo}.append(buf[:0])
-			_, _ = p.conn.WriteToUDPAddrPort(buf, r.to)
+			start := len(hellos)
+			hellos = probeMsg{Kind: probeHello, From: p.self, Seq: seq, Echo: r.echo}.append(hellos)
+			add(hellos[start:len(hellos):len(hellos)], r.to)
 		}
 		if r.request {
-			_, _ = p.conn.WriteToUDPAddrPort(req, r.to)
+			add(req, r.to)
 		}
+	}
+	for len(ms) > 0 {
+		n, err := p.batch.WriteBatch(ms, 0)
+		if err != nil {
+			n = max(n, 1) // the first failed: skip it
+		}
+		ms = ms[n:]
 	}
 }
 
@@ -304,6 +336,7 @@ func (p *prober) Sent() (hellos, requests uint64) {
 // forgetLocked drops what this peer knows of id's link.
 func (p *prober) forgetLocked(id peer.ID) {
 	delete(p.addrs, id)
+	delete(p.dests, id)
 	delete(p.replies, id)
 	delete(p.heard, id)
 	delete(p.speaks, id)
