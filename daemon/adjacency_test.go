@@ -511,18 +511,7 @@ func TestRelayProblems(t *testing.T) {
 // 40-peer mesh (all speak hellos; one receiver on 127.0.0.2 that never
 // reads), per op.
 func BenchmarkProbeRound(b *testing.B) {
-	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
-	if err != nil {
-		b.Skipf("127.0.0.2 unavailable: %v", err)
-	}
-	defer rx.Close()
-	port := uint16(rx.LocalAddr().(*net.UDPAddr).Port)
-	a, err := newProber(1, "", port+1, probeEvery) // dual-stack, as weft binds by default
-	if err != nil {
-		b.Skip(err)
-	}
-	defer a.conn.Close()
-	a.port = port
+	a, _ := proberTo(b, "") // dual-stack, as weft binds by default
 	targets := map[peer.ID]netip.Addr{}
 	now := time.Now().Add(time.Hour) // hellos fresh all along
 	for id := peer.ID(2); id <= 40; id++ {
@@ -542,18 +531,7 @@ func BenchmarkProbeRound(b *testing.B) {
 // packet the kernel refuses (here an IPv6 peer on an IPv4 socket) is
 // skipped and the rest of the round still goes, wherever it falls.
 func TestProbeRoundSkipsFailedPacket(t *testing.T) {
-	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
-	if err != nil {
-		t.Skipf("127.0.0.2 unavailable: %v", err)
-	}
-	defer rx.Close()
-	port := uint16(rx.LocalAddr().(*net.UDPAddr).Port)
-	a, err := newProber(1, "127.0.0.1", 0, probeEvery) // an IPv4 socket
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.conn.Close()
-	a.port = port
+	a, rx := proberTo(t, "127.0.0.1") // an IPv4 socket
 	targets := map[peer.ID]netip.Addr{
 		2: netip.MustParseAddr("::1"), 3: netip.MustParseAddr("127.0.0.2"),
 		4: netip.MustParseAddr("::2"), 5: netip.MustParseAddr("127.0.0.2"),
@@ -574,4 +552,23 @@ func TestProbeRoundSkipsFailedPacket(t *testing.T) {
 			}
 		}
 	}
+}
+
+// proberTo is a prober bound to host (any port) whose probes go to a
+// receiver on 127.0.0.2 that reads only what the test reads, and that
+// receiver.
+func proberTo(tb testing.TB, host string) (*prober, *net.UDPConn) {
+	tb.Helper()
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		tb.Skipf("127.0.0.2 unavailable: %v", err)
+	}
+	tb.Cleanup(func() { rx.Close() })
+	a, err := newProber(1, host, 0, probeEvery)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { a.conn.Close() })
+	a.port = uint16(rx.LocalAddr().(*net.UDPAddr).Port)
+	return a, rx
 }
