@@ -308,7 +308,7 @@ func TestProberHellos(t *testing.T) {
 	// and a's evidence of b stops at that round's send time plus one
 	// period (probePair's, so that the rounds below outlast it).
 	b.mu.Lock()
-	b.addrs[1] = netip.MustParseAddr("127.0.0.3")
+	b.addrs[1] = b.probedAt(netip.MustParseAddr("127.0.0.3"))
 	b.mu.Unlock()
 	time.Sleep(50 * time.Millisecond) // packets in flight land
 	b.mu.Lock()
@@ -354,7 +354,7 @@ func TestProberLearnsHellos(t *testing.T) {
 	}
 	defer a.conn.Close()
 	lo2 := netip.MustParseAddr("127.0.0.2")
-	a.addrs[2] = lo2
+	a.addrs[2] = a.probedAt(lo2)
 	t0 := time.Now()
 	a.receive(probeMsg{Kind: probeReply, From: 2, Seq: 5 | helloBit}, lo2, t0)
 	a.receive(probeMsg{Kind: probeReq, From: 2, Seq: 9}, lo2, t0.Add(time.Millisecond))

@@ -130,15 +130,26 @@ type prober struct {
 	mu      sync.Mutex // guards following
 	seq     uint64     // this peer's round number
 	sent    [sentRounds]sentRound
-	addrs   map[peer.ID]netip.Addr   // where each peer was last probed
-	dests   map[peer.ID]*net.UDPAddr // addrs and our port, as sendmmsg takes them
-	replies map[peer.ID]time.Time    // two-way evidence: a reply, or a hello's echo
-	heard   map[peer.ID]uint64       // the newest round received from each (echoed in hellos)
-	speaks  map[peer.ID]time.Time    // the last sign that it speaks hellos (a hello or a marked reply)
-	hellos  map[peer.ID]time.Time    // the last hello received from it
-	period  time.Duration            // between the caller's rounds (newProber)
+	addrs   map[peer.ID]probed    // where each peer was last probed
+	replies map[peer.ID]time.Time // two-way evidence: a reply, or a hello's echo
+	heard   map[peer.ID]uint64    // the newest round received from each (echoed in hellos)
+	speaks  map[peer.ID]time.Time // the last sign that it speaks hellos (a hello or a marked reply)
+	hellos  map[peer.ID]time.Time // the last hello received from it
+	period  time.Duration         // between the caller's rounds (newProber)
 
 	sentHellos, sentRequests uint64 // packets sent, for /metrics (Sent)
+}
+
+// probed is where a peer is probed: its address, and that with our port
+// as sendmmsg takes it (made once, not every round).
+type probed struct {
+	addr netip.Addr
+	to   *net.UDPAddr
+}
+
+// probedAt is the probed of address a.
+func (p *prober) probedAt(a netip.Addr) probed {
+	return probed{addr: a, to: net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, p.port))}
 }
 
 // sentRound is the send time of one of this peer's rounds.
@@ -171,7 +182,7 @@ func newProber(self peer.ID, host string, port uint16, period time.Duration) (*p
 		// A random start: a reply or echo forged without seeing our
 		// packets has to guess the round.
 		seq:   rand.Uint64() >> 2,
-		addrs: map[peer.ID]netip.Addr{}, dests: map[peer.ID]*net.UDPAddr{}, replies: map[peer.ID]time.Time{},
+		addrs: map[peer.ID]probed{}, replies: map[peer.ID]time.Time{},
 		heard: map[peer.ID]uint64{}, speaks: map[peer.ID]time.Time{}, hellos: map[peer.ID]time.Time{},
 	}, nil
 }
@@ -210,7 +221,7 @@ func (p *prober) Run(ctx context.Context) error {
 func (p *prober) receive(m probeMsg, addr netip.Addr, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if a, ok := p.addrs[m.From]; !ok || a != addr {
+	if t, ok := p.addrs[m.From]; !ok || t.addr != addr {
 		return // not a peer we probe there
 	}
 	switch m.Kind {
@@ -269,18 +280,18 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 	round := make([]roundTo, 0, len(targets))
 	for id, a := range targets {
 		a = a.Unmap()
-		if old, ok := p.addrs[id]; ok && old != a {
+		t, ok := p.addrs[id]
+		if ok && t.addr != a {
 			p.forgetLocked(id) // what came from the old address says nothing of the new
+			ok = false
 		}
-		p.addrs[id] = a
+		if !ok {
+			t = p.probedAt(a)
+			p.addrs[id] = t
+		}
 		hello := !p.speaks[id].IsZero() && now.Sub(p.speaks[id]) <= helloFresh
 		request := !hello || now.Sub(p.hellos[id]) > helloLate
-		to := p.dests[id]
-		if to == nil {
-			to = net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, p.port))
-			p.dests[id] = to
-		}
-		round = append(round, roundTo{to: to, echo: p.heard[id], hello: hello, request: request})
+		round = append(round, roundTo{to: t.to, echo: p.heard[id], hello: hello, request: request})
 		if hello {
 			p.sentHellos++
 		}
@@ -336,7 +347,6 @@ func (p *prober) Sent() (hellos, requests uint64) {
 // forgetLocked drops what this peer knows of id's link.
 func (p *prober) forgetLocked(id peer.ID) {
 	delete(p.addrs, id)
-	delete(p.dests, id)
 	delete(p.replies, id)
 	delete(p.heard, id)
 	delete(p.speaks, id)
