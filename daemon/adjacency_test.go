@@ -572,3 +572,68 @@ func proberTo(tb testing.TB, host string) (*prober, *net.UDPConn) {
 	a.port = uint16(rx.LocalAddr().(*net.UDPAddr).Port)
 	return a, rx
 }
+
+// TestProberReadsInBatches: the prober takes what waits in its socket in
+// one read and then lets it fill for a quarter period, so hellos spread
+// over a period cost a few reads, not one each; requests beyond one
+// read's batch are all answered.
+func TestProberReadsInBatches(t *testing.T) {
+	a, b, _ := probePair(t) // period 30 ms: a read at most every 7.5 ms
+	lo1 := netip.MustParseAddr("127.0.0.1")
+	to := netip.AddrPortFrom(lo1, a.port)
+	a.mu.Lock()
+	a.addrs[2] = a.probedAt(netip.MustParseAddr("127.0.0.2"))
+	a.mu.Unlock()
+	_, reads0 := a.Received()
+	// 120 hellos over 240 ms, one every 2 ms: one read each would be 120.
+	start := time.Now()
+	for seq := range uint64(120) {
+		msg := probeMsg{Kind: probeHello, From: 2, Seq: seq + 1}.append(nil)
+		if _, err := b.conn.WriteToUDPAddrPort(msg, to); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	testutil.Eventually(t, 10*time.Second, "a to take b's 120 hellos", func() error {
+		if a.mu.Lock(); a.heard[2] != 120 {
+			defer a.mu.Unlock()
+			return fmt.Errorf("newest round heard from b: %d", a.heard[2])
+		}
+		a.mu.Unlock()
+		return nil
+	})
+	// Reads are at least a quarter period apart, whatever the load.
+	_, reads := a.Received()
+	if max := uint64(time.Since(start)/(a.period/4)) + 2; reads-reads0 > max {
+		t.Errorf("a took 120 hellos over %v in %d reads; want at most %d (a quarter period apart)", time.Since(start), reads-reads0, max)
+	}
+
+	// A burst of requests, more than a read takes, is answered whole.
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Skipf("127.0.0.2 unavailable: %v", err)
+	}
+	defer rx.Close()
+	const burst = 3 * probeBatch
+	for seq := range uint64(burst) {
+		if _, err := rx.WriteToUDPAddrPort(probeMsg{Kind: probeReq, From: 9, Seq: seq}.append(nil), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[uint64]bool{}
+	buf := make([]byte, 64)
+	for len(got) < burst {
+		if err := rx.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		n, _, err := rx.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("%d of %d requests answered: %v", len(got), burst, err)
+		}
+		m, err := parseProbe(buf[:n])
+		if err != nil || m.Kind != probeReply || m.From != 1 || m.Seq&helloBit == 0 {
+			t.Fatalf("got %+v, %v; want a marked reply from 1", m, err)
+		}
+		got[m.Seq&^helloBit] = true
+	}
+}

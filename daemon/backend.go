@@ -388,6 +388,9 @@ func (d *Daemon) Counters() map[string]float64 {
 		hellos, requests := pr.Sent()
 		c["probe_hellos_sent_total"] = float64(hellos)
 		c["probe_requests_sent_total"] = float64(requests)
+		packets, reads := pr.Received()
+		c["probe_received_total"] = float64(packets)
+		c["probe_reads_total"] = float64(reads)
 	}
 	c["reconcile_skipped_total"] = float64(d.router.Skipped()) // passes that changed nothing
 	c["gossip_bad_frames_total"] = float64(d.mesh.BadFrames())

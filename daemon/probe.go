@@ -47,6 +47,7 @@ import (
 
 	"github.com/weftmesh/weft/peer"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -74,6 +75,11 @@ const (
 	// send time of, to read echoes (at one round a second, an echo older
 	// than that proves nothing recent anyway).
 	sentRounds = 8
+	// probeBatch is how many packets one recvmmsg takes.
+	probeBatch = 64
+	// probeRcvBuf is the probe socket's receive buffer: a small UDP packet
+	// takes about 1 KiB of it.
+	probeRcvBuf = 4 << 20
 )
 
 // probeMsg is one probe packet.
@@ -138,6 +144,7 @@ type prober struct {
 	period  time.Duration         // between the caller's rounds (newProber)
 
 	sentHellos, sentRequests uint64 // packets sent, for /metrics (Sent)
+	received, reads          uint64 // packets received and the recvmmsg calls that took them (Received)
 }
 
 // probed is where a peer is probed: its address, and that with our port
@@ -177,6 +184,16 @@ func newProber(self peer.ID, host string, port uint16, period time.Duration) (*p
 	if err != nil {
 		return nil, fmt.Errorf("datapath probe listen %s:%d: %w", host, port, err)
 	}
+	// A quarter period of every peer's hellos waits in the socket (Run):
+	// ask for room for a few thousand peers' (the kernel caps it at
+	// net.core.rmem_max unless we may force it).
+	if rc, err := conn.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, probeRcvBuf) != nil {
+				_ = conn.SetReadBuffer(probeRcvBuf)
+			}
+		})
+	}
 	return &prober{
 		self: self, port: port, conn: conn, batch: ipv4.NewPacketConn(conn), period: period,
 		// A random start: a reply or echo forged without seeing our
@@ -189,31 +206,72 @@ func newProber(self peer.ID, host string, port uint16, period time.Duration) (*p
 
 // Run answers requests and records replies and hellos until ctx is done;
 // it closes the socket on return.
+//
+// It reads in batches (recvmmsg) and, after each, lets the socket fill
+// for a quarter period before reading again: N−1 peers' hellos arrive
+// spread over each second, and reading each as it came woke the process
+// N−1 times a second, which cost an idle peer more than the packets did
+// (the runtime's scheduler and sysmon, half its CPU at 40 peers). So a
+// packet is taken up to drain late: a hello's evidence is capped at the
+// echoed round's send time plus one period anyway, and a request's answer
+// comes well inside the three periods a link is given (adjacency.go).
 func (p *prober) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = p.conn.Close() })
 	defer stop()
 	defer p.conn.Close()
-	buf := make([]byte, 64)
-	out := make([]byte, 0, helloLen)
+	in := make([]ipv4.Message, probeBatch)
+	bufs := make([]byte, probeBatch*64)
+	for i := range in {
+		in[i].Buffers = [][]byte{bufs[i*64 : (i+1)*64 : (i+1)*64]}
+	}
+	replies := make([]byte, 0, probeBatch*probeLen)
+	out := make([]ipv4.Message, 0, probeBatch)
+	pause := time.NewTimer(time.Hour)
+	pause.Stop()
+	defer pause.Stop()
 	for {
-		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
+		n, err := p.batch.ReadBatch(in, 0)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			continue
 		}
-		m, err := parseProbe(buf[:n])
-		if err != nil {
-			continue
+		now := time.Now()
+		replies, out = replies[:0], out[:0]
+		for _, m := range in[:n] {
+			from, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			pm, err := parseProbe(m.Buffers[0][:m.N])
+			if err != nil {
+				continue
+			}
+			if pm.Kind == probeReq {
+				// Answer whoever asks (as every version does), telling it
+				// we speak hellos.
+				start := len(replies)
+				replies = probeMsg{Kind: probeReply, From: p.self, Seq: pm.Seq | helloBit}.append(replies)
+				out = append(out, ipv4.Message{Buffers: [][]byte{replies[start:len(replies):len(replies)]}, Addr: from})
+			}
+			addr, _ := netip.AddrFromSlice(from.IP)
+			p.receive(pm, addr.Unmap(), now)
 		}
-		if m.Kind == probeReq {
-			// Answer whoever asks (as every version does), telling it we
-			// speak hellos.
-			out = probeMsg{Kind: probeReply, From: p.self, Seq: m.Seq | helloBit}.append(out[:0])
-			_, _ = p.conn.WriteToUDPAddrPort(out, from)
+		writeAll(p.batch, out)
+		p.mu.Lock()
+		p.received += uint64(n)
+		p.reads++
+		p.mu.Unlock()
+		if n == len(in) {
+			continue // more may be waiting
 		}
-		p.receive(m, from.Addr().Unmap(), time.Now())
+		pause.Reset(p.period / 4)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-pause.C:
+		}
 	}
 }
 
@@ -328,8 +386,14 @@ func (p *prober) send(round []roundTo, seq uint64) {
 			add(req, r.to)
 		}
 	}
+	writeAll(p.batch, ms)
+}
+
+// writeAll sends ms in as few sendmmsg calls as the kernel takes; a
+// message it refuses is skipped and the rest still go.
+func writeAll(c *ipv4.PacketConn, ms []ipv4.Message) {
 	for len(ms) > 0 {
-		n, err := p.batch.WriteBatch(ms, 0)
+		n, err := c.WriteBatch(ms, 0)
 		if err != nil {
 			n = max(n, 1) // the first failed: skip it
 		}
@@ -342,6 +406,15 @@ func (p *prober) Sent() (hellos, requests uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.sentHellos, p.sentRequests
+}
+
+// Received returns how many probe packets this peer has read and in how
+// many reads (recvmmsg calls): the packets a read takes say how well the
+// reads are batched.
+func (p *prober) Received() (packets, reads uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.received, p.reads
 }
 
 // forgetLocked drops what this peer knows of id's link.

@@ -241,6 +241,8 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 			v("weft_sync_skipped_total")      // sync passes skipped: nothing changed
 			probes := v("weft_probe_hellos_sent_total") + v("weft_probe_requests_sent_total")
 			check("datapath probes sent > 0", probes > 0, probes)
+			rx, reads := v("weft_probe_received_total"), v("weft_probe_reads_total")
+			check(fmt.Sprintf("datapath probes received %v in %v reads: > 0, at least one a read", rx, reads), rx > 0 && reads > 0 && rx >= reads, rx)
 			v("weft_dns_queries_total")
 			if h != h1 {
 				continue
