@@ -140,12 +140,29 @@ func New(cfg Config) (*Mesh, error) {
 	if cfg.Memberlist != nil {
 		cfg.Memberlist(mc)
 	}
+	var own *netTransport // ours, not a test's
+	if mc.Transport == nil {
+		t, err := newNetTransport(mc.BindAddr, mc.BindPort, log)
+		if err != nil {
+			return nil, fmt.Errorf("start gossip: %w", err)
+		}
+		if mc.BindPort == 0 {
+			mc.BindPort = t.Port()
+		}
+		if mc.AdvertisePort == 0 {
+			mc.AdvertisePort = t.Port()
+		}
+		mc.Transport, own = t, t
+	}
 	m.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return m.ml.NumMembers() },
 		RetransmitMult: mc.RetransmitMult,
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if own != nil {
+			_ = own.Shutdown()
+		}
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	m.ml = ml

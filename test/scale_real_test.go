@@ -92,6 +92,16 @@ func TestScaleReal(t *testing.T) {
 	})
 	t.Logf("%d peers: all see all alive %.1f s and agree on the ring %.1f s after the last launch (at %s)",
 		n, aliveAt.Seconds(), ringAt.Seconds(), last.Format(time.RFC3339Nano))
+	// The start's cost: CPU used from launch to the agreement by each peer
+	// (the wrapper that enters the host, weft launch, its datapath), on
+	// two cores shared by all of them.
+	var start []float64
+	for _, h := range bed.Hosts {
+		start = append(start, float64(testbed.TreeCPUTicks(t, h.PID()))/100)
+	}
+	slices.Sort(start)
+	t.Logf("%d peers: start CPU per peer (launch to agreement, with its datapath) median %.2f s max %.2f s, all %.1f CPU-s",
+		n, start[n/2], start[n-1], sum(start))
 	// WEFT_SCALE_REAL_LOGS=dir keeps every peer's log of the join there
 	// (the test bed's directory goes with the test).
 	if dir := os.Getenv("WEFT_SCALE_REAL_LOGS"); dir != "" {
@@ -183,4 +193,12 @@ func statusAll(hosts []*testbed.Host) ([]*client.Status, error) {
 		}
 	}
 	return out, nil
+}
+
+func sum(xs []float64) float64 {
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s
 }

@@ -21,6 +21,25 @@ func CPUTicks(t testing.TB, pid int) int64 {
 	return u + s
 }
 
+// TreeCPUTicks returns the CPU time, in clock ticks, that pid and its
+// live descendants have used so far (a peer with its datapath process).
+func TreeCPUTicks(t testing.TB, pid int) int64 {
+	t.Helper()
+	n := CPUTicks(t, pid)
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return n
+	}
+	for _, f := range strings.Fields(string(raw)) {
+		if c, err := strconv.Atoi(f); err == nil {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", c)); err == nil {
+				n += TreeCPUTicks(t, c)
+			}
+		}
+	}
+	return n
+}
+
 // RSSKiB returns the resident set of pid.
 func RSSKiB(t testing.TB, pid int) int64 {
 	t.Helper()
