@@ -165,7 +165,8 @@ func TestUnreachableSets(t *testing.T) {
 
 // TestProber runs two probers on loopback: each answers the other.
 func TestProber(t *testing.T) {
-	a, _, lo2 := probePair(t)
+	a, b, lo2 := probePair(t)
+	answering(t, b)
 	deadline := time.Now().Add(10 * time.Second)
 	for a.LastReply(2).IsZero() {
 		if time.Now().After(deadline) {
@@ -244,19 +245,37 @@ func probePair(t *testing.T) (a, b *prober, bAddr netip.Addr) {
 		a.conn.Close()
 		t.Skipf("127.0.0.2 unavailable: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- a.Run(ctx) }()
-	go func() { done <- b.Run(ctx) }()
 	t.Cleanup(func() {
-		cancel()
-		for range 2 {
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
+		a.Close()
+		b.Close()
+	a.drain() // b's last hellos
 	})
 	return a, b, netip.MustParseAddr("127.0.0.2")
+}
+
+// answering runs p's rounds to no one every period until the test ends,
+// as the adjacency loop of a peer that probes no one: it reads what came
+// and answers the requests.
+func answering(t *testing.T, p *prober) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(p.period)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				p.Probe(nil)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }
 
 // TestProberHellos: two peers of this version move from requests to
@@ -376,12 +395,14 @@ func TestProberLearnsHellos(t *testing.T) {
 // us (we are not among its targets yet: it just started) sends no hellos;
 // our requests, which it answers, keep the link answered.
 func TestProberPeerNotProbing(t *testing.T) {
-	a, _, lo2 := probePair(t) // b never probes
+	a, b, lo2 := probePair(t)
+	answering(t, b) // b never probes
 	ta := map[peer.ID]netip.Addr{2: lo2}
 	for round := range 10 {
 		before := a.LastReply(2)
 		a.Probe(ta)
 		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("an answer to round %d", round), func() error {
+			a.drain() // what a's next round would read first
 			if !a.LastReply(2).After(before) {
 				return errors.New("no answer")
 			}
@@ -451,8 +472,8 @@ func TestProberOldPeer(t *testing.T) {
 		return nil
 	})
 	// b goes back to an older version at the same address.
-	b.conn.Close()
-	time.Sleep(50 * time.Millisecond) // b's Run returns on the closed socket
+	b.Close()
+	a.drain() // b's last hellos
 	old, dropped := oldResponder(t, lo2, port, 2)
 	// Its first request puts it back on requests, once its hellos have
 	// been quiet for helloQuiet (forced here).
@@ -468,6 +489,7 @@ func TestProberOldPeer(t *testing.T) {
 		h0, _ := a.Sent()
 		a.Probe(ta)
 		time.Sleep(20 * time.Millisecond)
+		a.drain()
 		h1, _ := a.Sent()
 		if h1 != h0 {
 			return errors.New("a still sends hellos")
@@ -573,42 +595,45 @@ func proberTo(tb testing.TB, host string) (*prober, *net.UDPConn) {
 	return a, rx
 }
 
-// TestProberReadsInBatches: the prober takes what waits in its socket in
-// one read and then lets it fill for a quarter period, so hellos spread
-// over a period cost a few reads, not one each; requests beyond one
-// read's batch are all answered.
+// TestProberReadsInBatches: a round first takes what waits in the socket,
+// in reads of up to probeBatch packets, so the hellos of a whole period
+// cost a read or two, not a wakeup each; requests beyond one read's batch
+// are all answered.
 func TestProberReadsInBatches(t *testing.T) {
-	a, b, _ := probePair(t) // period 30 ms: a read at most every 7.5 ms
-	lo1 := netip.MustParseAddr("127.0.0.1")
-	to := netip.AddrPortFrom(lo1, a.port)
-	a.mu.Lock()
-	a.addrs[2] = a.probedAt(netip.MustParseAddr("127.0.0.2"))
-	a.mu.Unlock()
-	_, reads0 := a.Received()
-	// 120 hellos over 240 ms, one every 2 ms: one read each would be 120.
-	start := time.Now()
-	for seq := range uint64(120) {
+	a, b, lo2 := probePair(t)
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.port)
+	targets := map[peer.ID]netip.Addr{2: lo2}
+	a.Probe(targets)
+	// 100 hellos over 100 ms: all wait for a's next round.
+	for seq := range uint64(100) {
 		msg := probeMsg{Kind: probeHello, From: 2, Seq: seq + 1}.append(nil)
 		if _, err := b.conn.WriteToUDPAddrPort(msg, to); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
-	testutil.Eventually(t, 10*time.Second, "a to take b's 120 hellos", func() error {
-		if a.mu.Lock(); a.heard[2] != 120 {
-			defer a.mu.Unlock()
-			return fmt.Errorf("newest round heard from b: %d", a.heard[2])
-		}
-		a.mu.Unlock()
-		return nil
-	})
-	// Reads are at least a quarter period apart, whatever the load.
-	_, reads := a.Received()
-	if max := uint64(time.Since(start)/(a.period/4)) + 2; reads-reads0 > max {
-		t.Errorf("a took 120 hellos over %v in %d reads; want at most %d (a quarter period apart)", time.Since(start), reads-reads0, max)
+	time.Sleep(50 * time.Millisecond) // the last ones land
+	a.mu.Lock()
+	early := a.heard[2]
+	a.mu.Unlock()
+	if early != 0 {
+		t.Errorf("a took hello %d before its round", early)
+	}
+	packets0, reads0 := a.Received()
+	a.Probe(targets)
+	packets, reads := a.Received()
+	a.mu.Lock()
+	heard := a.heard[2]
+	a.mu.Unlock()
+	if heard != 100 || packets-packets0 != 100 {
+		t.Fatalf("a's round took %d packets, the newest hello %d; want all 100", packets-packets0, heard)
+	}
+	if reads-reads0 != 2 {
+		t.Errorf("a took 100 hellos in %d reads; want 2 (%d a read)", reads-reads0, probeBatch)
 	}
 
-	// A burst of requests, more than a read takes, is answered whole.
+	// A burst of requests, more than a read takes, is answered whole at
+	// the next round.
 	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
 	if err != nil {
 		t.Skipf("127.0.0.2 unavailable: %v", err)
@@ -620,6 +645,8 @@ func TestProberReadsInBatches(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	time.Sleep(50 * time.Millisecond)
+	a.Probe(nil)
 	got := map[uint64]bool{}
 	buf := make([]byte, 64)
 	for len(got) < burst {

@@ -387,7 +387,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.mu.Lock()
 			d.prober = pr
 			d.mu.Unlock()
-			start("probe", pr.Run)
 			start("adjacency", func(ctx context.Context) error { return d.adjacencyLoop(ctx, pr) })
 		}
 	}

@@ -35,7 +35,6 @@ package daemon
 // address this peer probed for that ID.
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -125,8 +124,8 @@ func parseProbe(b []byte) (probeMsg, error) {
 	return m, nil
 }
 
-// prober sends probes and answers them. Run owns the socket's reader;
-// Probe and LastReply may be called from any goroutine.
+// prober sends probes and answers them. Probe, LastReply and the others
+// may be called from any goroutine.
 type prober struct {
 	self  peer.ID
 	port  uint16
@@ -145,6 +144,11 @@ type prober struct {
 
 	sentHellos, sentRequests uint64 // packets sent, for /metrics (Sent)
 	received, reads          uint64 // packets received and the recvmmsg calls that took them (Received)
+
+	rxMu     sync.Mutex // guards following: drain's buffers
+	in       []ipv4.Message
+	replyBuf []byte
+	out      []ipv4.Message
 }
 
 // probed is where a peer is probed: its address, and that with our port
@@ -173,8 +177,9 @@ type roundTo struct {
 }
 
 // newProber binds host:port; host "", 0.0.0.0 or :: binds every address,
-// IPv4 and IPv6. The caller calls Probe every period: a hello's echo of a
-// round counts as a reply received one period after the round was sent.
+// IPv4 and IPv6. The caller calls Probe every period (a hello's echo of a
+// round counts as a reply received one period after the round was sent)
+// and Close at the end.
 func newProber(self peer.ID, host string, port uint16, period time.Duration) (*prober, error) {
 	laddr := &net.UDPAddr{Port: int(port)}
 	if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
@@ -184,7 +189,7 @@ func newProber(self peer.ID, host string, port uint16, period time.Duration) (*p
 	if err != nil {
 		return nil, fmt.Errorf("datapath probe listen %s:%d: %w", host, port, err)
 	}
-	// A quarter period of every peer's hellos waits in the socket (Run):
+	// A period of every peer's hellos waits in the socket (drain):
 	// ask for room for a few thousand peers' (the kernel caps it at
 	// net.core.rmem_max unless we may force it).
 	if rc, err := conn.SyscallConn(); err == nil {
@@ -194,8 +199,14 @@ func newProber(self peer.ID, host string, port uint16, period time.Duration) (*p
 			}
 		})
 	}
+	in := make([]ipv4.Message, probeBatch)
+	bufs := make([]byte, probeBatch*64)
+	for i := range in {
+		in[i].Buffers = [][]byte{bufs[i*64 : (i+1)*64 : (i+1)*64]}
+	}
 	return &prober{
 		self: self, port: port, conn: conn, batch: ipv4.NewPacketConn(conn), period: period,
+		in: in, replyBuf: make([]byte, 0, probeBatch*probeLen), out: make([]ipv4.Message, 0, probeBatch),
 		// A random start: a reply or echo forged without seeing our
 		// packets has to guess the round.
 		seq:   rand.Uint64() >> 2,
@@ -204,42 +215,31 @@ func newProber(self peer.ID, host string, port uint16, period time.Duration) (*p
 	}, nil
 }
 
-// Run answers requests and records replies and hellos until ctx is done;
-// it closes the socket on return.
-//
-// It reads in batches (recvmmsg) and, after each, lets the socket fill
-// for a quarter period before reading again: N−1 peers' hellos arrive
-// spread over each second, and reading each as it came woke the process
-// N−1 times a second, which cost an idle peer more than the packets did
-// (the runtime's scheduler and sysmon, half its CPU at 40 peers). So a
-// packet is taken up to drain late: a hello's evidence is capped at the
-// echoed round's send time plus one period anyway, and a request's answer
-// comes well inside the three periods a link is given (adjacency.go).
-func (p *prober) Run(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { _ = p.conn.Close() })
-	defer stop()
-	defer p.conn.Close()
-	in := make([]ipv4.Message, probeBatch)
-	bufs := make([]byte, probeBatch*64)
-	for i := range in {
-		in[i].Buffers = [][]byte{bufs[i*64 : (i+1)*64 : (i+1)*64]}
-	}
-	replies := make([]byte, 0, probeBatch*probeLen)
-	out := make([]ipv4.Message, 0, probeBatch)
-	pause := time.NewTimer(time.Hour)
-	pause.Stop()
-	defer pause.Stop()
+// Close closes the socket.
+func (p *prober) Close() error { return p.conn.Close() }
+
+// drain takes every packet waiting in the socket, in batches (recvmmsg,
+// not waiting for more), answers the requests among them and records the
+// rest. Probe calls it before each round: the socket is read once a
+// round, not as each packet comes. N−1 peers' hellos arrive spread over
+// the period, and reading each as it came woke the process N−1 times a
+// second, which cost an idle peer more than the packets did (the
+// runtime's scheduler and sysmon: half its CPU at 40 peers). Nothing is
+// lost by the wait: a hello is read before the round that echoes it, and
+// its evidence is capped at the echoed round's send time plus one period
+// anyway; a request is answered within a period, well inside the three a
+// link is given (adjacency.go).
+func (p *prober) drain() {
+	p.rxMu.Lock()
+	defer p.rxMu.Unlock()
 	for {
-		n, err := p.batch.ReadBatch(in, 0)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			continue
+		n, err := p.batch.ReadBatch(p.in, unix.MSG_DONTWAIT)
+		if err != nil || n <= 0 {
+			return // empty (EAGAIN), or closed
 		}
 		now := time.Now()
-		replies, out = replies[:0], out[:0]
-		for _, m := range in[:n] {
+		replies, out := p.replyBuf[:0], p.out[:0]
+		for _, m := range p.in[:n] {
 			from, ok := m.Addr.(*net.UDPAddr)
 			if !ok {
 				continue
@@ -263,14 +263,8 @@ func (p *prober) Run(ctx context.Context) error {
 		p.received += uint64(n)
 		p.reads++
 		p.mu.Unlock()
-		if n == len(in) {
-			continue // more may be waiting
-		}
-		pause.Reset(p.period / 4)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-pause.C:
+		if n < len(p.in) {
+			return
 		}
 	}
 }
@@ -321,10 +315,13 @@ func (p *prober) sentAtLocked(seq uint64) (time.Time, bool) {
 	return r.at, r.seq == seq && !r.at.IsZero()
 }
 
-// Probe sends one round to each peer (ID → underlay address): a hello to
-// each that speaks them, a request to the others and to those whose
-// hellos are late. It forgets the peers not listed.
+// Probe reads what came since the last round (drain), then sends one
+// round to each peer (ID → underlay address): a hello to each that speaks
+// them, a request to the others and to those whose hellos are late. It
+// forgets the peers not listed. The caller calls it every period, with no
+// targets too: that is when requests are answered.
 func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
+	p.drain()
 	now := time.Now()
 	p.mu.Lock()
 	p.seq++
