@@ -393,6 +393,7 @@ func (d *Daemon) Counters() map[string]float64 {
 		c["probe_reads_total"] = float64(reads)
 	}
 	c["reconcile_skipped_total"] = float64(d.router.Skipped()) // passes that changed nothing
+	c["ipam_syncs_total"] = float64(d.alloc.Syncs())           // store commits synced to disk
 	c["gossip_bad_frames_total"] = float64(d.mesh.BadFrames())
 	c["gossip_dropped_total"] = float64(d.ipamCh.Dropped())
 	c["gossip_rejected_total"] = float64(d.ipamCh.Rejected())

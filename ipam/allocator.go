@@ -153,6 +153,15 @@ func (a *Allocator) Gen() uint64 {
 	return a.gen
 }
 
+// Syncs returns how many of the store's commits were synced to disk (an
+// fdatasync each, or two): allocations and changes of our own space; the
+// rest of the ring is written without.
+func (a *Allocator) Syncs() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st.synced
+}
+
 // member is what the allocator keeps of a peer from SetPeers (the whole
 // peer.Info is ten times larger, and it keeps one per peer of the mesh).
 type member struct {

@@ -301,3 +301,48 @@ func TestDonationHeld(t *testing.T) {
 	}
 
 }
+
+// TestMergeSyncsOnlyOurSpace: a merge is synced to disk only when it
+// changes our own space (a token given to us, or one cutting into a run
+// of ours); a donation between two other peers, or their free counts, is
+// written without a sync (gossip brings it again after a crash).
+func TestMergeSyncsOnlyOurSpace(t *testing.T) {
+	const self, p2, p3 = peer.ID(1), peer.ID(2), peer.ID(3)
+	cfg := DefaultConfig()
+	cfg.Range = netip.MustParsePrefix("10.9.8.0/24")
+	cfg.Self = self
+	cfg.DBPath = filepath.Join(t.TempDir(), "ipam.db")
+	a, err := New(cfg, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	merge := func(toks ...Token) {
+		t.Helper()
+		m := &message{Kind: kindDelta, Range: cfg.Range, Seed: 7, Tokens: toks}
+		if err := a.Merge(p2, m.encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The ring: 2 owns [0,64), we own [64,128), 3 owns [128,256).
+	a.mu.Lock()
+	a.ring = Ring{Size: 256, Seed: 7, Tokens: []Token{{Start: 0, Owner: p2, Version: 1}, {Start: 64, Owner: self, Version: 1}, {Start: 128, Owner: p3, Version: 1}}}
+	a.mu.Unlock()
+	steps := []struct {
+		what string
+		toks []Token
+		sync bool
+	}{
+		{"3 gives [192,256) to 2", []Token{{Start: 128, Owner: p3, Version: 2, Free: 60}, {Start: 192, Owner: p2, Version: 1, Free: 64}}, false},
+		{"2's free count", []Token{{Start: 0, Owner: p2, Version: 2, Free: 10}}, false},
+		{"2 gives [32,64) to us", []Token{{Start: 0, Owner: p2, Version: 3, Free: 5}, {Start: 32, Owner: self, Version: 1, Free: 32}}, true},
+		{"a token written into our run [64,128) for 3 (a reclaim)", []Token{{Start: 96, Owner: p3, Version: 1, Free: 32}}, true},
+	}
+	for _, s := range steps {
+		before := a.Syncs()
+		merge(s.toks...)
+		if got := a.Syncs() > before; got != s.sync {
+			t.Errorf("%s: synced %v; want %v", s.what, got, s.sync)
+		}
+	}
+}

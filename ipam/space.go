@@ -120,11 +120,15 @@ func (a *Allocator) mergeTokensLocked(from peer.ID, m *message) ([]Token, error)
 	}
 	seedNew := a.ring.Seed == 0
 	old := a.ring
-	owners := false
+	owners, ours := false, false
 	for _, t := range changed {
 		i := old.index(t.Start)
 		owners = owners || i < 0 || old.Tokens[i].Start != t.Start || old.Tokens[i].Owner != t.Owner ||
 			t.Owner == a.cfg.Self // someone wrote one of our tokens (a reclaim on our behalf): recount
+		// Our space changed: a token of ours (given to us, or written for
+		// us), or one that starts inside a run of ours (our run shrinks:
+		// a reclaim, a donation of ours echoed).
+		ours = ours || t.Owner == a.cfg.Self || (old.Ready() && old.Owner(t.Start) == a.cfg.Self)
 	}
 	a.ring = next
 	var own []Token
@@ -133,9 +137,14 @@ func (a *Allocator) mergeTokensLocked(from peer.ID, m *message) ([]Token, error)
 		// counts; others' free-count updates cannot.
 		own = a.refreshFreeLocked()
 	}
-	// Others' free-count updates need no fsync: if a crash loses them,
-	// gossip brings them again. Ownership changes are synced.
-	b := &batch{tokens: mergeLists(changed, own), owners: owners, lazy: !owners}
+	// Only a change of our own space is synced: what we may allocate from
+	// must survive a crash. Others' changes (their free counts, a donation
+	// between two other peers) need no fsync: we never allocate from their
+	// space, and if a crash loses them gossip brings them again. In a mass
+	// join every peer merges every donation, and syncing each (two
+	// fdatasyncs, on a disk shared by every peer of the host) held up the
+	// ring channel behind the disk.
+	b := &batch{tokens: mergeLists(changed, own), owners: owners, lazy: !ours}
 	if seedNew {
 		b.seed = next.Seed
 	}

@@ -30,7 +30,8 @@ var (
 
 type store struct {
 	db     *bolt.DB
-	noSync bool // never fsync (Config.NoSync)
+	noSync bool   // never fsync (Config.NoSync)
+	synced uint64 // commits that were synced to disk (Allocator.Syncs)
 }
 
 // acceptorState is one Paxos acceptor's memory of one instance.
@@ -166,6 +167,9 @@ func keyBytes(k instanceKey) []byte {
 // (Allocator.mu), which makes toggling db.NoSync per batch safe.
 func (s *store) commit(b *batch) error {
 	s.db.NoSync = s.noSync || b.lazy
+	if !s.db.NoSync {
+		s.synced++
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if b.leaving != nil {
 			if err := tx.Bucket(bucketMeta).Put(keyLeaving, binary.BigEndian.AppendUint64(nil, uint64(*b.leaving))); err != nil {
