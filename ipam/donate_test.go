@@ -23,16 +23,7 @@ import (
 // block of at least half that size fits any span's alignment).
 func TestDonationBlock(t *testing.T) {
 	const self, to = peer.ID(1), peer.ID(9)
-	cfg := DefaultConfig()
-	cfg.Range = netip.MustParsePrefix("10.9.8.0/24")
-	cfg.Self = self
-	cfg.NoSync = true
-	cfg.DBPath = filepath.Join(t.TempDir(), "ipam.db")
-	a, err := New(cfg, &recorder{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := slash24Allocator(t, self, false)
 	const size = 256
 	rapid.Check(t, func(rt *rapid.T) {
 		r := Ring{Size: size, Seed: 7}
@@ -308,18 +299,10 @@ func TestDonationHeld(t *testing.T) {
 // written without a sync (gossip brings it again after a crash).
 func TestMergeSyncsOnlyOurSpace(t *testing.T) {
 	const self, p2, p3 = peer.ID(1), peer.ID(2), peer.ID(3)
-	cfg := DefaultConfig()
-	cfg.Range = netip.MustParsePrefix("10.9.8.0/24")
-	cfg.Self = self
-	cfg.DBPath = filepath.Join(t.TempDir(), "ipam.db")
-	a, err := New(cfg, &recorder{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := slash24Allocator(t, self, true)
 	merge := func(toks ...Token) {
 		t.Helper()
-		m := &message{Kind: kindDelta, Range: cfg.Range, Seed: 7, Tokens: toks}
+		m := &message{Kind: kindDelta, Range: a.cfg.Range, Seed: 7, Tokens: toks}
 		if err := a.Merge(p2, m.encode()); err != nil {
 			t.Fatal(err)
 		}
@@ -345,4 +328,22 @@ func TestMergeSyncsOnlyOurSpace(t *testing.T) {
 			t.Errorf("%s: synced %v; want %v", s.what, got, s.sync)
 		}
 	}
+}
+
+// slash24Allocator is an allocator of 10.9.8.0/24 with no ring yet, on a
+// store in the test's directory (synced to disk if sync), closed at the
+// end of the test.
+func slash24Allocator(t *testing.T, self peer.ID, sync bool) *Allocator {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Range = netip.MustParsePrefix("10.9.8.0/24")
+	cfg.Self = self
+	cfg.NoSync = !sync
+	cfg.DBPath = filepath.Join(t.TempDir(), "ipam.db")
+	a, err := New(cfg, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
 }
