@@ -149,8 +149,8 @@ func publishedUnreachable(ids []peer.ID) []peer.ID {
 }
 
 // adjacencyLoop probes every peer the datapath routes to once a second
-// (and reads the probes that came, prober.Probe), steps each link, and publishes and routes on a change of the set of
-// unreachable peers.
+// (reading first the probes that came: prober.Probe), steps each link,
+// and publishes and routes on a change of the set of unreachable peers.
 func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 	defer pr.Close()
 	t := time.NewTicker(probeEvery)

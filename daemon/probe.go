@@ -255,8 +255,7 @@ func (p *prober) drain() {
 				replies = probeMsg{Kind: probeReply, From: p.self, Seq: pm.Seq | helloBit}.append(replies)
 				out = append(out, ipv4.Message{Buffers: [][]byte{replies[start:len(replies):len(replies)]}, Addr: from})
 			}
-			addr, _ := netip.AddrFromSlice(from.IP)
-			p.receive(pm, addr.Unmap(), now)
+			p.receive(pm, from.AddrPort().Addr().Unmap(), now)
 		}
 		writeAll(p.batch, out)
 		p.mu.Lock()

@@ -10,7 +10,7 @@ package gossip
 // they bring. Here one buffer is read into and the packet copied out at
 // its size. And NetTransport resolves the destination string of every
 // packet it sends; here it is parsed as an address (memberlist's are
-// ip:port), and resolved only if it is not one.
+// always ip:port).
 
 import (
 	"errors"
@@ -18,9 +18,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	sockaddr "github.com/hashicorp/go-sockaddr"
@@ -63,13 +63,11 @@ func newNetTransport(bind string, port int, log *slog.Logger) (*netTransport, er
 	}
 	for i := 0; ; i++ {
 		t, err := listenTransport(a, port, log)
-		if err == nil || i+1 >= tries || !errors.Is(err, errAddrInUse) {
+		if err == nil || i+1 >= tries || !errors.Is(err, syscall.EADDRINUSE) {
 			return t, err
 		}
 	}
 }
-
-var errAddrInUse = errors.New("address already in use")
 
 func listenTransport(bind netip.Addr, port int, log *slog.Logger) (*netTransport, error) {
 	tcp, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(bind, uint16(port))))
@@ -80,9 +78,6 @@ func listenTransport(bind netip.Addr, port int, log *slog.Logger) (*netTransport
 	udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(bind, uint16(port))))
 	if err != nil {
 		_ = tcp.Close()
-		if strings.Contains(err.Error(), "address already in use") {
-			err = fmt.Errorf("%w: %w", errAddrInUse, err)
-		}
 		return nil, fmt.Errorf("gossip UDP listener on %s port %d: %w", bind, port, err)
 	}
 	for size := udpReadBuffer; size > 0; size /= 2 {
@@ -132,15 +127,12 @@ func (t *netTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
 }
 
-// WriteToAddress sends b to a.Addr.
+// WriteToAddress sends b to a.Addr, "ip:port" (memberlist resolves names
+// before it sends: its addresses are always ip:port).
 func (t *netTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	to, err := netip.ParseAddrPort(a.Addr)
 	if err != nil {
-		ua, rerr := net.ResolveUDPAddr("udp", a.Addr)
-		if rerr != nil {
-			return time.Time{}, rerr
-		}
-		to = ua.AddrPort()
+		return time.Time{}, fmt.Errorf("gossip packet destination: %w", err)
 	}
 	_, err = t.udp.WriteToUDPAddrPort(b, to)
 	return time.Now(), err

@@ -44,7 +44,7 @@ func recvPacket(t testing.TB, tr *netTransport) *memberlist.Packet {
 // TestTransportPackets: each packet reaches memberlist whole, from the
 // sender's address, in a buffer of its own no bigger than it (not the
 // 64 KiB NetTransport gives every packet), which later packets do not
-// overwrite; destinations given as ip:port or as a name both work.
+// overwrite; a destination that is not ip:port is refused.
 func TestTransportPackets(t *testing.T) {
 	a, b := testTransports(t)
 	to := fmt.Sprintf("127.0.0.1:%d", b.Port())
@@ -53,7 +53,7 @@ func TestTransportPackets(t *testing.T) {
 		t.Fatal(err)
 	}
 	p1 := recvPacket(t, b)
-	if _, err := a.WriteToAddress(bytes.Repeat([]byte{2}, 1400), memberlist.Address{Addr: fmt.Sprintf("localhost:%d", b.Port()), Name: "a"}); err != nil {
+	if _, err := a.WriteToAddress(bytes.Repeat([]byte{2}, 1400), memberlist.Address{Addr: to, Name: "b"}); err != nil {
 		t.Fatal(err)
 	}
 	p2 := recvPacket(t, b)
@@ -74,8 +74,10 @@ func TestTransportPackets(t *testing.T) {
 			t.Errorf("packet stamped %v", p.Timestamp)
 		}
 	}
-	if _, err := a.WriteTo([]byte{1}, "not an address"); err == nil {
-		t.Error("WriteTo(\"not an address\") succeeded")
+	for _, bad := range []string{"not an address", "localhost:7946"} {
+		if _, err := a.WriteTo([]byte{1}, bad); err == nil {
+			t.Errorf("WriteTo(%q) succeeded", bad)
+		}
 	}
 }
 

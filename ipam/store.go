@@ -167,9 +167,6 @@ func keyBytes(k instanceKey) []byte {
 // (Allocator.mu), which makes toggling db.NoSync per batch safe.
 func (s *store) commit(b *batch) error {
 	s.db.NoSync = s.noSync || b.lazy
-	if !s.db.NoSync {
-		s.synced++
-	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if b.leaving != nil {
 			if err := tx.Bucket(bucketMeta).Put(keyLeaving, binary.BigEndian.AppendUint64(nil, uint64(*b.leaving))); err != nil {
@@ -221,6 +218,9 @@ func (s *store) commit(b *batch) error {
 	})
 	if err != nil {
 		return fmt.Errorf("commit ipam store: %w", err)
+	}
+	if !s.db.NoSync {
+		s.synced++
 	}
 	return nil
 }

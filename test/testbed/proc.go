@@ -11,29 +11,42 @@ import (
 // CPUTicks returns the user+system clock ticks (1/100 s) pid has used.
 func CPUTicks(t testing.TB, pid int) int64 {
 	t.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	n, err := cpuTicks(pid)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return n
+}
+
+func cpuTicks(pid int) (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
 	}
 	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
+	return u + s, nil
 }
 
 // TreeCPUTicks returns the CPU time, in clock ticks, that pid and its
-// live descendants have used so far (a peer with its datapath process).
+// live descendants have used so far (a peer with its datapath process);
+// a descendant that exits meanwhile is left out.
 func TreeCPUTicks(t testing.TB, pid int) int64 {
 	t.Helper()
-	n := CPUTicks(t, pid)
+	return CPUTicks(t, pid) + childrenTicks(pid)
+}
+
+func childrenTicks(pid int) int64 {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 	if err != nil {
-		return n
+		return 0
 	}
+	var n int64
 	for _, f := range strings.Fields(string(raw)) {
 		if c, err := strconv.Atoi(f); err == nil {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", c)); err == nil {
-				n += TreeCPUTicks(t, c)
+			if ticks, err := cpuTicks(c); err == nil {
+				n += ticks + childrenTicks(c)
 			}
 		}
 	}
