@@ -222,6 +222,7 @@ func (d *Daemon) build(log *slog.Logger) error {
 	ic.DBPath = filepath.Join(d.cfg.DataDir, "ipam.db")
 	ic.Self, ic.Name, ic.Logger = d.id.ID, d.id.Name, log
 	ic.BootstrapGate = d.bootstrapAllowed
+	ic.Reachable = d.mesh.Reachable          // answer a joiner's donation request before the next sync pass
 	ic.RebroadcastInterval = 5 * time.Second // own tokens only: a few hundred bytes
 	ringTr := &channelRef{}
 	if d.alloc, err = ipam.New(ic, ringTr); err != nil {

@@ -712,6 +712,10 @@ func (m *Mesh) pinged(name string, rtt time.Duration) {
 	m.mu.Unlock()
 }
 
+// Reachable reports whether peer id is up in the membership now, so that
+// a message to it can be sent (Channel.SendTo).
+func (m *Mesh) Reachable(id peer.ID) bool { return m.nodeByID(id) != nil }
+
 func (m *Mesh) nodeByID(id peer.ID) *memberlist.Node {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -297,12 +297,18 @@ func TestDeadAndRejoin(t *testing.T) {
 	// Peer 4 stops (SIGTERM): a stop, not a leave. "stopped" needs the
 	// notice to arrive; a lost one makes it "dead", also a peer that still
 	// owns its space. Never "left".
+	if !peers[0].mesh.Reachable(peers[4].mesh.cfg.ID) || peers[0].mesh.Reachable(peer.ID(0xdead)) {
+		t.Errorf("Reachable: alive p004 %v, unknown ID %v; want true, false", peers[0].mesh.Reachable(peers[4].mesh.cfg.ID), peers[0].mesh.Reachable(peer.ID(0xdead)))
+	}
 	stopped := peers[4]
 	stopped.cancel()
 	<-stopped.done
 	stopped.cancel = nil
 	t.Logf("p000 sees the stopped p004 as %q", gone("p004", peer.Stopped, peer.Dead))
 	genMoved("p004 stopped")
+	if peers[0].mesh.Reachable(peers[4].mesh.cfg.ID) {
+		t.Error("Reachable: the stopped p004 is still reachable")
+	}
 	// Peer 3 leaves for good (`weft reset`).
 	victim := peers[3]
 	victim.mesh.Leaving()

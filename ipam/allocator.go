@@ -233,12 +233,17 @@ func (a *Allocator) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { a.bootstrapLoop(ctx) })
 	wg.Go(func() {
+		var recheck <-chan time.Time
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-a.heldUp:
-				a.answerHeld()
+			case <-recheck:
+			}
+			recheck = nil
+			if a.answerHeld() > 0 && a.cfg.Reachable != nil {
+				recheck = time.After(heldRecheck)
 			}
 		}
 	})
@@ -270,8 +275,12 @@ func (a *Allocator) sendLoop(ctx context.Context) {
 			return
 		case m := <-a.out:
 			sctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
+			t0 := time.Now()
 			if err := a.tr.SendTo(sctx, m.to, m.msg); err != nil {
 				a.log.Debug("send failed", "to", m.to, "err", err)
+			}
+			if d := time.Since(t0); d > 100*time.Millisecond {
+				a.log.Debug("slow send", "to", m.to, "took", d, "queued", len(a.out))
 			}
 			cancel()
 		}

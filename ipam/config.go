@@ -95,6 +95,15 @@ type Config struct {
 	// that has not yet met the rest of the mesh never divides a ring of its
 	// own. nil = always open. Called from the bootstrap goroutine.
 	BootstrapGate func() bool
+	// Reachable, when set, reports whether the mesh can reach a peer now:
+	// the membership's own view, ahead of the last SetPeers (the daemon
+	// hands peers new to the mesh over in its next sync pass, seconds
+	// later under a mass join's load). A donation request from a peer
+	// SetPeers has not brought yet is answered as soon as Reachable says
+	// so, instead of waiting for that pass. nil = only SetPeers counts.
+	// Called with the allocator's lock held: it must not call into the
+	// allocator.
+	Reachable func(peer.ID) bool
 }
 
 // DefaultConfig returns the defaults of weft launch.

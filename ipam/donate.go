@@ -75,13 +75,14 @@ func (a *Allocator) handleDonateReqLocked(from peer.ID, m *message) error {
 		a.sendLocked(from, r)
 		return nil
 	}
-	if !a.aliveLocked(from) {
+	if !a.knownLocked(from) {
 		// We cannot answer a peer our membership does not know yet (the
 		// reply would be lost, and the requester would ask someone else
 		// while this space is already written as its). Hold the request
-		// until SetPeers brings the peer (answerHeld): in a mass
-		// join, the requester's arrival reaches us by gossip a moment
-		// after its request, and staying silent cost it a RequestTimeout.
+		// until the mesh knows the peer (answerHeld): in a mass join, the
+		// requester's arrival reaches us by gossip a moment after its
+		// request, and staying silent cost it a RequestTimeout.
+		a.log.Debug("donation request held: requester not known yet", "from", from)
 		a.holdLocked(from, m)
 		return nil
 	}
@@ -127,26 +128,46 @@ func (a *Allocator) holdLocked(from peer.ID, m *message) {
 		return
 	}
 	a.held[from] = heldReq{m: m, at: time.Now()}
+	if a.cfg.Reachable != nil {
+		// Run's goroutine looks again every heldRecheck while requests
+		// are held: the mesh may know the peer long before SetPeers.
+		select {
+		case a.heldUp <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// answerHeld answers the held requests of peers now up (Run calls it when
-// SetPeers signals heldUp: a held request's peer is up, or one is stale,
-// so that stale ones never fill maxHeld). One older than RequestTimeout is
-// dropped: its requester has asked again (that request is the one held)
-// or asked another donor, and space given to it now could be given twice
-// (not the same address: only waste).
-func (a *Allocator) answerHeld() {
+// heldRecheck is how often held requests are looked at again while the
+// mesh's own view can be asked (Config.Reachable).
+const heldRecheck = 100 * time.Millisecond
+
+// knownLocked reports whether a donation request from id can be answered:
+// id is up in the last SetPeers, or the mesh reaches it already.
+func (a *Allocator) knownLocked(id peer.ID) bool {
+	return a.aliveLocked(id) || (a.cfg.Reachable != nil && a.cfg.Reachable(id))
+}
+
+// answerHeld answers the held requests of peers now known (Run calls it
+// when SetPeers signals heldUp: a held request's peer is up, or one is
+// stale, so that stale ones never fill maxHeld; and every heldRecheck
+// while some are held, with Config.Reachable). One older than
+// RequestTimeout is dropped: its requester has asked again (that request
+// is the one held) or asked another donor, and space given to it now
+// could be given twice (not the same address: only waste). It returns how
+// many are still held.
+func (a *Allocator) answerHeld() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
-		return
+		return 0
 	}
 	for from, h := range a.held {
 		if time.Since(h.at) >= a.cfg.RequestTimeout {
 			delete(a.held, from)
 			continue
 		}
-		if !a.aliveLocked(from) {
+		if !a.knownLocked(from) {
 			continue
 		}
 		delete(a.held, from)
@@ -154,6 +175,7 @@ func (a *Allocator) answerHeld() {
 			a.log.Warn("answer held donation request", "from", from, "err", err)
 		}
 	}
+	return len(a.held)
 }
 
 // donationLocked computes the tokens that give `to` a block of our largest

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -346,4 +347,120 @@ func slash24Allocator(t *testing.T, self peer.ID, sync bool) *Allocator {
 	}
 	t.Cleanup(func() { a.Close() })
 	return a
+}
+
+// TestPickDonorSpreadsOverLargestShares: the donor is picked at random
+// among the live peers with the largest share, whose free counts differ
+// by their allocations (a mass join sends every asker to one donor
+// otherwise); a peer with half that share, one refused, one down and this
+// peer itself are never picked.
+func TestPickDonorSpreadsOverLargestShares(t *testing.T) {
+	const self, big1, big2, big3, half, refused, down = peer.ID(1), peer.ID(2), peer.ID(3), peer.ID(4), peer.ID(5), peer.ID(6), peer.ID(7)
+	a := slash24Allocator(t, self, false)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// Shares of 64, 64, 64 with 63, 61 and 58 free; 32 with 32 free; we
+	// hold 64 with all free; a refused and a down peer hold 64 each.
+	a.ring = Ring{Size: 1024, Seed: 7, Tokens: []Token{
+		{Start: 0, Owner: big1, Version: 1, Free: 63},
+		{Start: 64, Owner: big2, Version: 1, Free: 61},
+		{Start: 128, Owner: big3, Version: 1, Free: 58},
+		{Start: 192, Owner: half, Version: 1, Free: 32},
+		{Start: 224, Owner: self, Version: 1, Free: 64},
+		{Start: 288, Owner: refused, Version: 1, Free: 64},
+		{Start: 352, Owner: down, Version: 1, Free: 64},
+	}}
+	a.peers = map[peer.ID]member{}
+	for _, id := range []peer.ID{big1, big2, big3, half, refused} {
+		a.peers[id] = member{state: peer.Alive}
+	}
+	a.peers[down] = member{state: peer.Dead}
+	picked := map[peer.ID]int{}
+	for range 600 {
+		picked[a.pickDonorLocked(map[peer.ID]bool{refused: true})]++
+	}
+	for _, id := range []peer.ID{big1, big2, big3} {
+		if picked[id] < 100 {
+			t.Errorf("peer %v with a largest share picked %d times in 600; want about 200 (all: %v)", id, picked[id], picked)
+		}
+	}
+	if n := picked[big1] + picked[big2] + picked[big3]; n != 600 {
+		t.Errorf("picked others than the largest shares: %v", picked)
+	}
+	// Refusals narrow the choice; with every largest share refused the
+	// half share is the largest left.
+	if got := a.pickDonorLocked(map[peer.ID]bool{refused: true, big1: true, big2: true, big3: true}); got != half {
+		t.Errorf("largest shares refused: picked %v; want %v", got, half)
+	}
+}
+
+// TestDonationReachable: with Config.Reachable, a request from a peer the
+// mesh knows but SetPeers has not brought yet is answered at once, and
+// one from a peer the mesh does not know yet is held and answered by
+// Run's goroutine as soon as the mesh knows it, without a SetPeers (a
+// mass join's requesters waited for the daemon's next sync pass, past
+// their RequestTimeout).
+func TestDonationReachable(t *testing.T) {
+	a := soloAllocator(t)
+	var mu sync.Mutex
+	reach := map[peer.ID]bool{}
+	asked := map[peer.ID]int{}
+	a.mu.Lock()
+	a.cfg.Reachable = func(id peer.ID) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		asked[id]++
+		return reach[id]
+	}
+	a.mu.Unlock()
+	request := func(from peer.ID, id uint64) {
+		t.Helper()
+		a.mu.Lock()
+		m := &message{Kind: kindDonateReq, ReqID: id, Range: a.cfg.Range, Seed: a.ring.Seed}
+		a.mu.Unlock()
+		if err := a.Merge(from, m.encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const b, c = peer.ID(0xb), peer.ID(0xc)
+	mu.Lock()
+	reach[b] = true
+	mu.Unlock()
+	request(b, 1)
+	if len(a.Ranges()[b]) == 0 {
+		t.Fatalf("a peer the mesh knows was not given space at once: %v", a.Ranges())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { a.Run(ctx); close(ran) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	request(c, 2)
+	a.mu.Lock()
+	_, held := a.held[c]
+	a.mu.Unlock()
+	if !held || len(a.Ranges()[c]) != 0 {
+		t.Fatalf("a peer nobody knows: held %v, owns %v; want held, nothing", held, a.Ranges()[c])
+	}
+	// Once Run's goroutine has looked again (and kept it held), the mesh
+	// learns c.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := asked[c]
+		mu.Unlock()
+		if n >= 2 { // the request's own look, and one of Run's
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Run's goroutine never looked at the held request again")
+		}
+	}
+	mu.Lock()
+	reach[c] = true
+	mu.Unlock()
+	for deadline := time.Now().Add(30 * time.Second); len(a.Ranges()[c]) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not answer c's held request once the mesh knew c")
+		}
+	}
 }

@@ -131,19 +131,24 @@ func TestScaleReal(t *testing.T) {
 	window := 20 * time.Second
 	for w, from := range []int{10, 30} {
 		c0 := make([]int64, n)
+		tree0 := make([]int64, n)
 		for i, pid := range pids {
-			c0[i] = testbed.CPUTicks(t, pid)
+			c0[i], tree0[i] = testbed.CPUTicks(t, pid), testbed.TreeCPUTicks(t, pid)
 		}
+		busy0 := testbed.MachineTicks(t)
 		time.Sleep(window)
-		var cpu, rss []float64
+		busy := testbed.MachineTicks(t).BusySince(busy0)
+		var cpu, tree, rss []float64
 		for i, pid := range pids {
 			cpu = append(cpu, float64(testbed.CPUTicks(t, pid)-c0[i])/100/window.Seconds()*100)
+			tree = append(tree, float64(testbed.TreeCPUTicks(t, pid)-tree0[i])/100/window.Seconds()*100)
 			rss = append(rss, float64(testbed.RSSKiB(t, pid))/1024)
 		}
 		slices.Sort(cpu)
+		slices.Sort(tree)
 		slices.Sort(rss)
-		t.Logf("%d peers idle (window %d, %d-%d s after agreement): CPU per weft launch median %.2f %% max %.2f %% of a core; RSS median %.1f MiB max %.1f MiB (load %s)",
-			n, w+1, from, from+20, cpu[n/2], cpu[n-1], rss[n/2], rss[n-1], loadavg())
+		t.Logf("%d peers idle (window %d, %d-%d s after agreement): CPU per weft launch median %.2f %% max %.2f %% of a core (with its datapath median %.2f %%); RSS median %.1f MiB max %.1f MiB; machine busy %.0f %% of its cores (load %s)",
+			n, w+1, from, from+20, cpu[n/2], cpu[n-1], tree[n/2], rss[n/2], rss[n-1], busy*100, loadavg())
 	}
 
 	// A kill -9, seen dead by all the others.

@@ -53,6 +53,45 @@ func childrenTicks(pid int) int64 {
 	return n
 }
 
+// Ticks are the machine's CPU clock ticks since boot, all cores summed
+// (the first line of /proc/stat).
+type Ticks struct{ Busy, Total int64 }
+
+// MachineTicks reads the machine's CPU ticks: busy is everything but idle
+// and iowait (user, nice, system, irq, softirq, steal).
+func MachineTicks(t testing.TB) Ticks {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		t.Fatalf("/proc/stat: unexpected first line %q", line)
+	}
+	var tk Ticks
+	for i, v := range f[1:9] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/stat: %q: %v", line, err)
+		}
+		tk.Total += n
+		if i != 3 && i != 4 { // idle, iowait
+			tk.Busy += n
+		}
+	}
+	return tk
+}
+
+// BusySince is the busy fraction of the machine's cores between then and t.
+func (t Ticks) BusySince(then Ticks) float64 {
+	if t.Total == then.Total {
+		return 0
+	}
+	return float64(t.Busy-then.Busy) / float64(t.Total-then.Total)
+}
+
 // RSSKiB returns the resident set of pid.
 func RSSKiB(t testing.TB, pid int) int64 {
 	t.Helper()
