@@ -169,15 +169,7 @@ func TestDonationHeld(t *testing.T) {
 			}
 		}
 	}
-	request := func(from peer.ID, id uint64) {
-		t.Helper()
-		a.mu.Lock()
-		m := &message{Kind: kindDonateReq, ReqID: id, Range: a.cfg.Range, Seed: a.ring.Seed}
-		a.mu.Unlock()
-		if err := a.Merge(from, m.encode()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	request := func(from peer.ID, id uint64) { t.Helper(); requestSpace(t, a, from, id) }
 	sent()
 	const b, c = peer.ID(0xb), peer.ID(0xc)
 	request(b, 42)
@@ -413,15 +405,7 @@ func TestDonationReachable(t *testing.T) {
 		return reach[id]
 	}
 	a.mu.Unlock()
-	request := func(from peer.ID, id uint64) {
-		t.Helper()
-		a.mu.Lock()
-		m := &message{Kind: kindDonateReq, ReqID: id, Range: a.cfg.Range, Seed: a.ring.Seed}
-		a.mu.Unlock()
-		if err := a.Merge(from, m.encode()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	request := func(from peer.ID, id uint64) { t.Helper(); requestSpace(t, a, from, id) }
 	const b, c = peer.ID(0xb), peer.ID(0xc)
 	mu.Lock()
 	reach[b] = true
@@ -462,5 +446,16 @@ func TestDonationReachable(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("Run did not answer c's held request once the mesh knew c")
 		}
+	}
+}
+
+// requestSpace delivers a donation request from peer from, numbered id, to a.
+func requestSpace(t *testing.T, a *Allocator, from peer.ID, id uint64) {
+	t.Helper()
+	a.mu.Lock()
+	m := &message{Kind: kindDonateReq, ReqID: id, Range: a.cfg.Range, Seed: a.ring.Seed}
+	a.mu.Unlock()
+	if err := a.Merge(from, m.encode()); err != nil {
+		t.Fatal(err)
 	}
 }
