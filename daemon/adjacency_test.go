@@ -234,7 +234,7 @@ func probePair(t *testing.T) (a, b *prober, bAddr netip.Addr) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := uint16(x.conn.LocalAddr().(*net.UDPAddr).Port)
+	port := uint16(x.conn.LocalAddr().Port())
 	_ = x.conn.Close()
 	a, err = newProber(1, "127.0.0.1", port, period)
 	if err != nil {
@@ -344,7 +344,7 @@ func TestProberHellos(t *testing.T) {
 		b.seq++
 		msg := probeMsg{Kind: probeHello, From: 2, Seq: b.seq, Echo: b.heard[1]}.append(nil)
 		b.mu.Unlock()
-		if _, err := b.conn.WriteToUDPAddrPort(msg, netip.AddrPortFrom(lo1, b.port)); err != nil {
+		if err := b.conn.WriteTo(msg, netip.AddrPortFrom(lo1, b.port)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -606,7 +606,7 @@ func TestProberReadsInBatches(t *testing.T) {
 	// 100 hellos over 100 ms: all wait for a's next round.
 	for seq := range uint64(100) {
 		msg := probeMsg{Kind: probeHello, From: 2, Seq: seq + 1}.append(nil)
-		if _, err := b.conn.WriteToUDPAddrPort(msg, to); err != nil {
+		if err := b.conn.WriteTo(msg, to); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Millisecond)

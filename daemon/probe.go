@@ -39,14 +39,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/weftmesh/weft/peer"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -74,8 +71,10 @@ const (
 	// send time of, to read echoes (at one round a second, an echo older
 	// than that proves nothing recent anyway).
 	sentRounds = 8
-	// probeBatch is how many packets one recvmmsg takes.
-	probeBatch = 64
+	// probeBatch is how many packets one recvmmsg takes; probeTxBatch
+	// how many one sendmmsg gives (a round to more peers takes more).
+	probeBatch   = 64
+	probeTxBatch = 256
 	// probeRcvBuf is the probe socket's receive buffer: a small UDP packet
 	// takes about 1 KiB of it.
 	probeRcvBuf = 4 << 20
@@ -127,10 +126,9 @@ func parseProbe(b []byte) (probeMsg, error) {
 // prober sends probes and answers them. Probe, LastReply and the others
 // may be called from any goroutine.
 type prober struct {
-	self  peer.ID
-	port  uint16
-	conn  *net.UDPConn
-	batch *ipv4.PacketConn // conn, for sendmmsg (x/net writes an IPv4 destination as AF_INET, which a dual-stack socket takes)
+	self peer.ID
+	port uint16
+	conn *probeSock // outside the network poller (probesock.go)
 
 	mu      sync.Mutex // guards following
 	seq     uint64     // this peer's round number
@@ -146,21 +144,26 @@ type prober struct {
 	received, reads          uint64 // packets received and the recvmmsg calls that took them (Received)
 
 	rxMu     sync.Mutex // guards following: drain's buffers
-	in       []ipv4.Message
+	in       []sockMsg
+	inb      *batch
 	replyBuf []byte
-	out      []ipv4.Message
+	out      []sockMsg
+	outb     *batch
+
+	txMu sync.Mutex // guards following: send's kernel-side batch
+	txb  *batch
 }
 
 // probed is where a peer is probed: its address, and that with our port
 // as sendmmsg takes it (made once, not every round).
 type probed struct {
 	addr netip.Addr
-	to   *net.UDPAddr
+	to   netip.AddrPort
 }
 
 // probedAt is the probed of address a.
 func (p *prober) probedAt(a netip.Addr) probed {
-	return probed{addr: a, to: net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, p.port))}
+	return probed{addr: a, to: netip.AddrPortFrom(a, p.port)}
 }
 
 // sentRound is the send time of one of this peer's rounds.
@@ -171,7 +174,7 @@ type sentRound struct {
 
 // roundTo is a round's packets to one peer.
 type roundTo struct {
-	to             *net.UDPAddr
+	to             netip.AddrPort
 	echo           uint64
 	hello, request bool
 }
@@ -181,32 +184,23 @@ type roundTo struct {
 // round counts as a reply received one period after the round was sent)
 // and Close at the end.
 func newProber(self peer.ID, host string, port uint16, period time.Duration) (*prober, error) {
-	laddr := &net.UDPAddr{Port: int(port)}
-	if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
-		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, port))
-	}
-	conn, err := net.ListenUDP("udp", laddr)
+	conn, err := listenProbe(host, port)
 	if err != nil {
 		return nil, fmt.Errorf("datapath probe listen %s:%d: %w", host, port, err)
 	}
 	// A period of every peer's hellos waits in the socket (drain):
 	// ask for room for a few thousand peers' (the kernel caps it at
 	// net.core.rmem_max unless we may force it).
-	if rc, err := conn.SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) {
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, probeRcvBuf) != nil {
-				_ = conn.SetReadBuffer(probeRcvBuf)
-			}
-		})
-	}
-	in := make([]ipv4.Message, probeBatch)
+	conn.setReadBuffer(probeRcvBuf)
+	in := make([]sockMsg, probeBatch)
 	bufs := make([]byte, probeBatch*64)
 	for i := range in {
-		in[i].Buffers = [][]byte{bufs[i*64 : (i+1)*64 : (i+1)*64]}
+		in[i].Buf = bufs[i*64 : (i+1)*64 : (i+1)*64]
 	}
 	return &prober{
-		self: self, port: port, conn: conn, batch: ipv4.NewPacketConn(conn), period: period,
-		in: in, replyBuf: make([]byte, 0, probeBatch*probeLen), out: make([]ipv4.Message, 0, probeBatch),
+		self: self, port: port, conn: conn, period: period,
+		in: in, inb: newBatch(probeBatch), replyBuf: make([]byte, 0, probeBatch*probeLen),
+		out: make([]sockMsg, 0, probeBatch), outb: newBatch(probeBatch), txb: newBatch(probeTxBatch),
 		// A random start: a reply or echo forged without seeing our
 		// packets has to guess the round.
 		seq:   rand.Uint64() >> 2,
@@ -233,18 +227,17 @@ func (p *prober) drain() {
 	p.rxMu.Lock()
 	defer p.rxMu.Unlock()
 	for {
-		n, err := p.batch.ReadBatch(p.in, unix.MSG_DONTWAIT)
+		n, err := p.conn.recv(p.inb, p.in)
 		if err != nil || n <= 0 {
-			return // empty (EAGAIN), or closed
+			return // empty, or closed
 		}
 		now := time.Now()
 		replies, out := p.replyBuf[:0], p.out[:0]
 		for _, m := range p.in[:n] {
-			from, ok := m.Addr.(*net.UDPAddr)
-			if !ok {
+			if !m.Addr.IsValid() {
 				continue
 			}
-			pm, err := parseProbe(m.Buffers[0][:m.N])
+			pm, err := parseProbe(m.Buf[:m.N])
 			if err != nil {
 				continue
 			}
@@ -253,11 +246,11 @@ func (p *prober) drain() {
 				// we speak hellos.
 				start := len(replies)
 				replies = probeMsg{Kind: probeReply, From: p.self, Seq: pm.Seq | helloBit}.append(replies)
-				out = append(out, ipv4.Message{Buffers: [][]byte{replies[start:len(replies):len(replies)]}, Addr: from})
+				out = append(out, sockMsg{Buf: replies[start:len(replies):len(replies)], Addr: m.Addr})
 			}
-			p.receive(pm, from.AddrPort().Addr().Unmap(), now)
+			p.receive(pm, m.Addr.Addr(), now)
 		}
-		writeAll(p.batch, out)
+		writeAll(p.conn, p.outb, out)
 		p.mu.Lock()
 		p.received += uint64(n)
 		p.reads++
@@ -366,12 +359,8 @@ func (p *prober) send(round []roundTo, seq uint64) {
 	// One backing array each, sized up front: the slices taken of them
 	// stay valid.
 	hellos := make([]byte, 0, len(round)*helloLen)
-	bufs := make([][]byte, 0, 2*len(round))
-	ms := make([]ipv4.Message, 0, 2*len(round))
-	add := func(b []byte, to *net.UDPAddr) {
-		bufs = append(bufs, b)
-		ms = append(ms, ipv4.Message{Buffers: bufs[len(bufs)-1 : len(bufs) : len(bufs)], Addr: to})
-	}
+	ms := make([]sockMsg, 0, 2*len(round))
+	add := func(b []byte, to netip.AddrPort) { ms = append(ms, sockMsg{Buf: b, Addr: to}) }
 	for _, r := range round {
 		if r.hello {
 			start := len(hellos)
@@ -382,14 +371,20 @@ func (p *prober) send(round []roundTo, seq uint64) {
 			add(req, r.to)
 		}
 	}
-	writeAll(p.batch, ms)
+	p.txMu.Lock()
+	defer p.txMu.Unlock()
+	writeAll(p.conn, p.txb, ms)
 }
 
-// writeAll sends ms in as few sendmmsg calls as the kernel takes; a
-// message it refuses is skipped and the rest still go.
-func writeAll(c *ipv4.PacketConn, ms []ipv4.Message) {
+// writeAll sends ms in as few sendmmsg calls as the kernel takes (b's
+// size at most each); a message it refuses is skipped and the rest still
+// go. A full socket buffer refuses too: the probes are not queued.
+func writeAll(c *probeSock, b *batch, ms []sockMsg) {
 	for len(ms) > 0 {
-		n, err := c.WriteBatch(ms, 0)
+		n, err := c.send(b, ms)
+		if errors.Is(err, errSockClosed) {
+			return
+		}
 		if err != nil {
 			n = max(n, 1) // the first failed: skip it
 		}
