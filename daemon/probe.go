@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/peer"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -191,7 +192,7 @@ func newProber(self peer.ID, host string, port uint16, period time.Duration) (*p
 	// A period of every peer's hellos waits in the socket (drain):
 	// ask for room for a few thousand peers' (the kernel caps it at
 	// net.core.rmem_max unless we may force it).
-	conn.setReadBuffer(probeRcvBuf)
+	conn.setBuffers(probeRcvBuf)
 	in := make([]sockMsg, probeBatch)
 	bufs := make([]byte, probeBatch*64)
 	for i := range in {
@@ -378,14 +379,21 @@ func (p *prober) send(round []roundTo, seq uint64) {
 
 // writeAll sends ms in as few sendmmsg calls as the kernel takes (b's
 // size at most each); a message it refuses is skipped and the rest still
-// go. A full socket buffer refuses too: the probes are not queued.
+// go. When the send buffer is full (a round to a thousand peers on a NIC
+// that completes transmits late) it waits for room, a few times at most:
+// the loop that sends never stalls for long.
 func writeAll(c *probeSock, b *batch, ms []sockMsg) {
+	waits := 0
 	for len(ms) > 0 {
 		n, err := c.send(b, ms)
-		if errors.Is(err, errSockClosed) {
+		switch {
+		case errors.Is(err, errSockClosed):
 			return
-		}
-		if err != nil {
+		case errors.Is(err, unix.EAGAIN) && waits < 3:
+			waits++
+			c.waitWritable(50 * time.Millisecond)
+			continue
+		case err != nil:
 			n = max(n, 1) // the first failed: skip it
 		}
 		ms = ms[n:]

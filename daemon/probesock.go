@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -79,10 +80,10 @@ func listenProbe(host string, port uint16) (*probeSock, error) {
 	return &probeSock{fd: fd}, nil
 }
 
-// setReadBuffer asks for a receive buffer of n bytes: forced past
-// net.core.rmem_max where this process may (CAP_NET_ADMIN), else what
-// rmem_max allows.
-func (s *probeSock) setReadBuffer(n int) {
+// setBuffers asks for receive and send buffers of n bytes each: forced
+// past net.core.rmem_max and wmem_max where this process may
+// (CAP_NET_ADMIN), else what those allow.
+func (s *probeSock) setBuffers(n int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.fd < 0 {
@@ -91,6 +92,19 @@ func (s *probeSock) setReadBuffer(n int) {
 	if unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
 		_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, n)
 	}
+	if unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n) != nil {
+		_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, n)
+	}
+}
+
+// waitWritable waits up to d for room in the send buffer.
+func (s *probeSock) waitWritable(d time.Duration) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.fd < 0 {
+		return
+	}
+	_, _ = unix.Poll([]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLOUT}}, int(d.Milliseconds()))
 }
 
 // LocalAddr is the bound address and port.
