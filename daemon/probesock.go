@@ -166,6 +166,18 @@ func newBatch(n int) *batch {
 	return &batch{hdrs: make([]mmsghdr, n), iovs: make([]unix.Iovec, n), names: make([]unix.RawSockaddrInet6, n)}
 }
 
+// prepare points header i at buf and at name i, of namelen bytes.
+func (b *batch) prepare(i int, buf []byte, namelen uint32) {
+	b.iovs[i].Base = unsafe.SliceData(buf)
+	b.iovs[i].SetLen(len(buf))
+	b.hdrs[i] = mmsghdr{}
+	h := &b.hdrs[i].hdr
+	h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+	h.Namelen = namelen
+	h.Iov = &b.iovs[i]
+	h.SetIovlen(1)
+}
+
 // recv takes up to len(ms) waiting datagrams in one recvmmsg, without
 // waiting for any: 0 and nil when none is waiting. Sources are unmapped
 // (an IPv4 peer of a dual-stack socket is IPv4).
@@ -175,15 +187,8 @@ func (s *probeSock) recv(b *batch, ms []sockMsg) (int, error) {
 		return 0, nil
 	}
 	for i := range n {
-		b.iovs[i].Base = unsafe.SliceData(ms[i].Buf)
-		b.iovs[i].SetLen(len(ms[i].Buf))
 		b.names[i] = unix.RawSockaddrInet6{}
-		b.hdrs[i] = mmsghdr{}
-		h := &b.hdrs[i].hdr
-		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
-		h.Namelen = unix.SizeofSockaddrInet6
-		h.Iov = &b.iovs[i]
-		h.SetIovlen(1)
+		b.prepare(i, ms[i].Buf, unix.SizeofSockaddrInet6)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -212,14 +217,7 @@ func (s *probeSock) send(b *batch, ms []sockMsg) (int, error) {
 		return 0, nil
 	}
 	for i := range n {
-		b.iovs[i].Base = unsafe.SliceData(ms[i].Buf)
-		b.iovs[i].SetLen(len(ms[i].Buf))
-		b.hdrs[i] = mmsghdr{}
-		h := &b.hdrs[i].hdr
-		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
-		h.Namelen = putSockaddr(&b.names[i], ms[i].Addr)
-		h.Iov = &b.iovs[i]
-		h.SetIovlen(1)
+		b.prepare(i, ms[i].Buf, putSockaddr(&b.names[i], ms[i].Addr))
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
