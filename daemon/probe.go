@@ -149,9 +149,8 @@ type prober struct {
 	inb      *batch
 	replyBuf []byte
 	out      []sockMsg
-	outb     *batch
 
-	txMu sync.Mutex // guards following: send's kernel-side batch
+	txMu sync.Mutex // guards following: the kernel-side batch of every send (write)
 	txb  *batch
 }
 
@@ -201,7 +200,7 @@ func newProber(self peer.ID, host string, port uint16, period time.Duration) (*p
 	return &prober{
 		self: self, port: port, conn: conn, period: period,
 		in: in, inb: newBatch(probeBatch), replyBuf: make([]byte, 0, probeBatch*probeLen),
-		out: make([]sockMsg, 0, probeBatch), outb: newBatch(probeBatch), txb: newBatch(probeTxBatch),
+		out: make([]sockMsg, 0, probeBatch), txb: newBatch(probeTxBatch),
 		// A random start: a reply or echo forged without seeing our
 		// packets has to guess the round.
 		seq:   rand.Uint64() >> 2,
@@ -251,7 +250,7 @@ func (p *prober) drain() {
 			}
 			p.receive(pm, m.Addr.Addr(), now)
 		}
-		writeAll(p.conn, p.outb, out)
+		p.write(out)
 		p.mu.Lock()
 		p.received += uint64(n)
 		p.reads++
@@ -372,6 +371,11 @@ func (p *prober) send(round []roundTo, seq uint64) {
 			add(req, r.to)
 		}
 	}
+	p.write(ms)
+}
+
+// write sends ms: the rounds and the answers to requests.
+func (p *prober) write(ms []sockMsg) {
 	p.txMu.Lock()
 	defer p.txMu.Unlock()
 	writeAll(p.conn, p.txb, ms)

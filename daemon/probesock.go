@@ -107,26 +107,6 @@ func (s *probeSock) waitWritable(d time.Duration) {
 	_, _ = unix.Poll([]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLOUT}}, int(d.Milliseconds()))
 }
 
-// LocalAddr is the bound address and port.
-func (s *probeSock) LocalAddr() netip.AddrPort {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.fd < 0 {
-		return netip.AddrPort{}
-	}
-	sa, err := unix.Getsockname(s.fd)
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
 // Close closes the socket; later calls fail with errSockClosed.
 func (s *probeSock) Close() error {
 	s.mu.Lock()
@@ -225,15 +205,6 @@ func (s *probeSock) send(b *batch, ms []sockMsg) (int, error) {
 		return 0, errSockClosed
 	}
 	return mmsg(unix.SYS_SENDMMSG, s.fd, b.hdrs[:n], unix.MSG_DONTWAIT)
-}
-
-// WriteTo sends one datagram to to.
-func (s *probeSock) WriteTo(p []byte, to netip.AddrPort) error {
-	b := newBatch(1)
-	if _, err := s.send(b, []sockMsg{{Buf: p, Addr: to}}); err != nil {
-		return err
-	}
-	return nil
 }
 
 // mmsg runs recvmmsg or sendmmsg on hdrs, retrying on EINTR.

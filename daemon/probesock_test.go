@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // pollerWatches reports whether any epoll instance of this process
@@ -152,4 +154,34 @@ func TestProbeSocketDualStack(t *testing.T) {
 	if err := s.WriteTo([]byte("x"), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)); err != errSockClosed {
 		t.Errorf("WriteTo after Close: %v; want %v", err, errSockClosed)
 	}
+}
+
+// LocalAddr is the bound address and port (tests: production binds a
+// known port).
+func (s *probeSock) LocalAddr() netip.AddrPort {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.fd < 0 {
+		return netip.AddrPort{}
+	}
+	sa, err := unix.Getsockname(s.fd)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// WriteTo sends one datagram to to (tests: production sends in batches).
+func (s *probeSock) WriteTo(p []byte, to netip.AddrPort) error {
+	b := newBatch(1)
+	if _, err := s.send(b, []sockMsg{{Buf: p, Addr: to}}); err != nil {
+		return err
+	}
+	return nil
 }
