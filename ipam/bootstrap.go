@@ -132,16 +132,32 @@ func (a *Allocator) tryConsensus(ctx context.Context) {
 	a.log.Info("ring formed by consensus", "peers", len(v))
 }
 
-// queryRing asks every live peer for its ring (a ballot-0 Prepare: peers
-// with a ring answer with it, the others ignore it), so that a waiting
-// peer does not depend on the next push-pull.
+// ringQueryFanout is how many live peers a peer waiting for a ring asks in
+// each bootstrap round.
+//
+// It asked every live peer, and each one holding a ring answered with the
+// whole ring over TCP: in a mass join, where hundreds of peers wait for a
+// ring at once, that was O(N) messages and O(N) full rings per waiting
+// peer and round. A simulated 300-peer join sent 300 Prepares and up to
+// 2,700 streams per peer in some runs (the other runs 20-40), and those
+// runs' peak heap was 4x the others'. A few random peers suffice: once
+// any share f of the live peers holds the ring, a round misses it with
+// probability (1-f)^3, and the ring also comes by the join push-pull, the
+// first peer's broadcast and every digest exchange (anti-entropy repairs a
+// peer without a ring with the whole ring).
+const ringQueryFanout = 3
+
+// queryRing asks ringQueryFanout random live peers for their ring (a
+// ballot-0 Prepare: peers with a ring answer with it, the others ignore
+// it), so that a waiting peer does not depend on anti-entropy.
 func (a *Allocator) queryRing() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, id := range a.liveLocked() {
-		if id != a.cfg.Self {
-			a.sendLocked(id, &message{Kind: kindPrepare, Key: bootstrapKey, Ballot: ballot{P: a.cfg.Self}})
-		}
+	others := slices.DeleteFunc(a.liveLocked(), func(id peer.ID) bool { return id == a.cfg.Self })
+	for i := 0; i < len(others) && i < ringQueryFanout; i++ {
+		j := i + rand.IntN(len(others)-i) // a partial Fisher-Yates shuffle
+		others[i], others[j] = others[j], others[i]
+		a.sendLocked(others[i], &message{Kind: kindPrepare, Key: bootstrapKey, Ballot: ballot{P: a.cfg.Self}})
 	}
 }
 

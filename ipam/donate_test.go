@@ -459,3 +459,61 @@ func requestSpace(t *testing.T, a *Allocator, from peer.ID, id uint64) {
 		t.Fatal(err)
 	}
 }
+
+// TestQueryRingAsksAFew: a peer waiting for a ring asks ringQueryFanout
+// distinct random live peers a round (ballot-0 Prepares), never itself or
+// a down peer, and over rounds every live peer gets asked; with fewer live
+// peers than that, all of them.
+func TestQueryRingAsksAFew(t *testing.T) {
+	const self = peer.ID(1)
+	a := slash24Allocator(t, self, false)
+	asked := func() []peer.ID {
+		a.queryRing()
+		var got []peer.ID
+		for {
+			select {
+			case m := <-a.out:
+				d, err := decode(m.msg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d.Kind != kindPrepare || d.Key != bootstrapKey || d.Ballot != (ballot{P: self}) {
+					t.Fatalf("ring query to %s: kind %d key %+v ballot %+v; want a ballot-0 bootstrap Prepare", m.to, d.Kind, d.Key, d.Ballot)
+				}
+				got = append(got, m.to)
+			default:
+				slices.Sort(got)
+				return got
+			}
+		}
+	}
+	const down = peer.ID(99)
+	a.mu.Lock()
+	a.peers = map[peer.ID]member{down: {state: peer.Dead}, 2: {state: peer.Alive}, 3: {state: peer.Alive}}
+	a.mu.Unlock()
+	if got := asked(); !slices.Equal(got, []peer.ID{2, 3}) {
+		t.Fatalf("two live peers: asked %v; want both", got)
+	}
+
+	a.mu.Lock()
+	for id := peer.ID(2); id < 32; id++ {
+		a.peers[id] = member{state: peer.Alive}
+	}
+	a.mu.Unlock()
+	seen := map[peer.ID]int{}
+	for range 200 {
+		got := asked()
+		if len(got) != ringQueryFanout || len(slices.Compact(slices.Clone(got))) != ringQueryFanout {
+			t.Fatalf("30 live peers: asked %v; want %d distinct", got, ringQueryFanout)
+		}
+		for _, id := range got {
+			if id == self || id == down {
+				t.Fatalf("asked %s", id)
+			}
+			seen[id]++
+		}
+	}
+	if len(seen) != 30 {
+		t.Errorf("200 rounds asked %d of the 30 live peers; want all", len(seen))
+	}
+}

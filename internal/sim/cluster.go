@@ -166,8 +166,11 @@ func (c *Cluster) launch() error {
 	dir := filepath.Join(c.dir, name)
 	tr := c.Net.NewTransportAt(name, netip.AddrPortFrom(addr, 6783))
 	k := routertest.NewKernel()
+	k.Quiet() // the simulator reads the kernel's state, never its transcript
 	k.SetUnderlay(addr, routertest.Underlay("eth0", 1500, netip.PrefixFrom(addr, 16).Masked().String()))
-	wgf := routertest.NewWG(k).Factory()
+	wg := routertest.NewWG(k)
+	wg.Quiet()
+	wgf := wg.Factory()
 
 	cfg := daemon.DefaultConfig()
 	cfg.Name = name
@@ -282,19 +285,12 @@ func (c *Cluster) AllocatePods(ctx context.Context) (map[string]netip.Prefix, er
 	return got, errors.Join(errs...)
 }
 
-// TrimKernels discards the fake kernels' transcripts (they grow with every
-// reconcile); call it now and then in long runs.
-func (c *Cluster) TrimKernels() {
-	for _, p := range c.Peers() {
-		p.kernel.Take()
-	}
-}
-
 // Counters are totals over the live peers, for rates over a window.
 type Counters struct {
 	Bytes       uint64 // sent plus received by the transports
 	StreamBytes uint64 // the part of Bytes on streams (push-pulls, large messages)
 	Full        uint64 // full datagrams sent: a backlog of broadcasts (gossiptest.FullDatagram)
+	Dials       uint64 // streams dialed (memberlist's TCP: push-pulls, reliable sends)
 	MemberSyncs uint64 // membership push-pulls started by anti-entropy
 	Repairs     uint64 // channel states found different by anti-entropy
 }
@@ -307,6 +303,7 @@ func (c *Cluster) Count() Counters {
 		n.Bytes += s + r
 		n.StreamBytes += p.tr.StreamBytes()
 		n.Full += p.tr.FullDatagrams()
+		n.Dials += p.tr.Dials()
 		n.MemberSyncs += p.D.Mesh().MemberSyncs()
 		n.Repairs += p.D.Mesh().Repairs()
 	}

@@ -34,6 +34,7 @@ type Kernel struct {
 	underlays  map[netip.Addr]router.Underlay
 	failRoutes error // returned by RouteReplace when set
 	listed     int   // routes, neighbours and FDB entries returned by the List calls
+	quiet      bool  // record no transcript (Quiet)
 }
 
 var _ router.Kernel = (*Kernel)(nil)
@@ -152,7 +153,20 @@ func (k *Kernel) DeleteNeighByHand(dev string, ip netip.Addr) {
 }
 
 func (k *Kernel) record(format string, args ...any) {
+	if k.quiet {
+		return
+	}
 	k.lines = append(k.lines, fmt.Sprintf(format, args...))
+}
+
+// Quiet stops recording the transcript (Take then returns nothing); the
+// state is kept as before. A simulator of hundreds of peers reads only the
+// state: the lines cost it a formatted string per change, and memory until
+// a Take.
+func (k *Kernel) Quiet() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.quiet, k.lines = true, nil
 }
 
 func (k *Kernel) LinkGet(name string) (router.Link, error) {

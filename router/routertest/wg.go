@@ -22,6 +22,7 @@ type WG struct {
 	stats   map[string]router.WGPeerStats
 	creates int
 	last    string // the last Configure's line
+	quiet   bool   // record nothing (Quiet)
 }
 
 var _ router.WGDevice = (*WG)(nil)
@@ -38,7 +39,9 @@ func (w *WG) Factory() router.WGFactory {
 			w.kernel.AddLink(router.Link{Name: cfg.Name, Kind: "wireguard", MTU: 1420})
 			w.exists = true
 			w.creates++
-			w.lines = append(w.lines, fmt.Sprintf("wg create %s mtu %d", cfg.Name, cfg.MTU))
+			if !w.quiet {
+				w.lines = append(w.lines, fmt.Sprintf("wg create %s mtu %d", cfg.Name, cfg.MTU))
+			}
 		}
 		w.name = cfg.Name
 		return w, nil
@@ -69,6 +72,14 @@ func (w *WG) Take() []string {
 	return l
 }
 
+// Quiet stops recording the transcript (Take then returns nothing);
+// Configured still returns the device's peers.
+func (w *WG) Quiet() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.quiet, w.lines = true, nil
+}
+
 // Configure records one line per call with every peer.
 func (w *WG) Configure(privateKey string, listenPort int, peers []router.WGPeer) error {
 	w.mu.Lock()
@@ -83,7 +94,9 @@ func (w *WG) Configure(privateKey string, listenPort int, peers []router.WGPeer)
 	}
 	slices.Sort(ps)
 	w.last = fmt.Sprintf("wg configure %s port %d peers [%s]", w.name, listenPort, strings.Join(ps, "; "))
-	w.lines = append(w.lines, w.last)
+	if !w.quiet {
+		w.lines = append(w.lines, w.last)
+	}
 	return nil
 }
 
@@ -109,6 +122,8 @@ func (w *WG) Delete() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.exists = false
-	w.lines = append(w.lines, "wg delete "+w.name)
+	if !w.quiet {
+		w.lines = append(w.lines, "wg delete "+w.name)
+	}
 	return w.kernel.LinkDelete(w.name)
 }

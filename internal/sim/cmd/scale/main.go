@@ -56,11 +56,25 @@ type Result struct {
 	IdleStreamBytesPerS   float64 `json:"idle_stream_bytes_peer_s"`
 	IdleMemberSyncsPerMin float64 `json:"idle_member_syncs_peer_min"`
 	IdleRepairsPerMin     float64 `json:"idle_repairs_peer_min"`
-	IdleCPUPerPeer        float64 `json:"idle_cpu_peer"`     // CPU seconds per peer per (virtual) second, idle
-	JoinCPUPerPeer        float64 `json:"join_cpu_peer"`     // CPU seconds per peer to converge the mass join
-	HeapMiB               float64 `json:"heap_mib_per_peer"` // Go heap in use per peer, idle
-	Secure                bool    `json:"secure"`
-	Error                 string  `json:"error,omitempty"`
+	IdleCPUPerPeer        float64 `json:"idle_cpu_peer"` // CPU seconds per peer per (virtual) second, idle
+	JoinCPUPerPeer        float64 `json:"join_cpu_peer"` // CPU seconds per peer to converge the mass join
+	// What each peer did in the mass join, until agreement: streams dialed
+	// (memberlist's TCP), membership push-pulls and channel repairs started
+	// by anti-entropy.
+	JoinDialsPerPeer       float64 `json:"join_dials_peer,omitempty"`
+	JoinMemberSyncsPerPeer float64 `json:"join_member_syncs_peer,omitempty"`
+	JoinRepairsPerPeer     float64 `json:"join_repairs_peer,omitempty"`
+	HeapMiB                float64 `json:"heap_mib_per_peer"` // Go heap in use per peer, idle
+	// LiveMiB is the live heap per peer at the idle point (after a GC);
+	// PeakLiveMiB the largest live heap (as of each GC) per peer, sampled
+	// every second of real time through the whole size; PeakRSSMiB the
+	// process's resident high-water mark for the size, in all (not per
+	// peer): what the machine must hold.
+	LiveMiB     float64 `json:"live_mib_per_peer,omitempty"`
+	PeakLiveMiB float64 `json:"peak_live_mib_per_peer,omitempty"`
+	PeakRSSMiB  float64 `json:"peak_rss_mib,omitempty"`
+	Secure      bool    `json:"secure"`
+	Error       string  `json:"error,omitempty"`
 }
 
 var (
@@ -74,7 +88,7 @@ var (
 	cpuprof   = flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	keep      = flag.Bool("keep", false, "keep the other sizes' rows of -out/results.json (a size run again is replaced)")
 	memprof   = flag.String("memprofile", "", "write an allocation profile at the end here")
-	heapprof  = flag.String("heapprofile", "", "write a heap profile at each size's idle point here (.N appended)")
+	heapprof  = flag.String("heapprofile", "", "write a heap profile at each size's idle point here (.N appended) and at its peak (.N.peak)")
 )
 
 func main() {
@@ -130,12 +144,19 @@ func runAll(bubble func(func())) {
 		results = slices.DeleteFunc(results, func(r Result) bool { return r.Peers == n })
 		var r Result
 		w0, cpu0 := sim.WallNow(), sim.CPU()
+		var peakProfile string
+		if *heapprof != "" {
+			peakProfile = fmt.Sprintf("%s.%d.peak", *heapprof, n)
+		}
+		mem := watchMemory(peakProfile) // outside the bubble: real time
 		if bubble == nil {
 			r = run(n, *secure, *trace, *idle, *limit, false)
 		} else {
 			bubble(func() { r = run(n, *secure, *trace, *idle, *limit, true) })
 		}
 		r.WallS, r.CPUS = secs(sim.WallNow()-w0), secs(sim.CPU()-cpu0)
+		peakLive, peakRSS := mem.stop()
+		r.PeakLiveMiB, r.PeakRSSMiB = peakLive/float64(1<<20)/float64(n), peakRSS/float64(1<<20)
 		log.Printf("%+v", r)
 		results = append(results, r)
 		slices.SortStableFunc(results, func(a, b Result) int { return a.Peers - b.Peers })
@@ -238,6 +259,10 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 	r.AgreeS = secs(time.Since(t0))
 	r.JoinWallS = secs(sim.WallNow() - w0)
 	r.JoinCPUPerPeer = (sim.CPU() - cpu0).Seconds() / float64(n)
+	kj := c.Count() // from zero: the peers were launched in this size
+	r.JoinDialsPerPeer = float64(kj.Dials) / float64(n)
+	r.JoinMemberSyncsPerPeer = float64(kj.MemberSyncs) / float64(n)
+	r.JoinRepairsPerPeer = float64(kj.Repairs) / float64(n)
 
 	// Idle: a mass join leaves every peer a backlog to relay: memberlist
 	// re-gossips each new alive message (a join, each metadata update)
@@ -245,7 +270,6 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 	// messages per peer at about 20 a gossip round. Wait until the byte
 	// rate stops falling (it has drained), then measure.
 	r.SettleS = settle(c, n, limit)
-	c.TrimKernels()
 	k0, cpu1, t1 := c.Count(), sim.CPU(), time.Now()
 	time.Sleep(idle)
 	wall := time.Since(t1)
@@ -255,17 +279,18 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 	r.IdleStreamBytesPerS = perPeer(k1.StreamBytes - k0.StreamBytes)
 	r.IdleMemberSyncsPerMin = 60 * perPeer(k1.MemberSyncs-k0.MemberSyncs)
 	r.IdleRepairsPerMin = 60 * perPeer(k1.Repairs-k0.Repairs)
-	if *heapprof != "" {
-		if f, err := os.Create(fmt.Sprintf("%s.%d", *heapprof, n)); err == nil {
-			runtime.GC()
-			pprof.Lookup("heap").WriteTo(f, 0)
-			f.Close()
-		}
-	}
 	r.IdleCPUPerPeer = (sim.CPU() - cpu1).Seconds() / wall.Seconds() / float64(n)
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	r.HeapMiB = float64(ms.HeapInuse) / float64(1<<20) / float64(n)
+	runtime.GC()
+	r.LiveMiB = liveHeap() / float64(1<<20) / float64(n)
+	if *heapprof != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", *heapprof, n)); err == nil {
+			pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+	}
 
 	// One peer joins the mesh: until it holds the agreed ring.
 	t2 := time.Now()
@@ -317,11 +342,12 @@ func write(dir string, rs []Result) error {
 	t.WriteString("Protocol times are in the run's clock: virtual (a testing/synctest bubble: what the protocol takes, " +
 		"however slowly this machine simulates it) or real. Idle rates are per second of that clock. " +
 		"The last columns are what the simulation cost: real (wall) seconds and process CPU seconds.\n\n")
-	t.WriteString("| peers | clock | all alive (s) | ring agreed (s) | all agree + DNS (s) | 1 joiner has ring (s) | kill seen by all (s) | join backlog drained (s) | idle bytes/peer/s (of which TCP) | idle CPU/peer (% core) | join CPU s/peer | heap MiB/peer | join: wall s | run: wall s | run: CPU s |\n")
-	t.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	t.WriteString("| peers | clock | all alive (s) | ring agreed (s) | all agree + DNS (s) | 1 joiner has ring (s) | kill seen by all (s) | join backlog drained (s) | idle bytes/peer/s (of which TCP) | idle CPU/peer (% core) | join CPU s/peer | heap MiB/peer | live heap MiB/peer: idle, peak | peak RSS GiB | join: wall s | run: wall s | run: CPU s |\n")
+	t.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&t, "| %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f (%.0f) | %.2f | %.3f | %.2f | %.0f | %.0f | %.0f |", r.Peers, r.Clock, r.MembersS, r.RingS, r.AgreeS,
-			r.JoinRingS, r.KillSeenS, r.SettleS, r.IdleBytesPerS, r.IdleStreamBytesPerS, 100*r.IdleCPUPerPeer, r.JoinCPUPerPeer, r.HeapMiB, r.JoinWallS, r.WallS, r.CPUS)
+		fmt.Fprintf(&t, "| %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f (%.0f) | %.2f | %.3f | %.2f | %.2f, %.2f | %.1f | %.0f | %.0f | %.0f |", r.Peers, r.Clock, r.MembersS, r.RingS, r.AgreeS,
+			r.JoinRingS, r.KillSeenS, r.SettleS, r.IdleBytesPerS, r.IdleStreamBytesPerS, 100*r.IdleCPUPerPeer, r.JoinCPUPerPeer, r.HeapMiB,
+			r.LiveMiB, r.PeakLiveMiB, r.PeakRSSMiB/1024, r.JoinWallS, r.WallS, r.CPUS)
 		if r.Error != "" {
 			fmt.Fprintf(&t, " error: %s", r.Error)
 		}
