@@ -517,3 +517,43 @@ func TestQueryRingAsksAFew(t *testing.T) {
 		t.Errorf("200 rounds asked %d of the 30 live peers; want all", len(seen))
 	}
 }
+
+// TestRingQueryAnsweredWithTheRing: a peer with a ring answers a ring
+// query (a ballot-0 Prepare) with its ring alone, and a proposer's Prepare
+// with its ring and a Nack saying it has one (the proposer's round stops).
+func TestRingQueryAnsweredWithTheRing(t *testing.T) {
+	const self, asker = peer.ID(1), peer.ID(2)
+	a := slash24Allocator(t, self, false)
+	a.mu.Lock()
+	a.ring = Ring{Size: 256, Seed: 7, Tokens: []Token{{Start: 0, Owner: self, Version: 1}}}
+	a.peers = map[peer.ID]member{asker: {state: peer.Alive}}
+	a.mu.Unlock()
+	answers := func(n uint32) []kind {
+		m := &message{Kind: kindPrepare, Key: bootstrapKey, Ballot: ballot{N: n, P: asker}, Range: a.cfg.Range}
+		if err := a.Merge(asker, m.encode()); err != nil {
+			t.Fatal(err)
+		}
+		var got []kind
+		for {
+			select {
+			case o := <-a.out:
+				d, err := decode(o.msg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if o.to != asker {
+					t.Fatalf("answer sent to %s; want %s", o.to, asker)
+				}
+				got = append(got, d.Kind)
+			default:
+				return got
+			}
+		}
+	}
+	if got := answers(0); !slices.Equal(got, []kind{kindFull}) {
+		t.Errorf("ring query answered with kinds %v; want the ring alone (%d)", got, kindFull)
+	}
+	if got := answers(1); !slices.Equal(got, []kind{kindFull, kindNack}) {
+		t.Errorf("proposer's Prepare answered with kinds %v; want the ring and a Nack (%d, %d)", got, kindFull, kindNack)
+	}
+}

@@ -145,6 +145,9 @@ func (a *Allocator) handleAcceptorLocked(from peer.ID, m *message) error {
 	}
 	if r.Kind == kindNack && r.Flags&(flagHasRing|flagMismatch) != 0 {
 		a.sendLocked(from, &message{Kind: kindFull, Tokens: a.ring.Tokens})
+		if m.Ballot.N == 0 {
+			return nil // a ring query: the ring is the answer (a unicast is a TCP connection each)
+		}
 	}
 	a.sendLocked(from, r)
 	return nil
