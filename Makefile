@@ -12,6 +12,7 @@ IMAGE   ?= docker.io/weftmesh/weft:latest
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft ./cmd/weft
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft-cni ./cmd/weft-cni
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft-datapath ./cmd/weft-datapath
 
 # The container image (deploy/weft.yaml): static weft and weft-cni on an
 # empty base, a docker-archive tarball for `ctr images import` or

@@ -21,6 +21,7 @@ import (
 	"github.com/weftmesh/weft/peer"
 	"github.com/weftmesh/weft/policy/nft"
 	"github.com/weftmesh/weft/router"
+	"github.com/weftmesh/weft/router/wg"
 )
 
 // Daemon is one running weft peer.
@@ -260,7 +261,7 @@ func (d *Daemon) build(log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("find own executable for the datapath process: %w", err)
 		}
-		dp = []string{exe, "datapath"}
+		dp = wg.DatapathCommand(exe)
 	}
 	ro := router.Options{DatapathCommand: dp, ExternalDatapath: d.cfg.ExternalDatapath, Logger: log, ResyncInterval: d.cfg.ResyncInterval}
 	if d.cfg.Router != nil {

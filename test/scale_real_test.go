@@ -138,17 +138,27 @@ func TestScaleReal(t *testing.T) {
 		busy0 := testbed.MachineTicks(t)
 		time.Sleep(window)
 		busy := testbed.MachineTicks(t).BusySince(busy0)
-		var cpu, tree, rss []float64
+		var cpu, tree, rss, dpRSS []float64
 		for i, pid := range pids {
 			cpu = append(cpu, float64(testbed.CPUTicks(t, pid)-c0[i])/100/window.Seconds()*100)
 			tree = append(tree, float64(testbed.TreeCPUTicks(t, pid)-tree0[i])/100/window.Seconds()*100)
 			rss = append(rss, float64(testbed.RSSKiB(t, pid))/1024)
+			for _, dp := range bed.Hosts[i].DatapathPIDs() {
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d", dp)); err == nil { // a live process, not a stale pidfile
+					dpRSS = append(dpRSS, float64(testbed.RSSKiB(t, dp))/1024)
+				}
+			}
 		}
 		slices.Sort(cpu)
 		slices.Sort(tree)
 		slices.Sort(rss)
-		t.Logf("%d peers idle (window %d, %d-%d s after agreement): CPU per weft launch median %.2f %% max %.2f %% of a core (with its datapath median %.2f %%); RSS median %.1f MiB max %.1f MiB; machine busy %.0f %% of its cores (load %s)",
-			n, w+1, from, from+20, cpu[n/2], cpu[n-1], tree[n/2], rss[n/2], rss[n-1], busy*100, loadavg())
+		slices.Sort(dpRSS)
+		dp := "none (kernel WireGuard)"
+		if len(dpRSS) > 0 {
+			dp = fmt.Sprintf("median %.1f MiB max %.1f MiB", dpRSS[len(dpRSS)/2], dpRSS[len(dpRSS)-1])
+		}
+		t.Logf("%d peers idle (window %d, %d-%d s after agreement): CPU per weft launch median %.2f %% max %.2f %% of a core (with its datapath median %.2f %%); RSS median %.1f MiB max %.1f MiB, datapath processes %s; machine busy %.0f %% of its cores (load %s)",
+			n, w+1, from, from+20, cpu[n/2], cpu[n-1], tree[n/2], rss[n/2], rss[n-1], dp, busy*100, loadavg())
 	}
 
 	// A kill -9, seen dead by all the others.

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/weftmesh/weft/cmd/internal/datapathcmd"
 	"github.com/weftmesh/weft/cni"
 	"github.com/weftmesh/weft/daemon"
 	"github.com/weftmesh/weft/router"
@@ -198,7 +199,7 @@ func launch(args []string) error {
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
 	}
-	cfg.DatapathCommand = []string{exe, "datapath", "--log-level", logLevel}
+	cfg.DatapathCommand = append(wg.DatapathCommand(exe), "--log-level", logLevel)
 
 	d, err := daemon.New(cfg)
 	if err != nil {
@@ -253,31 +254,11 @@ func kubeMode(flagSet, flagVal bool, kubeconfig, serviceHost string) (bool, erro
 // datapath is the hidden subcommand that runs the userspace WireGuard
 // device; it outlives `weft launch` so restarts never cut pod traffic.
 func datapath(args []string) error {
-	fs := flag.NewFlagSet("weft datapath", flag.ContinueOnError)
-	iface := fs.String("iface", wg.DefaultConfig().Name, "interface")
-	mtu := fs.Int("mtu", 1420, "MTU")
-	logLevel := fs.String("log-level", "info", "log level")
-	idle := fs.Bool("idle-with-kernel", false, "if the kernel has WireGuard, serve nothing and wait for a signal (the peer uses the kernel device)")
-	if err := fs.Parse(args); err != nil {
+	err := datapathcmd.Run("weft datapath", args)
+	if errors.Is(err, datapathcmd.ErrUsage) {
 		return usageError{err.Error()}
 	}
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(*logLevel))
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if *idle {
-		kernel, err := wg.KernelSupported("weft-wgprobe")
-		if err != nil {
-			return err
-		}
-		if kernel {
-			log.Info("the kernel has WireGuard: the peer uses a kernel device, so this datapath idles", "iface", *iface)
-			<-ctx.Done()
-			return nil
-		}
-	}
-	return wg.RunDatapath(ctx, *iface, *mtu, log)
+	return err
 }
 
 func setupCNI(args []string) error {

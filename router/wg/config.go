@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -110,4 +112,20 @@ type PeerStats struct {
 	RxBytes       int64          // bytes received from the peer
 	TxBytes       int64          // bytes sent to the peer
 	Endpoint      netip.AddrPort // current (possibly roamed) endpoint
+}
+
+// DatapathBinary is the file name of the lean datapath binary
+// (cmd/weft-datapath), looked for next to the weft binary.
+const DatapathBinary = "weft-datapath"
+
+// DatapathCommand returns the argv prefix that starts the userspace
+// datapath for the weft binary exe: DatapathBinary when an executable file
+// of that name lies in exe's directory (it links only the datapath, so
+// its start and its memory cost less), else exe's own `datapath` command.
+func DatapathCommand(exe string) []string {
+	lean := filepath.Join(filepath.Dir(exe), DatapathBinary)
+	if st, err := os.Stat(lean); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+		return []string{lean}
+	}
+	return []string{exe, "datapath"}
 }

@@ -2,6 +2,9 @@ package wg
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -47,4 +50,34 @@ func TestDatapathArgv(t *testing.T) {
 	if &c.DatapathCommand[0] == &got[0] {
 		t.Errorf("datapathArgv aliases the config's slice")
 	}
+}
+
+// TestDatapathCommand: the lean binary beside weft when it is an
+// executable file, else weft's own datapath command.
+func TestDatapathCommand(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "weft")
+	lean := filepath.Join(dir, DatapathBinary)
+	want := func(label string, w ...string) {
+		t.Helper()
+		if got := DatapathCommand(exe); !slices.Equal(got, w) {
+			t.Errorf("%s: DatapathCommand = %q; want %q", label, got, w)
+		}
+	}
+	want("none beside", exe, "datapath")
+	if err := os.WriteFile(lean, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want("not executable", exe, "datapath")
+	if err := os.Chmod(lean, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want("executable beside", lean)
+	if err := os.Remove(lean); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(lean, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want("a directory of that name", exe, "datapath")
 }

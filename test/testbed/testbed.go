@@ -162,10 +162,11 @@ func (h *Host) Heal() {
 	h.bed.mustIP("-n", h.bed.Switch, "link", "set", h.SwitchPort(), "up")
 }
 
-// killDatapaths ends the userspace WireGuard processes this host started
-// (their pidfiles live in the host's private /run/wireguard).
-func (h *Host) killDatapaths() {
+// DatapathPIDs returns the pids of the userspace WireGuard processes this
+// host started (from their pidfiles in the host's private /run/wireguard).
+func (h *Host) DatapathPIDs() []int {
 	files, _ := filepath.Glob(filepath.Join(h.Dir, "wireguard", "*.pid"))
+	var pids []int
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -173,8 +174,16 @@ func (h *Host) killDatapaths() {
 		}
 		var pid int
 		if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 1 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			pids = append(pids, pid)
 		}
+	}
+	return pids
+}
+
+// killDatapaths ends the userspace WireGuard processes this host started.
+func (h *Host) killDatapaths() {
+	for _, pid := range h.DatapathPIDs() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 
@@ -360,8 +369,9 @@ var build struct {
 	err  error
 }
 
-// Binary returns the path of a freshly built weft binary ("weft" or
-// "weft-cni"), building both once per test process. With WEFT_RACE=1 in
+// Binary returns the path of a freshly built weft binary ("weft",
+// "weft-cni" or "weft-datapath", which `weft launch` starts from beside
+// itself), building all three once per test process. With WEFT_RACE=1 in
 // the environment (`RACE=1 make soak`) they are built with the race
 // detector, so a race in a peer shows in its log.
 func Binary(name string) string {
@@ -372,7 +382,7 @@ func Binary(name string) string {
 		if build.err != nil {
 			return
 		}
-		for _, b := range []string{"weft", "weft-cni"} {
+		for _, b := range []string{"weft", "weft-cni", "weft-datapath"} {
 			args := []string{"build", "-o", filepath.Join(build.dir, b)}
 			if os.Getenv("WEFT_RACE") == "1" {
 				args = append(args, "-race")
