@@ -470,22 +470,14 @@ func TestQueryRingAsksAFew(t *testing.T) {
 	asked := func() []peer.ID {
 		a.queryRing()
 		var got []peer.ID
-		for {
-			select {
-			case m := <-a.out:
-				d, err := decode(m.msg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if d.Kind != kindPrepare || d.Key != bootstrapKey || d.Ballot != (ballot{P: self}) {
-					t.Fatalf("ring query to %s: kind %d key %+v ballot %+v; want a ballot-0 bootstrap Prepare", m.to, d.Kind, d.Key, d.Ballot)
-				}
-				got = append(got, m.to)
-			default:
-				slices.Sort(got)
-				return got
+		for _, s := range takeSent(t, a) {
+			if d := s.m; d.Kind != kindPrepare || d.Key != bootstrapKey || d.Ballot != (ballot{P: self}) {
+				t.Fatalf("ring query to %s: kind %d key %+v ballot %+v; want a ballot-0 bootstrap Prepare", s.to, d.Kind, d.Key, d.Ballot)
 			}
+			got = append(got, s.to)
 		}
+		slices.Sort(got)
+		return got
 	}
 	const down = peer.ID(99)
 	a.mu.Lock()
@@ -534,26 +526,42 @@ func TestRingQueryAnsweredWithTheRing(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got []kind
-		for {
-			select {
-			case o := <-a.out:
-				d, err := decode(o.msg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if o.to != asker {
-					t.Fatalf("answer sent to %s; want %s", o.to, asker)
-				}
-				got = append(got, d.Kind)
-			default:
-				return got
+		for _, o := range takeSent(t, a) {
+			if o.to != asker {
+				t.Fatalf("answer sent to %s; want %s", o.to, asker)
 			}
+			got = append(got, o.m.Kind)
 		}
+		return got
 	}
 	if got := answers(0); !slices.Equal(got, []kind{kindFull}) {
 		t.Errorf("ring query answered with kinds %v; want the ring alone (%d)", got, kindFull)
 	}
 	if got := answers(1); !slices.Equal(got, []kind{kindFull, kindNack}) {
 		t.Errorf("proposer's Prepare answered with kinds %v; want the ring and a Nack (%d, %d)", got, kindFull, kindNack)
+	}
+}
+
+// sent is a unicast the allocator queued.
+type sent struct {
+	to peer.ID
+	m  *message
+}
+
+// takeSent returns, decoded, the unicasts a queued (no Run takes them).
+func takeSent(t *testing.T, a *Allocator) []sent {
+	t.Helper()
+	var out []sent
+	for {
+		select {
+		case o := <-a.out:
+			m, err := decode(o.msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, sent{to: o.to, m: m})
+		default:
+			return out
+		}
 	}
 }
