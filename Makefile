@@ -14,13 +14,14 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft-cni ./cmd/weft-cni
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft-datapath ./cmd/weft-datapath
 
-# The container image (deploy/weft.yaml): static weft and weft-cni on an
+# The container image (deploy/weft.yaml): static weft, weft-cni and weft-datapath on an
 # empty base, a docker-archive tarball for `ctr images import` or
 # `docker load`; no Docker daemon, no registry; reproducible.
 image:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/image/weft ./cmd/weft
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/image/weft-cni ./cmd/weft-cni
-	$(GO) run -ldflags "$(LDFLAGS)" ./internal/cmd/mkimage -o $(BIN)/weft-image.tar -tag $(IMAGE) $(BIN)/image/weft $(BIN)/image/weft-cni
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/image/weft-datapath ./cmd/weft-datapath
+	$(GO) run -ldflags "$(LDFLAGS)" ./internal/cmd/mkimage -o $(BIN)/weft-image.tar -tag $(IMAGE) $(BIN)/image/weft $(BIN)/image/weft-cni $(BIN)/image/weft-datapath
 
 deps:
 	bash scripts/deps.sh

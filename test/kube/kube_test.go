@@ -1,6 +1,7 @@
 package kube_test
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -34,8 +35,8 @@ const (
 // `weft reset`).
 type bins struct{ weft, cni, image string }
 
-// buildWeft builds static weft and weft-cni and packs them as `make image`
-// does (internal/cmd/mkimage).
+// buildWeft builds static weft, weft-cni and weft-datapath and packs them
+// as `make image` does (internal/cmd/mkimage).
 func buildWeft(t *testing.T) bins {
 	t.Helper()
 	dir := t.TempDir()
@@ -51,8 +52,39 @@ func buildWeft(t *testing.T) bins {
 	}
 	run("build", "-trimpath", "-o", b.weft, "./cmd/weft")
 	run("build", "-trimpath", "-o", b.cni, "./cmd/weft-cni")
-	run("run", "./internal/cmd/mkimage", "-o", b.image, "-tag", weftImage, b.weft, b.cni)
+	datapath := filepath.Join(dir, "weft-datapath")
+	run("build", "-trimpath", "-o", datapath, "./cmd/weft-datapath")
+	run("run", "./internal/cmd/mkimage", "-o", b.image, "-tag", weftImage, b.weft, b.cni, datapath)
 	return b
+}
+
+// dumpWeftLogsOnFailure logs, if the test fails, the last lines of every
+// weft pod's containers (peer and datapath), before the cluster is torn
+// down: the cluster's own logs are its daemons', not the pods'.
+func dumpWeftLogsOnFailure(t *testing.T, c *kubebed.Cluster) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // t.Context() is done by now
+		defer cancel()
+		pods, err := c.Client().CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft"})
+		if err != nil {
+			t.Logf("weft pod logs: %v", err)
+			return
+		}
+		tail := int64(400)
+		for _, p := range pods.Items {
+			for _, ct := range p.Spec.Containers {
+				b, err := c.Client().CoreV1().Pods("kube-system").GetLogs(p.Name, &corev1.PodLogOptions{Container: ct.Name, TailLines: &tail}).DoRaw(ctx)
+				if err != nil {
+					t.Logf("==== pod %s (%s) container %s: %v", p.Name, p.Spec.NodeName, ct.Name, err)
+					continue
+				}
+				t.Logf("==== pod %s (%s) container %s, last lines:\n%s", p.Name, p.Spec.NodeName, ct.Name, b)
+			}
+		}
+	})
 }
 
 func readManifest(t *testing.T) string {
@@ -80,6 +112,7 @@ func TestKubernetes(t *testing.T) {
 	c := kubebed.Start(t, kubebed.Options{Nodes: 3, CNI: kubebed.CNINone, ClusterCIDR: podRange, Images: []string{b.image}})
 	ctx := t.Context()
 	cs := c.Client()
+	dumpWeftLogsOnFailure(t, c)
 	manifest := readManifest(t)
 
 	// 1. NotReady before weft; one apply makes all 3 Ready with a weft pod

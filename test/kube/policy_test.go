@@ -216,6 +216,7 @@ func TestPolicy(t *testing.T) {
 	c := kubebed.Start(t, kubebed.Options{Nodes: 3, CNI: kubebed.CNINone, ClusterCIDR: podRange, Images: []string{b.image}})
 	ctx := t.Context()
 	cs := c.Client()
+	dumpWeftLogsOnFailure(t, c)
 	installWeft(t, c, readManifest(t))
 
 	prefix := testutil.Prefix("np")
