@@ -154,10 +154,9 @@ func (a *Allocator) queryRing() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	others := slices.DeleteFunc(a.liveLocked(), func(id peer.ID) bool { return id == a.cfg.Self })
-	for i := 0; i < len(others) && i < ringQueryFanout; i++ {
-		j := i + rand.IntN(len(others)-i) // a partial Fisher-Yates shuffle
-		others[i], others[j] = others[j], others[i]
-		a.sendLocked(others[i], &message{Kind: kindPrepare, Key: bootstrapKey, Ballot: ballot{P: a.cfg.Self}})
+	rand.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
+	for _, id := range others[:min(len(others), ringQueryFanout)] {
+		a.sendLocked(id, &message{Kind: kindPrepare, Key: bootstrapKey, Ballot: ballot{P: a.cfg.Self}})
 	}
 }
 

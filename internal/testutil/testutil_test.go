@@ -73,3 +73,17 @@ func TestNetNS(t *testing.T) {
 		t.Errorf("%s after the test: %v; want deleted", path, err)
 	}
 }
+
+func TestStatusKiB(t *testing.T) {
+	rss, err := StatusKiB(0, "VmRSS")
+	if err != nil || rss <= 0 {
+		t.Fatalf("StatusKiB(self, VmRSS) = %d, %v; want > 0", rss, err)
+	}
+	hwm, err := StatusKiB(os.Getpid(), "VmHWM")
+	if err != nil || hwm < rss {
+		t.Errorf("StatusKiB(own pid, VmHWM) = %d, %v; want >= VmRSS %d", hwm, err, rss)
+	}
+	if _, err := StatusKiB(0, "NoSuchField"); err == nil {
+		t.Error("StatusKiB(NoSuchField) = nil error")
+	}
+}

@@ -22,7 +22,7 @@ type WG struct {
 	stats   map[string]router.WGPeerStats
 	creates int
 	last    string // the last Configure's line
-	quiet   bool   // record nothing (Quiet)
+	quiet   bool   // record no transcript (Quiet)
 }
 
 var _ router.WGDevice = (*WG)(nil)
@@ -39,9 +39,7 @@ func (w *WG) Factory() router.WGFactory {
 			w.kernel.AddLink(router.Link{Name: cfg.Name, Kind: "wireguard", MTU: 1420})
 			w.exists = true
 			w.creates++
-			if !w.quiet {
-				w.lines = append(w.lines, fmt.Sprintf("wg create %s mtu %d", cfg.Name, cfg.MTU))
-			}
+			w.record(fmt.Sprintf("wg create %s mtu %d", cfg.Name, cfg.MTU))
 		}
 		w.name = cfg.Name
 		return w, nil
@@ -80,6 +78,13 @@ func (w *WG) Quiet() {
 	w.quiet, w.lines = true, nil
 }
 
+// record appends a transcript line unless quiet; w.mu is held.
+func (w *WG) record(line string) {
+	if !w.quiet {
+		w.lines = append(w.lines, line)
+	}
+}
+
 // Configure records one line per call with every peer.
 func (w *WG) Configure(privateKey string, listenPort int, peers []router.WGPeer) error {
 	w.mu.Lock()
@@ -94,9 +99,7 @@ func (w *WG) Configure(privateKey string, listenPort int, peers []router.WGPeer)
 	}
 	slices.Sort(ps)
 	w.last = fmt.Sprintf("wg configure %s port %d peers [%s]", w.name, listenPort, strings.Join(ps, "; "))
-	if !w.quiet {
-		w.lines = append(w.lines, w.last)
-	}
+	w.record(w.last)
 	return nil
 }
 
@@ -122,8 +125,6 @@ func (w *WG) Delete() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.exists = false
-	if !w.quiet {
-		w.lines = append(w.lines, "wg delete "+w.name)
-	}
+	w.record("wg delete " + w.name)
 	return w.kernel.LinkDelete(w.name)
 }

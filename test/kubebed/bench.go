@@ -166,17 +166,11 @@ func (c *Cluster) RSS() map[string]uint64 {
 
 // vmRSS returns the VmRSS of pid in bytes (0 if it is gone).
 func vmRSS(pid int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := testutil.StatusKiB(pid, "VmRSS")
 	if err != nil {
 		return 0
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
+	return uint64(kb) * 1024
 }
 
 // PodUsage returns the resident memory (bytes, the sum of its processes'

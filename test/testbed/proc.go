@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // CPUTicks returns the user+system clock ticks (1/100 s) pid has used.
@@ -95,17 +97,11 @@ func (t Ticks) BusySince(then Ticks) float64 {
 // RSSKiB returns the resident set of pid.
 func RSSKiB(t testing.TB, pid int) int64 {
 	t.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := testutil.StatusKiB(pid, "VmRSS")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb
-		}
-	}
-	return 0
+	return kb
 }
 
 // RaiseNeighbourTables raises the kernel's IPv4 and IPv6 neighbour table

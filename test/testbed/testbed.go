@@ -162,8 +162,11 @@ func (h *Host) Heal() {
 	h.bed.mustIP("-n", h.bed.Switch, "link", "set", h.SwitchPort(), "up")
 }
 
-// DatapathPIDs returns the pids of the userspace WireGuard processes this
-// host started (from their pidfiles in the host's private /run/wireguard).
+// DatapathPIDs returns the pids of the running userspace WireGuard
+// processes this host started: from their pidfiles in the host's private
+// /run/wireguard, each checked to be a live datapath process (its command
+// line has --iface), so that a stale pidfile naming a pid the system has
+// since given to another process is never taken for one.
 func (h *Host) DatapathPIDs() []int {
 	files, _ := filepath.Glob(filepath.Join(h.Dir, "wireguard", "*.pid"))
 	var pids []int
@@ -173,7 +176,10 @@ func (h *Host) DatapathPIDs() []int {
 			continue
 		}
 		var pid int
-		if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 1 {
+		if _, err := fmt.Sscan(string(b), &pid); err != nil || pid <= 1 {
+			continue
+		}
+		if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(cmd), "\x00--iface\x00") {
 			pids = append(pids, pid)
 		}
 	}

@@ -1,14 +1,13 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"os"
 	"runtime/metrics"
 	"runtime/pprof"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // What a size costs in memory. The simulator holds O(N²) state (every peer
@@ -89,20 +88,9 @@ func (w *memWatch) stop() (peakLive, peakRSS float64) {
 // vmHWM reads the process's peak resident set size from /proc, in bytes
 // (0 if unreadable).
 func vmHWM() float64 {
-	b, err := os.ReadFile("/proc/self/status")
+	kb, err := testutil.StatusKiB(0, "VmHWM")
 	if err != nil {
 		return 0
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := bytes.Fields(sc.Bytes())
-		if len(f) >= 2 && string(f[0]) == "VmHWM:" {
-			kb, err := strconv.ParseFloat(string(f[1]), 64)
-			if err != nil {
-				return 0
-			}
-			return kb * 1024
-		}
-	}
-	return 0
+	return float64(kb) * 1024
 }
