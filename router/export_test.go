@@ -2,3 +2,6 @@ package router
 
 // SamePeer exposes samePeer to the package's tests.
 var SamePeer = samePeer
+
+// DiffRoutes exposes diffRoutes to the package's tests.
+var DiffRoutes = diffRoutes

@@ -112,15 +112,20 @@ func makePlan(cfg Config, u Underlay) plan {
 		p.localAddr = netip.PrefixFrom(cfg.LocalAddr, 32)
 	}
 	src := cfg.BridgeAddr.Addr()
-	routed := map[netip.Prefix]bool{}
-	addRoute := func(r Route) {
-		if !cfg.BridgeAddr.IsValid() || routed[r.Dst] {
+	if cfg.BridgeAddr.IsValid() {
+		n := len(cfg.Local) + 1 // and the range's unreachable route
+		for _, pr := range cfg.Peers {
+			n += len(pr.Ranges) + 1 // its ranges and bridge /32 (peerDsts)
+		}
+		p.routes = make([]Route, 0, n)
+	}
+	addRoute := func(r Route) { // the first route added to a destination wins (below)
+		if !cfg.BridgeAddr.IsValid() {
 			return
 		}
 		if !r.Unreachable {
 			r.Src = src
 		}
-		routed[r.Dst] = true
 		p.routes = append(p.routes, r)
 	}
 	if cfg.BridgeAddr.IsValid() {
@@ -131,8 +136,11 @@ func makePlan(cfg Config, u Underlay) plan {
 		addRoute(Route{Dst: l.Masked(), Dev: cfg.Bridge})
 	}
 
-	peers := slices.Clone(cfg.Peers)
-	slices.SortFunc(peers, func(a, b Peer) int { return cmp.Compare(a.ID, b.ID) })
+	peers := cfg.Peers // sorted by record, the only caller's source
+	if !slices.IsSortedFunc(peers, byPeerID) {
+		peers = slices.Clone(peers)
+		slices.SortFunc(peers, byPeerID)
+	}
 	for _, pr := range peers {
 		p.transports[pr.ID] = peerTransport(cfg, u, pr)
 	}
@@ -186,10 +194,19 @@ func makePlan(cfg Config, u Underlay) plan {
 		}
 	}
 	addRoute(Route{Dst: cfg.Range.Masked(), Unreachable: true})
-	slices.SortFunc(p.routes, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
+	// One route per destination: the first added (the local ranges before
+	// the peers', the range's unreachable route last). A stable sort keeps
+	// the order of addition among routes to one destination.
+	slices.SortStableFunc(p.routes, byDst)
+	p.routes = slices.CompactFunc(p.routes, func(a, b Route) bool { return a.Dst == b.Dst })
 	slices.SortFunc(p.wgPeers, func(a, b WGPeer) int { return cmp.Compare(a.PublicKey, b.PublicKey) })
+	slices.SortFunc(p.neighs, byNeighIP) // as the diffs want them (diffSorted)
+	slices.SortFunc(p.fdbs, byFDB)
 	return p
 }
+
+// byPeerID orders peers by ID, as plans take them.
+func byPeerID(a, b Peer) int { return cmp.Compare(a.ID, b.ID) }
 
 // peerDsts are the destinations that belong to pr: its ranges and its
 // bridge /32.

@@ -133,6 +133,7 @@ func (r *Router) record(cfg Config) (now bool, err error) {
 	}
 	cfg.Local = slices.Clone(cfg.Local)
 	cfg.Peers = slices.Clone(cfg.Peers)
+	slices.SortFunc(cfg.Peers, byPeerID) // as makePlan takes them (no copy there)
 	cfg.Unreachable = slices.Clone(cfg.Unreachable)
 	r.mu.Lock()
 	first := !r.haveCfg

@@ -120,7 +120,7 @@ func withMacvlanRoutes(routes []Route, mv macvlanPlan) []Route {
 			out = append(out, r)
 		}
 	}
-	slices.SortFunc(out, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
+	slices.SortFunc(out, byDst)
 	return out
 }
 
