@@ -26,7 +26,7 @@ type Kernel struct {
 	lines      []string
 	links      map[string]router.Link
 	addrs      map[string][]netip.Prefix
-	routes     map[netip.Prefix]router.Route
+	routes     *routeTable
 	neighs     map[string]router.Neigh // by dev+ip
 	fdbs       map[string]router.FDB   // by dev+mac
 	sysctls    map[string]string
@@ -42,7 +42,7 @@ var _ router.Kernel = (*Kernel)(nil)
 // NewKernel returns an empty fake kernel.
 func NewKernel() *Kernel {
 	return &Kernel{links: map[string]router.Link{}, addrs: map[string][]netip.Prefix{},
-		routes: map[netip.Prefix]router.Route{}, neighs: map[string]router.Neigh{},
+		routes: newRouteTable(), neighs: map[string]router.Neigh{},
 		fdbs: map[string]router.FDB{}, sysctls: map[string]string{}, underlays: map[netip.Addr]router.Underlay{}}
 }
 
@@ -99,7 +99,7 @@ func (k *Kernel) Routes() []string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var out []string
-	for _, r := range k.routes {
+	for _, r := range k.routes.all() {
 		out = append(out, r.String())
 	}
 	slices.Sort(out)
@@ -121,7 +121,7 @@ func (k *Kernel) Dump() []string {
 			out = append(out, fmt.Sprintf("addr %v dev %s", a, dev))
 		}
 	}
-	for _, r := range k.routes {
+	for _, r := range k.routes.all() {
 		out = append(out, "route "+r.String())
 	}
 	for _, n := range k.neighs {
@@ -142,7 +142,7 @@ func (k *Kernel) Dump() []string {
 func (k *Kernel) DeleteRouteByHand(dst netip.Prefix) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	delete(k.routes, dst)
+	k.routes.delete(dst)
 }
 
 // DeleteNeighByHand removes a neighbour without a transcript line (drift).
@@ -202,11 +202,7 @@ func (k *Kernel) LinkDelete(name string) error {
 	}
 	delete(k.links, name)
 	delete(k.addrs, name)
-	for dst, r := range k.routes { // the kernel drops routes through a deleted device
-		if r.Dev == name {
-			delete(k.routes, dst)
-		}
-	}
+	k.routes.deleteDev(name) // the kernel drops routes through a deleted device
 	for key, n := range k.neighs {
 		if n.Dev == name {
 			delete(k.neighs, key)
@@ -251,10 +247,7 @@ func (k *Kernel) AddrDelete(dev string, a netip.Prefix) error {
 func (k *Kernel) RouteList() ([]router.Route, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := make([]router.Route, 0, len(k.routes))
-	for _, r := range k.routes {
-		out = append(out, r)
-	}
+	out := k.routes.all()
 	k.listed += len(out)
 	return out, nil
 }
@@ -271,7 +264,7 @@ func (k *Kernel) RouteReplace(r router.Route) error {
 	if r.Unreachable { // as the kernel reports it: no device, gateway or source
 		r = router.Route{Dst: r.Dst, Unreachable: true}
 	}
-	k.routes[r.Dst] = r
+	k.routes.set(r)
 	k.record("route replace %v", r)
 	return nil
 }
@@ -279,7 +272,7 @@ func (k *Kernel) RouteReplace(r router.Route) error {
 func (k *Kernel) RouteDelete(r router.Route) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	delete(k.routes, r.Dst)
+	k.routes.delete(r.Dst)
 	k.record("route delete %v", r)
 	return nil
 }
