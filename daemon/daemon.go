@@ -433,6 +433,17 @@ func (d *Daemon) joinTargets() []string {
 	return mergeStrings(mergeStrings(d.targets.Targets, d.targets.Seen), kt)
 }
 
+// haveJoinTargets reports whether joinTargets is not empty, without
+// building it (every sync pass asks).
+func (d *Daemon) haveJoinTargets() bool {
+	if len(d.kubeTargetsNow()) > 0 {
+		return true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.targets.Targets)+len(d.targets.Seen) > 0
+}
+
 // joinLaunch joins the launch peers, in parallel: an unreachable one (a
 // Node that is down) holds its join for memberlist's TCP timeout and must
 // not delay the others. It fails only when none answered; the error then
@@ -472,8 +483,18 @@ func (d *Daemon) drainSpool() {
 
 func mergeStrings(a, b []string) []string {
 	out := slices.Clone(a)
+	if len(b) == 0 {
+		return out
+	}
+	// A set, not a search of out per element: b is the addresses of every
+	// peer last seen (joinTargets), thousands at scale.
+	have := make(map[string]struct{}, len(a)+len(b))
+	for _, s := range a {
+		have[s] = struct{}{}
+	}
 	for _, s := range b {
-		if !slices.Contains(out, s) {
+		if _, ok := have[s]; !ok {
+			have[s] = struct{}{}
 			out = append(out, s)
 		}
 	}

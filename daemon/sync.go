@@ -351,7 +351,7 @@ const restartGrace = 5 * time.Second
 // before gossip brings them back (ring owners are routed from owners.json
 // anyway).
 func (d *Daemon) inRestartGrace(peers []peer.Info) bool {
-	return inRestartGrace(time.Since(d.started), len(d.joinTargets()) > 0, peers)
+	return inRestartGrace(time.Since(d.started), d.haveJoinTargets(), peers)
 }
 
 // inRestartGrace is the decision: up for less than restartGrace, with
