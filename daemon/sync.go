@@ -521,7 +521,7 @@ func (d *Daemon) bridgeLoop(ctx context.Context) error {
 func (d *Daemon) updateMeta(change func(*peer.Meta)) error {
 	d.metaSem <- struct{}{}
 	defer func() { <-d.metaSem }()
-	m := d.mesh.Peers()[0].Meta // Peers lists this peer first
+	m := d.mesh.Meta()
 	change(&m)
 	return d.mesh.SetMeta(m)
 }

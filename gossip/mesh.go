@@ -501,6 +501,14 @@ func (m *Mesh) reconnect() {
 	wg.Wait()
 }
 
+// Meta returns the metadata this peer publishes (what Peers()[0].Meta
+// holds, without copying the peer table).
+func (m *Mesh) Meta() peer.Meta {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.meta
+}
+
 // SetMeta publishes new metadata for this peer. It returns once the
 // update is queued for gossip, without waiting for it to be sent.
 //

@@ -520,8 +520,8 @@ func TestSetMetaDoesNotWait(t *testing.T) {
 	if err := a.SetMeta(meta); err != nil {
 		t.Fatalf("SetMeta = %v; want it queued without waiting for gossip", err)
 	}
-	if !a.Peers()[0].Meta.Joined {
-		t.Error("a's own view lacks the new metadata")
+	if !a.Peers()[0].Meta.Joined || !a.Meta().Joined {
+		t.Errorf("a's own view lacks the new metadata: Peers()[0] %+v, Meta() %+v", a.Peers()[0].Meta, a.Meta())
 	}
 	if g := a.Gen(); g == genA {
 		t.Errorf("a's Gen still %d after its metadata changed", g)
