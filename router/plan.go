@@ -197,12 +197,19 @@ func makePlan(cfg Config, u Underlay) plan {
 	// One route per destination: the first added (the local ranges before
 	// the peers', the range's unreachable route last). A stable sort keeps
 	// the order of addition among routes to one destination.
-	slices.SortStableFunc(p.routes, byDst)
-	p.routes = slices.CompactFunc(p.routes, func(a, b Route) bool { return a.Dst == b.Dst })
+	p.routes = onePerDst(p.routes)
 	slices.SortFunc(p.wgPeers, func(a, b WGPeer) int { return cmp.Compare(a.PublicKey, b.PublicKey) })
 	slices.SortFunc(p.neighs, byNeighIP) // as the diffs want them (diffSorted)
 	slices.SortFunc(p.fdbs, byFDB)
 	return p
+}
+
+// onePerDst sorts routes by destination and keeps one route to each, the
+// first in routes' order (a stable sort keeps that order among routes to
+// one destination).
+func onePerDst(routes []Route) []Route {
+	slices.SortStableFunc(routes, byDst)
+	return slices.CompactFunc(routes, func(a, b Route) bool { return a.Dst == b.Dst })
 }
 
 // byPeerID orders peers by ID, as plans take them.

@@ -261,21 +261,22 @@ func diffSorted[E any](have, want []E, order func(a, b E) int, same func(a, b E)
 		default:
 			c = order(have[0], want[0])
 		}
+		var w E // the last wanted entry with the first key of want
+		if c >= 0 {
+			n := keyRun(want, order)
+			w, want = want[n-1], want[n:]
+		}
 		if c > 0 { // wanted, not there
-			set = append(set, lastOfKey(&want, order))
+			set = append(set, w)
 			continue
 		}
-		n := 1 // have[:n]: the entries with one key
-		for n < len(have) && order(have[n], have[0]) == 0 {
-			n++
-		}
+		n := keyRun(have, order)
 		group := have[:n]
 		have = have[n:]
 		if c < 0 { // not wanted
 			del = append(del, group...)
 			continue
 		}
-		w := lastOfKey(&want, order)
 		keep := slices.IndexFunc(group, func(h E) bool { return same(h, w) })
 		if keep < 0 {
 			keep = 0
@@ -290,16 +291,14 @@ func diffSorted[E any](have, want []E, order func(a, b E) int, same func(a, b E)
 	return del, set
 }
 
-// lastOfKey takes the entries with the first key off *sorted and returns
-// the last of them.
-func lastOfKey[E any](sorted *[]E, order func(a, b E) int) E {
-	s := *sorted
+// keyRun returns how many entries at the head of sorted (not empty) share
+// its first entry's key.
+func keyRun[E any](sorted []E, order func(a, b E) int) int {
 	n := 1
-	for n < len(s) && order(s[n], s[0]) == 0 {
+	for n < len(sorted) && order(sorted[n], sorted[0]) == 0 {
 		n++
 	}
-	*sorted = s[n:]
-	return s[n-1]
+	return n
 }
 
 // byDst orders routes by destination, as plans hold them (one each).

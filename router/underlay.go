@@ -110,18 +110,7 @@ func withMacvlanRoutes(routes []Route, mv macvlanPlan) []Route {
 	if len(mv.routes) == 0 {
 		return routes
 	}
-	have := map[netip.Prefix]bool{}
-	for _, r := range routes {
-		have[r.Dst] = true
-	}
-	out := slices.Clone(routes)
-	for _, r := range mv.routes {
-		if !have[r.Dst] {
-			out = append(out, r)
-		}
-	}
-	slices.SortFunc(out, byDst)
-	return out
+	return onePerDst(append(slices.Clone(routes), mv.routes...)) // the plan's routes win
 }
 
 // macvlanFor plans the host side of cfg on underlay u, reading the
