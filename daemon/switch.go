@@ -67,10 +67,22 @@ func (r report) step(since, now time.Time) (took bool, pending time.Time) {
 
 // effectiveReports replaces each peer's published unreachable set by the
 // one in effect at now, and keeps what it saw of each in reports. It
-// returns whether one took effect since the previous pass (at since) and
-// the next time one takes effect (zero: none). Peers not listed are
-// forgotten.
-func effectiveReports(reports map[peer.ID]report, peers []peer.Info, since, now time.Time) (out []peer.Info, took bool, next time.Time) {
+// returns whether one that matters to self took effect since the previous
+// pass (at since) and the next time one does (zero: none). Peers not
+// listed are forgotten.
+//
+// A report matters to self at once only if it names self (before or
+// after: a link of ours), or if self is relaying (its own report names
+// someone, relaying is true): self's next hops are all direct unless one
+// of its own links is broken by both ends' reports (router/paths.go), and a
+// relay forwards what it receives by its ordinary routes, so a change to a
+// link between two other peers changes nothing in self's datapath. Such a
+// report is still applied, by the next pass, through the debounced Set;
+// what it is not given is the immediate pass at its time (switchAt, and
+// SetNow in sync). That mattered at scale: a 100-peer start on two cores
+// published ~1,100 reports (links judged down by starved probers, then up),
+// and every one of them had all 100 peers reconcile at once.
+func effectiveReports(reports map[peer.ID]report, peers []peer.Info, self peer.ID, relaying bool, since, now time.Time) (out []peer.Info, took bool, next time.Time) {
 	out = make([]peer.Info, len(peers))
 	for i, p := range peers {
 		r := reports[p.ID].observe(p.Meta.Unreachable, p.Meta.UnreachableAt, now)
@@ -81,6 +93,9 @@ func effectiveReports(reports map[peer.ID]report, peers []peer.Info, since, now 
 		}
 		p.Meta.Unreachable = r.effective(now)
 		out[i] = p
+		if !relaying && !r.names(self) {
+			continue
+		}
 		t, at := r.step(since, now)
 		took = took || t
 		next = earliest(next, at)
@@ -97,6 +112,11 @@ func effectiveReports(reports map[peer.ID]report, peers []peer.Info, since, now 
 		}
 	}
 	return out, took, next
+}
+
+// names reports whether id is in r's set in effect before or after its time.
+func (r report) names(id peer.ID) bool {
+	return slices.Contains(r.prev, id) || slices.Contains(r.cur, id)
 }
 
 // none reports whether r is the zero report (nothing reported, ever or

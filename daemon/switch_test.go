@@ -88,7 +88,7 @@ func TestReportSwitch(t *testing.T) {
 				}
 			}
 			if latest != nil {
-				effectiveReports(seen, []peer.Info{{ID: 1, Meta: peer.Meta{Unreachable: latest.ids, UnreachableAt: latest.at}}}, ts.Add(-10*time.Millisecond), ts)
+				effectiveReports(seen, []peer.Info{{ID: 1, Meta: peer.Meta{Unreachable: latest.ids, UnreachableAt: latest.at}}}, 9, true, ts.Add(-10*time.Millisecond), ts)
 			}
 			if a, b := mine.effective(ts), seen[1].effective(ts); !slices.Equal(a, b) {
 				t.Fatalf("trial %d at %v: publisher has %v in effect, receiver %v", trial, ts.Sub(t0), a, b)
@@ -102,7 +102,7 @@ func TestReportSwitch(t *testing.T) {
 		{ID: 1, Meta: peer.Meta{Unreachable: []peer.ID{2}, UnreachableAt: sec(3)}},
 		{ID: 2, Meta: peer.Meta{Unreachable: []peer.ID{1}, UnreachableAt: sec(2)}},
 		{ID: 3}, // reports nothing
-	}, sec(0.5), sec(1))
+	}, 9, true, sec(0.5), sec(1))
 	if took {
 		t.Error("a switch reported before any report's time")
 	}
@@ -118,8 +118,50 @@ func TestReportSwitch(t *testing.T) {
 	if infos[0].Meta.Unreachable != nil || infos[1].Meta.Unreachable != nil {
 		t.Errorf("reports before their time: %v, %v in effect; want none", infos[0].Meta.Unreachable, infos[1].Meta.Unreachable)
 	}
-	if _, took, next := effectiveReports(reports, infosOf(reports, sec(3), sec(2)), sec(1), sec(2.5)); !took || !next.Equal(sec(3)) {
+	if _, took, next := effectiveReports(reports, infosOf(reports, sec(3), sec(2)), 9, true, sec(1), sec(2.5)); !took || !next.Equal(sec(3)) {
 		t.Errorf("pass at 2.5 s after one at 1 s: switched %v, next %v; want switched, next at 3 s", took, next.Sub(t0))
+	}
+}
+
+// TestReportsThatMatter: a report between two other peers takes effect
+// without a pass of its own (no switch, no wakeup) unless this peer is
+// relaying; one that names this peer, before or after, always has one.
+func TestReportsThatMatter(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	sec := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	const self = 9
+	for _, tc := range []struct {
+		name     string
+		prev     []peer.ID // in effect before
+		cur      []peer.ID // published, in effect from 2 s
+		relaying bool
+		matters  bool
+	}{
+		{"between others", nil, []peer.ID{2}, false, false},
+		{"between others, healed", []peer.ID{2}, nil, false, false},
+		{"between others, this peer relaying", nil, []peer.ID{2}, true, true},
+		{"names this peer", nil, []peer.ID{2, self}, false, true},
+		{"no longer names this peer", []peer.ID{self}, []peer.ID{2}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reports := map[peer.ID]report{}
+			if tc.prev != nil {
+				reports[1] = report{cur: tc.prev}
+			}
+			infos := []peer.Info{{ID: 1, Meta: peer.Meta{Unreachable: tc.cur, UnreachableAt: sec(2)}}}
+			_, took, next := effectiveReports(reports, infos, self, tc.relaying, sec(0), sec(1))
+			if took || next.IsZero() != !tc.matters {
+				t.Errorf("before its time: switched %v, next %v; want no switch, a wakeup %v", took, next, tc.matters)
+			}
+			got, took, next := effectiveReports(reports, infos, self, tc.relaying, sec(1), sec(2.5))
+			if took != tc.matters || !next.IsZero() {
+				t.Errorf("at its time: switched %v, next %v; want switched %v, no wakeup", took, next, tc.matters)
+			}
+			// In effect all the same: the next pass's Set applies it.
+			if !slices.Equal(got[0].Meta.Unreachable, tc.cur) {
+				t.Errorf("in effect at 2.5 s: %v; want %v", got[0].Meta.Unreachable, tc.cur)
+			}
+		})
 	}
 }
 

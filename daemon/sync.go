@@ -391,7 +391,8 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	rc.BridgeAddr = d.bridge
 	rc.Unreachable = slices.Clone(d.ownReport.effective(now))
 	ownTook, next := d.ownReport.step(d.lastRouted, now)
-	peers, peerTook, nextPeer := effectiveReports(d.reports, peers, d.lastRouted, now)
+	relaying := len(d.ownReport.prev) > 0 || len(d.ownReport.cur) > 0
+	peers, peerTook, nextPeer := effectiveReports(d.reports, peers, d.id.ID, relaying, d.lastRouted, now)
 	reports := peerReports(d.id.ID, peers, d.relayedAtDown)
 	switched = ownTook || peerTook
 	d.lastRouted = now
