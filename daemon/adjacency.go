@@ -28,25 +28,12 @@ package daemon
 //     WireGuard port) is down too.
 //
 // Hysteresis, so that a flapping link does not churn routes: a link goes
-// down after downAfter without a reply (3 lost probes), or longer where
-// the replies have been coming irregularly (below); it comes back up
+// down after downAfter without a reply (3 lost probes); it comes back up
 // only after upAfter of replies without a gap, twice that for a link that
 // went down twice within flapWindow. The relayed path then switches back
 // to direct within about 10-20 s of the link healing (the issue asks 30 s).
 // A peer just met starts up: that is how the datapath works without
 // relaying, and the first 3 s of silence correct it.
-//
-// The silence allowed adapts to the link, as TCP's retransmission timeout
-// does (Jacobson/Karels) and as φ-accrual detectors do: each link keeps a
-// smoothed interval between the replies (evidence) it got while up and
-// the interval's mean deviation, and goes down after the larger of
-// downAfter and interval + 4 × deviation, at most maxDownAfter. A healthy
-// link answers every period, so its allowance stays downAfter. A peer
-// whose host is starved of CPU answers late and irregularly before it
-// goes quiet, and both ends of a link wait out a slow round of the other:
-// 100 peers started at once on two cores judged 560–2,200 links down
-// (then up again ~10 s later) with a fixed 3 s, each a publication
-// gossiped to all and a route change at both ends.
 
 import (
 	"context"
@@ -62,14 +49,10 @@ import (
 )
 
 const (
-	probeEvery = time.Second     // probe period per peer
-	downAfter  = 3 * time.Second // no reply for this long: down
-	// maxDownAfter bounds the silence allowed to a link whose replies
-	// come irregularly: a link blocked then is relayed within about
-	// maxDownAfter + switchDelay.
-	maxDownAfter = 6 * time.Second
-	upAfter      = 10 * time.Second // replies without a gap for this long: up again
-	flapWindow   = 2 * time.Minute  // two downs within it: upAfter doubles
+	probeEvery = time.Second      // probe period per peer
+	downAfter  = 3 * time.Second  // no reply for this long: down
+	upAfter    = 10 * time.Second // replies without a gap for this long: up again
+	flapWindow = 2 * time.Minute  // two downs within it: upAfter doubles
 	// wgStale is how long a WireGuard session may go without a handshake
 	// while its probes pass: WireGuard renews every 2 min under traffic
 	// (keepalives count) and drops a session after 3 min.
@@ -91,31 +74,6 @@ type linkState struct {
 	OKSince time.Time
 	Changed time.Time   // last transition
 	Downs   []time.Time // recent down transitions (within flapWindow)
-	// Replied is set by the first real reply (LastReply starts at the
-	// time the link was met); Gap and GapDev are the smoothed interval
-	// between replies while up and its mean deviation (zero: no sample).
-	Replied     bool
-	Gap, GapDev time.Duration
-}
-
-// allowed is how long s may go without a reply before it is down.
-func (s linkState) allowed() time.Duration {
-	return min(max(downAfter, s.Gap+4*s.GapDev), maxDownAfter)
-}
-
-// sampleGap folds one interval between replies into the smoothed interval
-// and deviation (gains 1/8 and 1/4, as TCP's RTT estimator).
-func (s *linkState) sampleGap(g time.Duration) {
-	if s.Gap == 0 {
-		s.Gap, s.GapDev = g, g/2
-		return
-	}
-	d := g - s.Gap
-	if d < 0 {
-		d = -d
-	}
-	s.GapDev += (d - s.GapDev) / 4
-	s.Gap += (g - s.Gap) / 8
 }
 
 // linkObs is one observation of a link.
@@ -140,19 +98,13 @@ func stepLink(s linkState, o linkObs, now time.Time) linkState {
 		if s.OKSince.IsZero() {
 			s.OKSince = o.LastReply
 		}
-		// An interval is sampled only between two replies of an up link
-		// heard without a stall of ours in between: a stall or an outage
-		// says nothing of the link's rhythm.
-		if s.Replied && !s.Down && !o.ProbingSince.After(s.LastReply) {
-			s.sampleGap(o.LastReply.Sub(s.LastReply))
-		}
-		s.LastReply, s.Replied = o.LastReply, true
+		s.LastReply = o.LastReply
 	}
 	heard := s.LastReply
 	if o.ProbingSince.After(heard) {
 		heard = o.ProbingSince
 	}
-	silent := now.Sub(heard) > s.allowed()
+	silent := now.Sub(heard) > downAfter
 	if silent {
 		s.OKSince = time.Time{}
 	}
