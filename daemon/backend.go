@@ -378,9 +378,11 @@ func (d *Daemon) reclaim(ctx context.Context, id peer.ID, name string) (int64, e
 func (d *Daemon) Counters() map[string]float64 {
 	d.mu.Lock()
 	c := map[string]float64{
-		"reconcile_runs_total":   float64(d.reconciles),
-		"reconcile_errors_total": float64(d.recErrors),
-		"sync_skipped_total":     float64(d.syncSkipped),
+		"reconcile_runs_total":        float64(d.reconciles),
+		"reconcile_errors_total":      float64(d.recErrors),
+		"sync_skipped_total":          float64(d.syncSkipped),
+		"relay_reports_applied_total": float64(d.reportsApplied),
+		"relay_switch_passes_total":   float64(d.switchPasses),
 	}
 	pr := d.prober
 	d.mu.Unlock()

@@ -67,9 +67,9 @@ func (r report) step(since, now time.Time) (took bool, pending time.Time) {
 
 // effectiveReports replaces each peer's published unreachable set by the
 // one in effect at now, and keeps what it saw of each in reports. It
-// returns whether one that matters to self took effect since the previous
-// pass (at since) and the next time one does (zero: none). Peers not
-// listed are forgotten.
+// returns (reportsNow) whether one that matters to self took effect since
+// the previous pass (at since), how many took effect, and the next time
+// one that matters does (zero: none). Peers not listed are forgotten.
 //
 // A report matters to self at once only if it names self (before or
 // after: a link of ours), or if self is relaying (its own report names
@@ -82,8 +82,9 @@ func (r report) step(since, now time.Time) (took bool, pending time.Time) {
 // SetNow in sync). That mattered at scale: a 100-peer start on two cores
 // published ~1,100 reports (links judged down by starved probers, then up),
 // and every one of them had all 100 peers reconcile at once.
-func effectiveReports(reports map[peer.ID]report, peers []peer.Info, self peer.ID, relaying bool, since, now time.Time) (out []peer.Info, took bool, next time.Time) {
-	out = make([]peer.Info, len(peers))
+func effectiveReports(reports map[peer.ID]report, peers []peer.Info, self peer.ID, relaying bool, since, now time.Time) reportsNow {
+	var res reportsNow
+	res.peers = make([]peer.Info, len(peers))
 	for i, p := range peers {
 		r := reports[p.ID].observe(p.Meta.Unreachable, p.Meta.UnreachableAt, now)
 		if r.none() {
@@ -92,13 +93,16 @@ func effectiveReports(reports map[peer.ID]report, peers []peer.Info, self peer.I
 			reports[p.ID] = r
 		}
 		p.Meta.Unreachable = r.effective(now)
-		out[i] = p
+		res.peers[i] = p
+		t, at := r.step(since, now)
+		if t {
+			res.applied++
+		}
 		if !relaying && !r.names(self) {
 			continue
 		}
-		t, at := r.step(since, now)
-		took = took || t
-		next = earliest(next, at)
+		res.took = res.took || t
+		res.next = earliest(res.next, at)
 	}
 	if len(reports) > 0 {
 		listed := make(map[peer.ID]bool, len(peers))
@@ -111,7 +115,15 @@ func effectiveReports(reports map[peer.ID]report, peers []peer.Info, self peer.I
 			}
 		}
 	}
-	return out, took, next
+	return res
+}
+
+// reportsNow is what effectiveReports found.
+type reportsNow struct {
+	peers   []peer.Info // each with the set in effect now
+	took    bool        // one that matters to self took effect since the last pass
+	applied int         // reports that took effect since the last pass, whether they matter or not
+	next    time.Time   // when one that matters takes effect next (zero: none)
 }
 
 // names reports whether id is in r's set in effect before or after its time.

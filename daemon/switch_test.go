@@ -98,11 +98,12 @@ func TestReportSwitch(t *testing.T) {
 
 	// effectiveReports forgets peers that are gone and names the next time.
 	reports := map[peer.ID]report{5: {cur: []peer.ID{1}}}
-	infos, took, next := effectiveReports(reports, []peer.Info{
+	eff := effectiveReports(reports, []peer.Info{
 		{ID: 1, Meta: peer.Meta{Unreachable: []peer.ID{2}, UnreachableAt: sec(3)}},
 		{ID: 2, Meta: peer.Meta{Unreachable: []peer.ID{1}, UnreachableAt: sec(2)}},
 		{ID: 3}, // reports nothing
 	}, 9, true, sec(0.5), sec(1))
+	infos, took, next := eff.peers, eff.took, eff.next
 	if took {
 		t.Error("a switch reported before any report's time")
 	}
@@ -118,8 +119,8 @@ func TestReportSwitch(t *testing.T) {
 	if infos[0].Meta.Unreachable != nil || infos[1].Meta.Unreachable != nil {
 		t.Errorf("reports before their time: %v, %v in effect; want none", infos[0].Meta.Unreachable, infos[1].Meta.Unreachable)
 	}
-	if _, took, next := effectiveReports(reports, infosOf(reports, sec(3), sec(2)), 9, true, sec(1), sec(2.5)); !took || !next.Equal(sec(3)) {
-		t.Errorf("pass at 2.5 s after one at 1 s: switched %v, next %v; want switched, next at 3 s", took, next.Sub(t0))
+	if eff := effectiveReports(reports, infosOf(reports, sec(3), sec(2)), 9, true, sec(1), sec(2.5)); !eff.took || !eff.next.Equal(sec(3)) || eff.applied != 1 {
+		t.Errorf("pass at 2.5 s after one at 1 s: switched %v, %d applied, next %v; want switched, 1 applied, next at 3 s", eff.took, eff.applied, eff.next.Sub(t0))
 	}
 }
 
@@ -149,17 +150,17 @@ func TestReportsThatMatter(t *testing.T) {
 				reports[1] = report{cur: tc.prev}
 			}
 			infos := []peer.Info{{ID: 1, Meta: peer.Meta{Unreachable: tc.cur, UnreachableAt: sec(2)}}}
-			_, took, next := effectiveReports(reports, infos, self, tc.relaying, sec(0), sec(1))
-			if took || next.IsZero() != !tc.matters {
-				t.Errorf("before its time: switched %v, next %v; want no switch, a wakeup %v", took, next, tc.matters)
+			eff := effectiveReports(reports, infos, self, tc.relaying, sec(0), sec(1))
+			if eff.took || eff.next.IsZero() != !tc.matters || eff.applied != 0 {
+				t.Errorf("before its time: switched %v, %d applied, next %v; want no switch, none applied, a wakeup %v", eff.took, eff.applied, eff.next, tc.matters)
 			}
-			got, took, next := effectiveReports(reports, infos, self, tc.relaying, sec(1), sec(2.5))
-			if took != tc.matters || !next.IsZero() {
-				t.Errorf("at its time: switched %v, next %v; want switched %v, no wakeup", took, next, tc.matters)
+			eff = effectiveReports(reports, infos, self, tc.relaying, sec(1), sec(2.5))
+			if eff.took != tc.matters || !eff.next.IsZero() || eff.applied != 1 {
+				t.Errorf("at its time: switched %v, %d applied, next %v; want switched %v, 1 applied, no wakeup", eff.took, eff.applied, eff.next, tc.matters)
 			}
 			// In effect all the same: the next pass's Set applies it.
-			if !slices.Equal(got[0].Meta.Unreachable, tc.cur) {
-				t.Errorf("in effect at 2.5 s: %v; want %v", got[0].Meta.Unreachable, tc.cur)
+			if got := eff.peers[0].Meta.Unreachable; !slices.Equal(got, tc.cur) {
+				t.Errorf("in effect at 2.5 s: %v; want %v", got, tc.cur)
 			}
 		})
 	}

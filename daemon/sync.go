@@ -392,12 +392,20 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	rc.Unreachable = slices.Clone(d.ownReport.effective(now))
 	ownTook, next := d.ownReport.step(d.lastRouted, now)
 	relaying := len(d.ownReport.prev) > 0 || len(d.ownReport.cur) > 0
-	peers, peerTook, nextPeer := effectiveReports(d.reports, peers, d.id.ID, relaying, d.lastRouted, now)
+	eff := effectiveReports(d.reports, peers, d.id.ID, relaying, d.lastRouted, now)
+	peers = eff.peers
 	reports := peerReports(d.id.ID, peers, d.relayedAtDown)
-	switched = ownTook || peerTook
+	switched = ownTook || eff.took
+	d.reportsApplied += uint64(eff.applied)
+	if ownTook {
+		d.reportsApplied++
+	}
+	if switched {
+		d.switchPasses++
+	}
 	d.lastRouted = now
 	d.mu.Unlock()
-	d.switchAt(earliest(next, nextPeer))
+	d.switchAt(earliest(next, eff.next))
 	rc.Local = ranges[d.id.ID]
 	rc.Macvlan = d.macvlanConfig()
 	for _, p := range routePeers(d.id.ID, ranges, peers, known) {

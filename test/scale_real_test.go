@@ -1,9 +1,11 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/weftmesh/weft/api/client"
 	"github.com/weftmesh/weft/internal/testutil"
@@ -102,6 +106,11 @@ func TestScaleReal(t *testing.T) {
 	slices.Sort(start)
 	t.Logf("%d peers: start CPU per peer (launch to agreement, with its datapath) median %.2f s max %.2f s, all %.1f CPU-s",
 		n, start[n/2], start[n-1], sum(start))
+	// The start's relay reports: how many took effect at each peer, and
+	// how many of them had it apply at once (switch.go).
+	c := sumCounters(t, bed.Hosts, "weft_relay_reports_applied_total", "weft_relay_switch_passes_total", "weft_reconcile_runs_total")
+	t.Logf("%d peers: in the start, per peer: %.0f relay reports took effect, %.0f passes applied at once for them, %.0f sync passes set the router",
+		n, c["weft_relay_reports_applied_total"]/float64(n), c["weft_relay_switch_passes_total"]/float64(n), c["weft_reconcile_runs_total"]/float64(n))
 	// WEFT_SCALE_REAL_LOGS=dir keeps every peer's log of the join there
 	// (the test bed's directory goes with the test).
 	if dir := os.Getenv("WEFT_SCALE_REAL_LOGS"); dir != "" {
@@ -206,6 +215,28 @@ func eventuallyEvery(t *testing.T, d, every time.Duration, what string, cond fun
 		}
 		time.Sleep(every)
 	}
+}
+
+// sumCounters sums the named metrics of every host's /metrics.
+func sumCounters(t *testing.T, hosts []*testbed.Host, names ...string) map[string]float64 {
+	t.Helper()
+	sums := map[string]float64{}
+	for _, h := range hosts {
+		code, body := get(t, h, "/metrics")
+		if code != http.StatusOK {
+			t.Fatalf("%s: GET /metrics: %d %s", h.Name, code, body)
+		}
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("%s: /metrics does not parse: %v", h.Name, err)
+		}
+		for _, name := range names {
+			x, _ := metricValue(fams, name, nil)
+			sums[name] += x
+		}
+	}
+	return sums
 }
 
 // statusAll reads every host's status over its socket (Host.APIStatus),

@@ -239,6 +239,8 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 			check("weft_reconcile_errors_total >= 0", v("weft_reconcile_errors_total") >= 0, v("weft_reconcile_errors_total"))
 			v("weft_reconcile_skipped_total") // router passes that changed nothing
 			v("weft_sync_skipped_total")      // sync passes skipped: nothing changed
+			v("weft_relay_reports_applied_total")
+			v("weft_relay_switch_passes_total")
 			check("weft_ipam_syncs_total >= 1 (the bridge's allocation)", v("weft_ipam_syncs_total") >= 1, v("weft_ipam_syncs_total"))
 			probes := v("weft_probe_hellos_sent_total") + v("weft_probe_requests_sent_total")
 			check("datapath probes sent > 0", probes > 0, probes)
