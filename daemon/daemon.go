@@ -83,15 +83,15 @@ type Daemon struct {
 	// Route switches (switch.go): our own report (the peers this one
 	// cannot reach directly) and each peer's as they take effect, and the
 	// wakeup of the sync loop for the next one.
-	ownReport report
+	ownReport   report
+	reports     map[peer.ID]report
+	switchWhen  time.Time
+	switchTimer *time.Timer
+	lastRouted  time.Time // when the last router configuration was made
 	// reportsApplied counts the unreachable reports (ours and the peers')
 	// that took effect; switchPasses the sync passes applied at once for
 	// one that matters to this peer (switch.go).
 	reportsApplied, switchPasses uint64
-	reports                      map[peer.ID]report
-	switchWhen                   time.Time
-	switchTimer                  *time.Timer
-	lastRouted                   time.Time // when the last router configuration was made
 	// upSince is when the sync loop saw each up peer come up (its
 	// handLiveness): the adjacency loop does not count probe silence from
 	// before then against the link.

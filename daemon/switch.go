@@ -79,9 +79,10 @@ func (r report) step(since, now time.Time) (took bool, pending time.Time) {
 // link between two other peers changes nothing in self's datapath. Such a
 // report is still applied, by the next pass, through the debounced Set;
 // what it is not given is the immediate pass at its time (switchAt, and
-// SetNow in sync). That mattered at scale: a 100-peer start on two cores
-// published ~1,100 reports (links judged down by starved probers, then up),
-// and every one of them had all 100 peers reconcile at once.
+// SetNow in sync). One broken link in a mesh of N peers had all N
+// reconcile at once; now its two ends and the peers relaying do. (It does
+// not thin an overloaded start: a starved peer reports all its links down,
+// naming every peer.)
 func effectiveReports(reports map[peer.ID]report, peers []peer.Info, self peer.ID, relaying bool, since, now time.Time) reportsNow {
 	var res reportsNow
 	res.peers = make([]peer.Info, len(peers))
