@@ -134,7 +134,11 @@ func (r report) names(id peer.ID) bool {
 
 // none reports whether r is the zero report (nothing reported, ever or
 // since long enough): a missing map entry stands for it.
-func (r report) none() bool { return len(r.prev) == 0 && len(r.cur) == 0 && r.at.IsZero() }
+func (r report) none() bool { return r.empty() && r.at.IsZero() }
+
+// empty reports whether r names no peer, before or after its time: for our
+// own report, that this peer relays nothing (effectiveReports).
+func (r report) empty() bool { return len(r.prev) == 0 && len(r.cur) == 0 }
 
 // earliest is the earlier of two times, zero meaning none.
 func earliest(a, b time.Time) time.Time {

@@ -391,8 +391,7 @@ func (d *Daemon) routerConfig(peers []peer.Info, ranges map[peer.ID][]netip.Pref
 	rc.BridgeAddr = d.bridge
 	rc.Unreachable = slices.Clone(d.ownReport.effective(now))
 	ownTook, next := d.ownReport.step(d.lastRouted, now)
-	relaying := len(d.ownReport.prev) > 0 || len(d.ownReport.cur) > 0
-	eff := effectiveReports(d.reports, peers, d.id.ID, relaying, d.lastRouted, now)
+	eff := effectiveReports(d.reports, peers, d.id.ID, !d.ownReport.empty(), d.lastRouted, now)
 	peers = eff.peers
 	reports := peerReports(d.id.ID, peers, d.relayedAtDown)
 	switched = ownTook || eff.took

@@ -1,11 +1,9 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,8 +14,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/weftmesh/weft/api/client"
 	"github.com/weftmesh/weft/internal/testutil"
@@ -70,7 +66,7 @@ func TestScaleReal(t *testing.T) {
 	last := time.Now()
 
 	var aliveAt, ringAt time.Duration
-	eventuallyEvery(t, 10*time.Minute, statusEvery, fmt.Sprintf("%d peers to see all alive and agree on the ring", n), func() error {
+	testutil.EventuallyEvery(t, 10*time.Minute, statusEvery, fmt.Sprintf("%d peers to see all alive and agree on the ring", n), func() error {
 		sts, err := statusAll(bed.Hosts)
 		if err != nil {
 			return err
@@ -201,36 +197,12 @@ func TestScaleReal(t *testing.T) {
 // load added to the very start being measured.
 const statusEvery = 500 * time.Millisecond
 
-// eventuallyEvery is testutil.Eventually at a fixed interval.
-func eventuallyEvery(t *testing.T, d, every time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if !time.Now().Before(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %v", d, what, err)
-		}
-		time.Sleep(every)
-	}
-}
-
 // sumCounters sums the named metrics of every host's /metrics.
 func sumCounters(t *testing.T, hosts []*testbed.Host, names ...string) map[string]float64 {
 	t.Helper()
 	sums := map[string]float64{}
 	for _, h := range hosts {
-		code, body := get(t, h, "/metrics")
-		if code != http.StatusOK {
-			t.Fatalf("%s: GET /metrics: %d %s", h.Name, code, body)
-		}
-		parser := expfmt.NewTextParser(model.UTF8Validation)
-		fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
-		if err != nil {
-			t.Fatalf("%s: /metrics does not parse: %v", h.Name, err)
-		}
+		fams := scrape(t, h)
 		for _, name := range names {
 			x, _ := metricValue(fams, name, nil)
 			sums[name] += x

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -74,6 +75,21 @@ func volatileStatus(v any) any {
 
 // metricValue returns the value of the sample of family name whose labels
 // include want, and whether there is one.
+// scrape reads h's /metrics and parses it; anything else fails the test.
+func scrape(t *testing.T, h *testbed.Host) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, body := get(t, h, "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("%s: GET /metrics: %d %s", h.Name, code, body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("%s: /metrics does not parse: %v", h.Name, err)
+	}
+	return fams
+}
+
 func metricValue(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
 	f := fams[name]
 	if f == nil {
@@ -192,15 +208,7 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 
 	t.Run("metrics", func(t *testing.T) {
 		for _, h := range bed.Hosts {
-			code, body := get(t, h, "/metrics")
-			if code != http.StatusOK {
-				t.Fatalf("%s: GET /metrics: %d %s", h.Name, code, body)
-			}
-			parser := expfmt.NewTextParser(model.UTF8Validation)
-			fams, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
-			if err != nil {
-				t.Fatalf("%s: /metrics does not parse: %v", h.Name, err)
-			}
+			fams := scrape(t, h)
 			v := func(name string, labels ...string) float64 {
 				t.Helper()
 				want := map[string]string{}
@@ -360,15 +368,7 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 		}
 		checkDeadOwnerWords(t, "status of h1", st.Problems)
 
-		code, body := get(t, h1, "/metrics")
-		if code != http.StatusOK {
-			t.Fatalf("GET /metrics: %d", code)
-		}
-		parser := expfmt.NewTextParser(model.UTF8Validation)
-		fams, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
-		if err != nil {
-			t.Fatalf("/metrics does not parse: %v", err)
-		}
+		fams := scrape(t, h1)
 		for _, c := range []struct {
 			name   string
 			labels map[string]string

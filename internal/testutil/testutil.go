@@ -34,16 +34,20 @@ const (
 // Poll calls cond until it returns nil or d has passed, and returns cond's
 // last error (nil once it held). It is Eventually for callers that must
 // not fail the test: other goroutines, known bugs, cleanup.
-func Poll(d time.Duration, cond func() error) error {
+func Poll(d time.Duration, cond func() error) error { return poll(d, firstPoll, maxPoll, cond) }
+
+// poll calls cond until it returns nil or d has passed, first after
+// first, the wait doubling up to most.
+func poll(d, first, most time.Duration, cond func() error) error {
 	deadline := time.Now().Add(d)
-	wait := firstPoll
+	wait := first
 	for {
 		err := cond()
 		if err == nil || !time.Now().Before(deadline) {
 			return err
 		}
 		time.Sleep(min(wait, time.Until(deadline)))
-		wait = min(2*wait, maxPoll)
+		wait = min(2*wait, most)
 	}
 }
 
@@ -53,6 +57,15 @@ func Poll(d time.Duration, cond func() error) error {
 func Eventually(t testing.TB, d time.Duration, what string, cond func() error) {
 	t.Helper()
 	if err := Poll(d, cond); err != nil {
+		t.Fatalf("timed out after %v waiting for %s: %v", d, what, err)
+	}
+}
+
+// EventuallyEvery is Eventually polling at a fixed interval: for a
+// condition whose check loads what the test measures.
+func EventuallyEvery(t testing.TB, d, every time.Duration, what string, cond func() error) {
+	t.Helper()
+	if err := poll(d, every, every, cond); err != nil {
 		t.Fatalf("timed out after %v waiting for %s: %v", d, what, err)
 	}
 }
