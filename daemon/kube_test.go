@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/weftmesh/weft/kube"
+	"github.com/weftmesh/weft/kube/kubefake"
 )
 
 func fakeNode(name, ip string) *corev1.Node {
@@ -28,7 +29,7 @@ func fakeNode(name, ip string) *corev1.Node {
 func kubeDaemon(cfg Config, objs ...runtime.Object) *Daemon {
 	cs := fake.NewClientset(objs...)
 	cfg.Kubernetes = true
-	cfg.Kube = func(kc *kube.Config) { kc.Clientset = cs }
+	cfg.Kube = func(kc *kube.Config) { kc.API = kubefake.New(cs) }
 	return &Daemon{cfg: cfg, log: slog.New(slog.DiscardHandler)}
 }
 

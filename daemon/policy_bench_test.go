@@ -19,6 +19,7 @@ import (
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/kube"
+	"github.com/weftmesh/weft/kube/kubefake"
 	"github.com/weftmesh/weft/policy/nft"
 )
 
@@ -59,7 +60,7 @@ func TestPolicyProgrammingBench(t *testing.T) {
 	}
 	cs := fake.NewClientset(objs...)
 	kc := kube.DefaultConfig()
-	kc.Clientset, kc.Policy = cs, true
+	kc.API, kc.Policy = kubefake.New(cs), true
 	c, err := kube.New(kc)
 	if err != nil {
 		t.Fatal(err)

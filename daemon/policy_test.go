@@ -26,6 +26,7 @@ import (
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/kube"
+	"github.com/weftmesh/weft/kube/kubefake"
 	"github.com/weftmesh/weft/policy"
 	"github.com/weftmesh/weft/policy/nft"
 	"github.com/weftmesh/weft/policy/nft/nfttest"
@@ -378,7 +379,7 @@ func newPolicyFixture(t *testing.T, objs ...runtime.Object) *policyFixture {
 	t.Helper()
 	cs := fake.NewClientset(objs...)
 	kc := kube.DefaultConfig()
-	kc.Clientset, kc.Policy = cs, true
+	kc.API, kc.Policy = kubefake.New(cs), true
 	c, err := kube.New(kc)
 	if err != nil {
 		t.Fatal(err)

@@ -71,6 +71,5 @@ func (c *Client) patchNetwork(ctx context.Context, node string) error {
 	if err != nil {
 		return fmt.Errorf("encode node condition patch: %w", err)
 	}
-	_, err = c.cs.CoreV1().Nodes().PatchStatus(ctx, node, patch)
-	return err
+	return c.api.PatchNodeStatus(ctx, node, patch)
 }

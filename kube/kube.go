@@ -1,10 +1,10 @@
 // Package kube is weft's side of the Kubernetes API: it loads the client
 // configuration (a kubeconfig file, or the pod's service account), keeps
-// the cluster's Nodes in one shared informer, sets the NetworkUnavailable
+// the cluster's Nodes in a shared informer (over a client of just the
+// kinds it reads: api.go), sets the NetworkUnavailable
 // condition of this peer's Node, and, for NetworkPolicy (Config.Policy),
-// keeps Pods, Namespaces and NetworkPolicies in informers of the same
-// factory. It hands the daemon plain snapshots (Node: name, InternalIP,
-// Ready, created; PolicyView: pods, namespaces, policies already
+// keeps Pods, Namespaces and NetworkPolicies in informers too. It hands
+// the daemon plain snapshots (Node: name, InternalIP, Ready, created; PolicyView: pods, namespaces, policies already
 // converted by policy.Convert) and change signals; client-go types stop
 // here. It does not know gossip, ipam or the datapath, and decides
 // nothing: which peers to join or reclaim, and what a policy means, are
@@ -26,7 +26,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -38,9 +37,9 @@ type Config struct {
 	// Kubeconfig is the path of a kubeconfig file; "" = the in-cluster
 	// configuration (service account token and KUBERNETES_SERVICE_HOST).
 	Kubeconfig string
-	// Clientset, when non-nil, is used instead of one built from Kubeconfig
-	// (tests pass k8s.io/client-go/kubernetes/fake).
-	Clientset kubernetes.Interface
+	// API, when non-nil, is used instead of the API server named by
+	// Kubeconfig (tests pass kube/kubefake).
+	API API
 	// UserAgent names weft in the API server's logs and audit.
 	UserAgent string
 	// RetryMin and RetryMax bound the exponential backoff between attempts
@@ -75,7 +74,7 @@ func (c Config) Validate() error {
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		return fmt.Errorf("kube config: retry backoff %v..%v: %w", c.RetryMin, c.RetryMax, ErrBadConfig)
 	}
-	if c.Clientset == nil && c.Kubeconfig != "" {
+	if c.API == nil && c.Kubeconfig != "" {
 		if _, err := os.Stat(c.Kubeconfig); err != nil {
 			return fmt.Errorf("kubeconfig: %w", err)
 		}
@@ -98,7 +97,7 @@ var (
 // concurrently; Run may be called once.
 type Client struct {
 	cfg Config
-	cs  kubernetes.Interface
+	api API
 	log *slog.Logger
 
 	nodes  nodeCache   // the Node informer's view (nodes.go)
@@ -114,18 +113,18 @@ func New(cfg Config) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cs := cfg.Clientset
-	if cs == nil {
+	api := cfg.API
+	if api == nil {
 		rc, err := restConfig(cfg.Kubeconfig)
 		if err != nil {
 			return nil, err
 		}
 		rc.UserAgent = cfg.UserAgent
-		if cs, err = kubernetes.NewForConfig(rc); err != nil {
-			return nil, fmt.Errorf("kubernetes client: %w", err)
+		if api, err = newRESTAPI(rc); err != nil {
+			return nil, err
 		}
 	}
-	c := &Client{cfg: cfg, cs: cs, log: log.With("component", "kube")}
+	c := &Client{cfg: cfg, api: api, log: log.With("component", "kube")}
 	c.nodes.changed = make(chan struct{}, 1)
 	c.policy.changed = make(chan struct{}, 1)
 	c.policy.converted = map[types.UID]converted{}

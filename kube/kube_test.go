@@ -24,6 +24,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/weftmesh/weft/internal/testutil"
+	"github.com/weftmesh/weft/kube/kubefake"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -52,7 +53,7 @@ func newFake(t *testing.T, objs ...runtime.Object) (*Client, *fake.Clientset) {
 	t.Helper()
 	cs := fake.NewClientset(objs...)
 	cfg := DefaultConfig()
-	cfg.Clientset = cs
+	cfg.API = kubefake.New(cs)
 	cfg.RetryMin, cfg.RetryMax = time.Millisecond, 5*time.Millisecond
 	c, err := New(cfg)
 	if err != nil {

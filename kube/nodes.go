@@ -1,7 +1,6 @@
 package kube
 
-// The Node informer. One shared informer factory watches Nodes with resync
-// 0: the daemon's sync loop already repairs drift every few seconds, and a
+// The Node informer. A shared informer watches Nodes with resync 0: the daemon's sync loop already repairs drift every few seconds, and a
 // resync would only replay the cache. A transform trims every Node to the
 // few fields weft reads (name, InternalIPs, the Ready and
 // NetworkUnavailable conditions without their heartbeat times, creation
@@ -25,7 +24,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
@@ -93,7 +92,7 @@ func (c *Client) Nodes() ([]Node, bool) {
 // watch cache), sorted by name: for decisions that must be taken before
 // Run, such as the IPAM bootstrap quorum.
 func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
-	l, err := c.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	l, err := c.api.ListNodes(ctx, metav1.ListOptions{ResourceVersion: "0"})
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -117,10 +116,11 @@ func (c *Client) Run(ctx context.Context) error {
 	c.nodes.started = true
 	c.nodes.mu.Unlock()
 
-	f := informers.NewSharedInformerFactoryWithOptions(c.cs, 0, informers.WithTransform(trim))
-	defer f.Shutdown() // after ctx is done: waits for the informers' goroutines
-	inf := f.Core().V1().Nodes()
-	reg, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	inf, err := c.informer(resNodes, &corev1.Node{})
+	if err != nil {
+		return err
+	}
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { c.nodes.signal() },
 		DeleteFunc: func(any) { c.nodes.signal() },
 		UpdateFunc: func(old, cur any) {
@@ -134,14 +134,23 @@ func (c *Client) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node informer: %w", err)
 	}
-	lister := inf.Lister()
+	lister := listersv1.NewNodeLister(inf.GetIndexer())
+	toStart := []cache.SharedIndexInformer{inf}
 	var policySynced func(context.Context) bool
 	if c.cfg.Policy {
-		if policySynced, err = c.startPolicy(f); err != nil {
+		var infs []cache.SharedIndexInformer
+		if infs, policySynced, err = c.policyInformers(); err != nil {
 			return err
 		}
+		toStart = append(toStart, infs...)
 	}
-	f.Start(ctx.Done())
+	// Every informer runs until ctx is done; Run returns after they
+	// stopped.
+	var informers sync.WaitGroup
+	defer informers.Wait()
+	for _, inf := range toStart {
+		informers.Go(func() { inf.RunWithContext(ctx) })
+	}
 	c.log.Info("watching nodes", "policy", c.cfg.Policy)
 	if policySynced != nil {
 		var wg sync.WaitGroup
@@ -164,9 +173,22 @@ func (c *Client) Run(ctx context.Context) error {
 	return nil
 }
 
-// trim is the factory's transform (it applies to every informer of the
-// factory): each kind reduced to what weft reads. Other kinds (and
-// tombstones) pass unchanged.
+// informer is a shared informer of one resource, indexed by namespace,
+// without resync, trimming every object as it enters the cache.
+func (c *Client) informer(resource string, example runtime.Object) (cache.SharedIndexInformer, error) {
+	lw, err := c.api.ListerWatcher(resource)
+	if err != nil {
+		return nil, err
+	}
+	inf := cache.NewSharedIndexInformer(lw, example, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	if err := inf.SetTransform(trim); err != nil {
+		return nil, fmt.Errorf("%s informer: %w", resource, err)
+	}
+	return inf, nil
+}
+
+// trim is every informer's transform: each kind reduced to what weft
+// reads. Other kinds (and tombstones) pass unchanged.
 func trim(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Node:

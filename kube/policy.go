@@ -1,8 +1,7 @@
 package kube
 
-// The NetworkPolicy informers: Pods, Namespaces and NetworkPolicies, in
-// the same factory as the Node informer (one watch connection pool, one
-// transform), started only when Config.Policy is set. Like Nodes, every
+// The NetworkPolicy informers: Pods, Namespaces and NetworkPolicies, made
+// like the Node informer (one connection pool, one transform), started only when Config.Policy is set. Like Nodes, every
 // object is trimmed before it enters the cache to what policy reads:
 //
 //   - a Pod to its name, namespace, labels, nodeName, hostNetwork, named
@@ -33,8 +32,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	listersnetv1 "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
@@ -171,13 +170,21 @@ func (c *Client) PolicyView() (PolicyView, bool) {
 	return v, true
 }
 
-// startPolicy registers the policy informers on f; they start with the
-// factory. It returns the function that waits for their first sync.
-func (c *Client) startPolicy(f informers.SharedInformerFactory) (func(ctx context.Context) bool, error) {
+// policyInformers makes the policy informers, for Run to start. It returns
+// them and the function that waits for their first sync.
+func (c *Client) policyInformers() ([]cache.SharedIndexInformer, func(ctx context.Context) bool, error) {
 	pc := &c.policy
-	pods := f.Core().V1().Pods()
-	nss := f.Core().V1().Namespaces()
-	nps := f.Networking().V1().NetworkPolicies()
+	var infs []cache.SharedIndexInformer
+	for _, k := range []struct {
+		resource string
+		example  runtime.Object
+	}{{resPods, &corev1.Pod{}}, {resNamespaces, &corev1.Namespace{}}, {resNetworkPolicies, &networkingv1.NetworkPolicy{}}} {
+		inf, err := c.informer(k.resource, k.example)
+		if err != nil {
+			return nil, nil, err
+		}
+		infs = append(infs, inf)
+	}
 	changedIf := func(same func(old, cur any) bool) cache.ResourceEventHandler {
 		return cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(any) { pc.bump() },
@@ -194,18 +201,20 @@ func (c *Client) startPolicy(f informers.SharedInformerFactory) (func(ctx contex
 		inf  cache.SharedIndexInformer
 		same func(old, cur any) bool
 	}{
-		{pods.Informer(), samePod},
-		{nss.Informer(), sameNamespace},
-		{nps.Informer(), samePolicy},
+		{infs[0], samePod},
+		{infs[1], sameNamespace},
+		{infs[2], samePolicy},
 	} {
 		reg, err := h.inf.AddEventHandler(changedIf(h.same))
 		if err != nil {
-			return nil, fmt.Errorf("policy informers: %w", err)
+			return nil, nil, fmt.Errorf("policy informers: %w", err)
 		}
 		regs = append(regs, reg)
 	}
-	podLister, nsLister, npLister := pods.Lister(), nss.Lister(), nps.Lister()
-	return func(ctx context.Context) bool {
+	podLister := listersv1.NewPodLister(infs[0].GetIndexer())
+	nsLister := listersv1.NewNamespaceLister(infs[1].GetIndexer())
+	npLister := listersnetv1.NewNetworkPolicyLister(infs[2].GetIndexer())
+	return infs, func(ctx context.Context) bool {
 		synced := make([]cache.InformerSynced, len(regs))
 		for i, r := range regs {
 			synced[i] = r.HasSynced
