@@ -71,6 +71,7 @@ type Daemon struct {
 	routed      netip.Prefix
 	dnsListen   []string
 	targets     targetsFile
+	seenSaved   time.Time             // when targets.Seen was last saved (rememberSeen)
 	owners      map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
 	prober      *prober               // nil without the datapath probe (adjacency.go)
 	reconciles  uint64

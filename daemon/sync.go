@@ -577,18 +577,41 @@ func (d *Daemon) rememberSeen(peers []peer.Info) {
 		return
 	}
 	slices.Sort(seen)
+	now := time.Now()
 	d.mu.Lock()
-	if slices.Equal(seen, d.targets.Seen) {
+	if !seenDue(d.targets.Seen, seen, d.seenSaved, now) {
 		d.mu.Unlock()
 		return
 	}
-	d.targets.Seen = seen
+	d.targets.Seen, d.seenSaved = seen, now
 	t := d.targets
 	d.mu.Unlock()
 	if err := saveTargets(d.cfg.DataDir, t); err != nil {
 		d.log.Warn("save targets", "err", err)
 	}
 	d.mesh.SetTargets(d.joinTargets())
+}
+
+// seenKeep is how long a peer that went down stays in the saved list.
+const seenKeep = time.Minute
+
+// seenDue reports whether the saved list of peers seen (saved at saved)
+// must be replaced by alive (both sorted): at once when alive has a peer
+// the list lacks (a restart must find it), but only seenKeep after the
+// last save when peers merely went down. A dead peer's address costs a
+// restart one refused dial; rewriting the file (and the reconnect
+// targets) at every liveness change cost a 100-peer start ~140 writes per
+// peer, as false deaths came and went.
+func seenDue(saved, alive []string, at, now time.Time) bool {
+	if slices.Equal(saved, alive) {
+		return false
+	}
+	for _, a := range alive {
+		if _, found := slices.BinarySearch(saved, a); !found {
+			return true
+		}
+	}
+	return now.Sub(at) >= seenKeep
 }
 
 func (d *Daemon) gossipPort() int {
