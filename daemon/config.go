@@ -101,7 +101,7 @@ type Config struct {
 	// peer's Node.
 	KubeStartTimeout time.Duration
 	// Kube, when non-nil, adjusts the Kubernetes client configuration
-	// (tests: a fake clientset).
+	// (tests: kube/kubefake over a fake clientset).
 	Kube func(*kube.Config)
 	// NetworkPolicy: enforce the cluster's NetworkPolicies for this
 	// Node's pods (Kubernetes mode only; policy.go).
