@@ -4,7 +4,7 @@ package kube
 // of core/v1, NetworkPolicies of networking.k8s.io/v1) and writes one
 // thing (its Node's NetworkUnavailable condition). client-go's generated
 // clientset and informer factory would do it, but linking them registers
-// every API group of Kubernetes in a scheme at start (66 group versions, with
+// every API group of Kubernetes in a scheme at start (56 group versions, with
 // their conversion and defaulting functions), paid by every peer whether
 // it runs under Kubernetes or not, and by every CLI command: 18 MB of the
 // 52.6-MB binary, and ~11 MiB of an idle `weft launch`'s RSS (median 38.0
