@@ -279,6 +279,7 @@ func (d *Daemon) Connect(ctx context.Context, peers []string) error {
 	d.mu.Lock()
 	d.targets.Targets = mergeStrings(d.targets.Targets, peers)
 	t := d.targets
+	d.seenSaved, d.seenSavedAt = t.Seen, time.Now()
 	d.mu.Unlock()
 	if err := saveTargets(d.cfg.DataDir, t); err != nil {
 		return err
@@ -301,6 +302,7 @@ func (d *Daemon) Forget(ctx context.Context, peers []string) error {
 	}
 	d.targets.Targets = keep
 	t := d.targets
+	d.seenSaved, d.seenSavedAt = t.Seen, time.Now()
 	d.mu.Unlock()
 	if err := saveTargets(d.cfg.DataDir, t); err != nil {
 		return err

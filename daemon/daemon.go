@@ -68,10 +68,13 @@ type Daemon struct {
 	// routed is the bridge address once the router has been given it
 	// (its first Set is synchronous, so the bridge device exists with that
 	// address): what pods may be attached to.
-	routed      netip.Prefix
-	dnsListen   []string
-	targets     targetsFile
-	seenSaved   time.Time             // when targets.Seen was last saved (rememberSeen)
+	routed    netip.Prefix
+	dnsListen []string
+	targets   targetsFile
+	// seenSaved is the list of peers seen as last written to the targets
+	// file, at seenSavedAt (rememberSeen).
+	seenSaved   []string
+	seenSavedAt time.Time
 	owners      map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
 	prober      *prober               // nil without the datapath probe (adjacency.go)
 	reconciles  uint64
@@ -141,6 +144,7 @@ func New(cfg Config) (*Daemon, error) {
 	if d.targets, err = loadTargets(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	d.seenSaved = d.targets.Seen
 	if d.owners, err = loadOwners(cfg.DataDir); err != nil {
 		return nil, err
 	}

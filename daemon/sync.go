@@ -579,28 +579,37 @@ func (d *Daemon) rememberSeen(peers []peer.Info) {
 	slices.Sort(seen)
 	now := time.Now()
 	d.mu.Lock()
-	if !seenDue(d.targets.Seen, seen, d.seenSaved, now) {
-		d.mu.Unlock()
-		return
+	changed := !slices.Equal(seen, d.targets.Seen)
+	d.targets.Seen = seen
+	save := seenDue(d.seenSaved, seen, d.seenSavedAt, now)
+	if save {
+		d.seenSaved, d.seenSavedAt = seen, now
 	}
-	d.targets.Seen, d.seenSaved = seen, now
 	t := d.targets
 	d.mu.Unlock()
-	if err := saveTargets(d.cfg.DataDir, t); err != nil {
-		d.log.Warn("save targets", "err", err)
+	if save {
+		if err := saveTargets(d.cfg.DataDir, t); err != nil {
+			d.log.Warn("save targets", "err", err)
+		}
 	}
-	d.mesh.SetTargets(d.joinTargets())
+	if changed {
+		// The reconnect targets follow the alive set at once: the mesh
+		// joins every target that is not a member (gossip.Mesh.reconnect),
+		// and a peer judged dead in error must not draw push-pulls.
+		d.mesh.SetTargets(d.joinTargets())
+	}
 }
 
-// seenKeep is how long a peer that went down stays in the saved list.
+// seenKeep is how long a peer that went down stays in the saved file
+// (targets.json; the list in memory follows the alive set).
 const seenKeep = time.Minute
 
-// seenDue reports whether the saved list of peers seen (saved at saved)
-// must be replaced by alive (both sorted): at once when alive has a peer
-// the list lacks (a restart must find it), but only seenKeep after the
-// last save when peers merely went down. A dead peer's address costs a
-// restart one refused dial; rewriting the file (and the reconnect
-// targets) at every liveness change cost a 100-peer start ~140 writes per
+// seenDue reports whether the file's list of peers seen (saved at at)
+// must be rewritten with alive (both sorted): at once when alive has a
+// peer the file lacks (a restart must find it), but only seenKeep after
+// the last save when peers merely went down. A dead peer's address costs
+// a restart a refused dial or two until its first pass; rewriting the
+// file at every liveness change cost a 100-peer start ~140 writes per
 // peer, as false deaths came and went.
 func seenDue(saved, alive []string, at, now time.Time) bool {
 	if slices.Equal(saved, alive) {
