@@ -13,6 +13,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -32,32 +33,35 @@ func New(cs kubernetes.Interface) *API { return &API{cs: cs} }
 // the clientset, marked as not supporting watch-list (as client-go's own
 // informers mark the fake clientset).
 func (a *API) ListerWatcher(resource string) (cache.ListerWatcher, error) {
-	var list func(context.Context, metav1.ListOptions) (runtime.Object, error)
-	var watchf func(context.Context, metav1.ListOptions) (watch.Interface, error)
+	var lw *cache.ListWatch
 	switch resource {
 	case "nodes":
-		c := a.cs.CoreV1().Nodes()
-		list = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return c.List(ctx, o) }
-		watchf = c.Watch
+		lw = listWatch[*corev1.NodeList](a.cs.CoreV1().Nodes())
 	case "pods":
-		c := a.cs.CoreV1().Pods(metav1.NamespaceAll)
-		list = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return c.List(ctx, o) }
-		watchf = c.Watch
+		lw = listWatch[*corev1.PodList](a.cs.CoreV1().Pods(metav1.NamespaceAll))
 	case "namespaces":
-		c := a.cs.CoreV1().Namespaces()
-		list = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return c.List(ctx, o) }
-		watchf = c.Watch
+		lw = listWatch[*corev1.NamespaceList](a.cs.CoreV1().Namespaces())
 	case "networkpolicies":
-		c := a.cs.NetworkingV1().NetworkPolicies(metav1.NamespaceAll)
-		list = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return c.List(ctx, o) }
-		watchf = c.Watch
+		lw = listWatch[*networkingv1.NetworkPolicyList](a.cs.NetworkingV1().NetworkPolicies(metav1.NamespaceAll))
 	default:
 		return nil, fmt.Errorf("kubefake: no resource %q", resource)
 	}
-	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-		ListWithContextFunc:  list,
-		WatchFuncWithContext: watchf,
-	}, a.cs), nil
+	return cache.ToListWatcherWithWatchListSemantics(lw, a.cs), nil
+}
+
+// lister is what a typed client of one resource offers to list and watch.
+type lister[L runtime.Object] interface {
+	List(context.Context, metav1.ListOptions) (L, error)
+	Watch(context.Context, metav1.ListOptions) (watch.Interface, error)
+}
+
+func listWatch[L runtime.Object](c lister[L]) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return c.List(ctx, o)
+		},
+		WatchFuncWithContext: c.Watch,
+	}
 }
 
 // ListNodes lists the Nodes.
