@@ -58,7 +58,11 @@ func TestUserspaceMesh(t *testing.T) {
 		}
 		return nil
 	})
-	if n, out := ping("20", "0.01"); n != 20 {
+	// Pings at 10 ms through two userspace datapaths on a machine that
+	// runs the other test packages too: one may be lost (it happened once
+	// in a clean-clone `make test`, 19/20), as across the kill below;
+	// a tunnel that does not carry traffic loses them all.
+	if n, out := ping("20", "0.01"); n < 19 {
 		t.Fatalf("ping a→b: %d/20 received\n%s", n, out)
 	}
 
@@ -105,7 +109,7 @@ func TestUserspaceMesh(t *testing.T) {
 	if pid, _ := readPidfile(tb.iface[a]); pid != pidA || !devA.Userspace() {
 		t.Fatalf("relaunch: datapath pid %d, userspace %v; want reuse of %d", pid, devA.Userspace(), pidA)
 	}
-	if n, out := ping("20", "0.01"); n != 20 {
+	if n, out := ping("20", "0.01"); n < 19 {
 		t.Fatalf("ping after relaunch: %d/20\n%s", n, out)
 	}
 	stA, err := devA.Stats()
@@ -132,7 +136,7 @@ func TestUserspaceMesh(t *testing.T) {
 			t.Fatalf("after Configure with %d peers: Stats = %+v; want %d peers, handshake with a still %v", len(peers), st, len(peers), hsB)
 		}
 	}
-	if n, out := ping("5", "0.01"); n != 5 {
+	if n, out := ping("5", "0.01"); n < 4 {
 		t.Fatalf("ping after reconfiguring b: %d/5\n%s", n, out)
 	}
 
