@@ -45,7 +45,8 @@ type API interface {
 	PatchNodeStatus(ctx context.Context, node string, patch []byte) error
 }
 
-// The resources, and the group each one is in.
+// The resources weft reads: nodes, pods and namespaces in core/v1,
+// networkpolicies in networking.k8s.io/v1.
 const (
 	resNodes           = "nodes"
 	resPods            = "pods"
@@ -88,11 +89,11 @@ func newRESTAPI(rc *rest.Config) (*restAPI, error) {
 		c := rest.CopyConfig(base)
 		c.GroupVersion, c.APIPath = &gv, path
 		c.NegotiatedSerializer = codecs.WithoutConversion()
-		rc, err := rest.RESTClientForConfigAndClient(c, httpClient)
+		cl, err := rest.RESTClientForConfigAndClient(c, httpClient)
 		if err != nil {
 			return nil, fmt.Errorf("kubernetes client %s: %w", gv, err)
 		}
-		return rc, nil
+		return cl, nil
 	}
 	core, err := client(corev1.SchemeGroupVersion, "/api")
 	if err != nil {
