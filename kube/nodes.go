@@ -1,6 +1,7 @@
 package kube
 
-// The Node informer. A shared informer watches Nodes with resync 0: the daemon's sync loop already repairs drift every few seconds, and a
+// The Node informer. A shared informer watches Nodes with resync 0: the
+// daemon's sync loop already repairs drift every few seconds, and a
 // resync would only replay the cache. A transform trims every Node to the
 // few fields weft reads (name, InternalIPs, the Ready and
 // NetworkUnavailable conditions without their heartbeat times, creation

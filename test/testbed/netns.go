@@ -8,7 +8,6 @@ package testbed
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 
 	"github.com/weftmesh/weft/internal/testutil"
@@ -52,9 +51,7 @@ func (b *Bed) AddRoutedHost() *Host {
 		b.mustIP("-n", b.Switch, "link", "set", "br1", "up")
 		b.mustIP("-n", b.Switch, "addr", "add", prefixOf(gateway(routed), routed), "dev", "br1")
 		b.mustIP("-n", b.Switch, "addr", "add", prefixOf(gateway(b.Subnet), b.Subnet), "dev", "br0")
-		if err := testutil.InNetNS(testutil.NetNSPath(b.Switch), func() error {
-			return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
-		}); err != nil {
+		if err := b.switchSysctl("net/ipv4/ip_forward", "1"); err != nil {
 			b.t.Fatalf("ip_forward in the switch: %v", err)
 		}
 		for _, h := range b.Hosts {

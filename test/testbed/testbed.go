@@ -104,18 +104,18 @@ func New(t testing.TB, n int) *Bed {
 // lookup: 2 % of a 100-peer start's samples. The knobs are per namespace:
 // the machine's own stay as they are. Absent without the module.
 func (b *Bed) switchWithoutNetfilter() {
-	err := testutil.InNetNS(testutil.NetNSPath(b.Switch), func() error {
-		for _, k := range []string{"iptables", "ip6tables", "arptables"} {
-			err := os.WriteFile("/proc/sys/net/bridge/bridge-nf-call-"+k, []byte("0"), 0o644)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
+	for _, k := range []string{"iptables", "ip6tables", "arptables"} {
+		if err := b.switchSysctl("net/bridge/bridge-nf-call-"+k, "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			b.t.Fatalf("switch %s: bridge netfilter off: %v", b.Switch, err)
 		}
-		return nil
-	})
-	if err != nil {
-		b.t.Fatalf("switch %s: bridge netfilter off: %v", b.Switch, err)
 	}
+}
+
+// switchSysctl sets /proc/sys/key to value in the switch namespace.
+func (b *Bed) switchSysctl(key, value string) error {
+	return testutil.InNetNS(testutil.NetNSPath(b.Switch), func() error {
+		return os.WriteFile("/proc/sys/"+key, []byte(value), 0o644)
+	})
 }
 
 // AddHost adds one more host to the bed (e.g. a host joining later).
