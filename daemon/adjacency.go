@@ -11,7 +11,8 @@ package daemon
 //
 // The measurement, per peer:
 //   - A UDP probe every second from our underlay address to the peer's
-//     (port --probe-port, 6785), answered by the peer; between peers of
+//     (port --probe-port, 6785; past probeBudget peers, every few
+//     seconds, probe.go), answered by the peer; between peers of
 //     this version, a hello each way instead, echoing the other's last
 //     round (probe.go). Same addresses as the tunnel (WireGuard, VXLAN)
 //     or the direct route, so what blocks them at L3 blocks the probe: an
@@ -28,7 +29,9 @@ package daemon
 //     WireGuard port) is down too.
 //
 // Hysteresis, so that a flapping link does not churn routes: a link goes
-// down after downAfter without a reply (3 lost probes); it comes back up
+// down after downAfter without a reply (3 lost probes; a link probed every
+// few seconds, past probeBudget peers, is given 3 of its intervals, by
+// the slower end's count: prober.Ticks); it comes back up
 // only after upAfter of replies without a gap, twice that for a link that
 // went down twice within flapWindow. The relayed path then switches back
 // to direct within about 10-20 s of the link healing (the issue asks 30 s).
@@ -84,6 +87,10 @@ type linkObs struct {
 	ProbingSince time.Time
 	WireGuard    bool      // the peer is reached over WireGuard
 	Handshake    time.Time // its last WireGuard handshake (zero: none)
+	// Ticks is every how many probe periods the link is probed
+	// (prober.Ticks; 0 or 1: every period): its silence allowance is
+	// that many times downAfter.
+	Ticks int
 }
 
 // newLink is the state of a link to a peer just met: up.
@@ -104,7 +111,7 @@ func stepLink(s linkState, o linkObs, now time.Time) linkState {
 	if o.ProbingSince.After(heard) {
 		heard = o.ProbingSince
 	}
-	silent := now.Sub(heard) > downAfter
+	silent := now.Sub(heard) > downAfter*time.Duration(max(o.Ticks, 1))
 	if silent {
 		s.OKSince = time.Time{}
 	}
@@ -209,7 +216,7 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 			}
 			next[id] = stepLink(s, linkObs{LastReply: pr.LastReply(id), ProbingSince: since,
 				WireGuard: haveStats && d.router.PeerTransport(id) == router.TransportWireGuard,
-				Handshake: st.LastHandshake}, now)
+				Handshake: st.LastHandshake, Ticks: pr.Ticks(id)}, now)
 			if next[id].Down != s.Down {
 				d.log.Info("direct link", "peer", id, "down", next[id].Down)
 			}

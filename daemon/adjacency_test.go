@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ func TestStepLink(t *testing.T) {
 		wg      bool
 		hs      int // handshake at this second (-1: none)
 	}
+	ticks := 1 // every how many seconds the link is probed
 	run := func(steps []step) []bool {
 		s := newLink(t0)
 		last, since := time.Time{}, time.Time{}
@@ -45,7 +47,7 @@ func TestStepLink(t *testing.T) {
 			if st.stalled {
 				since = now // kept, as the daemon keeps it
 			}
-			s = stepLink(s, linkObs{LastReply: last, ProbingSince: since, WireGuard: st.wg, Handshake: hs}, now)
+			s = stepLink(s, linkObs{LastReply: last, ProbingSince: since, WireGuard: st.wg, Handshake: hs, Ticks: ticks}, now)
 			downs = append(downs, s.Down)
 		}
 		return downs
@@ -146,6 +148,125 @@ func TestStepLink(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.check(t, run(tt.steps)) })
+	}
+
+	// A link probed every 2 s (past probeBudget peers) is given 6 s.
+	ticks = 2
+	t.Run("probed every 2 s: never answers, down after 6 s", func(t *testing.T) {
+		if got := firstChange(run(seq(10, false)), 0); got != 6 {
+			t.Errorf("went down at step %d; want 6 (7 s after the start)", got)
+		}
+	})
+	t.Run("probed every 2 s: an answer every 2 s keeps it up", func(t *testing.T) {
+		var steps []step
+		for i := range 30 {
+			steps = append(steps, step{reply: i%2 == 1, hs: -1})
+		}
+		if i := firstChange(run(steps), 0); i != -1 {
+			t.Errorf("changed at %d", i)
+		}
+	})
+	t.Run("probed every 2 s: three silent intervals are a failure", func(t *testing.T) {
+		down := firstChange(run(seq(5, true, 10, false)), 0)
+		if down != 11 {
+			t.Errorf("went down at step %d; want 11 (6 s after the last answer at 5)", down)
+		}
+	})
+}
+
+// TestProbeTicks: a peer probes each link every round up to probeBudget
+// links, and past that spreads them so that a round carries about
+// probeBudget, up to maxProbeTicks rounds apart.
+func TestProbeTicks(t *testing.T) {
+	for _, tt := range []struct{ n, want int }{
+		{0, 1}, {1, 1}, {39, 1}, {probeBudget, 1}, {probeBudget + 1, 2}, {99, 2},
+		{100, 2}, {101, 3}, {499, 10}, {999, maxProbeTicks}, {4999, maxProbeTicks},
+	} {
+		if got := probeTicks(tt.n); got != tt.want {
+			t.Errorf("probeTicks(%d) = %d; want %d", tt.n, got, tt.want)
+		}
+	}
+}
+
+// TestProberBudget: a peer with more links than probeBudget probes each
+// once every probeTicks rounds, spread over them (a peer newly listed at
+// once).
+func TestProberBudget(t *testing.T) {
+	a, _ := proberTo(t, "127.0.0.1") // a receiver that never reads
+	const n = 2*probeBudget + 20
+	k := probeTicks(n)
+	if k != 3 {
+		t.Fatalf("probeTicks(%d) = %d; the test wants 3", n, k)
+	}
+	targets := map[peer.ID]netip.Addr{}
+	for id := range peer.ID(n) {
+		targets[id+2] = netip.MustParseAddr("127.0.0.2")
+	}
+	round := func() int { // requests sent (none of them answers)
+		_, r0 := a.Sent()
+		a.Probe(targets)
+		_, r1 := a.Sent()
+		return int(r1 - r0)
+	}
+	if got := round(); got != n {
+		t.Errorf("first round sent %d requests; want %d (every peer newly listed)", got, n)
+	}
+	for range 3 { // any k rounds in a row probe each link once
+		var rounds []int
+		sum := 0
+		for range k {
+			c := round()
+			rounds = append(rounds, c)
+			sum += c
+		}
+		if sum != n || slices.Max(rounds) > n/k+n/4 {
+			t.Errorf("%d rounds in a row sent %v requests; want %d in all, about %d each", k, rounds, n, n/k)
+		}
+	}
+	// Past maxProbeTicks·probeBudget links, the rounds carry more.
+	if got := probeTicks(2 * maxProbeTicks * probeBudget); got != maxProbeTicks {
+		t.Errorf("probeTicks(%d) = %d; want %d", 2*maxProbeTicks*probeBudget, got, maxProbeTicks)
+	}
+}
+
+// TestProberLinkTicks: a peer with few links probes every round a peer
+// that probes it every probeTicks rounds; each end gives the link the
+// slower end's interval (read by the fast end from the slow end's round
+// numbers), and hellos keep both ends' evidence moving.
+func TestProberLinkTicks(t *testing.T) {
+	a, b, lo2 := probePair(t)
+	lo1 := netip.MustParseAddr("127.0.0.1")
+	ta := map[peer.ID]netip.Addr{2: lo2}
+	for id := range peer.ID(2 * probeBudget) { // a has 101 links: every 3rd round
+		ta[id+100] = netip.MustParseAddr("127.0.0.3") // nobody there
+	}
+	tb := map[peer.ID]netip.Addr{1: lo1}
+	k := probeTicks(len(ta))
+	testutil.Eventually(t, 20*time.Second, "both ends to give the link a's interval", func() error {
+		for range k {
+			a.Probe(ta)
+			b.Probe(tb)
+			time.Sleep(5 * time.Millisecond)
+		}
+		if ga, gb := a.Ticks(2), b.Ticks(1); ga != k || gb != k {
+			return fmt.Errorf("a.Ticks(b) = %d, b.Ticks(a) = %d; want %d", ga, gb, k)
+		}
+		return nil
+	})
+	ra, rb := a.LastReply(2), b.LastReply(1)
+	testutil.Eventually(t, 20*time.Second, "evidence to move at both ends", func() error {
+		for range k {
+			a.Probe(ta)
+			b.Probe(tb)
+			time.Sleep(5 * time.Millisecond)
+		}
+		if !a.LastReply(2).After(ra) || !b.LastReply(1).After(rb) {
+			return fmt.Errorf("LastReply a→b %v (was %v), b→a %v (was %v)", a.LastReply(2), ra, b.LastReply(1), rb)
+		}
+		return nil
+	})
+	if h, _ := a.Sent(); h == 0 {
+		t.Errorf("a sent no hellos")
 	}
 }
 

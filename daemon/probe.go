@@ -69,9 +69,11 @@ const (
 	// not among its targets yet), sends no hellos but answers requests.
 	helloLate = 1500 * time.Millisecond
 	// sentRounds is how many of its own rounds this peer remembers the
-	// send time of, to read echoes (at one round a second, an echo older
-	// than that proves nothing recent anyway).
-	sentRounds = 8
+	// send time of, to read echoes: a link is probed every maxProbeTicks
+	// rounds at most, and the peer's hello echoing one of them may come
+	// that many of its own rounds later (an echo older than that proves
+	// nothing recent anyway).
+	sentRounds = 4 * maxProbeTicks
 	// probeBatch is how many packets one recvmmsg takes; probeTxBatch
 	// how many one sendmmsg gives (a round to more peers takes more).
 	probeBatch   = 64
@@ -79,7 +81,28 @@ const (
 	// probeRcvBuf is the probe socket's receive buffer: a small UDP packet
 	// takes about 1 KiB of it.
 	probeRcvBuf = 4 << 20
+
+	// probeBudget is how many links a peer probes per round at most. Up to
+	// that many it probes each every round (a second); past it, each
+	// every probeTicks rounds, spread over them, so that a peer sends and
+	// receives about probeBudget hellos a second whatever N, up to
+	// maxProbeTicks: at 100 peers every 2 s, at 500 every 10 s, and past
+	// that the cost grows with N again, at a tenth of the rate. A hello
+	// costs both ends a syscall's share and a trip through the kernel
+	// (~20 µs a hello on the test bed, where one kernel does both ends),
+	// and at one a second per link it made the probes O(N) per peer: 99
+	// a second each way at 100 peers, 999 at 1,000, ~2 % of a core and
+	// 114 KB/s per peer, 50 times the gossip at rest. The price is
+	// detection: a link is given downAfter per interval (adjacency.go), 3
+	// s up to 50 peers, 6 s at 100, 30 s from 500 on.
+	probeBudget   = 50
+	maxProbeTicks = 10
 )
+
+// probeTicks is every how many rounds a peer with n links probes each.
+func probeTicks(n int) int {
+	return min(max(1, (n+probeBudget-1)/probeBudget), maxProbeTicks)
+}
 
 // probeMsg is one probe packet.
 type probeMsg struct {
@@ -139,7 +162,12 @@ type prober struct {
 	heard   map[peer.ID]uint64    // the newest round received from each (echoed in hellos)
 	speaks  map[peer.ID]time.Time // the last sign that it speaks hellos (a hello or a marked reply)
 	hellos  map[peer.ID]time.Time // the last hello received from it
-	period  time.Duration         // between the caller's rounds (newProber)
+	// ticks is every how many of its rounds each peer probes us, read
+	// from the round numbers of its packets (probeTicks on its side; 1
+	// for versions that probe every peer every round).
+	ticks  map[peer.ID]int
+	every  int           // every how many rounds this peer probes each link (probeTicks)
+	period time.Duration // between the caller's rounds (newProber)
 
 	sentHellos, sentRequests uint64 // packets sent, for /metrics (Sent)
 	received, reads          uint64 // packets received and the recvmmsg calls that took them (Received)
@@ -206,6 +234,7 @@ func newProber(self peer.ID, host string, port uint16, period time.Duration) (*p
 		seq:   rand.Uint64() >> 2,
 		addrs: map[peer.ID]probed{}, replies: map[peer.ID]time.Time{},
 		heard: map[peer.ID]uint64{}, speaks: map[peer.ID]time.Time{}, hellos: map[peer.ID]time.Time{},
+		ticks: map[peer.ID]int{}, every: 1,
 	}, nil
 }
 
@@ -270,13 +299,13 @@ func (p *prober) receive(m probeMsg, addr netip.Addr, now time.Time) {
 	}
 	switch m.Kind {
 	case probeReq:
-		p.heard[m.From] = m.Seq
+		p.heardLocked(m.From, m.Seq)
 		// A peer that sent hellos and now sends requests went back to an
 		// older version. One that never sent us a hello has not learned
 		// yet that we speak them (our marked reply tells it): two peers
 		// whose rounds run in step each get the other's request after its
 		// reply, and forgetting then kept both on requests for good.
-		if h := p.hellos[m.From]; !h.IsZero() && now.Sub(h) > helloQuiet {
+		if h := p.hellos[m.From]; !h.IsZero() && now.Sub(h) > helloQuiet+p.slackLocked(p.ticks[m.From]) {
 			delete(p.speaks, m.From)
 			delete(p.hellos, m.From)
 		}
@@ -286,11 +315,13 @@ func (p *prober) receive(m probeMsg, addr netip.Addr, now time.Time) {
 			p.speaks[m.From] = now
 		}
 	case probeHello:
-		p.heard[m.From] = m.Seq
+		p.heardLocked(m.From, m.Seq)
 		p.speaks[m.From] = now
 		p.hellos[m.From] = now
 		if at, ok := p.sentAtLocked(m.Echo); ok {
-			ev := at.Add(p.period)
+			// The peer echoes the newest of our rounds it took, and we
+			// send it one every p.every rounds.
+			ev := at.Add(time.Duration(p.every) * p.period)
 			if ev.After(now) {
 				ev = now
 			}
@@ -301,6 +332,39 @@ func (p *prober) receive(m probeMsg, addr netip.Addr, now time.Time) {
 	}
 }
 
+// heardLocked records round seq of peer id (a request or a hello): the
+// newest, echoed in our hellos, and the step from the one before, which
+// says every how many of its rounds it probes us. Requests and a hello of
+// one round share its number; a step of more than maxProbeTicks (lost
+// packets, or a restart: a new random start) says nothing.
+func (p *prober) heardLocked(id peer.ID, seq uint64) {
+	if prev, ok := p.heard[id]; ok && seq > prev && seq-prev <= maxProbeTicks {
+		p.ticks[id] = int(seq - prev)
+	}
+	p.heard[id] = seq
+}
+
+// slackLocked is how much later than every round a link's packets may
+// come when they come every ticks rounds: the timings below were set for
+// one round a second.
+func (p *prober) slackLocked(ticks int) time.Duration {
+	return time.Duration(max(ticks, 1)-1) * p.period
+}
+
+// linkTicksLocked is every how many rounds packets pass on the link to
+// id, the slower of its ends.
+func (p *prober) linkTicksLocked(id peer.ID) int {
+	return max(p.every, p.ticks[id], 1)
+}
+
+// Ticks is every how many rounds the link to id is probed, the slower of
+// its two ends: the adjacency loop gives it that many times downAfter.
+func (p *prober) Ticks(id peer.ID) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.linkTicksLocked(id)
+}
+
 // sentAtLocked is when this peer sent its round seq, if it remembers.
 func (p *prober) sentAtLocked(seq uint64) (time.Time, bool) {
 	r := p.sent[seq%sentRounds]
@@ -308,10 +372,13 @@ func (p *prober) sentAtLocked(seq uint64) (time.Time, bool) {
 }
 
 // Probe reads what came since the last round (drain), then sends one
-// round to each peer (ID → underlay address): a hello to each that speaks
-// them, a request to the others and to those whose hellos are late. It
-// forgets the peers not listed. The caller calls it every period, with no
-// targets too: that is when requests are answered.
+// round to the peers (ID → underlay address) whose turn it is: every peer
+// every round up to probeBudget of them, each every probeTicks rounds
+// past that, spread over the rounds (and a peer just listed at once). It
+// sends a hello to each that speaks them, a request to the others and to
+// those whose hellos are late. It forgets the peers not listed. The
+// caller calls it every period, with no targets too: that is when
+// requests are answered.
 func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 	p.drain()
 	now := time.Now()
@@ -319,12 +386,14 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 	p.seq++
 	seq := p.seq
 	p.sent[seq%sentRounds] = sentRound{seq: seq, at: now}
+	p.every = probeTicks(len(targets))
+	every := uint64(p.every)
 	for id := range p.addrs {
 		if _, ok := targets[id]; !ok {
 			p.forgetLocked(id)
 		}
 	}
-	round := make([]roundTo, 0, len(targets))
+	round := make([]roundTo, 0, len(targets)/p.every+1)
 	for id, a := range targets {
 		a = a.Unmap()
 		t, ok := p.addrs[id]
@@ -335,9 +404,12 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 		if !ok {
 			t = p.probedAt(a)
 			p.addrs[id] = t
+		} else if (seq+uint64(id))%every != 0 {
+			continue // not its turn
 		}
-		hello := !p.speaks[id].IsZero() && now.Sub(p.speaks[id]) <= helloFresh
-		request := !hello || now.Sub(p.hellos[id]) > helloLate
+		slack := p.slackLocked(p.linkTicksLocked(id))
+		hello := !p.speaks[id].IsZero() && now.Sub(p.speaks[id]) <= helloFresh+slack
+		request := !hello || now.Sub(p.hellos[id]) > helloLate+slack
 		round = append(round, roundTo{to: t.to, echo: p.heard[id], hello: hello, request: request})
 		if hello {
 			p.sentHellos++
@@ -427,6 +499,7 @@ func (p *prober) forgetLocked(id peer.ID) {
 	delete(p.heard, id)
 	delete(p.speaks, id)
 	delete(p.hellos, id)
+	delete(p.ticks, id)
 }
 
 // LastReply is when the peer last answered (zero: never): a reply, or a
