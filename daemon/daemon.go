@@ -54,8 +54,10 @@ type Daemon struct {
 	allocUp map[peer.ID]bool
 	liveGen uint64   // the mesh's LivenessGen when syncLiveness last looked
 	last    lastPass // the sync loop's last full pass (sync.go); the sync loop's alone
-	// ownersSaved is when owners.json was last written (sync.go).
+	// ownersSaved is when owners.json was last written (sync.go);
+	// ownersDirty, that the table changed since.
 	ownersSaved time.Time
+	ownersDirty bool
 	// metaSem serialises updateMeta (cap 1: held while it holds a value).
 	// A channel, not a sync.Mutex: the holder waits up to seconds for
 	// memberlist to broadcast, and a goroutine waiting on a channel is

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"log/slog"
 	"maps"
 	"net/netip"
 	"strings"
@@ -224,5 +225,37 @@ func TestSameButSeen(t *testing.T) {
 	delete(b, h3ID)
 	if sameButSeen(a, b) {
 		t.Errorf("an owner went: want different")
+	}
+}
+
+// TestOwnersWritesPaced: owners.json takes the table's first change at
+// once, a change within persistEvery of that write only on a later pass,
+// and then the table as it is by then.
+func TestOwnersWritesPaced(t *testing.T) {
+	d := &Daemon{cfg: Config{DataDir: t.TempDir()}, log: slog.New(slog.DiscardHandler)}
+	h2 := info(h2ID, "h2", "192.168.1.2", peer.Alive, "k2")
+	h3 := info(h3ID, "h3", "192.168.1.3", peer.Alive, "k3")
+	ranges := map[peer.ID][]netip.Prefix{h2ID: pfx("10.40.0.0/14")}
+	onDisk := func() map[peer.ID]ownerInfo {
+		t.Helper()
+		got, err := loadOwners(d.cfg.DataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	d.learnOwners([]peer.Info{h2, h3}, ranges)
+	if got := onDisk(); len(got) != 1 || d.ownersDirty {
+		t.Fatalf("after the first change: file %v, dirty %v; want h2 written", got, d.ownersDirty)
+	}
+	ranges[h3ID] = pfx("10.44.0.0/14") // h3 gets space right after
+	d.learnOwners([]peer.Info{h2, h3}, ranges)
+	if got := onDisk(); len(got) != 1 || !d.ownersDirty {
+		t.Fatalf("a change within persistEvery: file %v, dirty %v; want it pending", got, d.ownersDirty)
+	}
+	d.ownersSaved = d.ownersSaved.Add(-persistEvery) // time passes
+	d.learnOwners([]peer.Info{h2, h3}, ranges)       // a pass with nothing new
+	if got := onDisk(); len(got) != 2 || got[h3ID].WGKey != "k3" || d.ownersDirty {
+		t.Fatalf("a later pass: file %v, dirty %v; want h2 and h3 written", got, d.ownersDirty)
 	}
 }

@@ -283,10 +283,15 @@ func (d *Daemon) sync() {
 		}
 	}
 	d.syncDNSListen()
-	d.rememberSeen(peers)
+	if d.rememberSeen(peers) {
+		clean = false // a new peer to write on the next tick
+	}
 	d.markJoined(peers)
 	if d.kube != nil {
 		d.kube.poke() // membership or the ring changed: Kubernetes mode looks again
+	}
+	if d.ownersDirty {
+		clean = false // owners.json to write on the next tick (learnOwners)
 	}
 	d.last.clean = clean
 }
@@ -460,13 +465,26 @@ func (d *Daemon) learnOwners(peers []peer.Info, ranges map[peer.ID][]netip.Prefi
 	// step would write it at every pass. A change of LastSeen alone is
 	// written at most once a minute.
 	if changed && (!sameButSeen(prev, next) || time.Since(d.ownersSaved) >= lastSeenStep) {
-		if err := saveOwners(d.cfg.DataDir, next); err != nil {
+		d.ownersDirty = true
+	}
+	// A change is written at most persistEvery after the last write: a
+	// mass join changes the table as each peer gets its first space, and
+	// the file is the whole table.
+	if d.ownersDirty && time.Since(d.ownersSaved) >= persistEvery {
+		if err := saveOwners(d.cfg.DataDir, known); err != nil {
 			d.log.Warn("save owners", "err", err)
 		}
-		d.ownersSaved = time.Now()
+		d.ownersSaved, d.ownersDirty = time.Now(), false
 	}
 	return known
 }
+
+// persistEvery is the least time between two writes of a state file that
+// follows membership or the ring (owners.json, targets.json): written at
+// every change, a 100-peer start rewrote each ~100 times per peer, O(N)
+// bytes each time. A change not yet written keeps the sync loop's passes
+// running (sync), so it lands on the next tick.
+const persistEvery = 2 * time.Second
 
 // syncOwnedNames makes this peer's DNS records agree with its allocations:
 // a pod's name lives exactly as long as its allocation.
@@ -565,8 +583,9 @@ func (d *Daemon) syncDNSListen() {
 }
 
 // rememberSeen persists the gossip addresses of alive peers, so a restart
-// without PEER arguments finds the mesh again.
-func (d *Daemon) rememberSeen(peers []peer.Info) {
+// without PEER arguments finds the mesh again. It reports whether a change
+// is left to write (seenDue).
+func (d *Daemon) rememberSeen(peers []peer.Info) (pending bool) {
 	var seen []string
 	for _, p := range peers {
 		if p.ID != d.id.ID && p.State == peer.Alive && p.Addr.IsValid() {
@@ -574,14 +593,14 @@ func (d *Daemon) rememberSeen(peers []peer.Info) {
 		}
 	}
 	if len(seen) == 0 {
-		return
+		return false
 	}
 	slices.Sort(seen)
 	now := time.Now()
 	d.mu.Lock()
 	changed := !slices.Equal(seen, d.targets.Seen)
 	d.targets.Seen = seen
-	save := seenDue(d.seenSaved, seen, d.seenSavedAt, now)
+	save, pending := seenDue(d.seenSaved, seen, d.seenSavedAt, now)
 	if save {
 		d.seenSaved, d.seenSavedAt = seen, now
 	}
@@ -598,6 +617,7 @@ func (d *Daemon) rememberSeen(peers []peer.Info) {
 		// and a peer judged dead in error must not draw push-pulls.
 		d.mesh.SetTargets(d.joinTargets())
 	}
+	return pending && !save
 }
 
 // seenKeep is how long a peer that went down stays in the saved file
@@ -605,22 +625,23 @@ func (d *Daemon) rememberSeen(peers []peer.Info) {
 const seenKeep = time.Minute
 
 // seenDue reports whether the file's list of peers seen (saved at at)
-// must be rewritten with alive (both sorted): at once when alive has a
-// peer the file lacks (a restart must find it), but only seenKeep after
-// the last save when peers merely went down. A dead peer's address costs
-// a restart a refused dial or two until its first pass; rewriting the
-// file at every liveness change cost a 100-peer start ~140 writes per
-// peer, as false deaths came and went.
-func seenDue(saved, alive []string, at, now time.Time) bool {
+// must be rewritten with alive (both sorted) now (due), and whether it
+// must be soon (urgent: the file lacks a peer alive has; a restart must
+// find it). A new peer is written persistEvery after the last save at
+// most (a first save at once), a departure only seenKeep after it. A dead
+// peer's address costs a restart a refused dial or two until its first
+// pass; rewriting the file at every liveness change cost a 100-peer start
+// ~140 writes per peer, as false deaths came and went.
+func seenDue(saved, alive []string, at, now time.Time) (due, urgent bool) {
 	if slices.Equal(saved, alive) {
-		return false
+		return false, false
 	}
 	for _, a := range alive {
 		if _, found := slices.BinarySearch(saved, a); !found {
-			return true
+			return now.Sub(at) >= persistEvery, true
 		}
 	}
-	return now.Sub(at) >= seenKeep
+	return now.Sub(at) >= seenKeep, false
 }
 
 func (d *Daemon) gossipPort() int {
