@@ -12,9 +12,9 @@ package daemon
 // is a send or a wakeup on both sides).
 //
 // The second, between peers that both speak it, halves that, as BFD does:
-// each peer sends every other one hello per second carrying its own round
-// number and the newest round number it received from that peer (the
-// echo), and answers nothing. A hello that echoes a round of ours sent
+// each peer sends every other one hello per second (per few seconds past
+// probeBudget peers) carrying its own round number and the newest round
+// number it received from that peer (the echo), and answers nothing. A hello that echoes a round of ours sent
 // within the last second or so proves the path both ways: ours reached
 // the peer, and its hello reached us. It counts as a reply received at the
 // echoed round's send time plus one period (no later than its arrival),
