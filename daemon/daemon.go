@@ -77,6 +77,7 @@ type Daemon struct {
 	// file, at seenSavedAt (rememberSeen).
 	seenSaved   []string
 	seenSavedAt time.Time
+	seenAddrs   []netip.AddrPort      // targets.Seen as addresses, sorted: what rememberSeen compares
 	owners      map[peer.ID]ownerInfo // what was last known of each ring owner (owners.go)
 	prober      *prober               // nil without the datapath probe (adjacency.go)
 	reconciles  uint64

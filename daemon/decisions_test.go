@@ -225,10 +225,24 @@ func TestUpSince(t *testing.T) {
 		{"b stopped", known, []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Stopped}}, map[peer.ID]time.Time{a: t0}},
 		{"b back", map[peer.ID]time.Time{a: t0}, []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Alive}}, map[peer.ID]time.Time{a: t0, b: now}},
 		{"b forgotten", known, []peer.Info{{ID: a, State: peer.Alive}}, map[peer.ID]time.Time{a: t0}},
+		{"b gone, c up", known, []peer.Info{{ID: a, State: peer.Alive}, {ID: c, State: peer.Alive}}, map[peer.ID]time.Time{a: t0, c: now}},
+		{"b down, c up", known, []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Dead}, {ID: c, State: peer.Alive}}, map[peer.ID]time.Time{a: t0, c: now}},
 	} {
 		if got := upSince(tc.known, tc.peers, now); !maps.Equal(got, tc.want) {
 			t.Errorf("%s: upSince = %v; want %v", tc.name, got, tc.want)
 		}
+	}
+	// The same peers up: known itself, nothing allocated (every pass asks).
+	same := []peer.Info{{ID: a, State: peer.Alive}, {ID: b, State: peer.Alive}, {ID: c, State: peer.Dead}}
+	if allocs := testing.AllocsPerRun(20, func() { upSince(known, same, now) }); allocs != 0 {
+		t.Errorf("upSince of the same peers up: %.0f allocations; want 0", allocs)
+	}
+	up := map[peer.ID]bool{a: true, b: true, c: false}
+	if allocs := testing.AllocsPerRun(20, func() { upStates(up, same) }); allocs != 0 {
+		t.Errorf("upStates of the same states: %.0f allocations; want 0", allocs)
+	}
+	if got := upStates(up, same[:2]); !maps.Equal(got, map[peer.ID]bool{a: true, b: true}) {
+		t.Errorf("upStates with c forgotten = %v", got)
 	}
 }
 

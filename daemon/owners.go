@@ -54,20 +54,23 @@ const lastSeenStep = time.Minute
 // others, and nothing of peers that own no space. changed is false when
 // only LastSeen moved by less than lastSeenStep, so a caller persists the
 // table only on a real change.
+//
+// It runs at every sync pass, and the table rarely changes: it allocates
+// a new one only when it does.
 func learnOwners(known map[peer.ID]ownerInfo, self peer.ID, ranges map[peer.ID][]netip.Prefix, peers []peer.Info) (next map[peer.ID]ownerInfo, changed bool) {
-	byID := make(map[peer.ID]peer.Info, len(peers))
-	for _, p := range peers {
+	byID := make(map[peer.ID]int, len(peers)) // index in peers
+	for i, p := range peers {
 		if p.ID != 0 {
-			byID[p.ID] = p
+			byID[p.ID] = i
 		}
 	}
-	next = make(map[peer.ID]ownerInfo, len(ranges))
-	for id, rs := range ranges {
-		if id == self || id == 0 || len(rs) == 0 {
-			continue
-		}
+	learn := func(id peer.ID) (ownerInfo, bool) {
 		old, had := known[id]
-		p, ok := byID[id]
+		i, ok := byID[id]
+		var p peer.Info
+		if ok {
+			p = peers[i]
+		}
 		switch {
 		case ok && p.State.Up() && p.Addr.IsValid():
 			info := fillFrom(infoOf(p), old)
@@ -75,11 +78,40 @@ func learnOwners(known map[peer.ID]ownerInfo, self peer.ID, ranges map[peer.ID][
 			if p.LastSeen.Sub(old.LastSeen) >= lastSeenStep || !had {
 				info.LastSeen = p.LastSeen.Truncate(time.Second)
 			}
-			next[id] = info
+			return info, true
 		case had:
-			next[id] = old
+			return old, true
 		case ok && p.Addr.IsValid():
-			next[id] = infoOf(p) // down, but gossip still has its last meta
+			return infoOf(p), true // down, but gossip still has its last meta
+		}
+		return ownerInfo{}, false
+	}
+	owner := func(id peer.ID, rs []netip.Prefix) bool { return id != self && id != 0 && len(rs) > 0 }
+	same, n := true, 0
+	for id, rs := range ranges {
+		if !owner(id, rs) {
+			continue
+		}
+		info, ok := learn(id)
+		if !ok {
+			continue
+		}
+		n++
+		if old, had := known[id]; !had || old != info {
+			same = false
+			break
+		}
+	}
+	if same && n == len(known) {
+		return known, false
+	}
+	next = make(map[peer.ID]ownerInfo, len(ranges))
+	for id, rs := range ranges {
+		if !owner(id, rs) {
+			continue
+		}
+		if info, ok := learn(id); ok {
+			next[id] = info
 		}
 	}
 	return next, !maps.Equal(next, known)

@@ -129,6 +129,10 @@ func TestLearnOwners(t *testing.T) {
 	if _, changed := learnOwners(known, selfID, ranges, later); !changed {
 		t.Errorf("a 2 min LastSeen move not reported")
 	}
+	// An unchanged table is not built again (every sync pass asks).
+	if allocs := testing.AllocsPerRun(20, func() { learnOwners(known, selfID, ranges, up) }); allocs > 0 {
+		t.Errorf("learnOwners of an unchanged table: %.0f allocations; want none (the small index of peers stays on the stack)", allocs)
+	}
 	// h3 goes down and comes back with a new key while down in our view:
 	// the table keeps the last key learned while it was up.
 	down := []peer.Info{up[0], up[1], info(h3ID, "h3", "192.168.1.3", peer.Dead, "k3-new")}

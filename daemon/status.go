@@ -20,7 +20,7 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 	for _, p := range peers {
 		names[p.ID] = p.Name
 	}
-	up := upStates(peers) // Peers lists this peer first, alive
+	up := upStates(nil, peers) // Peers lists this peer first, alive
 	st := &client.Status{
 		Name:          d.id.Name,
 		ID:            d.id.ID.String(),

@@ -122,7 +122,7 @@ func (d *Daemon) handLiveness(peers []peer.Info) {
 	d.upSince = upSince(d.upSince, peers, now)
 	d.relayedAtDown = relayedAtDown(d.relayedAtDown, d.allocUp, peers, d.id.ID, d.links, d.reports, now)
 	d.mu.Unlock()
-	d.allocUp = upStates(peers)
+	d.allocUp = upStates(d.allocUp, peers)
 }
 
 // relayedAtDown keeps, for each peer that is down, whether its link with
@@ -154,8 +154,12 @@ func relayedAtDown(known map[peer.ID]bool, wasUp map[peer.ID]bool, peers []peer.
 	return out
 }
 
-// upStates maps each peer to whether it is up.
-func upStates(peers []peer.Info) map[peer.ID]bool {
+// upStates maps each peer to whether it is up: known itself when that
+// says the same (it is read at every pass, and rarely changes).
+func upStates(known map[peer.ID]bool, peers []peer.Info) map[peer.ID]bool {
+	if known != nil && !livenessChanged(known, peers) && len(known) == len(peers) {
+		return known
+	}
 	m := make(map[peer.ID]bool, len(peers))
 	for _, p := range peers {
 		m[p.ID] = p.State.Up()
@@ -165,7 +169,22 @@ func upStates(peers []peer.Info) map[peer.ID]bool {
 
 // upSince maps each peer up in peers to when it came up: its time in
 // known if it was up there too, else now. Peers not up are left out.
+// known itself is returned when that says the same.
 func upSince(known map[peer.ID]time.Time, peers []peer.Info, now time.Time) map[peer.ID]time.Time {
+	up := 0
+	for _, p := range peers {
+		if !p.State.Up() {
+			continue
+		}
+		up++
+		if _, ok := known[p.ID]; !ok {
+			up = -1
+			break
+		}
+	}
+	if up == len(known) && known != nil {
+		return known
+	}
 	m := make(map[peer.ID]time.Time, len(peers))
 	for _, p := range peers {
 		if !p.State.Up() {
@@ -586,19 +605,29 @@ func (d *Daemon) syncDNSListen() {
 // without PEER arguments finds the mesh again. It reports whether a change
 // is left to write (seenDue).
 func (d *Daemon) rememberSeen(peers []peer.Info) (pending bool) {
-	var seen []string
+	port := uint16(d.gossipPort())
+	var addrs []netip.AddrPort
 	for _, p := range peers {
 		if p.ID != d.id.ID && p.State == peer.Alive && p.Addr.IsValid() {
-			seen = append(seen, netip.AddrPortFrom(p.Addr, uint16(d.gossipPort())).String())
+			addrs = append(addrs, netip.AddrPortFrom(p.Addr, port))
 		}
 	}
-	if len(seen) == 0 {
+	if len(addrs) == 0 {
 		return false
 	}
-	slices.Sort(seen)
+	slices.SortFunc(addrs, netip.AddrPort.Compare)
 	now := time.Now()
 	d.mu.Lock()
-	changed := !slices.Equal(seen, d.targets.Seen)
+	seen := d.targets.Seen
+	changed := !slices.Equal(addrs, d.seenAddrs)
+	if changed { // the strings only for a new set: this runs at every pass
+		seen = make([]string, len(addrs))
+		for i, a := range addrs {
+			seen[i] = a.String()
+		}
+		slices.Sort(seen)
+		d.seenAddrs = addrs
+	}
 	d.targets.Seen = seen
 	save, pending := seenDue(d.seenSaved, seen, d.seenSavedAt, now)
 	if save {
