@@ -1,12 +1,13 @@
 // Package kube is weft's side of the Kubernetes API: it loads the client
 // configuration (a kubeconfig file, or the pod's service account), keeps
 // the cluster's Nodes in a shared informer (over a client of just the
-// kinds it reads: api.go), sets the NetworkUnavailable
-// condition of this peer's Node, and, for NetworkPolicy (Config.Policy),
-// keeps Pods, Namespaces and NetworkPolicies in informers too. It hands
-// the daemon plain snapshots (Node: name, InternalIP, Ready, created; PolicyView: pods, namespaces, policies already
-// converted by policy.Convert) and change signals; client-go types stop
-// here. It does not know gossip, ipam or the datapath, and decides
+// kinds it reads: api.go), sets the NetworkUnavailable condition of this
+// peer's Node, and, for NetworkPolicy (Config.Policy), keeps Pods,
+// Namespaces and NetworkPolicies in informers too. It hands the daemon
+// plain snapshots (Node: name, InternalIP, Ready, created; PolicyView:
+// pods, namespaces, policies already converted by policy.Convert) and
+// change signals; client-go types stop here. It does not know gossip,
+// ipam or the datapath, and decides
 // nothing: which peers to join or reclaim, and what a policy means, are
 // the daemon's and policy's business.
 //

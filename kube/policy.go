@@ -1,8 +1,9 @@
 package kube
 
 // The NetworkPolicy informers: Pods, Namespaces and NetworkPolicies, made
-// like the Node informer (one connection pool, one transform), started only when Config.Policy is set. Like Nodes, every
-// object is trimmed before it enters the cache to what policy reads:
+// like the Node informer (one connection pool, one transform), started
+// only when Config.Policy is set. Like Nodes, every object is trimmed
+// before it enters the cache to what policy reads:
 //
 //   - a Pod to its name, namespace, labels, nodeName, hostNetwork, named
 //     container ports, podIPs, phase, creation and deletion times (no
@@ -174,17 +175,6 @@ func (c *Client) PolicyView() (PolicyView, bool) {
 // them and the function that waits for their first sync.
 func (c *Client) policyInformers() ([]cache.SharedIndexInformer, func(ctx context.Context) bool, error) {
 	pc := &c.policy
-	var infs []cache.SharedIndexInformer
-	for _, k := range []struct {
-		resource string
-		example  runtime.Object
-	}{{resPods, &corev1.Pod{}}, {resNamespaces, &corev1.Namespace{}}, {resNetworkPolicies, &networkingv1.NetworkPolicy{}}} {
-		inf, err := c.informer(k.resource, k.example)
-		if err != nil {
-			return nil, nil, err
-		}
-		infs = append(infs, inf)
-	}
 	changedIf := func(same func(old, cur any) bool) cache.ResourceEventHandler {
 		return cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(any) { pc.bump() },
@@ -196,24 +186,35 @@ func (c *Client) policyInformers() ([]cache.SharedIndexInformer, func(ctx contex
 			},
 		}
 	}
+	var infs []cache.SharedIndexInformer
 	var regs []cache.ResourceEventHandlerRegistration
-	for _, h := range []struct {
-		inf  cache.SharedIndexInformer
-		same func(old, cur any) bool
-	}{
-		{infs[0], samePod},
-		{infs[1], sameNamespace},
-		{infs[2], samePolicy},
-	} {
-		reg, err := h.inf.AddEventHandler(changedIf(h.same))
+	watch := func(resource string, example runtime.Object, same func(old, cur any) bool) (cache.Indexer, error) {
+		inf, err := c.informer(resource, example)
 		if err != nil {
-			return nil, nil, fmt.Errorf("policy informers: %w", err)
+			return nil, err
 		}
-		regs = append(regs, reg)
+		reg, err := inf.AddEventHandler(changedIf(same))
+		if err != nil {
+			return nil, fmt.Errorf("policy informers: %w", err)
+		}
+		infs, regs = append(infs, inf), append(regs, reg)
+		return inf.GetIndexer(), nil
 	}
-	podLister := listersv1.NewPodLister(infs[0].GetIndexer())
-	nsLister := listersv1.NewNamespaceLister(infs[1].GetIndexer())
-	npLister := listersnetv1.NewNetworkPolicyLister(infs[2].GetIndexer())
+	pods, err := watch(resPods, &corev1.Pod{}, samePod)
+	if err != nil {
+		return nil, nil, err
+	}
+	namespaces, err := watch(resNamespaces, &corev1.Namespace{}, sameNamespace)
+	if err != nil {
+		return nil, nil, err
+	}
+	policies, err := watch(resNetworkPolicies, &networkingv1.NetworkPolicy{}, samePolicy)
+	if err != nil {
+		return nil, nil, err
+	}
+	podLister := listersv1.NewPodLister(pods)
+	nsLister := listersv1.NewNamespaceLister(namespaces)
+	npLister := listersnetv1.NewNetworkPolicyLister(policies)
 	return infs, func(ctx context.Context) bool {
 		synced := make([]cache.InformerSynced, len(regs))
 		for i, r := range regs {
