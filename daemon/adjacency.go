@@ -12,7 +12,8 @@ package daemon
 // The measurement, per peer:
 //   - A UDP probe every second from our underlay address to the peer's
 //     (port --probe-port, 6785; past probeBudget peers, every few
-//     seconds, probe.go), answered by the peer; between peers of
+//     seconds unless the link carries traffic, probe.go), answered by
+//     the peer; between peers of
 //     this version, a hello each way instead, echoing the other's last
 //     round (probe.go). Same addresses as the tunnel (WireGuard, VXLAN)
 //     or the direct route, so what blocks them at L3 blocks the probe: an
@@ -147,6 +148,33 @@ func unreachable(links map[peer.ID]linkState) []peer.ID {
 	return out
 }
 
+// activeBytes is how many bytes a WireGuard peer must have carried, both
+// ways, between two readings of the device (statsEvery apart) for its
+// link to count as carrying traffic: more than persistent keepalives
+// (32 bytes every 25 s on an idle link) and handshakes (240 bytes every
+// 2 min) account for.
+const activeBytes = 1024
+
+// activeLinks lists the peers whose WireGuard traffic grew by activeBytes
+// or more from the reading prev to cur: their links are probed every
+// round whatever the probe budget (prober.Probe), so that a break of a
+// link pods use is seen in downAfter at any mesh size. The others (and
+// every link of the vxlan and direct transports, which have no per-peer
+// counters) are probed within the budget.
+func activeLinks(prev, cur map[peer.ID]router.PeerStats) map[peer.ID]bool {
+	out := map[peer.ID]bool{}
+	for id, c := range cur {
+		p, ok := prev[id]
+		if !ok || c.RxBytes < p.RxBytes || c.TxBytes < p.TxBytes {
+			continue // new, or counters reset (the peer re-added): next reading
+		}
+		if (c.RxBytes-p.RxBytes)+(c.TxBytes-p.TxBytes) >= activeBytes {
+			out[id] = true
+		}
+	}
+	return out
+}
+
 // publishedUnreachable is what goes into gossip: the first
 // gossip.MaxUnreachable by ID (the wire form is bounded; the others are
 // taken as direct by the peers that read it, while this peer's own routes
@@ -168,12 +196,18 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 	// (probe.go), so the probes must not wait for it.
 	var stats atomic.Pointer[map[peer.ID]router.PeerStats]
 	stats.Store(&map[peer.ID]router.PeerStats{})
+	var active atomic.Pointer[map[peer.ID]bool] // links that carry traffic (activeLinks)
+	active.Store(&map[peer.ID]bool{})
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {
+		var prev map[peer.ID]router.PeerStats
 		for {
 			st := d.router.Stats()
 			stats.Store(&st)
+			act := activeLinks(prev, st)
+			active.Store(&act)
+			prev = st
 			select {
 			case <-ctx.Done():
 				return
@@ -194,7 +228,7 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 		if now := time.Now(); now.Sub(sent) > 2*probeEvery {
 			probingSince = now // we fell behind: the silence until now is ours
 		}
-		pr.Probe(targets)
+		pr.Probe(targets, *active.Load())
 		sent = time.Now()
 		now := sent
 		d.mu.Lock()

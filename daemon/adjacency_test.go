@@ -17,6 +17,7 @@ import (
 	"github.com/weftmesh/weft/api/client"
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/peer"
+	"github.com/weftmesh/weft/router"
 )
 
 // TestStepLink plays a link's history, one observation a second, and
@@ -174,6 +175,28 @@ func TestStepLink(t *testing.T) {
 	})
 }
 
+// TestActiveLinks: a link carries traffic when its WireGuard counters grew
+// by activeBytes between two readings; keepalives and handshakes on an
+// idle link do not make it so, nor does a peer first seen or one whose
+// counters went back (re-added).
+func TestActiveLinks(t *testing.T) {
+	st := func(rx, tx int64) router.PeerStats { return router.PeerStats{RxBytes: rx, TxBytes: tx} }
+	prev := map[peer.ID]router.PeerStats{2: st(1000, 1000), 3: st(1000, 1000), 4: st(1000, 1000), 5: st(5000, 5000)}
+	cur := map[peer.ID]router.PeerStats{
+		2: st(1000+600, 1000+600), // 1,200 bytes both ways: traffic
+		3: st(1000+32, 1000+32),   // a keepalive each way
+		4: st(1000, 1000+activeBytes),
+		5: st(10, 10),       // counters reset
+		6: st(90000, 90000), // new
+	}
+	if diff := cmp.Diff(map[peer.ID]bool{2: true, 4: true}, activeLinks(prev, cur)); diff != "" {
+		t.Errorf("activeLinks (-want +got):\n%s", diff)
+	}
+	if got := activeLinks(nil, cur); len(got) != 0 {
+		t.Errorf("activeLinks of a first reading = %v; want none", got)
+	}
+}
+
 // TestProbeTicks: a peer probes each link every round up to probeBudget
 // links, and past that spreads them so that a round carries about
 // probeBudget, up to maxProbeTicks rounds apart.
@@ -204,7 +227,7 @@ func TestProberBudget(t *testing.T) {
 	}
 	round := func() int { // requests sent (none of them answers)
 		_, r0 := a.Sent()
-		a.Probe(targets)
+		a.Probe(targets, nil)
 		_, r1 := a.Sent()
 		return int(r1 - r0)
 	}
@@ -223,6 +246,36 @@ func TestProberBudget(t *testing.T) {
 			t.Errorf("%d rounds in a row sent %v requests; want %d in all, about %d each", k, rounds, n, n/k)
 		}
 	}
+	// Links that carry traffic are probed every round; the budget spreads
+	// the idle ones.
+	active := map[peer.ID]bool{}
+	for id := range peer.ID(probeBudget / 2) {
+		active[id+2] = true
+	}
+	idle := n - len(active)
+	ki := probeTicks(idle)
+	a.Probe(targets, active) // the spread changes with the idle count: settle
+	for range 2 {
+		var rounds []int
+		sum := 0
+		for range ki {
+			_, r0 := a.Sent()
+			a.Probe(targets, active)
+			_, r1 := a.Sent()
+			rounds = append(rounds, int(r1-r0))
+			sum += int(r1 - r0)
+		}
+		if sum != idle+ki*len(active) || slices.Min(rounds) < len(active) {
+			t.Errorf("%d rounds with %d active links sent %v requests; want %d in all, %d active ones each round", ki, len(active), rounds, idle+ki*len(active), len(active))
+		}
+	}
+	a.mu.Lock()
+	own, link := a.ownTicksLocked(2), a.linkTicksLocked(2)
+	a.mu.Unlock()
+	if own != 1 || link != 1 {
+		t.Errorf("an active link probed every %d rounds, given %d; want 1 and 1 (its peer sent nothing)", own, link)
+	}
+
 	// Past maxProbeTicks·probeBudget links, the rounds carry more.
 	if got := probeTicks(2 * maxProbeTicks * probeBudget); got != maxProbeTicks {
 		t.Errorf("probeTicks(%d) = %d; want %d", 2*maxProbeTicks*probeBudget, got, maxProbeTicks)
@@ -244,8 +297,8 @@ func TestProberLinkTicks(t *testing.T) {
 	k := probeTicks(len(ta))
 	testutil.Eventually(t, 20*time.Second, "both ends to give the link a's interval", func() error {
 		for range k {
-			a.Probe(ta)
-			b.Probe(tb)
+			a.Probe(ta, nil)
+			b.Probe(tb, nil)
 			time.Sleep(5 * time.Millisecond)
 		}
 		if ga, gb := a.Ticks(2), b.Ticks(1); ga != k || gb != k {
@@ -256,8 +309,8 @@ func TestProberLinkTicks(t *testing.T) {
 	ra, rb := a.LastReply(2), b.LastReply(1)
 	testutil.Eventually(t, 20*time.Second, "evidence to move at both ends", func() error {
 		for range k {
-			a.Probe(ta)
-			b.Probe(tb)
+			a.Probe(ta, nil)
+			b.Probe(tb, nil)
 			time.Sleep(5 * time.Millisecond)
 		}
 		if !a.LastReply(2).After(ra) || !b.LastReply(1).After(rb) {
@@ -293,12 +346,12 @@ func TestProber(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no reply from b within 10 s")
 		}
-		a.Probe(map[peer.ID]netip.Addr{2: lo2})
+		a.Probe(map[peer.ID]netip.Addr{2: lo2}, nil)
 		time.Sleep(50 * time.Millisecond)
 	}
 	// Peer 2 moved: what it answered at its old address no longer
 	// counts, nor do answers from there.
-	a.Probe(map[peer.ID]netip.Addr{2: netip.MustParseAddr("127.0.0.3")})
+	a.Probe(map[peer.ID]netip.Addr{2: netip.MustParseAddr("127.0.0.3")}, nil)
 	if got := a.LastReply(2); !got.IsZero() {
 		t.Errorf("LastReply(2) = %v after peer 2 moved to an address that does not answer; want zero", got)
 	}
@@ -388,7 +441,7 @@ func answering(t *testing.T, p *prober) {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				p.Probe(nil)
+				p.Probe(nil, nil)
 			}
 		}
 	}()
@@ -420,8 +473,8 @@ func TestProberHellos(t *testing.T) {
 		ha0, ra0 = count(a)
 		hb0, rb0 = count(b)
 		for range 5 {
-			a.Probe(ta)
-			b.Probe(tb)
+			a.Probe(ta, nil)
+			b.Probe(tb, nil)
 			time.Sleep(20 * time.Millisecond)
 		}
 		ha, ra := count(a)
@@ -431,8 +484,8 @@ func TestProberHellos(t *testing.T) {
 	// On hellos alone, each round is answered.
 	before := a.LastReply(2)
 	testutil.Eventually(t, 10*time.Second, "a hello to answer a's round", func() error {
-		a.Probe(ta)
-		b.Probe(tb)
+		a.Probe(ta, nil)
+		b.Probe(tb, nil)
 		if !a.LastReply(2).After(before) || b.LastReply(1).IsZero() {
 			return fmt.Errorf("LastReply a→b %v (before %v), b→a %v", a.LastReply(2), before, b.LastReply(1))
 		}
@@ -460,7 +513,7 @@ func TestProberHellos(t *testing.T) {
 		t.Fatalf("a does not remember its round %d that b took last", stuck)
 	}
 	for range 10 {
-		a.Probe(ta)
+		a.Probe(ta, nil)
 		b.mu.Lock()
 		b.seq++
 		msg := probeMsg{Kind: probeHello, From: 2, Seq: b.seq, Echo: b.heard[1]}.append(nil)
@@ -520,7 +573,7 @@ func TestProberPeerNotProbing(t *testing.T) {
 	ta := map[peer.ID]netip.Addr{2: lo2}
 	for round := range 10 {
 		before := a.LastReply(2)
-		a.Probe(ta)
+		a.Probe(ta, nil)
 		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("an answer to round %d", round), func() error {
 			a.drain() // what a's next round would read first
 			if !a.LastReply(2).After(before) {
@@ -582,8 +635,8 @@ func TestProberOldPeer(t *testing.T) {
 	ta := map[peer.ID]netip.Addr{2: lo2}
 	// Settle a and b on hellos.
 	testutil.Eventually(t, 20*time.Second, "a to speak hellos to b", func() error {
-		a.Probe(ta)
-		b.Probe(map[peer.ID]netip.Addr{1: netip.MustParseAddr("127.0.0.1")})
+		a.Probe(ta, nil)
+		b.Probe(map[peer.ID]netip.Addr{1: netip.MustParseAddr("127.0.0.1")}, nil)
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		if a.hellos[2].IsZero() || a.speaks[2].IsZero() {
@@ -607,7 +660,7 @@ func TestProberOldPeer(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "a to probe the old peer with requests, answered", func() error {
 		before := a.LastReply(2)
 		h0, _ := a.Sent()
-		a.Probe(ta)
+		a.Probe(ta, nil)
 		time.Sleep(20 * time.Millisecond)
 		a.drain()
 		h1, _ := a.Sent()
@@ -621,7 +674,7 @@ func TestProberOldPeer(t *testing.T) {
 	})
 	n := dropped.Load()
 	for range 3 {
-		a.Probe(ta)
+		a.Probe(ta, nil)
 	}
 	time.Sleep(50 * time.Millisecond)
 	if d := dropped.Load() - n; d != 0 {
@@ -662,7 +715,7 @@ func BenchmarkProbeRound(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		a.Probe(targets)
+		a.Probe(targets, nil)
 	}
 	if h, r := a.Sent(); h == 0 || r != 0 {
 		b.Fatalf("sent %d hellos, %d requests; want hellos only", h, r)
@@ -680,7 +733,7 @@ func TestProbeRoundSkipsFailedPacket(t *testing.T) {
 	}
 	buf := make([]byte, 64)
 	for round := range 10 { // the round's order follows the map's
-		a.Probe(targets)
+		a.Probe(targets, nil)
 		for range 2 { // peers 3 and 5
 			if err := rx.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
 				t.Fatal(err)
@@ -723,7 +776,7 @@ func TestProberReadsInBatches(t *testing.T) {
 	a, b, lo2 := probePair(t)
 	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.port)
 	targets := map[peer.ID]netip.Addr{2: lo2}
-	a.Probe(targets)
+	a.Probe(targets, nil)
 	// 100 hellos over 100 ms: all wait for a's next round.
 	for seq := range uint64(100) {
 		msg := probeMsg{Kind: probeHello, From: 2, Seq: seq + 1}.append(nil)
@@ -740,7 +793,7 @@ func TestProberReadsInBatches(t *testing.T) {
 		t.Errorf("a took hello %d before its round", early)
 	}
 	packets0, reads0 := a.Received()
-	a.Probe(targets)
+	a.Probe(targets, nil)
 	packets, reads := a.Received()
 	a.mu.Lock()
 	heard := a.heard[2]
@@ -766,7 +819,7 @@ func TestProberReadsInBatches(t *testing.T) {
 		}
 	}
 	time.Sleep(50 * time.Millisecond)
-	a.Probe(nil)
+	a.Probe(nil, nil)
 	got := map[uint64]bool{}
 	buf := make([]byte, 64)
 	for len(got) < burst {

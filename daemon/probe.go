@@ -94,7 +94,9 @@ const (
 	// a second each way at 100 peers, 999 at 1,000, ~2 % of a core and
 	// 114 KB/s per peer, 50 times the gossip at rest. The price is
 	// detection: a link is given downAfter per interval (adjacency.go), 3
-	// s up to 50 peers, 6 s at 100, 30 s from 500 on.
+	// s up to 50 peers, 6 s at 100, 30 s from 500 on; but not on a link
+	// that carries traffic (WireGuard counters: activeLinks), which is
+	// probed every round whatever N, so that pods see a break in 3 s.
 	probeBudget   = 50
 	maxProbeTicks = 10
 )
@@ -166,8 +168,9 @@ type prober struct {
 	// from the round numbers of its packets (probeTicks on its side; 1
 	// for versions that probe every peer every round).
 	ticks  map[peer.ID]int
-	every  int           // every how many rounds this peer probes each link (probeTicks)
-	period time.Duration // between the caller's rounds (newProber)
+	every  int              // every how many rounds this peer probes an idle link (probeTicks)
+	active map[peer.ID]bool // links probed every round (Probe's active)
+	period time.Duration    // between the caller's rounds (newProber)
 
 	sentHellos, sentRequests uint64 // packets sent, for /metrics (Sent)
 	received, reads          uint64 // packets received and the recvmmsg calls that took them (Received)
@@ -320,8 +323,8 @@ func (p *prober) receive(m probeMsg, addr netip.Addr, now time.Time) {
 		p.hellos[m.From] = now
 		if at, ok := p.sentAtLocked(m.Echo); ok {
 			// The peer echoes the newest of our rounds it took, and we
-			// send it one every p.every rounds.
-			ev := at.Add(time.Duration(p.every) * p.period)
+			// send it one every ownTicksLocked rounds.
+			ev := at.Add(time.Duration(p.ownTicksLocked(m.From)) * p.period)
 			if ev.After(now) {
 				ev = now
 			}
@@ -351,10 +354,18 @@ func (p *prober) slackLocked(ticks int) time.Duration {
 	return time.Duration(max(ticks, 1)-1) * p.period
 }
 
+// ownTicksLocked is every how many rounds this peer probes id.
+func (p *prober) ownTicksLocked(id peer.ID) int {
+	if p.active[id] {
+		return 1
+	}
+	return max(p.every, 1)
+}
+
 // linkTicksLocked is every how many rounds packets pass on the link to
 // id, the slower of its ends.
 func (p *prober) linkTicksLocked(id peer.ID) int {
-	return max(p.every, p.ticks[id], 1)
+	return max(p.ownTicksLocked(id), p.ticks[id], 1)
 }
 
 // Ticks is every how many rounds the link to id is probed, the slower of
@@ -372,21 +383,28 @@ func (p *prober) sentAtLocked(seq uint64) (time.Time, bool) {
 }
 
 // Probe reads what came since the last round (drain), then sends one
-// round to the peers (ID → underlay address) whose turn it is: every peer
+// round to the peers (ID → underlay address) whose turn it is: the
+// active ones (links that carry traffic) every round, and the others
 // every round up to probeBudget of them, each every probeTicks rounds
 // past that, spread over the rounds (and a peer just listed at once). It
 // sends a hello to each that speaks them, a request to the others and to
 // those whose hellos are late. It forgets the peers not listed. The
 // caller calls it every period, with no targets too: that is when
 // requests are answered.
-func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
+func (p *prober) Probe(targets map[peer.ID]netip.Addr, active map[peer.ID]bool) {
 	p.drain()
 	now := time.Now()
 	p.mu.Lock()
 	p.seq++
 	seq := p.seq
 	p.sent[seq%sentRounds] = sentRound{seq: seq, at: now}
-	p.every = probeTicks(len(targets))
+	idle := len(targets)
+	for id := range active {
+		if _, ok := targets[id]; ok {
+			idle--
+		}
+	}
+	p.every, p.active = probeTicks(idle), active
 	every := uint64(p.every)
 	for id := range p.addrs {
 		if _, ok := targets[id]; !ok {
@@ -404,7 +422,7 @@ func (p *prober) Probe(targets map[peer.ID]netip.Addr) {
 		if !ok {
 			t = p.probedAt(a)
 			p.addrs[id] = t
-		} else if (seq+uint64(id))%every != 0 {
+		} else if !active[id] && (seq+uint64(id))%every != 0 {
 			continue // not its turn
 		}
 		slack := p.slackLocked(p.linkTicksLocked(id))
