@@ -282,6 +282,30 @@ func TestProberBudget(t *testing.T) {
 	}
 }
 
+// TestHeardSteps: every how many rounds a peer probes us is read from
+// the round numbers of its packets, the smaller of the last two steps: a
+// lost packet or a break does not stretch it, two steps of k in a row
+// do, and a restart (a new random start) says nothing.
+func TestHeardSteps(t *testing.T) {
+	p := &prober{heard: map[peer.ID]uint64{}, ticks: map[peer.ID]int{}, steps: map[peer.ID]int{}, every: 1}
+	for _, tc := range []struct {
+		seq  uint64
+		want int
+	}{
+		{100, 1}, {101, 1}, {101, 1}, // a request and a hello of one round
+		{103, 1},           // a lost packet
+		{104, 1}, {114, 1}, // a 10-round break
+		{115, 1}, {118, 1}, {121, 3}, {124, 3}, // the peer went to every 3 rounds
+		{126, 2}, {127, 1}, // and back
+		{1 << 40, 1}, {5, 1}, // restarts: new random starts
+	} {
+		p.heardLocked(2, tc.seq)
+		if got := max(p.ticks[2], 1); got != tc.want {
+			t.Fatalf("after round %d: %d rounds; want %d", tc.seq, got, tc.want)
+		}
+	}
+}
+
 // TestProberLinkTicks: a peer with few links probes every round a peer
 // that probes it every probeTicks rounds; each end gives the link the
 // slower end's interval (read by the fast end from the slow end's round

@@ -168,6 +168,7 @@ type prober struct {
 	// from the round numbers of its packets (probeTicks on its side; 1
 	// for versions that probe every peer every round).
 	ticks  map[peer.ID]int
+	steps  map[peer.ID]int  // the last step of each peer's round numbers (heardLocked)
 	every  int              // every how many rounds this peer probes an idle link (probeTicks)
 	active map[peer.ID]bool // links probed every round (Probe's active)
 	period time.Duration    // between the caller's rounds (newProber)
@@ -237,7 +238,7 @@ func newProber(self peer.ID, host string, port uint16, period time.Duration) (*p
 		seq:   rand.Uint64() >> 2,
 		addrs: map[peer.ID]probed{}, replies: map[peer.ID]time.Time{},
 		heard: map[peer.ID]uint64{}, speaks: map[peer.ID]time.Time{}, hellos: map[peer.ID]time.Time{},
-		ticks: map[peer.ID]int{}, every: 1,
+		ticks: map[peer.ID]int{}, steps: map[peer.ID]int{}, every: 1,
 	}, nil
 }
 
@@ -337,12 +338,16 @@ func (p *prober) receive(m probeMsg, addr netip.Addr, now time.Time) {
 
 // heardLocked records round seq of peer id (a request or a hello): the
 // newest, echoed in our hellos, and the step from the one before, which
-// says every how many of its rounds it probes us. Requests and a hello of
-// one round share its number; a step of more than maxProbeTicks (lost
-// packets, or a restart: a new random start) says nothing.
+// says every how many of its rounds it probes us: the smaller of the last
+// two steps, so that a lost packet (one step twice as long) or the first
+// packet after a break does not stretch the link's allowance. Requests
+// and a hello of one round share its number; a step of more than
+// maxProbeTicks (a restart: a new random start) says nothing.
 func (p *prober) heardLocked(id peer.ID, seq uint64) {
 	if prev, ok := p.heard[id]; ok && seq > prev && seq-prev <= maxProbeTicks {
-		p.ticks[id] = int(seq - prev)
+		step := int(seq - prev)
+		p.ticks[id] = min(step, max(p.steps[id], 1))
+		p.steps[id] = step
 	}
 	p.heard[id] = seq
 }
@@ -518,6 +523,7 @@ func (p *prober) forgetLocked(id peer.ID) {
 	delete(p.speaks, id)
 	delete(p.hellos, id)
 	delete(p.ticks, id)
+	delete(p.steps, id)
 }
 
 // LastReply is when the peer last answered (zero: never): a reply, or a
