@@ -194,20 +194,20 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 	// The WireGuard reading runs beside the loop: it may wait for a
 	// reconcile in progress, and the peers judge our link by our hellos
 	// (probe.go), so the probes must not wait for it.
-	var stats atomic.Pointer[map[peer.ID]router.PeerStats]
-	stats.Store(&map[peer.ID]router.PeerStats{})
-	var active atomic.Pointer[map[peer.ID]bool] // links that carry traffic (activeLinks)
-	active.Store(&map[peer.ID]bool{})
+	// One reading: the counters, and the links that carried traffic
+	// since the reading before (activeLinks).
+	type reading struct {
+		stats  map[peer.ID]router.PeerStats
+		active map[peer.ID]bool
+	}
+	var last atomic.Pointer[reading]
+	last.Store(&reading{})
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {
-		var prev map[peer.ID]router.PeerStats
 		for {
 			st := d.router.Stats()
-			stats.Store(&st)
-			act := activeLinks(prev, st)
-			active.Store(&act)
-			prev = st
+			last.Store(&reading{stats: st, active: activeLinks(last.Load().stats, st)})
 			select {
 			case <-ctx.Done():
 				return
@@ -221,14 +221,15 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 			return nil
 		case <-t.C:
 		}
-		stats := *stats.Load()
+		r := last.Load()
+		stats := r.stats
 		d.mu.Lock()
 		targets := maps.Clone(d.probeTargets)
 		d.mu.Unlock()
 		if now := time.Now(); now.Sub(sent) > 2*probeEvery {
 			probingSince = now // we fell behind: the silence until now is ours
 		}
-		pr.Probe(targets, *active.Load())
+		pr.Probe(targets, r.active)
 		sent = time.Now()
 		now := sent
 		d.mu.Lock()
