@@ -377,18 +377,34 @@ func (h *Host) LastLog() string {
 	return l
 }
 
-// DumpLogsOnFailure attaches every host's log to a failing test.
+// DumpLogsOnFailure attaches the end of every host's log to a failing
+// test, and keeps the whole logs (every launch of each host) in a new
+// directory under the system's temporary directory, named in the output:
+// the test's own directory goes with it, and a failure of a long run (the
+// soak) is often explained minutes before the last 20 KB.
 func (b *Bed) DumpLogsOnFailure(t testing.TB) {
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
 		}
+		dir, err := os.MkdirTemp("", "weft-logs-")
+		if err != nil {
+			t.Logf("keep the logs: %v", err)
+		}
 		for _, h := range b.Hosts {
 			l := h.Log()
+			if dir != "" {
+				if err := os.WriteFile(filepath.Join(dir, h.Name+".log"), []byte(l), 0o644); err != nil {
+					t.Logf("keep %s's log: %v", h.Name, err)
+				}
+			}
 			if len(l) > 20000 {
 				l = "..." + l[len(l)-20000:]
 			}
 			t.Logf("==== log of %s\n%s", h.Name, l)
+		}
+		if dir != "" {
+			t.Logf("the whole logs of every host are in %s", dir)
 		}
 	})
 }
