@@ -78,6 +78,7 @@ type statusCollector struct {
 	peers, connections      *prometheus.Desc
 	relayed                 *prometheus.Desc
 	handshakeAge, rx, tx    *prometheus.Desc
+	linkTimeout             *prometheus.Desc
 	ipamAddresses, ipamUnre *prometheus.Desc
 	dnsRecords, pods        *prometheus.Desc
 	kubeNodes, kubeNoPeer   *prometheus.Desc
@@ -97,6 +98,7 @@ func newStatusCollector(b Reporter) *statusCollector {
 		connections:   d("weft_connections", "Live links from this peer to alive peers, by transport.", []string{"transport"}, nil),
 		relayed:       d("weft_relayed_peers", "Peers this peer reaches through a relay because it cannot reach them directly.", nil, nil),
 		handshakeAge:  d("weft_peer_handshake_age_seconds", "Seconds since the last WireGuard handshake with a peer.", []string{"peer"}, nil),
+		linkTimeout:   d("weft_peer_link_timeout_seconds", "Silence after which the direct link to a peer is judged down (3 s; longer past 50 peers on a link without traffic).", []string{"peer"}, nil),
 		rx:            d("weft_peer_rx_bytes", "Bytes received from a peer over the datapath.", []string{"peer"}, nil),
 		tx:            d("weft_peer_tx_bytes", "Bytes sent to a peer over the datapath.", []string{"peer"}, nil),
 		ipamAddresses: d("weft_ipam_addresses", "This peer's pod addresses: owned, free (of owned) and allocated.", []string{"kind"}, nil),
@@ -113,7 +115,7 @@ func newStatusCollector(b Reporter) *statusCollector {
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.info, c.uptime, c.peers, c.connections, c.relayed, c.handshakeAge, c.rx, c.tx, c.ipamAddresses, c.ipamUnre, c.dnsRecords, c.pods,
+	for _, d := range []*prometheus.Desc{c.up, c.info, c.uptime, c.peers, c.connections, c.relayed, c.handshakeAge, c.linkTimeout, c.rx, c.tx, c.ipamAddresses, c.ipamUnre, c.dnsRecords, c.pods,
 		c.kubeNodes, c.kubeNoPeer, c.kubeNoNode, c.policySynced, c.policyObj, c.underlay} {
 		ch <- d
 	}
@@ -158,6 +160,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if t, err := time.Parse(time.RFC3339Nano, p.LastHandshake); err == nil {
 			gauge(c.handshakeAge, max(0, now.Sub(t).Seconds()), p.Name)
+		}
+		if p.LinkTimeoutSeconds > 0 {
+			gauge(c.linkTimeout, p.LinkTimeoutSeconds, p.Name)
 		}
 		counter(c.rx, float64(p.RxBytes), p.Name)
 		counter(c.tx, float64(p.TxBytes), p.Name)
@@ -266,7 +271,7 @@ func sortedKeys[V any](m map[string]V) []string {
 func reservedMetric(name string) bool {
 	switch name {
 	case "weft_status_up", "weft_info", "weft_uptime_seconds", "weft_peers", "weft_connections", "weft_relayed_peers",
-		"weft_peer_handshake_age_seconds", "weft_peer_rx_bytes", "weft_peer_tx_bytes",
+		"weft_peer_handshake_age_seconds", "weft_peer_link_timeout_seconds", "weft_peer_rx_bytes", "weft_peer_tx_bytes",
 		"weft_ipam_addresses", "weft_ipam_unreachable_share", "weft_dns_records", "weft_pods",
 		"weft_kube_nodes", "weft_kube_nodes_without_peer", "weft_kube_peers_without_node",
 		"weft_policy_synced", "weft_policy_objects", "weft_policy_drops_total", "weft_underlay_addresses",

@@ -127,6 +127,17 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s%v = %v; want %v", tc.name, tc.labels, got, tc.want)
 		}
 	}
+	// A link's silence allowance, for the links that are probed only.
+	if got := value(fams, "weft_peer_link_timeout_seconds", "peer=h2"); got != 6 {
+		t.Errorf("weft_peer_link_timeout_seconds{peer=h2} = %v; want 6", got)
+	}
+	for _, m := range fams["weft_peer_link_timeout_seconds"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "peer" && l.GetValue() != "h2" {
+				t.Errorf("weft_peer_link_timeout_seconds for %s, which is not probed", l.GetValue())
+			}
+		}
+	}
 	// Handshake ages: h2's handshake was 42 s before the fake started.
 	if age := value(fams, "weft_peer_handshake_age_seconds", "peer=h2"); !(age >= 42 && age < 120) {
 		t.Errorf("weft_peer_handshake_age_seconds{peer=h2} = %v; want 42..120", age)

@@ -112,7 +112,7 @@ func stepLink(s linkState, o linkObs, now time.Time) linkState {
 	if o.ProbingSince.After(heard) {
 		heard = o.ProbingSince
 	}
-	silent := now.Sub(heard) > downAfter*time.Duration(max(o.Ticks, 1))
+	silent := now.Sub(heard) > linkTimeout(o.Ticks)
 	if silent {
 		s.OKSince = time.Time{}
 	}
@@ -126,6 +126,13 @@ func stepLink(s linkState, o linkObs, now time.Time) linkState {
 		s.Down, s.Changed = false, now
 	}
 	return s
+}
+
+// linkTimeout is the silence after which a link probed every ticks rounds
+// is judged down: downAfter per interval (3 s up to probeBudget peers, 30 s
+// at most, for an idle link past it). `weft status` shows it per peer.
+func linkTimeout(ticks int) time.Duration {
+	return downAfter * time.Duration(max(ticks, 1))
 }
 
 // holdUp is how long a down link must answer before it is up again.

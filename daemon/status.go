@@ -56,6 +56,7 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 				cp.RxBytes, cp.TxBytes = s.RxBytes, s.TxBytes
 			}
 			cp.Reason = linkReason(p, cp, owned[cp.ID])
+			cp.LinkTimeoutSeconds = d.linkTimeoutOf(p.ID).Seconds()
 			if relay, ok := d.router.PeerVia(p.ID); ok {
 				cp.Via = names[relay]
 				if cp.Via == "" {
@@ -102,6 +103,19 @@ func (d *Daemon) withKnownOwners(peers []peer.Info) []peer.Info {
 
 // linkDown reports whether this peer measures its direct link to id as
 // down (adjacency.go).
+// linkTimeoutOf is the silence allowance of the link to id (linkTimeout),
+// zero when it is not probed (no prober, or not a datapath peer).
+func (d *Daemon) linkTimeoutOf(id peer.ID) time.Duration {
+	d.mu.Lock()
+	pr := d.prober
+	_, probed := d.probeTargets[id]
+	d.mu.Unlock()
+	if pr == nil || !probed {
+		return 0
+	}
+	return linkTimeout(pr.Ticks(id))
+}
+
 func (d *Daemon) linkDown(id peer.ID) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()

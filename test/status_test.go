@@ -255,6 +255,12 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 			rx, reads := v("weft_probe_received_total"), v("weft_probe_reads_total")
 			check(fmt.Sprintf("datapath probes received %v in %v reads: > 0, at least one a read", rx, reads), rx > 0 && reads > 0 && rx >= reads, rx)
 			v("weft_dns_queries_total")
+			for _, o := range bed.Hosts {
+				if o != h {
+					check("weft_peer_link_timeout_seconds{"+o.Name+"} == 3 (every link probed every second)",
+						v("weft_peer_link_timeout_seconds", "peer", o.Name) == 3, v("weft_peer_link_timeout_seconds", "peer", o.Name))
+				}
+			}
 			if h != h1 {
 				continue
 			}

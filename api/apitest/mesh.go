@@ -36,7 +36,7 @@ func Mesh() *client.Status {
 				Endpoint: "192.168.50.1:51820", Bridge: "10.32.0.1", LastSeen: ago(0)},
 			{Name: "h2", ID: H2ID, Address: "192.168.50.2", State: "alive", Transport: "wireguard",
 				Endpoint: "192.168.50.2:51820", Bridge: "10.36.0.1", LastSeen: ago(time.Second),
-				LastHandshake: ago(42 * time.Second), RxBytes: 18_734_112, TxBytes: 9_210_554},
+				LastHandshake: ago(42 * time.Second), RxBytes: 18_734_112, TxBytes: 9_210_554, LinkTimeoutSeconds: 6},
 			{Name: "h3", ID: H3ID, Address: "192.168.50.3", State: "dead", Transport: "wireguard",
 				Endpoint: "192.168.50.3:51820", Bridge: "10.40.0.1", LastSeen: ago(7 * time.Minute),
 				LastHandshake: ago(9 * time.Minute), RxBytes: 1_204_331, TxBytes: 2_990_001, Reason: h3Reason},

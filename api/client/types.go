@@ -150,7 +150,11 @@ type Peer struct {
 	TxBytes       int64   `json:"tx_bytes"`
 	RTTMillis     float64 `json:"rtt_ms"`           // last gossip probe round trip; 0 if unknown
 	Reason        string  `json:"reason,omitempty"` // why the link is not healthy
-	Node          string  `json:"node,omitempty"`   // its Kubernetes Node (Kubernetes mode; "" = none)
+	// LinkTimeoutSeconds is how long the direct link may stay silent
+	// before it is judged down and routed around: 3 s, more past 50 peers
+	// on a link that carries no traffic (the probe budget); 0 = not probed.
+	LinkTimeoutSeconds float64 `json:"link_timeout_s,omitempty"`
+	Node               string  `json:"node,omitempty"` // its Kubernetes Node (Kubernetes mode; "" = none)
 }
 
 // KubeStatus is the Kubernetes view of `weft status` (Kubernetes mode):
