@@ -199,8 +199,9 @@ func (d *Daemon) adjacencyLoop(ctx context.Context, pr *prober) error {
 	defer t.Stop()
 	var sent, probingSince time.Time
 	// The WireGuard reading runs beside the loop: it may wait for a
-	// reconcile in progress, and the peers judge our link by our hellos
-	// (probe.go), so the probes must not wait for it.
+	// WireGuard configuration under way (router.Stats), and the peers
+	// judge our link by our hellos (probe.go), so the probes must not
+	// wait for it.
 	// One reading: the counters, and the links that carried traffic
 	// since the reading before (activeLinks).
 	type reading struct {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/peer"
 	"github.com/weftmesh/weft/router"
+	"github.com/weftmesh/weft/router/routertest"
 )
 
 func TestChurnTranscripts(t *testing.T) {
@@ -669,5 +671,65 @@ func TestSamePeer(t *testing.T) {
 		if !router.SamePeer(other, other) {
 			t.Errorf("a peer with %s set differs from itself", f.Name)
 		}
+	}
+}
+
+// blockingWG is a fake WireGuard device whose Configure, once armed,
+// signals entered and waits for release: a reconcile held in the device.
+type blockingWG struct {
+	*routertest.WG
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingWG) Configure(privateKey string, listenPort int, peers []router.WGPeer) error {
+	if b.armed.Load() {
+		b.entered <- struct{}{}
+		<-b.release
+	}
+	return b.WG.Configure(privateKey, listenPort, peers)
+}
+
+func TestStatsDuringReconcile(t *testing.T) {
+	k := routertest.NewKernel()
+	k.SetUnderlay(underlayA, routertest.Underlay("eth0", 1500, "192.168.1.10/24"))
+	b := &blockingWG{WG: routertest.NewWG(k), entered: make(chan struct{}), release: make(chan struct{})}
+	inner := b.WG.Factory()
+	r, err := router.New(router.Options{Kernel: k, WireGuard: func(ctx context.Context, cfg router.WGDeviceConfig) (router.WGDevice, error) {
+		if _, err := inner(ctx, cfg); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(router.TransportWireGuard, false)
+	if err := r.Set(cfg); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	hs := time.Unix(1700000000, 0)
+	b.SetStats(map[string]router.WGPeerStats{"pubB": {LastHandshake: hs, RxBytes: 10}})
+	// A reconcile that changes the peers, held inside the device.
+	b.armed.Store(true)
+	cfg.Peers = cfg.Peers[:1]
+	done := make(chan error, 1)
+	go func() { done <- r.Set(cfg) }()
+	<-b.entered
+	got := make(chan map[peer.ID]router.PeerStats, 1)
+	go func() { got <- r.Stats() }()
+	select {
+	case st := <-got:
+		if st[0xb].RxBytes != 10 {
+			t.Errorf("Stats during a reconcile = %+v; want pubB's counters", st)
+		}
+	case <-time.After(30 * time.Second): // a deadlock detector, not a timing bound
+		t.Error("Stats waited for the reconcile in progress")
+	}
+	b.armed.Store(false)
+	close(b.release)
+	if err := <-done; err != nil {
+		t.Errorf("Set: %v", err)
 	}
 }

@@ -364,7 +364,7 @@ func (r *Router) ensureWG(ctx context.Context, cfg Config, p plan, force bool) e
 		if err != nil {
 			return fmt.Errorf("wireguard device %s: %w", cfg.WGIface, err)
 		}
-		r.wg, r.wgApplied = dev, nil
+		r.setWG(dev)
 		force = true
 	}
 	var errs []error
@@ -392,7 +392,7 @@ func (r *Router) configureWG(cfg Config, peers []WGPeer) error {
 func (r *Router) deleteWG(ctx context.Context, cfg Config) error {
 	if r.wg != nil {
 		err := r.wg.Delete()
-		r.wg, r.wgApplied = nil, nil
+		r.setWG(nil)
 		if err != nil {
 			return fmt.Errorf("wireguard delete %s: %w", cfg.WGIface, err)
 		}

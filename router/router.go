@@ -50,6 +50,21 @@ type Router struct {
 	transports map[peer.ID]string
 	via        map[peer.ID]peer.ID
 	keyToID    map[string]peer.ID
+	// statsWG is wg, for Stats, which reads it without recMu: a reading
+	// (status, the adjacency loop's counters) must not wait for a
+	// reconcile in progress, which in a mass join takes seconds. The
+	// device is safe for concurrent use; one closed meanwhile answers
+	// with an error, read as no counters.
+	statsWG WGDevice
+}
+
+// setWG sets the WireGuard device (nil: none) and forgets what was
+// applied to the one before. Caller holds recMu.
+func (r *Router) setWG(dev WGDevice) {
+	r.wg, r.wgApplied = dev, nil
+	r.mu.Lock()
+	r.statsWG = dev
+	r.mu.Unlock()
 }
 
 // New returns a Router; nothing touches the kernel before the first Set.
@@ -206,7 +221,7 @@ func (r *Router) Run(ctx context.Context) error {
 		r.recMu.Lock()
 		if r.wg != nil {
 			_ = r.wg.Close()
-			r.wg, r.wgApplied = nil, nil
+			r.setWG(nil)
 		}
 		r.recMu.Unlock()
 	}()
@@ -297,23 +312,22 @@ func (r *Router) PeerVia(id peer.ID) (relay peer.ID, ok bool) {
 }
 
 // Stats returns WireGuard counters per peer; peers without WireGuard are
-// absent.
+// absent. It does not wait for a reconcile in progress, only for a
+// WireGuard configuration under way (the device serializes its calls).
 func (r *Router) Stats() map[peer.ID]PeerStats {
-	r.recMu.Lock()
-	dev := r.wg
+	r.mu.Lock()
+	dev := r.statsWG
+	keys := maps.Clone(r.keyToID)
+	r.mu.Unlock()
 	var st map[string]WGPeerStats
 	var err error
 	if dev != nil {
 		st, err = dev.Stats()
 	}
-	r.recMu.Unlock()
 	out := map[peer.ID]PeerStats{}
 	if err != nil {
 		r.log.Debug("wireguard stats", "err", err)
 	}
-	r.mu.Lock()
-	keys := maps.Clone(r.keyToID)
-	r.mu.Unlock()
 	for k, s := range st {
 		id, ok := keys[k]
 		if !ok {
