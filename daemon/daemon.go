@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weftmesh/weft/api"
@@ -64,6 +65,9 @@ type Daemon struct {
 	// durably blocked in a testing/synctest bubble (the scale simulator's
 	// virtual time) while one waiting on a mutex is not.
 	metaSem chan struct{}
+	// statsReading is set while status reads the datapath's counters
+	// (statusStats: one read at a time).
+	statsReading atomic.Bool
 
 	mu     sync.Mutex // guards following
 	bridge netip.Prefix

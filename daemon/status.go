@@ -6,11 +6,13 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/weftmesh/weft/api/client"
 	"github.com/weftmesh/weft/ipam"
 	"github.com/weftmesh/weft/peer"
+	"github.com/weftmesh/weft/router"
 )
 
 // Status assembles this peer's view of the mesh (`weft status --json`).
@@ -39,7 +41,7 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 	for _, o := range st.IPAM.Owners {
 		owned[o.ID] = o.Owned
 	}
-	stats := d.router.Stats()
+	stats := d.statusStats()
 	for _, p := range peers {
 		cp := client.Peer{Name: p.Name, ID: p.ID.String(), Address: addrString(p.Addr), State: string(p.State),
 			Self: p.ID == d.id.ID, LastSeen: timeString(p.LastSeen), RTTMillis: float64(p.RTT) / float64(time.Millisecond)}
@@ -82,6 +84,43 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 	return st, nil
 }
 
+// statusWait bounds how long status waits for the datapath's counters. A
+// busy userspace datapath answers the dump of every peer late (up to 4 s
+// in a 100-peer start on 2 cores, and as a peer died), and status (`weft
+// status`, every /metrics scrape) must not hang on it: past the bound it
+// shows the last reading, at most statsEvery (the adjacency loop's
+// period) old.
+const statusWait = 500 * time.Millisecond
+
+// statusStats returns the datapath's counters, or the last reading when
+// the device does not answer within statusWait. One read at a time: while
+// one is under way, status takes the last reading, so a datapath that
+// hangs does not collect a goroutine per request.
+func (d *Daemon) statusStats() map[peer.ID]router.PeerStats {
+	return readWithin(&d.statsReading, statusWait, d.router.Stats, d.router.LastStats)
+}
+
+// readWithin returns read's answer if it comes within wait, else last's;
+// while an earlier read is still under way (busy), last's at once.
+func readWithin[T any](busy *atomic.Bool, wait time.Duration, read, last func() T) T {
+	if !busy.CompareAndSwap(false, true) {
+		return last()
+	}
+	ch := make(chan T, 1)
+	go func() {
+		defer busy.Store(false)
+		ch <- read()
+	}()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-t.C:
+		return last()
+	}
+}
+
 // withKnownOwners adds to the membership the ring owners that gossip does
 // not know (this peer restarted while they were down), as dead peers with
 // what was last known of them: they are listed until reclaimed.
@@ -101,8 +140,6 @@ func (d *Daemon) withKnownOwners(peers []peer.Info) []peer.Info {
 	return peers
 }
 
-// linkDown reports whether this peer measures its direct link to id as
-// down (adjacency.go).
 // linkTimeoutOf is the silence allowance of the link to id (linkTimeout),
 // zero when it is not probed (no prober, or not a datapath peer).
 func (d *Daemon) linkTimeoutOf(id peer.ID) time.Duration {
@@ -116,6 +153,8 @@ func (d *Daemon) linkTimeoutOf(id peer.ID) time.Duration {
 	return linkTimeout(pr.Ticks(id))
 }
 
+// linkDown reports whether this peer measures its direct link to id as
+// down (adjacency.go).
 func (d *Daemon) linkDown(id peer.ID) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()

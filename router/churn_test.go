@@ -284,8 +284,15 @@ func TestStats(t *testing.T) {
 		"unknown": {RxBytes: 1},
 	})
 	want := map[peer.ID]router.PeerStats{0xb: {LastHandshake: hs, RxBytes: 10, TxBytes: 20, Endpoint: "192.168.1.11:51820"}}
+	if got := f.r.LastStats(); got != nil {
+		t.Errorf("LastStats() before any reading = %v; want nil", got)
+	}
 	if diff := cmp.Diff(want, f.r.Stats()); diff != "" {
 		t.Errorf("Stats() (-want +got):\n%s", diff)
+	}
+	f.wg.SetStats(map[string]router.WGPeerStats{"pubB": {RxBytes: 99}})
+	if diff := cmp.Diff(want, f.r.LastStats()); diff != "" {
+		t.Errorf("LastStats() is not the last reading (-want +got):\n%s", diff)
 	}
 }
 

@@ -56,6 +56,8 @@ type Router struct {
 	// device is safe for concurrent use; one closed meanwhile answers
 	// with an error, read as no counters.
 	statsWG WGDevice
+	// lastStats is the last reading Stats made (LastStats).
+	lastStats map[peer.ID]PeerStats
 }
 
 // setWG sets the WireGuard device (nil: none) and forgets what was
@@ -339,5 +341,19 @@ func (r *Router) Stats() map[peer.ID]PeerStats {
 		}
 		out[id] = ps
 	}
+	if err == nil && dev != nil {
+		r.mu.Lock()
+		r.lastStats = out
+		r.mu.Unlock()
+	}
 	return out
+}
+
+// LastStats returns the last reading Stats made (nil before the first),
+// without asking the device. The map is the caller's to read, not to
+// change.
+func (r *Router) LastStats() map[peer.ID]PeerStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastStats
 }
