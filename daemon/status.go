@@ -237,6 +237,9 @@ func ipamStatusOf(s ipam.Status, names map[peer.ID]string, up map[peer.ID]bool) 
 	}
 	out := client.IPAMStatus{Range: s.Range.String(), Status: s.Status, Owned: s.Owned, Free: s.Free,
 		Allocated: s.Allocated, Owners: []client.IPAMOwner{}, Ranges: []client.IPAMRange{}}
+	if !s.Changed.IsZero() {
+		out.Changed = s.Changed.UTC().Format(time.RFC3339Nano) // to the millisecond: a start's agreement
+	}
 	for _, o := range s.Owners {
 		name := o.Name
 		if name == "" {

@@ -79,6 +79,8 @@ type Allocator struct {
 	peers map[peer.ID]member // the last SetPeers
 	wake  chan struct{}      // closed and replaced on every change waiters care about
 	gen   uint64             // counts the changes Changed signals: see Gen
+	// changedAt is when Changed was last signalled (Status.Changed).
+	changedAt time.Time
 
 	allocs  allocations         // this peer's allocations (allocate.go)
 	paxos   paxosState          // acceptor memory and our rounds in flight (paxos.go)
@@ -324,6 +326,7 @@ func (a *Allocator) wakeLocked() {
 func (a *Allocator) changedLocked() {
 	a.wakeLocked()
 	a.gen++
+	a.changedAt = time.Now()
 	select {
 	case a.changed <- struct{}{}:
 	default:

@@ -72,6 +72,7 @@ func TestBootstrapConsensus(t *testing.T) {
 }
 
 func TestBootstrapOneByOne(t *testing.T) {
+	start := time.Now()
 	c := newCluster(t, t.TempDir(), 3, "10.32.0.0/16", consensus(3), 2)
 	defer c.close()
 	a := c.start(c.ids[0])
@@ -90,12 +91,18 @@ func TestBootstrapOneByOne(t *testing.T) {
 	if got := len(late.Status().Owners); got != 2 {
 		t.Fatalf("late peer sees %d owners; want the 2 that formed the ring", got)
 	}
+	if ch := a.Status().Changed; ch.IsZero() || ch.Before(start) || ch.After(time.Now()) {
+		t.Errorf("Status().Changed = %v after the ring formed; want a time since the test began (%v)", ch, start)
+	}
+	before := late.Status().Changed
 	addr, err := late.Allocate(ctxT(t, 10*time.Second), "c1")
 	if err != nil {
 		t.Fatalf("Allocate on late peer = %v", err)
 	}
 	if st := late.Status(); st.Owned == 0 {
 		t.Fatalf("late peer owns nothing after allocating %s", addr)
+	} else if !st.Changed.After(before) {
+		t.Errorf("Status().Changed = %v, not after %v: getting space changed the ring", st.Changed, before)
 	}
 	c.healAndConverge(10 * time.Second)
 	c.checkUnique()

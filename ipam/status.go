@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/weftmesh/weft/peer"
 )
@@ -19,6 +20,9 @@ type Status struct {
 	Owners      []OwnerStatus
 	Runs        []RunStatus  // the ring in address order
 	Allocations []Allocation // sorted by ID
+	// Changed is when the ring or ownership last changed as this peer
+	// knows it (zero: not since it opened).
+	Changed time.Time
 }
 
 // OwnerStatus summarises one owner's share of the ring.
@@ -52,7 +56,7 @@ type Allocation struct {
 func (a *Allocator) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := Status{Range: a.cfg.Range, Status: a.statusLocked(), Allocated: int64(len(a.allocs.byID))}
+	s := Status{Range: a.cfg.Range, Status: a.statusLocked(), Allocated: int64(len(a.allocs.byID)), Changed: a.changedAt}
 	owners := map[peer.ID]*OwnerStatus{}
 	for i, t := range a.ring.Tokens {
 		size := int64(a.ring.end(i) - uint64(t.Start))

@@ -77,6 +77,7 @@ func TestScaleReal(t *testing.T) {
 	// that passed: both bounds are logged, and the rounds' durations.
 	var aliveAt, ringAt, ringAfter, prevStart time.Duration
 	var rounds []float64
+	var ringChanged time.Time // the last ring change at any peer, as the passing poll read it
 	testutil.EventuallyEvery(t, 10*time.Minute, statusEvery, fmt.Sprintf("%d peers to see all alive and agree on the ring", n), func() error {
 		start := time.Since(last)
 		sts, err := statusAll(bed.Hosts)
@@ -93,6 +94,7 @@ func TestScaleReal(t *testing.T) {
 			}
 			aliveAt = time.Since(last)
 		}
+		var changed time.Time
 		for _, st := range sts {
 			if st.IPAM.Status != "ready" || st.IPAM.Owned == 0 {
 				return fmt.Errorf("%s: ring %q, owns %d", st.Name, st.IPAM.Status, st.IPAM.Owned)
@@ -100,8 +102,15 @@ func TestScaleReal(t *testing.T) {
 			if d := cmp.Diff(testbed.RingKeys(sts[0].IPAM.Ranges), testbed.RingKeys(st.IPAM.Ranges)); d != "" {
 				return fmt.Errorf("ring of %s vs %s differs", sts[0].Name, st.Name)
 			}
+			c, err := time.Parse(time.RFC3339Nano, st.IPAM.Changed)
+			if err != nil {
+				return fmt.Errorf("%s: ring changed at %q: %v", st.Name, st.IPAM.Changed, err)
+			}
+			if c.After(changed) {
+				changed = c
+			}
 		}
-		ringAt = time.Since(last)
+		ringAt, ringChanged = time.Since(last), changed
 		return nil
 	})
 	t.Logf("%d peers: all see all alive %.1f s and agree on the ring %.1f s after the last launch (at %s)",
@@ -109,6 +118,16 @@ func TestScaleReal(t *testing.T) {
 	slices.Sort(rounds)
 	t.Logf("%d peers: the agreement came between %.1f s (a read of the last poll that failed) and %.1f s; %d polls of every status took median %.1f s, max %.1f s",
 		n, ringAfter.Seconds(), ringAt.Seconds(), len(rounds), rounds[len(rounds)/2], rounds[len(rounds)-1])
+	// The figures, from the peers' own clocks: the ring agreed when the
+	// last peer's ring last changed (its status says when), and all saw
+	// all alive when the last peer logged its last liveness change before
+	// the poll that found it so.
+	aliveLogged, err := lastLiveness(bed.Hosts, last.Add(aliveAt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d peers: all saw all alive %.1f s and agreed on the ring %.1f s after the last launch (the peers' clocks: the last liveness change logged, the last ring change)",
+		n, aliveLogged.Sub(last).Seconds(), ringChanged.Sub(last).Seconds())
 	// The start's cost: CPU used from launch to the agreement by each peer
 	// (the wrapper that enters the host, weft launch, its datapath), on
 	// two cores shared by all of them.
@@ -216,6 +235,43 @@ func loggedDead(hosts []*testbed.Host, name string, since time.Time) (time.Durat
 	return last, nil
 }
 
+// lastLiveness returns the time of the latest liveness change ("peer
+// alive", "peer dead", "peer left") that any of hosts logged before until.
+func lastLiveness(hosts []*testbed.Host, until time.Time) (time.Time, error) {
+	var latest time.Time
+	for _, h := range hosts {
+		for line := range strings.Lines(h.Log()) {
+			if !strings.Contains(line, `msg="peer alive"`) && !strings.Contains(line, `msg="peer dead"`) && !strings.Contains(line, `msg="peer left"`) {
+				continue
+			}
+			at, err := lineTime(line)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("%s: %w", h.Name, err)
+			}
+			if at.Before(until) && at.After(latest) {
+				latest = at
+			}
+		}
+	}
+	if latest.IsZero() {
+		return latest, fmt.Errorf("no liveness change logged before %s", until.Format(time.RFC3339Nano))
+	}
+	return latest, nil
+}
+
+// lineTime reads the time of a log line ("time=... ").
+func lineTime(line string) (time.Time, error) {
+	ts, _, ok := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+	if !ok || !strings.HasPrefix(line, "time=") {
+		return time.Time{}, fmt.Errorf("log line without a time: %.60q", line)
+	}
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("log time %q: %w", ts, err)
+	}
+	return at, nil
+}
+
 // firstLogged returns the time of the first line of log at or after since
 // that holds msg and field.
 func firstLogged(log, msg, field string, since time.Time) (time.Time, error) {
@@ -223,13 +279,9 @@ func firstLogged(log, msg, field string, since time.Time) (time.Time, error) {
 		if !strings.Contains(line, msg) || !strings.Contains(line, field) {
 			continue
 		}
-		ts, _, ok := strings.Cut(strings.TrimPrefix(line, "time="), " ")
-		if !ok || !strings.HasPrefix(line, "time=") {
-			continue
-		}
-		at, err := time.Parse(time.RFC3339Nano, ts)
+		at, err := lineTime(line)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("log time %q: %w", ts, err)
+			return time.Time{}, err
 		}
 		if !at.Before(since.Truncate(time.Millisecond)) {
 			return at, nil

@@ -187,6 +187,10 @@ type IPAMStatus struct {
 	Allocated int64       `json:"allocated"` // this peer's allocations, the bridge's included
 	Owners    []IPAMOwner `json:"owners"`    // every owner of the ring
 	Ranges    []IPAMRange `json:"ranges"`    // the ring, in address order
+	// Changed is when the ring or its ownership last changed in this
+	// peer's view (RFC 3339; "" = not since it started): after a mass
+	// start, the latest over the peers is when they came to agree.
+	Changed string `json:"changed,omitempty"`
 }
 
 // IPAMOwner summarises one peer's share of the ring.
