@@ -88,8 +88,8 @@ func (d *Daemon) Status(ctx context.Context) (*client.Status, error) {
 // busy userspace datapath answers the dump of every peer late (up to 4 s
 // in a 100-peer start on 2 cores, and as a peer died), and status (`weft
 // status`, every /metrics scrape) must not hang on it: past the bound it
-// shows the last reading, at most statsEvery (the adjacency loop's
-// period) old.
+// shows the last reading (the adjacency loop takes one every statsEvery;
+// without the datapath probe, the last status's).
 const statusWait = 500 * time.Millisecond
 
 // statusStats returns the datapath's counters, or the last reading when
