@@ -179,17 +179,23 @@ func TestKubernetes(t *testing.T) {
 	if len(perNode) != 3 {
 		t.Fatalf("6 replicas on %v; want them spread over 3 nodes", perNode)
 	}
+	// A pod is Ready once its own node has wired it; the other nodes route
+	// to it once gossip has told them its node's range (a range donated for
+	// it moments before may be a second away, and until then the pod range's
+	// unreachable route answers at once). So each pair is given a little
+	// time to connect; what it then sees is asserted once.
 	t.Run("pod to pod by IP, source kept", func(t *testing.T) {
 		for _, from := range pods {
 			for _, to := range pods {
 				if from.Name == to.Name {
 					continue
 				}
-				out, err := c.PodExec("default", from.Name, "/testbox", "get", "http://"+to.Status.PodIP+":8080/")
-				if err != nil {
-					t.Errorf("%s (%s) -> %s (%s): %v", from.Name, from.Spec.NodeName, to.Name, to.Spec.NodeName, err)
-					continue
-				}
+				var out string
+				testutil.Eventually(t, 30*time.Second, fmt.Sprintf("%s (%s) to reach %s (%s)", from.Name, from.Spec.NodeName, to.Name, to.Spec.NodeName), func() error {
+					var err error
+					out, err = c.PodExec("default", from.Name, "/testbox", "get", "http://"+to.Status.PodIP+":8080/")
+					return err
+				})
 				if seen := fromAddr(out); seen != from.Status.PodIP {
 					t.Errorf("%s -> %s: the server saw %q; want the client's pod IP %s (no NAT between pods)", from.Name, to.Name, seen, from.Status.PodIP)
 				}
@@ -216,9 +222,10 @@ func TestKubernetes(t *testing.T) {
 	t.Run("every node reaches every pod", func(t *testing.T) {
 		for _, n := range []string{"n1", "n2", "n3"} {
 			for _, p := range pods {
-				if _, err := c.NodeExec(n, c.TestboxBin, "get", "http://"+p.Status.PodIP+":8080/"); err != nil {
-					t.Errorf("node %s -> pod %s on %s: %v", n, p.Name, p.Spec.NodeName, err)
-				}
+				testutil.Eventually(t, 30*time.Second, fmt.Sprintf("node %s to reach pod %s on %s", n, p.Name, p.Spec.NodeName), func() error {
+					_, err := c.NodeExec(n, c.TestboxBin, "get", "http://"+p.Status.PodIP+":8080/")
+					return err
+				})
 			}
 		}
 	})
