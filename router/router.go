@@ -34,7 +34,13 @@ type Router struct {
 	kick    chan struct{} // capacity 1: a Set happened while Run runs
 
 	// Lock order: recMu before mu.
-	recMu     sync.Mutex // guards following: kernel access and the WireGuard device
+	recMu sync.Mutex // guards following: kernel access and the WireGuard device
+	// wg is written holding recMu and mu (setWG), so it may be read
+	// holding either: Stats reads it under mu alone, so that a reading
+	// (status, the adjacency loop's counters) does not wait for a
+	// reconcile in progress, which in a mass join takes seconds. The
+	// device is safe for concurrent use; one closed meanwhile answers
+	// with an error, read as no counters.
 	wg        WGDevice
 	wgApplied *wgApplied
 	applied   *applied // nil = the next reconcile is a full one (incremental.go)
@@ -50,12 +56,6 @@ type Router struct {
 	transports map[peer.ID]string
 	via        map[peer.ID]peer.ID
 	keyToID    map[string]peer.ID
-	// statsWG is wg, for Stats, which reads it without recMu: a reading
-	// (status, the adjacency loop's counters) must not wait for a
-	// reconcile in progress, which in a mass join takes seconds. The
-	// device is safe for concurrent use; one closed meanwhile answers
-	// with an error, read as no counters.
-	statsWG WGDevice
 	// lastStats is the last reading Stats made (LastStats).
 	lastStats map[peer.ID]PeerStats
 }
@@ -63,10 +63,10 @@ type Router struct {
 // setWG sets the WireGuard device (nil: none) and forgets what was
 // applied to the one before. Caller holds recMu.
 func (r *Router) setWG(dev WGDevice) {
-	r.wg, r.wgApplied = dev, nil
 	r.mu.Lock()
-	r.statsWG = dev
+	r.wg = dev
 	r.mu.Unlock()
+	r.wgApplied = nil
 }
 
 // New returns a Router; nothing touches the kernel before the first Set.
@@ -318,7 +318,7 @@ func (r *Router) PeerVia(id peer.ID) (relay peer.ID, ok bool) {
 // WireGuard configuration under way (the device serializes its calls).
 func (r *Router) Stats() map[peer.ID]PeerStats {
 	r.mu.Lock()
-	dev := r.statsWG
+	dev := r.wg
 	keys := maps.Clone(r.keyToID)
 	r.mu.Unlock()
 	var st map[string]WGPeerStats

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,7 +39,11 @@ func TestScaleReal(t *testing.T) {
 	// failed or not, from the launch through the kill (the test bed's
 	// directory goes with the test).
 	if dir := os.Getenv("WEFT_SCALE_REAL_LOGS"); dir != "" {
-		t.Cleanup(func() { keepLogs(t, bed.Hosts, dir) })
+		t.Cleanup(func() {
+			if err := bed.KeepLogs(dir); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 	// The test bed's peers log at debug level and repair drift every 2 s
 	// (LaunchArgs, for the functional tests); the figures here are for
@@ -288,23 +291,6 @@ func firstLogged(log, msg, field string, since time.Time) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("no %s %s logged since %s", msg, field, since.Format(time.RFC3339Nano))
-}
-
-// keepLogs copies every host's log into dir.
-func keepLogs(t *testing.T, hosts []*testbed.Host, dir string) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Error(err)
-		return
-	}
-	for _, h := range hosts {
-		b, err := os.ReadFile(filepath.Join(h.Dir, "weft.log"))
-		if err == nil {
-			err = os.WriteFile(filepath.Join(dir, h.Name+".log"), b, 0o644)
-		}
-		if err != nil {
-			t.Errorf("keep %s's log: %v", h.Name, err)
-		}
-	}
 }
 
 // statusEvery is how often the agreement is checked. A check reads every

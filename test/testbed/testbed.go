@@ -387,26 +387,37 @@ func (b *Bed) DumpLogsOnFailure(t testing.TB) {
 		if !t.Failed() {
 			return
 		}
-		dir, err := os.MkdirTemp("", "weft-logs-")
-		if err != nil {
-			t.Logf("keep the logs: %v", err)
-		}
 		for _, h := range b.Hosts {
 			l := h.Log()
-			if dir != "" {
-				if err := os.WriteFile(filepath.Join(dir, h.Name+".log"), []byte(l), 0o644); err != nil {
-					t.Logf("keep %s's log: %v", h.Name, err)
-				}
-			}
 			if len(l) > 20000 {
 				l = "..." + l[len(l)-20000:]
 			}
 			t.Logf("==== log of %s\n%s", h.Name, l)
 		}
-		if dir != "" {
-			t.Logf("the whole logs of every host are in %s", dir)
+		dir, err := os.MkdirTemp("", "weft-logs-")
+		if err == nil {
+			err = b.KeepLogs(dir)
 		}
+		if err != nil {
+			t.Logf("keep the logs: %v", err)
+			return
+		}
+		t.Logf("the whole logs of every host are in %s", dir)
 	})
+}
+
+// KeepLogs writes every host's whole log (every launch) to dir, as
+// NAME.log, creating dir if needed.
+func (b *Bed) KeepLogs(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, h := range b.Hosts {
+		if err := os.WriteFile(filepath.Join(dir, h.Name+".log"), []byte(h.Log()), 0o644); err != nil {
+			return fmt.Errorf("keep %s's log: %w", h.Name, err)
+		}
+	}
+	return nil
 }
 
 var build struct {
