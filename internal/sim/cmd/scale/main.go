@@ -175,7 +175,10 @@ func runAll(bubble func(func())) {
 var dumpDir = new(string)
 
 // relaxed is -relaxed: sim.Relaxed failure detection.
-var relaxed = flag.Bool("relaxed", false, "relaxed failure-detection timers (sim.Relaxed)")
+var (
+	relaxed     = flag.Bool("relaxed", false, "relaxed failure-detection timers (sim.Relaxed)")
+	launchEvery = flag.Duration("launch-every", 0, "space the mass join's launches by this much (0: all at one instant)")
+)
 
 func secs(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
 
@@ -188,6 +191,7 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 	opts.Secure = secure
 	opts.Consensus = *consensus
 	opts.Bubble = virtual
+	opts.LaunchEvery = *launchEvery
 	if *relaxed {
 		opts.Memberlist = sim.Relaxed
 	}
@@ -263,6 +267,10 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 	r.JoinDialsPerPeer = float64(kj.Dials) / float64(n)
 	r.JoinMemberSyncsPerPeer = float64(kj.MemberSyncs) / float64(n)
 	r.JoinRepairsPerPeer = float64(kj.Repairs) / float64(n)
+	// A large size runs for an hour or more: what the join measured is
+	// logged at once, so a run stopped later still has it.
+	log.Printf("%d peers: join: members %.2f s, ring %.2f s, agreed %.2f s, %.0f s wall, %.3f CPU-s/peer, live heap %.0f MiB",
+		n, r.MembersS, r.RingS, r.AgreeS, r.JoinWallS, r.JoinCPUPerPeer, liveHeap()/float64(1<<20))
 
 	// Idle: a mass join leaves every peer a backlog to relay: memberlist
 	// re-gossips each new alive message (a join, each metadata update)
