@@ -147,3 +147,30 @@ func TestOneRoutePerDestination(t *testing.T) {
 		t.Fatalf("routes %q\nwant %q", got, want)
 	}
 }
+
+// TestOnePerDst checks a plan's route list against a stable sort: sorted by
+// destination, one route to each, the first given of those to it.
+func TestOnePerDst(t *testing.T) {
+	dsts := []netip.Prefix{pfx("10.0.0.0/8"), pfx("10.1.0.0/16"), pfx("10.1.0.0/24"),
+		pfx("10.1.0.1/32"), pfx("10.2.0.0/16"), pfx("10.3.0.1/32")}
+	rapid.Check(t, func(t *rapid.T) {
+		var in []router.Route
+		for i := range rapid.IntRange(0, 20).Draw(t, "n") {
+			in = append(in, router.Route{Dst: dsts[rapid.IntRange(0, len(dsts)-1).Draw(t, fmt.Sprint("dst", i))],
+				Dev: fmt.Sprint("dev", i)}) // Dev tells the routes to one destination apart
+		}
+		if rapid.Bool().Draw(t, "sorted") {
+			slices.SortStableFunc(in, func(a, b router.Route) int {
+				return a.Dst.Addr().Compare(b.Dst.Addr())*64 + a.Dst.Bits() - b.Dst.Bits()
+			})
+		}
+		want := slices.Clone(in)
+		slices.SortStableFunc(want, func(a, b router.Route) int {
+			return a.Dst.Addr().Compare(b.Dst.Addr())*64 + a.Dst.Bits() - b.Dst.Bits()
+		})
+		want = slices.CompactFunc(want, func(a, b router.Route) bool { return a.Dst == b.Dst })
+		if got := router.OnePerDst(slices.Clone(in)); !slices.Equal(got, want) {
+			t.Fatalf("onePerDst(%v)\n = %v\nwant %v", in, got, want)
+		}
+	})
+}

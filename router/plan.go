@@ -204,12 +204,36 @@ func makePlan(cfg Config, u Underlay) plan {
 	return p
 }
 
-// onePerDst sorts routes by destination and keeps one route to each, the
-// first in routes' order (a stable sort keeps that order among routes to
-// one destination).
+// onePerDst returns routes sorted by destination with one route to each,
+// the first in routes' order. It may reorder routes.
+//
+// It sorts the routes' positions, not the routes: a Route is ~100 bytes,
+// and the stable sort it used (insertion sorts and in-place merges,
+// O(n log² n) moves of whole routes) was 6 % of a 500-peer simulated
+// join's CPU, every pass of every peer sorting ~2N routes.
 func onePerDst(routes []Route) []Route {
-	slices.SortStableFunc(routes, byDst)
-	return slices.CompactFunc(routes, func(a, b Route) bool { return a.Dst == b.Dst })
+	sameDst := func(a, b Route) bool { return a.Dst == b.Dst }
+	if slices.IsSortedFunc(routes, byDst) {
+		return slices.CompactFunc(routes, sameDst)
+	}
+	order := make([]int32, len(routes))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int {
+		if c := byDst(routes[a], routes[b]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b) // the first added first
+	})
+	out := make([]Route, 0, len(routes))
+	for _, i := range order {
+		if n := len(out); n > 0 && sameDst(out[n-1], routes[i]) {
+			continue
+		}
+		out = append(out, routes[i])
+	}
+	return out
 }
 
 // byPeerID orders peers by ID, as plans take them.
