@@ -50,8 +50,9 @@ type Allocator struct {
 	st      *store                 // committed to only under mu (see store.commit)
 	changed chan struct{}          // cap 1, see Changed
 	heldUp  chan struct{}          // cap 1: a held donation request is to be answered or dropped (donate.go)
-	full    atomic.Pointer[[]byte] // encoded FullState, refreshed on every change
-	summary atomic.Pointer[[]byte] // anti-entropy Summary, refreshed with full
+	full    atomic.Pointer[[]byte] // encoded FullState, built when asked after a change
+	summary atomic.Pointer[[]byte] // anti-entropy Summary, built with full
+	stale   atomic.Bool            // the ring changed since full and summary were built
 	out     chan outMsg            // unicasts for the sender goroutine
 	done    chan struct{}          // closed by Close
 
@@ -137,7 +138,7 @@ func New(cfg Config, tr Transport) (*Allocator, error) {
 			log.Warn("persisted allocation outside our space", "id", id, "addr", a.addr(off))
 		}
 	}
-	a.refreshFullLocked()
+	a.buildStateLocked()
 	log.Info("ipam opened", "range", cfg.Range, "tokens", len(a.ring.Tokens), "allocations", len(a.allocs.byID))
 	return a, nil
 }
@@ -333,15 +334,38 @@ func (a *Allocator) changedLocked() {
 	}
 }
 
-// FullState returns the whole ring, encoded. It never blocks.
-func (a *Allocator) FullState() []byte { return *a.full.Load() }
+// FullState returns the whole ring, encoded. After a change it waits for
+// the allocator's lock to build it.
+func (a *Allocator) FullState() []byte {
+	a.freshState()
+	return *a.full.Load()
+}
 
-func (a *Allocator) refreshFullLocked() {
+// staleLocked records that the ring changed: FullState and Summary build
+// theirs again when next asked. They were built at every change: in a mass
+// join a peer commits a merge for every new delta (each a whole-ring
+// encoding and summary, O(N)) while they are asked for about once a second
+// (anti-entropy's digest and repairs, a joiner's push-pull).
+func (a *Allocator) staleLocked() { a.stale.Store(true) }
+
+// freshState builds the full state and summary if the ring changed since.
+func (a *Allocator) freshState() {
+	if !a.stale.Load() {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.buildStateLocked()
+}
+
+// buildStateLocked builds the full state and summary from the ring.
+func (a *Allocator) buildStateLocked() {
 	m := message{Kind: kindFull, Range: a.cfg.Range, Seed: a.ring.Seed, Tokens: a.ring.Tokens}
 	b := m.encode()
 	a.full.Store(&b)
 	s := summarize(a.cfg.Range, &a.ring)
 	a.summary.Store(&s)
+	a.stale.Store(false)
 }
 
 // broadcastLocked sends tokens as deltas of at most deltaTokens tokens.

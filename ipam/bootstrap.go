@@ -221,7 +221,8 @@ func (a *Allocator) installLocked(r Ring) error {
 		a.ring = old
 		return err
 	}
-	a.tr.Broadcast(a.FullState())
+	a.buildStateLocked()
+	a.tr.Broadcast(*a.full.Load())
 	return nil
 }
 

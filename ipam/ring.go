@@ -22,6 +22,7 @@ package ipam
 // so a message with a different non-zero Seed is refused outright.
 
 import (
+	"cmp"
 	"encoding/binary"
 	"hash/fnv"
 	"math/bits"
@@ -96,6 +97,67 @@ func (r *Ring) Merge(in []Token) []Token {
 	}
 	r.Tokens = out
 	return changed
+}
+
+// mergeInPlace is Merge without a new ring: a token that wins over ours is
+// written where ours is, and new tokens are inserted in one pass from the
+// end (the slice grows by their number). A mass join merges every new
+// delta at every peer, and copying the ring twice for each (Clone and
+// Merge's output) made a peer's merges O(N) allocations each, O(N³) over
+// the simulator's join. undo puts the tokens back as they were.
+func (r *Ring) mergeInPlace(in []Token) (changed []Token, undo func()) {
+	var replaced []Token // ours, as they were
+	added := 0
+	for _, t := range in {
+		i := r.index(t.Start)
+		switch {
+		case i < 0 || r.Tokens[i].Start != t.Start:
+			added++
+			changed = append(changed, t)
+		case r.Tokens[i].less(t):
+			replaced = append(replaced, r.Tokens[i])
+			r.Tokens[i] = t
+			changed = append(changed, t)
+		}
+	}
+	if added > 0 {
+		n := len(r.Tokens)
+		r.Tokens = slices.Grow(r.Tokens, added)[:n+added]
+		i, w := n-1, n+added-1
+		for j := len(changed) - 1; j >= 0 && w > i; w-- {
+			if i >= 0 && r.Tokens[i].Start >= changed[j].Start {
+				if r.Tokens[i].Start == changed[j].Start {
+					j-- // replaced in place above: not an insertion
+					w++
+					continue
+				}
+				r.Tokens[w] = r.Tokens[i]
+				i--
+			} else {
+				r.Tokens[w] = changed[j]
+				j--
+			}
+		}
+	}
+	undo = func() {
+		for _, t := range replaced {
+			r.Tokens[r.index(t.Start)] = t
+		}
+		if added > 0 {
+			k := 0 // the next changed token: an insertion unless replaced
+			r.Tokens = slices.DeleteFunc(r.Tokens, func(t Token) bool {
+				for k < len(changed) && changed[k].Start < t.Start {
+					k++
+				}
+				if k == len(changed) || changed[k].Start != t.Start {
+					return false
+				}
+				_, was := slices.BinarySearchFunc(replaced, t.Start, func(x Token, s uint32) int { return cmp.Compare(x.Start, s) })
+				return !was
+			})
+		}
+	}
+	return changed, undo
 }
 
 // index returns the index of the token whose run holds off, or -1.

@@ -2,6 +2,9 @@ package ipam
 
 import (
 	"math/bits"
+	"net/netip"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -133,4 +136,77 @@ func TestCIDRs(t *testing.T) {
 			t.Fatalf("cidrs(%d,%d) ends at %d", s, e, cur)
 		}
 	})
+}
+
+// TestMergeInPlace: the in-place merge leaves the ring and reports the
+// changes exactly as Merge does, with or without spare capacity in the
+// slice, and its undo puts the ring back as it was.
+func TestMergeInPlace(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		a, b := genTokens(t, "a"), genTokens(t, "b")
+		want := Ring{Size: testSize, Tokens: slices.Clone(a)}
+		wantChanged := want.Merge(b)
+		got := Ring{Size: testSize, Tokens: slices.Grow(slices.Clone(a), rapid.IntRange(0, 8).Draw(t, "spare"))}
+		changed, undo := got.mergeInPlace(b)
+		if !slices.Equal(got.Tokens, want.Tokens) || !slices.Equal(changed, wantChanged) {
+			t.Fatalf("in place %v ∪ %v\n = %v (changed %v)\nwant %v (changed %v)", a, b, got.Tokens, changed, want.Tokens, wantChanged)
+		}
+		undo()
+		if !slices.Equal(got.Tokens, a) {
+			t.Fatalf("undo of %v ∪ %v: %v; want %v", a, b, got.Tokens, a)
+		}
+	})
+}
+
+// TestMergeCostsTheDelta: merging a one-token delta into a large ring
+// costs memory for the delta (and the store's pages), not copies of the
+// ring, and the full state is not encoded until asked for. A mass join
+// merges every new delta at every peer: at 2,000 peers, copies of a
+// 4,000-token ring per merge made the simulator's join O(N³) in bytes.
+func TestMergeCostsTheDelta(t *testing.T) {
+	const self, p2 = peer.ID(1), peer.ID(2)
+	cfg := DefaultConfig()
+	cfg.Range = netip.MustParsePrefix("10.0.0.0/8")
+	cfg.Self, cfg.NoSync = self, true
+	cfg.DBPath = filepath.Join(t.TempDir(), "ipam.db")
+	a, err := New(cfg, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	const n = 20000 // tokens: 320 KB as []Token, ~400 KB encoded
+	a.mu.Lock()
+	a.ring = Ring{Size: 1 << 24, Seed: 7}
+	for i := range n {
+		a.ring.Tokens = append(a.ring.Tokens, Token{Start: uint32(i) << 8, Owner: p2, Version: 1, Free: 256})
+	}
+	a.mu.Unlock()
+	var before, after runtime.MemStats
+	const merges = 20
+	runtime.ReadMemStats(&before)
+	for i := range merges {
+		m := &message{Kind: kindDelta, Range: a.cfg.Range, Seed: 7, Tokens: []Token{{Start: uint32(i) << 8, Owner: p2, Version: 2, Free: 255}}}
+		a.mu.Lock()
+		changed, err := a.mergeTokensLocked(p2, m)
+		a.mu.Unlock()
+		if err != nil || len(changed) != 1 {
+			t.Fatalf("merge %d: %v, %v", i, changed, err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	per := (after.TotalAlloc - before.TotalAlloc) / merges
+	t.Logf("a one-token merge into %d tokens: %d bytes", n, per)
+	if per > 64<<10 {
+		t.Errorf("a one-token merge into %d tokens allocated %d bytes; want well under one copy of the ring (%d)", n, per, n*16)
+	}
+	if !a.stale.Load() {
+		t.Error("the full state was built at the merges; want it built when asked")
+	}
+	m, err := decode(a.FullState())
+	if a.stale.Load() {
+		t.Error("still stale after FullState")
+	}
+	if err != nil || len(m.Tokens) != n || m.Tokens[merges-1].Version != 2 || m.Tokens[merges].Version != 1 {
+		t.Fatalf("full state after the merges: %d tokens, %v", len(m.Tokens), err)
+	}
 }

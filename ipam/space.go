@@ -61,15 +61,15 @@ func (a *Allocator) refreshFreeLocked() []Token {
 	return changed
 }
 
-// commitLocked persists b (plus the given changed tokens), refreshes the
-// cached full state, broadcasts our own changed tokens and signals change.
+// commitLocked persists b (plus the given changed tokens), marks the
+// cached full state stale, broadcasts our own changed tokens and signals change.
 // On a store error nothing in memory must have been changed by the caller
 // yet, except what the caller rolls back.
 func (a *Allocator) commitLocked(b *batch, broadcast []Token) error {
 	if err := a.st.commit(b); err != nil {
 		return err
 	}
-	a.refreshFullLocked()
+	a.staleLocked()
 	a.broadcastLocked(broadcast)
 	if b.owners || b.seed != 0 {
 		a.changedLocked()
@@ -95,56 +95,57 @@ func (a *Allocator) mergeTokensLocked(from peer.ID, m *message) ([]Token, error)
 	if m.Seed == 0 {
 		return nil, fmt.Errorf("tokens without seed: %w", ErrBadMessage)
 	}
-	news := a.ring.Seed != m.Seed // a ring new to us: everything in it is
+	// What changes, judged on the ring as it is: whether owners or run
+	// boundaries move (free counts then need a recount) and whether our own
+	// space does (then the commit is synced).
+	owners, ours, news := false, false, false
 	for _, t := range m.Tokens {
 		i := a.ring.index(t.Start)
-		if i < 0 || a.ring.Tokens[i].Start != t.Start {
-			news = true // a new token
-			continue
+		present := i >= 0 && a.ring.Tokens[i].Start == t.Start
+		if present {
+			cur := a.ring.Tokens[i]
+			if cur.Owner == a.cfg.Self && t.Owner == a.cfg.Self && t.Version > cur.Version {
+				return nil, fmt.Errorf("token %s v%d, ours v%d: %w", a.addr(t.Start).Addr(), t.Version, cur.Version, ErrForgedOwnToken)
+			}
+			if !cur.less(t) {
+				continue // Merge keeps ours
+			}
 		}
-		ours := a.ring.Tokens[i]
-		if ours.Owner == a.cfg.Self && t.Owner == a.cfg.Self && t.Version > ours.Version {
-			return nil, fmt.Errorf("token %s v%d, ours v%d: %w", a.addr(t.Start).Addr(), t.Version, ours.Version, ErrForgedOwnToken)
-		}
-		news = news || ours.less(t) // Merge takes it
-	}
-	if !news {
-		// Nothing Merge would take: epidemic dissemination and repairs
-		// bring each delta several times, and copying the ring (O(ring))
-		// for each was a tenth of a simulated join's CPU with the merge.
-		return nil, nil
-	}
-	next := a.ring.Clone()
-	next.Seed = m.Seed
-	changed := next.Merge(m.Tokens)
-	if len(changed) == 0 {
-		return nil, nil
-	}
-	if !next.Ready() {
-		return nil, fmt.Errorf("merged ring does not start at the range's start: %w", ErrBadMessage)
-	}
-	for id, off := range a.allocs.byID {
-		if o := next.Owner(off); o != a.cfg.Self {
-			return nil, fmt.Errorf("owner %s for %s, allocated to %q here: %w", o, a.addr(off).Addr(), id, ErrClaimOnAllocated)
-		}
-	}
-	seedNew := a.ring.Seed == 0
-	old := a.ring
-	owners, ours := false, false
-	for _, t := range changed {
-		i := old.index(t.Start)
-		owners = owners || i < 0 || old.Tokens[i].Start != t.Start || old.Tokens[i].Owner != t.Owner ||
+		news = true
+		owners = owners || !present || a.ring.Tokens[i].Owner != t.Owner ||
 			t.Owner == a.cfg.Self // someone wrote one of our tokens (a reclaim on our behalf): recount
 		// Our space changed: a token of ours (given to us, or written for
 		// us), or one that starts inside a run of ours (our run shrinks:
 		// a reclaim, a donation of ours echoed).
-		ours = ours || t.Owner == a.cfg.Self || (old.Ready() && old.Owner(t.Start) == a.cfg.Self)
+		ours = ours || t.Owner == a.cfg.Self || (a.ring.Ready() && a.ring.Owner(t.Start) == a.cfg.Self)
 	}
-	a.ring = next
-	var own []Token
+	if !news {
+		// Nothing Merge would take: epidemic dissemination and repairs
+		// bring each delta several times.
+		return nil, nil
+	}
+	seed := a.ring.Seed
+	a.ring.Seed = m.Seed
+	changed, undoMerge := a.ring.mergeInPlace(m.Tokens)
+	undo := func() {
+		undoMerge()
+		a.ring.Seed = seed
+	}
+	if !a.ring.Ready() {
+		undo()
+		return nil, fmt.Errorf("merged ring does not start at the range's start: %w", ErrBadMessage)
+	}
+	for id, off := range a.allocs.byID {
+		if o := a.ring.Owner(off); o != a.cfg.Self {
+			undo()
+			return nil, fmt.Errorf("owner %s for %s, allocated to %q here: %w", o, a.addr(off).Addr(), id, ErrClaimOnAllocated)
+		}
+	}
+	var own, before []Token
 	if owners {
 		// Only a change of owners or run boundaries can change our free
 		// counts; others' free-count updates cannot.
+		before = a.ring.ownedBy(a.cfg.Self)
 		own = a.refreshFreeLocked()
 	}
 	// Only a change of our own space is synced: what we may allocate from
@@ -155,11 +156,14 @@ func (a *Allocator) mergeTokensLocked(from peer.ID, m *message) ([]Token, error)
 	// fdatasyncs, on a disk shared by every peer of the host) held up the
 	// ring channel behind the disk.
 	b := &batch{tokens: mergeLists(changed, own), owners: owners, lazy: !ours}
-	if seedNew {
-		b.seed = next.Seed
+	if seed == 0 {
+		b.seed = m.Seed
 	}
 	if err := a.commitLocked(b, own); err != nil {
-		a.ring = old
+		for _, t := range before { // the free counts refreshFreeLocked wrote
+			a.ring.Tokens[a.ring.index(t.Start)] = t
+		}
+		undo()
 		return nil, err
 	}
 	a.log.Debug("ring merged", "from", from, "changed", len(changed))

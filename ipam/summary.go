@@ -56,15 +56,19 @@ func summarize(rng netip.Prefix, r *Ring) []byte {
 }
 
 // Summary returns the anti-entropy summary of the ring (gossip.Summarizer).
-// It never blocks.
-func (a *Allocator) Summary() []byte { return *a.summary.Load() }
+// After a change it waits for the allocator's lock to build it.
+func (a *Allocator) Summary() []byte {
+	a.freshState()
+	return *a.summary.Load()
+}
 
 // Repair returns the deltas that the peer whose summary is remote may lack
 // (gossip.Summarizer): the tokens of every slice whose hash differs, or the
 // whole ring when that peer has none. Nothing for a summary of another
 // ring, a malformed one, or when this peer has no ring yet.
 func (a *Allocator) Repair(remote []byte) [][]byte {
-	return repair(a.cfg.Range, a.Summary(), a.FullState(), remote)
+	a.freshState()
+	return repair(a.cfg.Range, *a.summary.Load(), *a.full.Load(), remote) // one build's pair
 }
 
 // repair is Repair on a snapshot: this peer's summary and full state.
