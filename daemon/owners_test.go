@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -261,5 +262,48 @@ func TestOwnersWritesPaced(t *testing.T) {
 	d.learnOwners([]peer.Info{h2, h3}, ranges)       // a pass with nothing new
 	if got := onDisk(); len(got) != 2 || got[h3ID].WGKey != "k3" || d.ownersDirty {
 		t.Fatalf("a later pass: file %v, dirty %v; want h2 and h3 written", got, d.ownersDirty)
+	}
+}
+
+// TestOwnersWritesPacedBySize: a large owner table is written at most every
+// persistGap (10 ms an owner past 200): 5 s at 500 owners, so a change 2 s
+// after a write still waits.
+func TestOwnersWritesPacedBySize(t *testing.T) {
+	d := &Daemon{cfg: Config{DataDir: t.TempDir()}, log: slog.New(slog.DiscardHandler)}
+	var peers []peer.Info
+	ranges := map[peer.ID][]netip.Prefix{}
+	for i := range 500 {
+		id := peer.ID(0x1000 + i)
+		peers = append(peers, info(id, fmt.Sprint("p", i), fmt.Sprintf("192.168.%d.%d", i/250, 1+i%250), peer.Alive, fmt.Sprint("k", i)))
+		ranges[id] = pfx(fmt.Sprintf("10.%d.%d.0/24", i/256, i%256))
+	}
+	d.learnOwners(peers, ranges)
+	if d.ownersDirty {
+		t.Fatal("the first table: want it written at once")
+	}
+	peers[0] = info(peers[0].ID, "p0", "192.168.0.1", peer.Alive, "k0-new") // p0's key changes
+	for _, ago := range []time.Duration{0, persistEvery, 5*time.Second - time.Millisecond} {
+		d.ownersSaved = time.Now().Add(-ago)
+		d.learnOwners(peers, ranges)
+		if !d.ownersDirty {
+			t.Fatalf("a change %v after the last write of 500 owners: written; want it pending until %v", ago, persistGap(500))
+		}
+	}
+	d.ownersSaved = time.Now().Add(-5 * time.Second)
+	d.learnOwners(peers, ranges)
+	got, err := loadOwners(d.cfg.DataDir)
+	if err != nil || d.ownersDirty || got[peers[0].ID].WGKey != "k0-new" {
+		t.Fatalf("5 s after: dirty %v, p0 on disk %+v, %v; want the change written", d.ownersDirty, got[peers[0].ID], err)
+	}
+}
+
+func TestPersistGap(t *testing.T) {
+	for _, c := range []struct {
+		n    int
+		want time.Duration
+	}{{0, persistEvery}, {100, persistEvery}, {200, persistEvery}, {500, 5 * time.Second}, {1000, 10 * time.Second}, {2000, 20 * time.Second}} {
+		if got := persistGap(c.n); got != c.want {
+			t.Errorf("persistGap(%d) = %v; want %v", c.n, got, c.want)
+		}
 	}
 }
