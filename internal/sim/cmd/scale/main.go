@@ -74,7 +74,10 @@ type Result struct {
 	PeakLiveMiB float64 `json:"peak_live_mib_per_peer,omitempty"`
 	PeakRSSMiB  float64 `json:"peak_rss_mib,omitempty"`
 	Secure      bool    `json:"secure"`
-	Error       string  `json:"error,omitempty"`
+	// JoinOnly says only the mass join was measured (-join-only): the
+	// columns after it are not zero, they were not run.
+	JoinOnly bool   `json:"join_only,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 var (
@@ -178,6 +181,7 @@ var dumpDir = new(string)
 var (
 	relaxed     = flag.Bool("relaxed", false, "relaxed failure-detection timers (sim.Relaxed)")
 	launchEvery = flag.Duration("launch-every", 0, "space the mass join's launches by this much (0: all at one instant)")
+	joinOnly    = flag.Bool("join-only", false, "measure the mass join only, not the backlog, idle window, joiner and kill after it (hours at 2,000 peers here)")
 )
 
 func secs(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
@@ -271,6 +275,10 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 	// logged at once, so a run stopped later still has it.
 	log.Printf("%d peers: join: members %.2f s, ring %.2f s, agreed %.2f s, %.0f s wall, %.3f CPU-s/peer, live heap %.0f MiB",
 		n, r.MembersS, r.RingS, r.AgreeS, r.JoinWallS, r.JoinCPUPerPeer, liveHeap()/float64(1<<20))
+	if *joinOnly {
+		r.JoinOnly = true
+		return r
+	}
 
 	// Idle: a mass join leaves every peer a backlog to relay: memberlist
 	// re-gossips each new alive message (a join, each metadata update)
@@ -353,9 +361,13 @@ func write(dir string, rs []Result) error {
 	t.WriteString("| peers | clock | all alive (s) | ring agreed (s) | all agree + DNS (s) | 1 joiner has ring (s) | kill seen by all (s) | join backlog drained (s) | idle bytes/peer/s (of which TCP) | idle CPU/peer (% core) | join CPU s/peer | heap MiB/peer | live heap MiB/peer: idle, peak | peak RSS GiB | join: wall s | run: wall s | run: CPU s |\n")
 	t.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&t, "| %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f (%.0f) | %.2f | %.3f | %.2f | %.2f, %.2f | %.1f | %.0f | %.0f | %.0f |", r.Peers, r.Clock, r.MembersS, r.RingS, r.AgreeS,
-			r.JoinRingS, r.KillSeenS, r.SettleS, r.IdleBytesPerS, r.IdleStreamBytesPerS, 100*r.IdleCPUPerPeer, r.JoinCPUPerPeer, r.HeapMiB,
-			r.LiveMiB, r.PeakLiveMiB, r.PeakRSSMiB/1024, r.JoinWallS, r.WallS, r.CPUS)
+		after := fmt.Sprintf("%.1f | %.1f | %.0f | %.0f (%.0f) | %.2f | %.3f | %.2f | %.2f", r.JoinRingS, r.KillSeenS, r.SettleS,
+			r.IdleBytesPerS, r.IdleStreamBytesPerS, 100*r.IdleCPUPerPeer, r.JoinCPUPerPeer, r.HeapMiB, r.LiveMiB)
+		if r.JoinOnly { // what follows the join was not run
+			after = fmt.Sprintf("— | — | — | — | — | %.3f | — | —", r.JoinCPUPerPeer)
+		}
+		fmt.Fprintf(&t, "| %d | %s | %.1f | %.1f | %.1f | %s, %.2f | %.1f | %.0f | %.0f | %.0f |", r.Peers, r.Clock, r.MembersS, r.RingS, r.AgreeS,
+			after, r.PeakLiveMiB, r.PeakRSSMiB/1024, r.JoinWallS, r.WallS, r.CPUS)
 		if r.Error != "" {
 			fmt.Fprintf(&t, " error: %s", r.Error)
 		}

@@ -14,6 +14,21 @@ type series struct {
 	name  string
 	color string
 	y     func(Result) float64
+	after bool // measured after the join: not in a -join-only row
+}
+
+// rows returns the results that have s.
+func (s series) rows(rs []Result) []Result {
+	if !s.after {
+		return rs
+	}
+	var out []Result
+	for _, r := range rs {
+		if !r.JoinOnly {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 type panel struct {
@@ -25,16 +40,16 @@ type panel struct {
 func plot(rs []Result) string {
 	panels := []panel{
 		{"Convergence after a mass join", "seconds", []series{
-			{"all see all alive", "#1f77b4", func(r Result) float64 { return r.MembersS }},
-			{"ring agreed", "#d62728", func(r Result) float64 { return r.RingS }},
-			{"kill seen by all", "#2ca02c", func(r Result) float64 { return r.KillSeenS }},
-			{"joiner has ring", "#9467bd", func(r Result) float64 { return r.JoinRingS }},
+			{"all see all alive", "#1f77b4", func(r Result) float64 { return r.MembersS }, false},
+			{"ring agreed", "#d62728", func(r Result) float64 { return r.RingS }, false},
+			{"kill seen by all", "#2ca02c", func(r Result) float64 { return r.KillSeenS }, true},
+			{"joiner has ring", "#9467bd", func(r Result) float64 { return r.JoinRingS }, true},
 		}},
 		{"Idle traffic per peer", "bytes/s (sent+received)", []series{
-			{"bytes/peer/s", "#ff7f0e", func(r Result) float64 { return r.IdleBytesPerS }},
+			{"bytes/peer/s", "#ff7f0e", func(r Result) float64 { return r.IdleBytesPerS }, true},
 		}},
 		{"Idle CPU per peer", "% of one core", []series{
-			{"CPU/peer", "#8c564b", func(r Result) float64 { return 100 * r.IdleCPUPerPeer }},
+			{"CPU/peer", "#8c564b", func(r Result) float64 { return 100 * r.IdleCPUPerPeer }, true},
 		}},
 	}
 	const pw, ph, ml, mr, mt, mb = 360.0, 280.0, 60.0, 20.0, 40.0, 90.0
@@ -50,7 +65,7 @@ func plot(rs []Result) string {
 		x0 := float64(i)*(pw+ml+mr) + ml
 		maxY := 0.0
 		for _, s := range p.series {
-			for _, r := range rs {
+			for _, r := range s.rows(rs) {
 				maxY = math.Max(maxY, s.y(r))
 			}
 		}
@@ -72,11 +87,11 @@ func plot(rs []Result) string {
 		fmt.Fprintf(&b, `<text transform="translate(%.0f,%.0f) rotate(-90)" text-anchor="middle">%s</text>`+"\n", x0-45, mt+ph/2, p.unit)
 		for j, s := range p.series {
 			var pts []string
-			for _, r := range rs {
+			for _, r := range s.rows(rs) {
 				pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(float64(r.Peers)), py(s.y(r))))
 			}
 			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", s.color, strings.Join(pts, " "))
-			for _, r := range rs {
+			for _, r := range s.rows(rs) {
 				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>%s N=%d: %s</title></circle>`+"\n",
 					px(float64(r.Peers)), py(s.y(r)), s.color, s.name, r.Peers, short(s.y(r)))
 			}
