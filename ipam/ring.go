@@ -103,8 +103,8 @@ func (r *Ring) Merge(in []Token) []Token {
 // written where ours is, and new tokens are inserted in one pass from the
 // end (the slice grows by their number). A mass join merges every new
 // delta at every peer, and copying the ring twice for each (Clone and
-// Merge's output) made a peer's merges O(N) allocations each, O(N³) over
-// the simulator's join. undo puts the tokens back as they were.
+// Merge's output) made each of a peer's merges allocate O(N) bytes, O(N³)
+// over the simulator's join. undo puts the tokens back as they were.
 func (r *Ring) mergeInPlace(in []Token) (changed []Token, undo func()) {
 	var replaced []Token // ours, as they were
 	added := 0

@@ -67,8 +67,13 @@ func (a *Allocator) Summary() []byte {
 // whole ring when that peer has none. Nothing for a summary of another
 // ring, a malformed one, or when this peer has no ring yet.
 func (a *Allocator) Repair(remote []byte) [][]byte {
-	a.freshState()
-	return repair(a.cfg.Range, *a.summary.Load(), *a.full.Load(), remote) // one build's pair
+	a.mu.Lock() // the summary and full state of one build
+	if a.stale.Load() {
+		a.buildStateLocked()
+	}
+	mine, full := *a.summary.Load(), *a.full.Load()
+	a.mu.Unlock()
+	return repair(a.cfg.Range, mine, full, remote)
 }
 
 // repair is Repair on a snapshot: this peer's summary and full state.
