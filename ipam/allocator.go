@@ -52,7 +52,7 @@ type Allocator struct {
 	heldUp  chan struct{}          // cap 1: a held donation request is to be answered or dropped (donate.go)
 	full    atomic.Pointer[[]byte] // encoded FullState, built when asked after a change
 	summary atomic.Pointer[[]byte] // anti-entropy Summary, built with full
-	stale   atomic.Bool            // the ring changed since full and summary were built
+	stale   atomic.Bool            // the ring changed since full and summary were built (set under mu)
 	out     chan outMsg            // unicasts for the sender goroutine
 	done    chan struct{}          // closed by Close
 
@@ -82,6 +82,9 @@ type Allocator struct {
 	gen   uint64             // counts the changes Changed signals: see Gen
 	// changedAt is when Changed was last signalled (Status.Changed).
 	changedAt time.Time
+	// staleSince is when the built full state and summary began to lag
+	// the ring (stale; staleLocked).
+	staleSince time.Time
 
 	allocs  allocations         // this peer's allocations (allocate.go)
 	paxos   paxosState          // acceptor memory and our rounds in flight (paxos.go)
@@ -334,28 +337,49 @@ func (a *Allocator) changedLocked() {
 	}
 }
 
-// FullState returns the whole ring, encoded. After a change it waits for
-// the allocator's lock to build it.
+// FullState returns the whole ring, encoded. It never blocks: after a
+// change it is built if the allocator's lock is free, else the last one
+// built is returned (at most staleMax old: a state this peer held, which
+// anti-entropy and push-pull merge like any other).
 func (a *Allocator) FullState() []byte {
 	a.freshState()
 	return *a.full.Load()
 }
 
-// staleLocked records that the ring changed: FullState and Summary build
-// theirs again when next asked. They were built at every change: in a mass
-// join a peer commits a merge for every new delta (each a whole-ring
-// encoding and summary, O(N)) while they are asked for about once a second
-// (anti-entropy's digest and repairs, a joiner's push-pull).
-func (a *Allocator) staleLocked() { a.stale.Store(true) }
+// staleMax bounds how long the built full state and summary may lag the
+// ring: a commit builds them when they are older (readers that find the
+// lock taken do not).
+const staleMax = time.Second
 
-// freshState builds the full state and summary if the ring changed since.
-func (a *Allocator) freshState() {
+// staleLocked records that the ring changed: FullState and Summary build
+// theirs again when next asked, or this commit does if they have lagged
+// staleMax. They were built at every commit: in a mass join a peer commits
+// a merge for every new delta (each build a whole-ring encoding and
+// summary, O(N)) while they are asked for about once a second
+// (anti-entropy's digest and repairs, a joiner's push-pull).
+func (a *Allocator) staleLocked() {
+	now := time.Now()
 	if !a.stale.Load() {
+		a.staleSince = now
+	}
+	a.stale.Store(true)
+	if now.Sub(a.staleSince) >= staleMax {
+		a.buildStateLocked()
+	}
+}
+
+// freshState builds the full state and summary if the ring changed since
+// and the lock is free. The gossip handlers' contract (gossip.Handler,
+// gossip.Summarizer) is not to block: a commit holds the lock across its
+// write, and a synced one across an fdatasync.
+func (a *Allocator) freshState() {
+	if !a.stale.Load() || !a.mu.TryLock() {
 		return
 	}
-	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.buildStateLocked()
+	if a.stale.Load() {
+		a.buildStateLocked()
+	}
 }
 
 // buildStateLocked builds the full state and summary from the ring.

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/weftmesh/weft/peer"
 	"pgregory.net/rapid"
@@ -208,5 +209,57 @@ func TestMergeCostsTheDelta(t *testing.T) {
 	}
 	if err != nil || len(m.Tokens) != n || m.Tokens[merges-1].Version != 2 || m.Tokens[merges].Version != 1 {
 		t.Fatalf("full state after the merges: %d tokens, %v", len(m.Tokens), err)
+	}
+}
+
+// TestStateNeverBlocks: FullState and Summary do not wait for the
+// allocator's lock (a commit holds it across its write): while it is held
+// they return the last state built, after it is free the current one, and
+// a commit builds them itself once they have lagged staleMax.
+func TestStateNeverBlocks(t *testing.T) {
+	const self, p2 = peer.ID(1), peer.ID(2)
+	a := slash24Allocator(t, self, false)
+	a.mu.Lock()
+	locked := true
+	defer func() { // before Close (t.Cleanup) takes the lock, even on a failure
+		if locked {
+			a.mu.Unlock()
+		}
+	}()
+	a.ring = Ring{Size: 256, Seed: 7, Tokens: []Token{{Start: 0, Owner: p2, Version: 1, Free: 200}}}
+	a.buildStateLocked()
+	old, oldSum := *a.full.Load(), *a.summary.Load()
+	merge := func(v uint32) {
+		t.Helper()
+		m := &message{Kind: kindDelta, Range: a.cfg.Range, Seed: 7, Tokens: []Token{{Start: 0, Owner: p2, Version: v, Free: 200 - v}}}
+		if changed, err := a.mergeTokensLocked(p2, m); err != nil || len(changed) != 1 {
+			t.Fatalf("merge v%d: %v, %v", v, changed, err)
+		}
+	}
+	merge(2)
+	got := make(chan [2][]byte)
+	go func() { got <- [2][]byte{a.FullState(), a.Summary()} }()
+	select {
+	case g := <-got:
+		if string(g[0]) != string(old) || string(g[1]) != string(oldSum) {
+			t.Error("with the lock held: want the state last built")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("FullState/Summary blocked on the allocator's lock")
+	}
+	a.staleSince = time.Now().Add(-staleMax) // lagging long enough: the next commit builds
+	merge(3)
+	if a.stale.Load() {
+		t.Error("a commit after staleMax: want the state built")
+	}
+	merge(4)
+	a.mu.Unlock()
+	locked = false
+	m, err := decode(a.FullState())
+	if err != nil || len(m.Tokens) != 1 || m.Tokens[0].Version != 4 || a.stale.Load() {
+		t.Fatalf("lock free: full state %+v, %v, stale %v; want v4 built", m, err, a.stale.Load())
+	}
+	if string(a.Summary()) == string(oldSum) {
+		t.Error("lock free: summary unchanged")
 	}
 }

@@ -56,7 +56,7 @@ func summarize(rng netip.Prefix, r *Ring) []byte {
 }
 
 // Summary returns the anti-entropy summary of the ring (gossip.Summarizer).
-// After a change it waits for the allocator's lock to build it.
+// It never blocks (see FullState).
 func (a *Allocator) Summary() []byte {
 	a.freshState()
 	return *a.summary.Load()
@@ -66,14 +66,14 @@ func (a *Allocator) Summary() []byte {
 // (gossip.Summarizer): the tokens of every slice whose hash differs, or the
 // whole ring when that peer has none. Nothing for a summary of another
 // ring, a malformed one, or when this peer has no ring yet.
+//
+// It never blocks (see FullState). The summary and full state are read one
+// after the other: should a commit build both in between, the full state is
+// the newer, and carries at least what the summary says.
 func (a *Allocator) Repair(remote []byte) [][]byte {
-	a.mu.Lock() // the summary and full state of one build
-	if a.stale.Load() {
-		a.buildStateLocked()
-	}
-	mine, full := *a.summary.Load(), *a.full.Load()
-	a.mu.Unlock()
-	return repair(a.cfg.Range, mine, full, remote)
+	a.freshState()
+	mine := *a.summary.Load()
+	return repair(a.cfg.Range, mine, *a.full.Load(), remote)
 }
 
 // repair is Repair on a snapshot: this peer's summary and full state.
