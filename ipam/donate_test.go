@@ -328,8 +328,15 @@ func TestMergeSyncsOnlyOurSpace(t *testing.T) {
 // end of the test.
 func slash24Allocator(t *testing.T, self peer.ID, sync bool) *Allocator {
 	t.Helper()
+	return testAllocator(t, self, "10.9.8.0/24", sync)
+}
+
+// testAllocator is an allocator of rng with no ring yet, on a store in the
+// test's directory (synced to disk if sync), closed at the end of the test.
+func testAllocator(t *testing.T, self peer.ID, rng string, sync bool) *Allocator {
+	t.Helper()
 	cfg := DefaultConfig()
-	cfg.Range = netip.MustParsePrefix("10.9.8.0/24")
+	cfg.Range = netip.MustParsePrefix(rng)
 	cfg.Self = self
 	cfg.NoSync = !sync
 	cfg.DBPath = filepath.Join(t.TempDir(), "ipam.db")
@@ -562,38 +569,6 @@ func takeSent(t *testing.T, a *Allocator) []sent {
 			out = append(out, sent{to: o.to, m: m})
 		default:
 			return out
-		}
-	}
-}
-
-// TestMergeDuplicateIsFree: a delta that changes nothing (dissemination
-// brings each several times) is recognised without copying the ring or
-// writing anything; one token in it that is new is merged.
-func TestMergeDuplicateIsFree(t *testing.T) {
-	const self, p2, p3 = peer.ID(1), peer.ID(2), peer.ID(3)
-	a := slash24Allocator(t, self, false)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.ring = Ring{Size: 256, Seed: 7, Tokens: []Token{{Start: 0, Owner: p2, Version: 3, Free: 10}, {Start: 64, Owner: self, Version: 1, Free: 64}, {Start: 128, Owner: p3, Version: 1, Free: 128}}}
-	dup := &message{Kind: kindDelta, Range: a.cfg.Range, Seed: 7, Tokens: []Token{
-		{Start: 0, Owner: p2, Version: 2, Free: 20},    // older than ours
-		{Start: 128, Owner: p3, Version: 1, Free: 128}, // the same
-	}}
-	if n := testing.AllocsPerRun(100, func() {
-		if changed, err := a.mergeTokensLocked(p2, dup); err != nil || len(changed) != 0 {
-			t.Fatalf("duplicate: changed %v, %v; want nothing", changed, err)
-		}
-	}); n != 0 {
-		t.Errorf("a duplicate delta allocated %v times; want 0 (no copy of the ring)", n)
-	}
-	for _, tok := range []Token{
-		{Start: 128, Owner: p3, Version: 2, Free: 127}, // a free count: 3 allocated one
-		{Start: 192, Owner: p2, Version: 1, Free: 64},  // a new token: 3 gave [192,256) to 2
-	} {
-		m := &message{Kind: kindDelta, Range: a.cfg.Range, Seed: 7, Tokens: append(slices.Clone(dup.Tokens), tok)}
-		changed, err := a.mergeTokensLocked(p2, m)
-		if err != nil || len(changed) != 1 || changed[0] != tok {
-			t.Errorf("merge with %+v: changed %v, %v; want just it", tok, changed, err)
 		}
 	}
 }

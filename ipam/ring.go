@@ -72,92 +72,65 @@ func (r *Ring) Clone() Ring {
 // Merge joins tokens (sorted, distinct starts) into r and returns the tokens
 // of r that changed, in order.
 func (r *Ring) Merge(in []Token) []Token {
-	var changed []Token
-	out := make([]Token, 0, len(r.Tokens)+len(in))
-	i, j := 0, 0
-	for i < len(r.Tokens) || j < len(in) {
-		switch {
-		case j == len(in) || (i < len(r.Tokens) && r.Tokens[i].Start < in[j].Start):
-			out = append(out, r.Tokens[i])
-			i++
-		case i == len(r.Tokens) || in[j].Start < r.Tokens[i].Start:
-			out = append(out, in[j])
-			changed = append(changed, in[j])
-			j++
-		default:
-			t := r.Tokens[i]
-			if t.less(in[j]) {
-				t = in[j]
-				changed = append(changed, t)
-			}
-			out = append(out, t)
-			i++
-			j++
-		}
-	}
-	r.Tokens = out
+	changed := r.newer(in)
+	r.apply(changed)
 	return changed
 }
 
-// mergeInPlace is Merge without a new ring: a token that wins over ours is
-// written where ours is, and new tokens are inserted in one pass from the
-// end (the slice grows by their number). A mass join merges every new
-// delta at every peer, and copying the ring twice for each (Clone and
-// Merge's output) made each of a peer's merges allocate O(N) bytes, O(N³)
-// over the simulator's join. undo puts the tokens back as they were.
-func (r *Ring) mergeInPlace(in []Token) (changed []Token, undo func()) {
-	var replaced []Token // ours, as they were
-	added := 0
+// newer returns the tokens of in (sorted, distinct starts) that Merge
+// takes: those at a start r lacks and those that win over r's. It reads
+// r only.
+func (r *Ring) newer(in []Token) []Token {
+	var out []Token
 	for _, t := range in {
-		i := r.index(t.Start)
-		switch {
-		case i < 0 || r.Tokens[i].Start != t.Start:
-			added++
-			changed = append(changed, t)
-		case r.Tokens[i].less(t):
-			replaced = append(replaced, r.Tokens[i])
-			r.Tokens[i] = t
-			changed = append(changed, t)
+		if i := r.index(t.Start); i < 0 || r.Tokens[i].Start != t.Start || r.Tokens[i].less(t) {
+			out = append(out, t)
 		}
 	}
-	if added > 0 {
+	return out
+}
+
+// apply writes tokens that newer returned into r where they are: a token
+// at a start r has replaces r's, the others are inserted in one pass from
+// the end (the slice grows by their number). undo puts r back as it was.
+// A mass join merges every new delta at every peer, and copying the ring
+// for each (a clone and a merged copy) made each of a peer's merges
+// allocate O(N) bytes, O(N³) over the simulator's join.
+func (r *Ring) apply(ts []Token) (undo func()) {
+	var replaced, inserted []Token // r's replaced tokens as they were; the new ones
+	for _, t := range ts {
+		if i := r.index(t.Start); i >= 0 && r.Tokens[i].Start == t.Start {
+			replaced = append(replaced, r.Tokens[i])
+			r.Tokens[i] = t
+		} else {
+			inserted = append(inserted, t)
+		}
+	}
+	if len(inserted) > 0 {
 		n := len(r.Tokens)
-		r.Tokens = slices.Grow(r.Tokens, added)[:n+added]
-		i, w := n-1, n+added-1
-		for j := len(changed) - 1; j >= 0 && w > i; w-- {
-			if i >= 0 && r.Tokens[i].Start >= changed[j].Start {
-				if r.Tokens[i].Start == changed[j].Start {
-					j-- // replaced in place above: not an insertion
-					w++
-					continue
-				}
+		r.Tokens = slices.Grow(r.Tokens, len(inserted))[:n+len(inserted)]
+		i, j := n-1, len(inserted)-1
+		for w := len(r.Tokens) - 1; j >= 0; w-- { // the largest start left goes last
+			if i >= 0 && r.Tokens[i].Start > inserted[j].Start {
 				r.Tokens[w] = r.Tokens[i]
 				i--
 			} else {
-				r.Tokens[w] = changed[j]
+				r.Tokens[w] = inserted[j]
 				j--
 			}
 		}
 	}
-	undo = func() {
+	return func() {
 		for _, t := range replaced {
 			r.Tokens[r.index(t.Start)] = t
 		}
-		if added > 0 {
-			k := 0 // the next changed token: an insertion unless replaced
+		if len(inserted) > 0 {
 			r.Tokens = slices.DeleteFunc(r.Tokens, func(t Token) bool {
-				for k < len(changed) && changed[k].Start < t.Start {
-					k++
-				}
-				if k == len(changed) || changed[k].Start != t.Start {
-					return false
-				}
-				_, was := slices.BinarySearchFunc(replaced, t.Start, func(x Token, s uint32) int { return cmp.Compare(x.Start, s) })
-				return !was
+				_, found := slices.BinarySearchFunc(inserted, t.Start, func(x Token, s uint32) int { return cmp.Compare(x.Start, s) })
+				return found
 			})
 		}
 	}
-	return changed, undo
 }
 
 // index returns the index of the token whose run holds off, or -1.

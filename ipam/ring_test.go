@@ -1,9 +1,9 @@
 package ipam
 
 import (
+	"cmp"
+	"maps"
 	"math/bits"
-	"net/netip"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"testing"
@@ -139,24 +139,69 @@ func TestCIDRs(t *testing.T) {
 	})
 }
 
-// TestMergeInPlace: the in-place merge leaves the ring and reports the
-// changes exactly as Merge does, with or without spare capacity in the
-// slice, and its undo puts the ring back as it was.
+// TestMergeInPlace: Merge, which writes into the ring where it is, leaves
+// the ring and reports the changes as a model of the join does (per start,
+// the token that wins by less; changed, b's tokens that are new or win),
+// with or without spare capacity in the slice, and apply's undo puts the
+// ring back as it was.
 func TestMergeInPlace(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		a, b := genTokens(t, "a"), genTokens(t, "b")
-		want := Ring{Size: testSize, Tokens: slices.Clone(a)}
-		wantChanged := want.Merge(b)
+		byStart := map[uint32]Token{}
+		for _, tok := range a {
+			byStart[tok.Start] = tok
+		}
+		var wantChanged []Token
+		for _, tok := range b {
+			if old, ok := byStart[tok.Start]; !ok || old.less(tok) {
+				byStart[tok.Start] = tok
+				wantChanged = append(wantChanged, tok)
+			}
+		}
+		want := slices.SortedFunc(maps.Values(byStart), func(x, y Token) int { return cmp.Compare(x.Start, y.Start) })
 		got := Ring{Size: testSize, Tokens: slices.Grow(slices.Clone(a), rapid.IntRange(0, 8).Draw(t, "spare"))}
-		changed, undo := got.mergeInPlace(b)
-		if !slices.Equal(got.Tokens, want.Tokens) || !slices.Equal(changed, wantChanged) {
-			t.Fatalf("in place %v ∪ %v\n = %v (changed %v)\nwant %v (changed %v)", a, b, got.Tokens, changed, want.Tokens, wantChanged)
+		changed := got.newer(b)
+		undo := got.apply(changed)
+		if !slices.Equal(got.Tokens, want) || !slices.Equal(changed, wantChanged) {
+			t.Fatalf("%v ∪ %v\n = %v (changed %v)\nwant %v (changed %v)", a, b, got.Tokens, changed, want, wantChanged)
 		}
 		undo()
 		if !slices.Equal(got.Tokens, a) {
 			t.Fatalf("undo of %v ∪ %v: %v; want %v", a, b, got.Tokens, a)
 		}
 	})
+}
+
+// TestMergeDuplicateIsFree: a delta that changes nothing (dissemination
+// brings each several times) is recognised without copying the ring or
+// writing anything; one token in it that is new is merged.
+func TestMergeDuplicateIsFree(t *testing.T) {
+	const self, p2, p3 = peer.ID(1), peer.ID(2), peer.ID(3)
+	a := slash24Allocator(t, self, false)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ring = Ring{Size: 256, Seed: 7, Tokens: []Token{{Start: 0, Owner: p2, Version: 3, Free: 10}, {Start: 64, Owner: self, Version: 1, Free: 64}, {Start: 128, Owner: p3, Version: 1, Free: 128}}}
+	dup := &message{Kind: kindDelta, Range: a.cfg.Range, Seed: 7, Tokens: []Token{
+		{Start: 0, Owner: p2, Version: 2, Free: 20},    // older than ours
+		{Start: 128, Owner: p3, Version: 1, Free: 128}, // the same
+	}}
+	if n := testing.AllocsPerRun(100, func() {
+		if changed, err := a.mergeTokensLocked(p2, dup); err != nil || len(changed) != 0 {
+			t.Fatalf("duplicate: changed %v, %v; want nothing", changed, err)
+		}
+	}); n != 0 {
+		t.Errorf("a duplicate delta allocated %v times; want 0 (no copy of the ring)", n)
+	}
+	for _, tok := range []Token{
+		{Start: 128, Owner: p3, Version: 2, Free: 127}, // a free count: 3 allocated one
+		{Start: 192, Owner: p2, Version: 1, Free: 64},  // a new token: 3 gave [192,256) to 2
+	} {
+		m := &message{Kind: kindDelta, Range: a.cfg.Range, Seed: 7, Tokens: append(slices.Clone(dup.Tokens), tok)}
+		changed, err := a.mergeTokensLocked(p2, m)
+		if err != nil || len(changed) != 1 || changed[0] != tok {
+			t.Errorf("merge with %+v: changed %v, %v; want just it", tok, changed, err)
+		}
+	}
 }
 
 // TestMergeCostsTheDelta: merging a one-token delta into a large ring
@@ -166,15 +211,7 @@ func TestMergeInPlace(t *testing.T) {
 // 4,000-token ring per merge made the simulator's join O(N³) in bytes.
 func TestMergeCostsTheDelta(t *testing.T) {
 	const self, p2 = peer.ID(1), peer.ID(2)
-	cfg := DefaultConfig()
-	cfg.Range = netip.MustParsePrefix("10.0.0.0/8")
-	cfg.Self, cfg.NoSync = self, true
-	cfg.DBPath = filepath.Join(t.TempDir(), "ipam.db")
-	a, err := New(cfg, &recorder{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := testAllocator(t, self, "10.0.0.0/8", false)
 	const n = 20000 // tokens: 320 KB as []Token, ~400 KB encoded
 	a.mu.Lock()
 	a.ring = Ring{Size: 1 << 24, Seed: 7}

@@ -95,23 +95,24 @@ func (a *Allocator) mergeTokensLocked(from peer.ID, m *message) ([]Token, error)
 	if m.Seed == 0 {
 		return nil, fmt.Errorf("tokens without seed: %w", ErrBadMessage)
 	}
+	changed := a.ring.newer(m.Tokens)
+	if len(changed) == 0 {
+		// Nothing to take: epidemic dissemination and repairs bring each
+		// delta several times, and this costs no copy of the ring.
+		return nil, nil
+	}
 	// What changes, judged on the ring as it is: whether owners or run
 	// boundaries move (free counts then need a recount) and whether our own
 	// space does (then the commit is synced).
-	owners, ours, news := false, false, false
-	for _, t := range m.Tokens {
+	owners, ours := false, false
+	for _, t := range changed {
 		i := a.ring.index(t.Start)
 		present := i >= 0 && a.ring.Tokens[i].Start == t.Start
 		if present {
-			cur := a.ring.Tokens[i]
-			if cur.Owner == a.cfg.Self && t.Owner == a.cfg.Self && t.Version > cur.Version {
+			if cur := a.ring.Tokens[i]; cur.Owner == a.cfg.Self && t.Owner == a.cfg.Self && t.Version > cur.Version {
 				return nil, fmt.Errorf("token %s v%d, ours v%d: %w", a.addr(t.Start).Addr(), t.Version, cur.Version, ErrForgedOwnToken)
 			}
-			if !cur.less(t) {
-				continue // Merge keeps ours
-			}
 		}
-		news = true
 		owners = owners || !present || a.ring.Tokens[i].Owner != t.Owner ||
 			t.Owner == a.cfg.Self // someone wrote one of our tokens (a reclaim on our behalf): recount
 		// Our space changed: a token of ours (given to us, or written for
@@ -119,16 +120,11 @@ func (a *Allocator) mergeTokensLocked(from peer.ID, m *message) ([]Token, error)
 		// a reclaim, a donation of ours echoed).
 		ours = ours || t.Owner == a.cfg.Self || (a.ring.Ready() && a.ring.Owner(t.Start) == a.cfg.Self)
 	}
-	if !news {
-		// Nothing Merge would take: epidemic dissemination and repairs
-		// bring each delta several times.
-		return nil, nil
-	}
 	seed := a.ring.Seed
 	a.ring.Seed = m.Seed
-	changed, undoMerge := a.ring.mergeInPlace(m.Tokens)
+	undoApply := a.ring.apply(changed)
 	undo := func() {
-		undoMerge()
+		undoApply()
 		a.ring.Seed = seed
 	}
 	if !a.ring.Ready() {
