@@ -76,8 +76,12 @@ type Result struct {
 	Secure      bool    `json:"secure"`
 	// JoinOnly says only the mass join was measured (-join-only): the
 	// columns after it are not zero, they were not run.
-	JoinOnly bool   `json:"join_only,omitempty"`
-	Error    string `json:"error,omitempty"`
+	JoinOnly bool `json:"join_only,omitempty"`
+	// NoIdle says the joiner and the kill were measured right after the
+	// join, in its backlog, and the backlog and idle window were not run
+	// (-no-idle).
+	NoIdle bool   `json:"no_idle,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 var (
@@ -182,6 +186,7 @@ var (
 	relaxed     = flag.Bool("relaxed", false, "relaxed failure-detection timers (sim.Relaxed)")
 	launchEvery = flag.Duration("launch-every", 0, "space the mass join's launches by this much (0: all at one instant)")
 	joinOnly    = flag.Bool("join-only", false, "measure the mass join only, not the backlog, idle window, joiner and kill after it (hours at 2,000 peers here)")
+	noIdle      = flag.Bool("no-idle", false, "after the mass join, measure the joiner and the kill at once, in the join's backlog, and not the backlog or idle window (hours at 2,000 peers here)")
 )
 
 func secs(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
@@ -280,6 +285,12 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 		return r
 	}
 
+	if *noIdle {
+		r.NoIdle = true
+		joinAndKill(c, n, wait, &r)
+		return r
+	}
+
 	// Idle: a mass join leaves every peer a backlog to relay: memberlist
 	// re-gossips each new alive message (a join, each metadata update)
 	// RetransmitMult·log N times from every peer that hears it, O(N log N)
@@ -308,24 +319,27 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 		}
 	}
 
-	// One peer joins the mesh: until it holds the agreed ring.
+	joinAndKill(c, n, wait, &r)
+	return r
+}
+
+// joinAndKill measures one peer joining the mesh of n (until it holds the
+// agreed ring) and then a crash (until every live peer lists it dead).
+func joinAndKill(c *sim.Cluster, n int, wait func(func() error) (float64, bool), r *Result) {
 	t2 := time.Now()
 	if err := c.Grow(1); err != nil {
 		r.Error = err.Error()
-		return r
+		return
 	}
-	if _, ok = wait(c.RingAgree); !ok {
-		return r
+	if _, ok := wait(c.RingAgree); !ok {
+		return
 	}
 	r.JoinRingS = secs(time.Since(t2))
-	if _, ok = wait(c.MembersAgree); !ok {
-		return r
+	if _, ok := wait(c.MembersAgree); !ok {
+		return
 	}
-
-	// A crash: until every live peer lists it dead.
 	c.Kill(n / 2)
 	r.KillSeenS, _ = wait(c.DeadSeen(n / 2))
-	return r
 }
 
 // settle waits, in 5 s windows, until the peers send less than one full
@@ -363,8 +377,11 @@ func write(dir string, rs []Result) error {
 	for _, r := range rs {
 		after := fmt.Sprintf("%.1f | %.1f | %.0f | %.0f (%.0f) | %.2f | %.3f | %.2f | %.2f", r.JoinRingS, r.KillSeenS, r.SettleS,
 			r.IdleBytesPerS, r.IdleStreamBytesPerS, 100*r.IdleCPUPerPeer, r.JoinCPUPerPeer, r.HeapMiB, r.LiveMiB)
-		if r.JoinOnly { // what follows the join was not run
+		switch {
+		case r.JoinOnly: // what follows the join was not run
 			after = fmt.Sprintf("— | — | — | — | — | %.3f | — | —", r.JoinCPUPerPeer)
+		case r.NoIdle: // joiner and kill in the backlog; no idle window
+			after = fmt.Sprintf("%.1f | %.1f | — | — | — | %.3f | — | —", r.JoinRingS, r.KillSeenS, r.JoinCPUPerPeer)
 		}
 		fmt.Fprintf(&t, "| %d | %s | %.1f | %.1f | %.1f | %s, %.2f | %.1f | %.0f | %.0f | %.0f |", r.Peers, r.Clock, r.MembersS, r.RingS, r.AgreeS,
 			after, r.PeakLiveMiB, r.PeakRSSMiB/1024, r.JoinWallS, r.WallS, r.CPUS)

@@ -14,19 +14,26 @@ type series struct {
 	name  string
 	color string
 	y     func(Result) float64
-	after bool // measured after the join: not in a -join-only row
+	phase phase // when it is measured: rows that stopped before have no point
 }
+
+// phase is the part of a size's run a series is measured in.
+type phase int
+
+const (
+	inJoin  phase = iota // the mass join: every row
+	afterIt              // the joiner and the kill: not in a -join-only row
+	idling               // the idle window: not in -join-only or -no-idle rows
+)
 
 // rows returns the results that have s.
 func (s series) rows(rs []Result) []Result {
-	if !s.after {
-		return rs
-	}
 	var out []Result
 	for _, r := range rs {
-		if !r.JoinOnly {
-			out = append(out, r)
+		if (s.phase >= afterIt && r.JoinOnly) || (s.phase >= idling && r.NoIdle) {
+			continue
 		}
+		out = append(out, r)
 	}
 	return out
 }
@@ -40,16 +47,16 @@ type panel struct {
 func plot(rs []Result) string {
 	panels := []panel{
 		{"Convergence after a mass join", "seconds", []series{
-			{"all see all alive", "#1f77b4", func(r Result) float64 { return r.MembersS }, false},
-			{"ring agreed", "#d62728", func(r Result) float64 { return r.RingS }, false},
-			{"kill seen by all", "#2ca02c", func(r Result) float64 { return r.KillSeenS }, true},
-			{"joiner has ring", "#9467bd", func(r Result) float64 { return r.JoinRingS }, true},
+			{"all see all alive", "#1f77b4", func(r Result) float64 { return r.MembersS }, inJoin},
+			{"ring agreed", "#d62728", func(r Result) float64 { return r.RingS }, inJoin},
+			{"kill seen by all", "#2ca02c", func(r Result) float64 { return r.KillSeenS }, afterIt},
+			{"joiner has ring", "#9467bd", func(r Result) float64 { return r.JoinRingS }, afterIt},
 		}},
 		{"Idle traffic per peer", "bytes/s (sent+received)", []series{
-			{"bytes/peer/s", "#ff7f0e", func(r Result) float64 { return r.IdleBytesPerS }, true},
+			{"bytes/peer/s", "#ff7f0e", func(r Result) float64 { return r.IdleBytesPerS }, idling},
 		}},
 		{"Idle CPU per peer", "% of one core", []series{
-			{"CPU/peer", "#8c564b", func(r Result) float64 { return 100 * r.IdleCPUPerPeer }, true},
+			{"CPU/peer", "#8c564b", func(r Result) float64 { return 100 * r.IdleCPUPerPeer }, idling},
 		}},
 	}
 	const pw, ph, ml, mr, mt, mb = 360.0, 280.0, 60.0, 20.0, 40.0, 90.0
