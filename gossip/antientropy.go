@@ -203,8 +203,9 @@ func (m *Mesh) answerDigest(ctx context.Context, sem chan struct{}, d digest) {
 	// would otherwise wait for memberlist's stretched push-pull).
 	m.mu.Lock()
 	var n *memberlist.Node
+	up := false
 	if e := m.peers[d.from]; e != nil {
-		n = e.node
+		n, up = e.node, e.info.State.Up()
 	}
 	m.mu.Unlock()
 	if n == nil {
@@ -213,7 +214,8 @@ func (m *Mesh) answerDigest(ctx context.Context, sem chan struct{}, d digest) {
 	differ := false
 	for _, e := range d.entries {
 		if e.channel == membersChannel {
-			if string(e.summary) != string(m.membersSummary()) {
+			equal := string(e.summary) == string(m.membersSummary())
+			if m.memberStreak.observe(equal, time.Now()) || (!equal && !up) {
 				m.syncMembers(d.from)
 			}
 			continue

@@ -45,6 +45,7 @@ type Mesh struct {
 	// lastMemberSync is the UnixNano time of the last (membership.go).
 	memberSyncs    atomic.Uint64
 	lastMemberSync atomic.Int64
+	memberStreak   mismatchStreak // differing membership summaries (antiEntropy's only)
 	wg             sync.WaitGroup // anti-entropy repair senders
 	changed        chan struct{}  // membership or metadata changed (cap 1)
 	badFrames      atomic.Uint64  // undecodable messages received

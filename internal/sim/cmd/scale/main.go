@@ -64,7 +64,15 @@ type Result struct {
 	JoinDialsPerPeer       float64 `json:"join_dials_peer,omitempty"`
 	JoinMemberSyncsPerPeer float64 `json:"join_member_syncs_peer,omitempty"`
 	JoinRepairsPerPeer     float64 `json:"join_repairs_peer,omitempty"`
-	HeapMiB                float64 `json:"heap_mib_per_peer"` // Go heap in use per peer, idle
+	// What one event cost the whole mesh until it was measured: membership
+	// push-pulls started by anti-entropy (each moves both full views) and
+	// bytes on streams, for the joiner (until all list it alive) and the
+	// kill (until all list it dead).
+	JoinerMemberSyncs uint64  `json:"joiner_member_syncs,omitempty"`
+	JoinerStreamBytes uint64  `json:"joiner_stream_bytes,omitempty"`
+	KillMemberSyncs   uint64  `json:"kill_member_syncs,omitempty"`
+	KillStreamBytes   uint64  `json:"kill_stream_bytes,omitempty"`
+	HeapMiB           float64 `json:"heap_mib_per_peer"` // Go heap in use per peer, idle
 	// LiveMiB is the live heap per peer at the idle point (after a GC);
 	// PeakLiveMiB the largest live heap (as of each GC) per peer, sampled
 	// every second of real time through the whole size; PeakRSSMiB the
@@ -326,7 +334,7 @@ func run(n int, secure, trace bool, idle, limit time.Duration, virtual bool) (r 
 // joinAndKill measures one peer joining the mesh of n (until it holds the
 // agreed ring) and then a crash (until every live peer lists it dead).
 func joinAndKill(c *sim.Cluster, n int, wait func(func() error) (float64, bool), r *Result) {
-	t2 := time.Now()
+	t2, k0 := time.Now(), c.Count()
 	if err := c.Grow(1); err != nil {
 		r.Error = err.Error()
 		return
@@ -338,8 +346,15 @@ func joinAndKill(c *sim.Cluster, n int, wait func(func() error) (float64, bool),
 	if _, ok := wait(c.MembersAgree); !ok {
 		return
 	}
+	k1 := c.Count()
+	r.JoinerMemberSyncs, r.JoinerStreamBytes = k1.MemberSyncs-k0.MemberSyncs, k1.StreamBytes-k0.StreamBytes
 	c.Kill(n / 2)
+	k2 := c.Count() // without the dead peer's counters
 	r.KillSeenS, _ = wait(c.DeadSeen(n / 2))
+	k3 := c.Count()
+	r.KillMemberSyncs, r.KillStreamBytes = k3.MemberSyncs-k2.MemberSyncs, k3.StreamBytes-k2.StreamBytes
+	log.Printf("%d peers: joiner has the ring in %.2f s, all list it alive after %d membership push-pulls, %d stream bytes; a kill seen by all in %.2f s, %d push-pulls, %d stream bytes",
+		n, r.JoinRingS, r.JoinerMemberSyncs, r.JoinerStreamBytes, r.KillSeenS, r.KillMemberSyncs, r.KillStreamBytes)
 }
 
 // settle waits, in 5 s windows, until the peers send less than one full
