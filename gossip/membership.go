@@ -21,8 +21,8 @@ package gossip
 // Without the wait, every change (a join, a death, a metadata update) made
 // the digests that crossed it in its second of spreading differ, and each
 // started a push-pull of two full views: in the simulator one joiner among
-// 500 peers cost 119–136 push-pulls and 49–56 MB on streams (a kill up to
-// 184 and 75 MB), for what gossip delivered anyway: O(N²) bytes per event.
+// 500 peers cost 119–136 push-pulls and 49–56 MB on streams (a kill 0 to
+// 184, up to 75 MB), for what gossip delivered anyway: O(N²) bytes per event.
 
 import (
 	"encoding/binary"
