@@ -399,6 +399,8 @@ func (d *Daemon) Counters() map[string]float64 {
 	c["reconcile_skipped_total"] = float64(d.router.Skipped()) // passes that changed nothing
 	c["ipam_syncs_total"] = float64(d.alloc.Syncs())           // store commits synced to disk
 	c["gossip_bad_frames_total"] = float64(d.mesh.BadFrames())
+	c["gossip_member_syncs_total"] = float64(d.mesh.MemberSyncs()) // membership push-pulls anti-entropy started
+	c["gossip_repairs_total"] = float64(d.mesh.Repairs())          // channel states anti-entropy found different
 	c["gossip_dropped_total"] = float64(d.ipamCh.Dropped())
 	c["gossip_rejected_total"] = float64(d.ipamCh.Rejected())
 	d.underlayCounters(c)

@@ -249,6 +249,8 @@ func TestStatusPageMetricsAndAPI(t *testing.T) {
 			v("weft_sync_skipped_total")      // sync passes skipped: nothing changed
 			v("weft_relay_reports_applied_total")
 			v("weft_relay_switch_passes_total")
+			v("weft_gossip_member_syncs_total") // membership push-pulls started by anti-entropy
+			v("weft_gossip_repairs_total")      // channel repairs started by anti-entropy
 			check("weft_ipam_syncs_total >= 1 (the bridge's allocation)", v("weft_ipam_syncs_total") >= 1, v("weft_ipam_syncs_total"))
 			probes := v("weft_probe_hellos_sent_total") + v("weft_probe_requests_sent_total")
 			check("datapath probes sent > 0", probes > 0, probes)
