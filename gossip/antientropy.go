@@ -162,7 +162,8 @@ func (c *Channel) repair(remote []byte) [][]byte {
 // localDigest builds this peer's digest of every channel.
 func (m *Mesh) localDigest(reply bool) []byte {
 	d := digest{reply: reply, from: m.cfg.Name}
-	d.entries = append(d.entries, digestEntry{channel: membersChannel, summary: m.membersSummary()})
+	d.entries = append(d.entries, digestEntry{channel: membersChannel, summary: m.membersSummary()},
+		digestEntry{channel: bucketsChannel, summary: m.bucketSummaries(time.Now())})
 	for _, c := range m.channelList() {
 		s := c.summary()
 		if len(s) > maxSummary {
@@ -211,13 +212,15 @@ func (m *Mesh) answerDigest(ctx context.Context, sem chan struct{}, d digest) {
 	if n == nil {
 		return
 	}
+	var members, buckets []byte
 	differ := false
 	for _, e := range d.entries {
-		if e.channel == membersChannel {
-			equal := string(e.summary) == string(m.membersSummary())
-			if m.memberStreak.observe(equal, time.Now()) || (!equal && !up) {
-				m.syncMembers(d.from)
-			}
+		switch e.channel {
+		case membersChannel:
+			members = e.summary
+			continue
+		case bucketsChannel:
+			buckets = e.summary
 			continue
 		}
 		c := m.channel(e.channel)
@@ -240,6 +243,10 @@ func (m *Mesh) answerDigest(ctx context.Context, sem chan struct{}, d digest) {
 	}
 	if differ && !d.reply {
 		m.sendPacket(ctx, sem, n, m.localDigest(true))
+	}
+	if members != nil && string(members) != string(m.membersSummary()) &&
+		(!up || settledDifference(m.bucketSummaries(time.Now()), buckets)) {
+		m.syncMembers(d.from)
 	}
 }
 

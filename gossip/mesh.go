@@ -45,7 +45,6 @@ type Mesh struct {
 	// lastMemberSync is the UnixNano time of the last (membership.go).
 	memberSyncs    atomic.Uint64
 	lastMemberSync atomic.Int64
-	memberStreak   mismatchStreak // differing membership summaries (antiEntropy's only)
 	wg             sync.WaitGroup // anti-entropy repair senders
 	changed        chan struct{}  // membership or metadata changed (cap 1)
 	badFrames      atomic.Uint64  // undecodable messages received
@@ -64,6 +63,10 @@ type Mesh struct {
 	alive      []*memberlist.Node
 	aliveDirty bool
 	memberHash uint64 // XOR of the entries' hash (membership.go)
+	// buckets is memberHash split by bucketOf the peers' names, bucketAt
+	// when each last changed (membership.go).
+	buckets  [memberBuckets]uint64
+	bucketAt [memberBuckets]time.Time
 	// names is the peers' names sorted, for Peers; nil after a peer was
 	// added or forgotten. Peers is called on every membership change, and
 	// sorting hundreds of entries each time was the largest CPU cost of a
@@ -534,6 +537,7 @@ func (m *Mesh) SetMeta(meta peer.Meta) error {
 	m.metaBytes, m.meta = b, meta
 	if !same {
 		m.gen++
+		m.bucketAt[bucketOf(m.cfg.Name)] = time.Now() // our own term changed
 	}
 	m.mu.Unlock()
 	if same {
@@ -684,7 +688,7 @@ func (m *Mesh) Forget(names ...string) {
 	m.mu.Lock()
 	for _, n := range names {
 		if e := m.peers[n]; e != nil && !e.info.State.Up() {
-			m.memberHash ^= e.hash
+			m.setTermLocked(e, 0) // 0 already: only up peers have a term
 			delete(m.peers, n)
 			m.aliveDirty = true
 			m.names = nil
