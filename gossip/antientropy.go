@@ -162,8 +162,7 @@ func (c *Channel) repair(remote []byte) [][]byte {
 // localDigest builds this peer's digest of every channel.
 func (m *Mesh) localDigest(reply bool) []byte {
 	d := digest{reply: reply, from: m.cfg.Name}
-	d.entries = append(d.entries, digestEntry{channel: membersChannel, summary: m.membersSummary()},
-		digestEntry{channel: bucketsChannel, summary: m.bucketSummaries(time.Now())})
+	d.entries = append(d.entries, digestEntry{channel: membersChannel, summary: m.membersSummary()})
 	for _, c := range m.channelList() {
 		s := c.summary()
 		if len(s) > maxSummary {
@@ -204,23 +203,19 @@ func (m *Mesh) answerDigest(ctx context.Context, sem chan struct{}, d digest) {
 	// would otherwise wait for memberlist's stretched push-pull).
 	m.mu.Lock()
 	var n *memberlist.Node
-	up := false
 	if e := m.peers[d.from]; e != nil {
-		n, up = e.node, e.info.State.Up()
+		n = e.node
 	}
 	m.mu.Unlock()
 	if n == nil {
 		return
 	}
-	var members, buckets []byte
 	differ := false
 	for _, e := range d.entries {
-		switch e.channel {
-		case membersChannel:
-			members = e.summary
-			continue
-		case bucketsChannel:
-			buckets = e.summary
+		if e.channel == membersChannel {
+			if string(e.summary) != string(m.membersSummary()) {
+				m.syncMembers(d.from)
+			}
 			continue
 		}
 		c := m.channel(e.channel)
@@ -243,10 +238,6 @@ func (m *Mesh) answerDigest(ctx context.Context, sem chan struct{}, d digest) {
 	}
 	if differ && !d.reply {
 		m.sendPacket(ctx, sem, n, m.localDigest(true))
-	}
-	if members != nil && string(members) != string(m.membersSummary()) &&
-		(!up || settledDifference(m.bucketSummaries(time.Now()), buckets)) {
-		m.syncMembers(d.from)
 	}
 }
 

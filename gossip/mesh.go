@@ -63,10 +63,6 @@ type Mesh struct {
 	alive      []*memberlist.Node
 	aliveDirty bool
 	memberHash uint64 // XOR of the entries' hash (membership.go)
-	// buckets is memberHash split by bucketOf the peers' names, bucketAt
-	// when each last changed (membership.go).
-	buckets  [memberBuckets]uint64
-	bucketAt [memberBuckets]time.Time
 	// names is the peers' names sorted, for Peers; nil after a peer was
 	// added or forgotten. Peers is called on every membership change, and
 	// sorting hundreds of entries each time was the largest CPU cost of a
@@ -537,7 +533,6 @@ func (m *Mesh) SetMeta(meta peer.Meta) error {
 	m.metaBytes, m.meta = b, meta
 	if !same {
 		m.gen++
-		m.bucketAt[bucketOf(m.cfg.Name)] = time.Now() // our own term changed
 	}
 	m.mu.Unlock()
 	if same {
@@ -688,7 +683,7 @@ func (m *Mesh) Forget(names ...string) {
 	m.mu.Lock()
 	for _, n := range names {
 		if e := m.peers[n]; e != nil && !e.info.State.Up() {
-			m.setTermLocked(e, 0) // 0 already: only up peers have a term
+			m.memberHash ^= e.hash
 			delete(m.peers, n)
 			m.aliveDirty = true
 			m.names = nil
