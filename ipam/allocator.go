@@ -47,14 +47,13 @@ type Allocator struct {
 	cfg     Config
 	tr      Transport
 	log     *slog.Logger
-	st      *store                 // committed to only under mu (see store.commit)
-	changed chan struct{}          // cap 1, see Changed
-	heldUp  chan struct{}          // cap 1: a held donation request is to be answered or dropped (donate.go)
-	full    atomic.Pointer[[]byte] // encoded FullState, built when asked after a change
-	summary atomic.Pointer[[]byte] // anti-entropy Summary, built with full
-	stale   atomic.Bool            // the ring changed since full and summary were built (set under mu)
-	out     chan outMsg            // unicasts for the sender goroutine
-	done    chan struct{}          // closed by Close
+	st      *store                     // committed to only under mu (see store.commit)
+	changed chan struct{}              // cap 1, see Changed
+	heldUp  chan struct{}              // cap 1: a held donation request is to be answered or dropped (donate.go)
+	built   atomic.Pointer[builtState] // FullState and Summary, built together when asked after a change
+	stale   atomic.Bool                // the ring changed since built (set under mu)
+	out     chan outMsg                // unicasts for the sender goroutine
+	done    chan struct{}              // closed by Close
 
 	// mu is the one lock of the Allocator, on purpose: almost every
 	// operation reads or writes the ring together with another part (an
@@ -343,8 +342,12 @@ func (a *Allocator) changedLocked() {
 // anti-entropy and push-pull merge like any other).
 func (a *Allocator) FullState() []byte {
 	a.freshState()
-	return *a.full.Load()
+	return a.built.Load().full
 }
+
+// builtState is the ring's encoded full state and its summary, from one
+// build: a reader that loads it never pairs a summary with another ring.
+type builtState struct{ full, summary []byte }
 
 // staleMax bounds how long the built full state and summary may lag the
 // ring: a commit builds them when they are older (readers that find the
@@ -385,10 +388,7 @@ func (a *Allocator) freshState() {
 // buildStateLocked builds the full state and summary from the ring.
 func (a *Allocator) buildStateLocked() {
 	m := message{Kind: kindFull, Range: a.cfg.Range, Seed: a.ring.Seed, Tokens: a.ring.Tokens}
-	b := m.encode()
-	a.full.Store(&b)
-	s := summarize(a.cfg.Range, &a.ring)
-	a.summary.Store(&s)
+	a.built.Store(&builtState{full: m.encode(), summary: summarize(a.cfg.Range, &a.ring)})
 	a.stale.Store(false)
 }
 

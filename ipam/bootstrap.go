@@ -222,7 +222,7 @@ func (a *Allocator) installLocked(r Ring) error {
 		return err
 	}
 	a.buildStateLocked()
-	a.tr.Broadcast(*a.full.Load())
+	a.tr.Broadcast(a.built.Load().full)
 	return nil
 }
 

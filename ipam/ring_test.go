@@ -265,7 +265,7 @@ func TestStateNeverBlocks(t *testing.T) {
 	}()
 	a.ring = Ring{Size: 256, Seed: 7, Tokens: []Token{{Start: 0, Owner: p2, Version: 1, Free: 200}}}
 	a.buildStateLocked()
-	old, oldSum := *a.full.Load(), *a.summary.Load()
+	old, oldSum := a.built.Load().full, a.built.Load().summary
 	merge := func(v uint32) {
 		t.Helper()
 		m := &message{Kind: kindDelta, Range: a.cfg.Range, Seed: 7, Tokens: []Token{{Start: 0, Owner: p2, Version: v, Free: 200 - v}}}

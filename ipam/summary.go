@@ -59,21 +59,18 @@ func summarize(rng netip.Prefix, r *Ring) []byte {
 // It never blocks (see FullState).
 func (a *Allocator) Summary() []byte {
 	a.freshState()
-	return *a.summary.Load()
+	return a.built.Load().summary
 }
 
 // Repair returns the deltas that the peer whose summary is remote may lack
 // (gossip.Summarizer): the tokens of every slice whose hash differs, or the
 // whole ring when that peer has none. Nothing for a summary of another
-// ring, a malformed one, or when this peer has no ring yet.
-//
-// It never blocks (see FullState). The summary and full state are read one
-// after the other: should a commit build both in between, the full state is
-// the newer, and carries at least what the summary says.
+// ring, a malformed one, or when this peer has no ring yet. It never
+// blocks (see FullState).
 func (a *Allocator) Repair(remote []byte) [][]byte {
 	a.freshState()
-	mine := *a.summary.Load()
-	return repair(a.cfg.Range, mine, *a.full.Load(), remote)
+	b := a.built.Load() // one build's pair
+	return repair(a.cfg.Range, b.summary, b.full, remote)
 }
 
 // repair is Repair on a snapshot: this peer's summary and full state.

@@ -392,10 +392,10 @@ func write(dir string, rs []Result) error {
 	for _, r := range rs {
 		after := fmt.Sprintf("%.1f | %.1f | %.0f | %.0f (%.0f) | %.2f | %.3f | %.2f | %.2f", r.JoinRingS, r.KillSeenS, r.SettleS,
 			r.IdleBytesPerS, r.IdleStreamBytesPerS, 100*r.IdleCPUPerPeer, r.JoinCPUPerPeer, r.HeapMiB, r.LiveMiB)
-		switch {
-		case r.JoinOnly: // what follows the join was not run
+		switch r.ran() {
+		case inJoin: // what follows the join was not run
 			after = fmt.Sprintf("— | — | — | — | — | %.3f | — | —", r.JoinCPUPerPeer)
-		case r.NoIdle: // joiner and kill in the backlog; no idle window
+		case afterIt: // joiner and kill in the backlog; no idle window
 			after = fmt.Sprintf("%.1f | %.1f | — | — | — | %.3f | — | —", r.JoinRingS, r.KillSeenS, r.JoinCPUPerPeer)
 		}
 		fmt.Fprintf(&t, "| %d | %s | %.1f | %.1f | %.1f | %s, %.2f | %.1f | %.0f | %.0f | %.0f |", r.Peers, r.Clock, r.MembersS, r.RingS, r.AgreeS,

@@ -26,14 +26,24 @@ const (
 	idling               // the idle window: not in -join-only or -no-idle rows
 )
 
+// ran is the last phase r's run measured (-join-only, -no-idle or all).
+func (r Result) ran() phase {
+	switch {
+	case r.JoinOnly:
+		return inJoin
+	case r.NoIdle:
+		return afterIt
+	}
+	return idling
+}
+
 // rows returns the results that have s.
 func (s series) rows(rs []Result) []Result {
 	var out []Result
 	for _, r := range rs {
-		if (s.phase >= afterIt && r.JoinOnly) || (s.phase >= idling && r.NoIdle) {
-			continue
+		if s.phase <= r.ran() {
+			out = append(out, r)
 		}
-		out = append(out, r)
 	}
 	return out
 }
